@@ -1,0 +1,154 @@
+//! Error codes carried by `err` frames and the WebSocket close codes the server uses.
+//!
+//! Both are part of the contract (SPEC.md sections 6 and 7): clients decide whether to retry or
+//! reconnect from the number alone.
+
+/// The code of an `err` frame. The numbers follow HTTP where a close analogue exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    Malformed,
+    Unauthorized,
+    NotSubscribed,
+    UnknownRequest,
+    BadRequest,
+    Conflict,
+    AlreadySubscribed,
+    TooLarge,
+    BadRoom,
+    NotInteger,
+    Limit,
+    Internal,
+    Unavailable,
+    Storage,
+}
+
+impl ErrorCode {
+    /// Every code, for documentation tests and metrics.
+    pub const ALL: [ErrorCode; 14] = [
+        ErrorCode::Malformed,
+        ErrorCode::Unauthorized,
+        ErrorCode::NotSubscribed,
+        ErrorCode::UnknownRequest,
+        ErrorCode::BadRequest,
+        ErrorCode::Conflict,
+        ErrorCode::AlreadySubscribed,
+        ErrorCode::TooLarge,
+        ErrorCode::BadRoom,
+        ErrorCode::NotInteger,
+        ErrorCode::Limit,
+        ErrorCode::Internal,
+        ErrorCode::Unavailable,
+        ErrorCode::Storage,
+    ];
+
+    pub const fn as_u16(self) -> u16 {
+        match self {
+            ErrorCode::Malformed => 400,
+            ErrorCode::Unauthorized => 401,
+            ErrorCode::NotSubscribed => 404,
+            ErrorCode::UnknownRequest => 405,
+            ErrorCode::BadRequest => 406,
+            ErrorCode::Conflict => 409,
+            ErrorCode::AlreadySubscribed => 410,
+            ErrorCode::TooLarge => 413,
+            ErrorCode::BadRoom => 414,
+            ErrorCode::NotInteger => 422,
+            ErrorCode::Limit => 429,
+            ErrorCode::Internal => 500,
+            ErrorCode::Unavailable => 503,
+            ErrorCode::Storage => 507,
+        }
+    }
+
+    pub fn from_u16(code: u16) -> Option<ErrorCode> {
+        ErrorCode::ALL.into_iter().find(|c| c.as_u16() == code)
+    }
+
+    /// The snake_case name used in SPEC.md and in metrics labels.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ErrorCode::Malformed => "malformed",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::NotSubscribed => "not_subscribed",
+            ErrorCode::UnknownRequest => "unknown_request",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::AlreadySubscribed => "already_subscribed",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::BadRoom => "bad_room",
+            ErrorCode::NotInteger => "not_integer",
+            ErrorCode::Limit => "limit",
+            ErrorCode::Internal => "internal",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Storage => "storage",
+        }
+    }
+
+    /// Whether sending the same request again later can succeed without changing it.
+    pub const fn retryable(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::Conflict
+                | ErrorCode::Internal
+                | ErrorCode::Unavailable
+                | ErrorCode::Storage
+        )
+    }
+}
+
+/// WebSocket close codes sent by the server (SPEC.md section 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CloseCode;
+
+impl CloseCode {
+    pub const GOING_AWAY: u16 = 1001;
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
+    pub const INTERNAL: u16 = 1011;
+    pub const SLOW_CONSUMER: u16 = 4000;
+    pub const HEARTBEAT_TIMEOUT: u16 = 4001;
+    pub const AT_CAPACITY: u16 = 4002;
+    pub const UNAUTHORIZED: u16 = 4401;
+
+    /// The SPEC.md rule: does a client reconnect after the server closed with `code`?
+    pub const fn should_reconnect(code: u16) -> bool {
+        !matches!(code, 1000 | 1002 | 1003 | 1007 | 1008 | 1010 | 4400..=4499)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip_and_are_unique() {
+        let mut seen = std::collections::HashSet::new();
+        for c in ErrorCode::ALL {
+            assert!(seen.insert(c.as_u16()), "duplicate code {}", c.as_u16());
+            assert_eq!(ErrorCode::from_u16(c.as_u16()), Some(c));
+        }
+        assert_eq!(ErrorCode::from_u16(418), None);
+    }
+
+    #[test]
+    fn every_code_is_in_the_spec() {
+        let spec = include_str!("../SPEC.md");
+        for c in ErrorCode::ALL {
+            let row = format!("| {} | {} |", c.as_u16(), c.name());
+            assert!(spec.contains(&row), "SPEC.md lacks a row for {row}");
+        }
+        for code in [1001, 1002, 1009, 1011, 4000, 4001, 4002, 4401] {
+            assert!(spec.contains(&format!("| {code} |")), "SPEC.md lacks close code {code}");
+        }
+    }
+
+    #[test]
+    fn close_families() {
+        assert!(CloseCode::should_reconnect(CloseCode::GOING_AWAY));
+        assert!(CloseCode::should_reconnect(CloseCode::SLOW_CONSUMER));
+        assert!(CloseCode::should_reconnect(1006));
+        assert!(!CloseCode::should_reconnect(CloseCode::UNAUTHORIZED));
+        assert!(!CloseCode::should_reconnect(CloseCode::PROTOCOL_ERROR));
+    }
+}

@@ -1,0 +1,303 @@
+//! Every frame of protocol version 1 (SPEC.md sections 3 to 6) as a Rust type.
+//!
+//! Field declaration order is the canonical key order of the encoding, which the test vectors
+//! pin byte for byte; receivers accept keys in any order and ignore unknown ones.
+
+use rmpv::Value;
+use serde::{Deserialize, Serialize};
+
+/// A frame sent by a client. Every request carries a client-chosen `id` echoed by its reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "t")]
+pub enum ClientFrame {
+    #[serde(rename = "sub")]
+    Sub {
+        id: u32,
+        room: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        state: Option<bool>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        presence: Option<bool>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        info: Option<Value>,
+    },
+    #[serde(rename = "unsub")]
+    Unsub { id: u32, room: String },
+    #[serde(rename = "pub")]
+    Pub {
+        id: u32,
+        room: String,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mid: Option<String>,
+    },
+    #[serde(rename = "hist")]
+    Hist {
+        id: u32,
+        room: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        before: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
+    #[serde(rename = "get")]
+    Get { id: u32, room: String, key: String },
+    #[serde(rename = "list")]
+    List {
+        id: u32,
+        room: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prefix: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
+    #[serde(rename = "put")]
+    Put {
+        id: u32,
+        room: String,
+        key: String,
+        value: Value,
+    },
+    #[serde(rename = "del")]
+    Del { id: u32, room: String, key: String },
+    #[serde(rename = "cas")]
+    Cas {
+        id: u32,
+        room: String,
+        key: String,
+        ver: u64,
+        value: Value,
+    },
+    #[serde(rename = "incr")]
+    Incr {
+        id: u32,
+        room: String,
+        key: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<i64>,
+    },
+    #[serde(rename = "who")]
+    Who { id: u32, room: String },
+    #[serde(rename = "ping")]
+    Ping { id: u32 },
+}
+
+impl ClientFrame {
+    /// The request kinds, as they appear in `t`.
+    pub const KINDS: [&'static str; 12] = [
+        "sub", "unsub", "pub", "hist", "get", "list", "put", "del", "cas", "incr", "who", "ping",
+    ];
+
+    pub fn id(&self) -> u32 {
+        match self {
+            ClientFrame::Sub { id, .. }
+            | ClientFrame::Unsub { id, .. }
+            | ClientFrame::Pub { id, .. }
+            | ClientFrame::Hist { id, .. }
+            | ClientFrame::Get { id, .. }
+            | ClientFrame::List { id, .. }
+            | ClientFrame::Put { id, .. }
+            | ClientFrame::Del { id, .. }
+            | ClientFrame::Cas { id, .. }
+            | ClientFrame::Incr { id, .. }
+            | ClientFrame::Who { id, .. }
+            | ClientFrame::Ping { id } => *id,
+        }
+    }
+
+    /// The room the request is about, if any.
+    pub fn room(&self) -> Option<&str> {
+        match self {
+            ClientFrame::Sub { room, .. }
+            | ClientFrame::Unsub { room, .. }
+            | ClientFrame::Pub { room, .. }
+            | ClientFrame::Hist { room, .. }
+            | ClientFrame::Get { room, .. }
+            | ClientFrame::List { room, .. }
+            | ClientFrame::Put { room, .. }
+            | ClientFrame::Del { room, .. }
+            | ClientFrame::Cas { room, .. }
+            | ClientFrame::Incr { room, .. }
+            | ClientFrame::Who { room, .. } => Some(room),
+            ClientFrame::Ping { .. } => None,
+        }
+    }
+}
+
+/// The limits announced in `hello` (SPEC.md section 3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    pub frame: u32,
+    pub payload: u32,
+    pub room: u32,
+    pub key: u32,
+    pub value: u32,
+    pub info: u32,
+    pub subs: u32,
+    pub page: u32,
+    pub keys: u32,
+    pub mid: u32,
+}
+
+/// One key of a room's state, as in `subbed.state` and `vals.items`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateItem {
+    pub key: String,
+    pub value: Value,
+    pub ver: u64,
+}
+
+/// One connection present in a room.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Member {
+    pub conn: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<Value>,
+}
+
+/// A frame sent by the server: replies (with the request's `id`) and events (without).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "t")]
+pub enum ServerFrame {
+    #[serde(rename = "hello")]
+    Hello {
+        v: u32,
+        server: String,
+        conn: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user: Option<String>,
+        ping: u32,
+        limits: Limits,
+    },
+    #[serde(rename = "subbed")]
+    Subbed {
+        id: u32,
+        room: String,
+        epoch: u64,
+        last: u64,
+        first: u64,
+        earliest: u64,
+        complete: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        state: Option<Vec<StateItem>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        presence: Option<Vec<Member>>,
+    },
+    #[serde(rename = "ok")]
+    Ok { id: u32 },
+    #[serde(rename = "ack")]
+    Ack {
+        id: u32,
+        seq: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dup: Option<bool>,
+    },
+    #[serde(rename = "hist")]
+    Hist {
+        id: u32,
+        room: String,
+        items: Vec<ServerFrame>,
+        more: bool,
+    },
+    #[serde(rename = "val")]
+    Val {
+        id: u32,
+        key: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        value: Option<Value>,
+        ver: u64,
+    },
+    #[serde(rename = "vals")]
+    Vals {
+        id: u32,
+        items: Vec<StateItem>,
+        more: bool,
+    },
+    #[serde(rename = "done")]
+    Done {
+        id: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
+        ver: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        value: Option<Value>,
+    },
+    #[serde(rename = "who")]
+    Who {
+        id: u32,
+        room: String,
+        members: Vec<Member>,
+    },
+    #[serde(rename = "pong")]
+    Pong { id: u32 },
+    #[serde(rename = "err")]
+    Err {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u32>,
+        code: u16,
+        msg: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ver: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max: Option<u64>,
+    },
+    #[serde(rename = "msg")]
+    Msg {
+        room: String,
+        seq: u64,
+        ts: u64,
+        from: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        uid: Option<String>,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    #[serde(rename = "state")]
+    State {
+        room: String,
+        seq: u64,
+        ts: u64,
+        from: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        uid: Option<String>,
+        key: String,
+        ver: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        value: Option<Value>,
+    },
+    #[serde(rename = "join")]
+    Join {
+        room: String,
+        conn: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        info: Option<Value>,
+    },
+    #[serde(rename = "leave")]
+    Leave {
+        room: String,
+        conn: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user: Option<String>,
+    },
+}
+
+impl ServerFrame {
+    /// The seq of a log event (`msg` or `state`).
+    pub fn seq(&self) -> Option<u64> {
+        match self {
+            ServerFrame::Msg { seq, .. } | ServerFrame::State { seq, .. } => Some(*seq),
+            _ => None,
+        }
+    }
+}
