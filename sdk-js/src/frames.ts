@@ -1,0 +1,346 @@
+/**
+ * The frames of SPEC.md as types: builders for requests (keys in the canonical order of the
+ * test vectors) and a checked parser for what the server sends. Unknown keys are ignored and
+ * `nil` is read as absent, as SPEC.md section 2 asks; an unknown `t` parses to `undefined`.
+ */
+import type { Value } from "./codec.js";
+import { ProtocolError } from "./errors.js";
+
+// ---------------------------------------------------------------------------------------------
+// Requests (client to server). A request is built without its `id`; `withId` inserts it right
+// after `t`, where the canonical encoding has it.
+
+export interface SubOptions {
+  since?: number | undefined;
+  state?: boolean | undefined;
+  presence?: boolean | undefined;
+  info?: unknown;
+}
+
+export interface HistOptions {
+  after?: number | undefined;
+  before?: number | undefined;
+  limit?: number | undefined;
+}
+
+export interface ListOptions {
+  prefix?: string | undefined;
+  after?: string | undefined;
+  limit?: number | undefined;
+}
+
+/** A request without its id: `t` first, then its fields in canonical order. */
+export type Request = { readonly t: string } & Record<string, unknown>;
+
+export const req = {
+  sub: (room: string, o: SubOptions = {}): Request => ({
+    t: "sub",
+    room,
+    since: o.since,
+    state: o.state,
+    presence: o.presence,
+    info: o.info,
+  }),
+  unsub: (room: string): Request => ({ t: "unsub", room }),
+  pub: (room: string, data: Uint8Array, mid?: string): Request => ({ t: "pub", room, data, mid }),
+  hist: (room: string, o: HistOptions = {}): Request => ({
+    t: "hist",
+    room,
+    after: o.after,
+    before: o.before,
+    limit: o.limit,
+  }),
+  get: (room: string, key: string): Request => ({ t: "get", room, key }),
+  list: (room: string, o: ListOptions = {}): Request => ({
+    t: "list",
+    room,
+    prefix: o.prefix,
+    after: o.after,
+    limit: o.limit,
+  }),
+  put: (room: string, key: string, value: unknown): Request => ({ t: "put", room, key, value }),
+  del: (room: string, key: string): Request => ({ t: "del", room, key }),
+  cas: (room: string, key: string, ver: number, value: unknown): Request => ({ t: "cas", room, key, ver, value }),
+  incr: (room: string, key: string, by?: number): Request => ({ t: "incr", room, key, by }),
+  who: (room: string): Request => ({ t: "who", room }),
+  ping: (): Request => ({ t: "ping" }),
+};
+
+/** The request with `id` placed right after `t`, absent fields dropped. */
+export function withId(r: Request, id: number): Record<string, unknown> {
+  const out: Record<string, unknown> = { t: r.t, id };
+  for (const [k, v] of Object.entries(r)) {
+    if (k !== "t" && k !== "id" && v !== undefined) out[k] = v;
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server frames.
+
+export interface Limits {
+  frame: number;
+  payload: number;
+  room: number;
+  key: number;
+  value: number;
+  info: number;
+  subs: number;
+  page: number;
+  keys: number;
+  mid: number;
+}
+
+export interface Hello {
+  t: "hello";
+  v: number;
+  server: string;
+  conn: string;
+  user?: string;
+  ping: number;
+  limits: Limits;
+}
+
+/** One connection present in a room. */
+export interface Member {
+  conn: string;
+  user?: string;
+  info?: Value;
+}
+
+export interface StateItem {
+  key: string;
+  value: Value;
+  ver: number;
+}
+
+export interface Subbed {
+  t: "subbed";
+  id: number;
+  room: string;
+  epoch: number;
+  last: number;
+  first: number;
+  earliest: number;
+  complete: boolean;
+  state?: StateItem[];
+  presence?: Member[];
+}
+
+export interface MsgEvent {
+  t: "msg";
+  room: string;
+  seq: number;
+  ts: number;
+  from: string;
+  uid?: string;
+  data: Uint8Array;
+}
+
+export interface StateEvent {
+  t: "state";
+  room: string;
+  seq: number;
+  ts: number;
+  from: string;
+  uid?: string;
+  key: string;
+  ver: number;
+  value?: Value;
+}
+
+export type LogEvent = MsgEvent | StateEvent;
+
+export interface JoinEvent {
+  t: "join";
+  room: string;
+  conn: string;
+  user?: string;
+  info?: Value;
+}
+
+export interface LeaveEvent {
+  t: "leave";
+  room: string;
+  conn: string;
+  user?: string;
+}
+
+export interface Ok { t: "ok"; id: number }
+export interface Ack { t: "ack"; id: number; seq: number; dup?: boolean }
+export interface HistReply { t: "hist"; id: number; room: string; items: LogEvent[]; more: boolean }
+export interface Val { t: "val"; id: number; key: string; value?: Value; ver: number }
+export interface Vals { t: "vals"; id: number; items: StateItem[]; more: boolean }
+export interface Done { t: "done"; id: number; seq?: number; ver: number; value?: Value }
+export interface Who { t: "who"; id: number; room: string; members: Member[] }
+export interface Pong { t: "pong"; id: number }
+export interface Err { t: "err"; id?: number; code: number; msg: string; ver?: number; max?: number }
+
+export type Reply = Subbed | Ok | Ack | HistReply | Val | Vals | Done | Who | Pong | Err;
+export type ServerFrame = Hello | Reply | LogEvent | JoinEvent | LeaveEvent;
+
+type Obj = { [key: string]: Value };
+
+function isObj(v: Value | undefined): v is Obj {
+  return typeof v === "object" && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array);
+}
+
+function fail(t: string, key: string, want: string): never {
+  throw new ProtocolError(`${t} frame: field ${key} is not ${want}`);
+}
+
+/** Field readers: `nil` is absent; a wrong type is a ProtocolError. */
+class Reader {
+  constructor(readonly o: Obj, readonly t: string) {}
+  private get(k: string): Value | undefined {
+    const v = this.o[k];
+    return v === null ? undefined : v;
+  }
+  num(k: string): number {
+    const v = this.get(k);
+    return typeof v === "number" ? v : fail(this.t, k, "a number");
+  }
+  optNum(k: string): number | undefined {
+    const v = this.get(k);
+    return v === undefined ? undefined : this.num(k);
+  }
+  str(k: string): string {
+    const v = this.get(k);
+    return typeof v === "string" ? v : fail(this.t, k, "a string");
+  }
+  optStr(k: string): string | undefined {
+    const v = this.get(k);
+    return v === undefined ? undefined : this.str(k);
+  }
+  bool(k: string): boolean {
+    const v = this.get(k);
+    return typeof v === "boolean" ? v : fail(this.t, k, "a boolean");
+  }
+  optBool(k: string): boolean | undefined {
+    const v = this.get(k);
+    return v === undefined ? undefined : this.bool(k);
+  }
+  bin(k: string): Uint8Array {
+    const v = this.get(k);
+    return v instanceof Uint8Array ? v : fail(this.t, k, "bin");
+  }
+  value(k: string): Value | undefined {
+    return this.get(k);
+  }
+  list(k: string): Obj[] {
+    const v = this.get(k);
+    if (!Array.isArray(v)) return fail(this.t, k, "an array");
+    return v.map((e) => (isObj(e) ? e : fail(this.t, k, "an array of maps")));
+  }
+  optList(k: string): Obj[] | undefined {
+    return this.get(k) === undefined ? undefined : this.list(k);
+  }
+  obj(k: string): Obj {
+    const v = this.get(k);
+    return isObj(v) ? v : fail(this.t, k, "a map");
+  }
+}
+
+/** Copy optional fields only when present, so parsed frames have no `undefined` members. */
+function opt<T extends object>(base: T, extra: Record<string, unknown>): T {
+  for (const [k, v] of Object.entries(extra)) if (v !== undefined) (base as Record<string, unknown>)[k] = v;
+  return base;
+}
+
+function member(o: Obj): Member {
+  const r = new Reader(o, "member");
+  return opt({ conn: r.str("conn") }, { user: r.optStr("user"), info: r.value("info") });
+}
+
+function stateItem(o: Obj): StateItem {
+  const r = new Reader(o, "state item");
+  return { key: r.str("key"), value: r.value("value") ?? null, ver: r.num("ver") };
+}
+
+function logEvent(o: Obj): LogEvent {
+  const f = parseServerFrame(o);
+  if (f === undefined || (f.t !== "msg" && f.t !== "state")) throw new ProtocolError("hist item is not a msg or state event");
+  return f;
+}
+
+function parseLimits(o: Obj): Limits {
+  const r = new Reader(o, "limits");
+  return {
+    frame: r.num("frame"),
+    payload: r.num("payload"),
+    room: r.num("room"),
+    key: r.num("key"),
+    value: r.num("value"),
+    info: r.num("info"),
+    subs: r.num("subs"),
+    page: r.num("page"),
+    keys: r.num("keys"),
+    mid: r.num("mid"),
+  };
+}
+
+/**
+ * Check and type one decoded server frame. Returns `undefined` for a frame kind this SDK does
+ * not know (a newer server may add some); throws `ProtocolError` for a known kind with a
+ * missing or mistyped field.
+ */
+export function parseServerFrame(v: Value): ServerFrame | undefined {
+  if (!isObj(v)) throw new ProtocolError("frame is not a map");
+  const t = v["t"];
+  if (typeof t !== "string") throw new ProtocolError("frame has no t");
+  const r = new Reader(v, t);
+  switch (t) {
+    case "hello":
+      return opt(
+        { t, v: r.num("v"), server: r.str("server"), conn: r.str("conn"), ping: r.num("ping"), limits: parseLimits(r.obj("limits")) },
+        { user: r.optStr("user") },
+      );
+    case "subbed":
+      return opt(
+        {
+          t,
+          id: r.num("id"),
+          room: r.str("room"),
+          epoch: r.num("epoch"),
+          last: r.num("last"),
+          first: r.num("first"),
+          earliest: r.num("earliest"),
+          complete: r.bool("complete"),
+        },
+        { state: r.optList("state")?.map(stateItem), presence: r.optList("presence")?.map(member) },
+      );
+    case "ok":
+    case "pong":
+      return { t, id: r.num("id") };
+    case "ack":
+      return opt({ t, id: r.num("id"), seq: r.num("seq") }, { dup: r.optBool("dup") });
+    case "hist":
+      return { t, id: r.num("id"), room: r.str("room"), items: r.list("items").map(logEvent), more: r.bool("more") };
+    case "val":
+      return opt({ t, id: r.num("id"), key: r.str("key"), ver: r.num("ver") }, { value: r.value("value") });
+    case "vals":
+      return { t, id: r.num("id"), items: r.list("items").map(stateItem), more: r.bool("more") };
+    case "done":
+      return opt({ t, id: r.num("id"), ver: r.num("ver") }, { seq: r.optNum("seq"), value: r.value("value") });
+    case "who":
+      return { t, id: r.num("id"), room: r.str("room"), members: r.list("members").map(member) };
+    case "err":
+      return opt({ t, code: r.num("code"), msg: r.optStr("msg") ?? "" }, { id: r.optNum("id"), ver: r.optNum("ver"), max: r.optNum("max") });
+    case "msg":
+      return opt(
+        { t, room: r.str("room"), seq: r.num("seq"), ts: r.num("ts"), from: r.str("from"), data: r.bin("data") },
+        { uid: r.optStr("uid") },
+      );
+    case "state":
+      return opt(
+        { t, room: r.str("room"), seq: r.num("seq"), ts: r.num("ts"), from: r.str("from"), key: r.str("key"), ver: r.num("ver") },
+        { uid: r.optStr("uid"), value: r.value("value") },
+      );
+    case "join":
+      return opt({ t, room: r.str("room"), conn: r.str("conn") }, { user: r.optStr("user"), info: r.value("info") });
+    case "leave":
+      return opt({ t, room: r.str("room"), conn: r.str("conn") }, { user: r.optStr("user") });
+    default:
+      return undefined;
+  }
+}

@@ -1,0 +1,419 @@
+/**
+ * A room: its subscription (kept across reconnects), the resume position, presence and an
+ * optional mirror of its state, plus the request methods (publish, history, state operations).
+ *
+ * Resume rule: `lastSeq` is the seq of the last log entry handed to the app. Every
+ * (re)subscription asks for `since: lastSeq`, and any entry with seq ≤ lastSeq is dropped, so
+ * the app sees each entry once and in order across reconnects and server restarts. A changed
+ * epoch means the room's log was reset: the app gets a `reset` event and resumes live.
+ */
+import { textToBytes, type Value } from "./codec.js";
+import { Emitter } from "./emitter.js";
+import { DisconnectedError, RoomdError, TooLargeError } from "./errors.js";
+import {
+  req,
+  type HistOptions,
+  type JoinEvent,
+  type LeaveEvent,
+  type Limits,
+  type ListOptions,
+  type Member,
+  type MsgEvent,
+  type Reply,
+  type Request,
+  type StateEvent,
+  type StateItem,
+  type Subbed,
+} from "./frames.js";
+import { Message, StateChange, toEntry, type LogEntry } from "./message.js";
+
+/** What a request does when the connection drops while it is in flight. */
+export type RequestKind =
+  /** Resent after reconnecting (reads, and publishes, which carry a mid). */
+  | "safe"
+  /** Failed with DisconnectedError (mutations: they may have been applied). */
+  | "unsafe"
+  /** The SDK's own (subscriptions, heartbeats): failed, the SDK redoes them itself. */
+  | "internal";
+
+/** What a Room needs from its Client. */
+export interface RoomHost {
+  readonly isOpen: boolean;
+  readonly limits: Limits | undefined;
+  request(r: Request, expect: Reply["t"], kind?: RequestKind, check?: (l: Limits) => RoomdError | undefined): Promise<Reply>;
+  nextMid(): string;
+}
+
+export interface SubscribeOptions {
+  /** Replay every entry with seq > since before going live. Default: live only. */
+  since?: number;
+  /** Keep a mirror of the room's state (`room.state`), starting from a snapshot. */
+  state?: boolean;
+  /** Track who is here (`room.members`, `join` / `leave` events). */
+  presence?: boolean;
+  /** Presence info for this connection, e.g. `{ name: "Ada" }`; makes this client visible to others. */
+  info?: Value | { [key: string]: unknown };
+}
+
+/** The position of a subscription, from the server's `subbed` reply. */
+export interface Subscription {
+  epoch: number;
+  /** Seq of the last entry when (re)subscribing: live entries start after it. */
+  last: number;
+  /** Seq of the oldest entry still retained. */
+  earliest: number;
+  /** False if entries after the resume position were already trimmed (see the `gap` event). */
+  complete: boolean;
+}
+
+export interface ResetInfo {
+  /** The epoch remembered before; undefined if the position came from `since`. */
+  previousEpoch: number | undefined;
+  epoch: number;
+  /** The new log's last seq: the room goes on live from here. */
+  last: number;
+}
+
+export interface GapInfo {
+  /** First missing seq. */
+  from: number;
+  /** Last missing seq. */
+  to: number;
+}
+
+export interface RoomEvents {
+  /** A published message, in seq order, each once. */
+  message: [message: Message];
+  /** A state change, in seq order with the messages, each once. */
+  state: [change: StateChange];
+  /** A connection became present (it subscribed with info). */
+  join: [member: Member];
+  /** A present connection left. */
+  leave: [member: Member];
+  /** Who is here changed (after join, leave, or a resubscription's fresh list). */
+  presence: [members: Member[]];
+  /** (Re)subscribed on a connection. */
+  subscribed: [subscription: Subscription];
+  /** The room's log was reset on the server: reload what you show. */
+  reset: [info: ResetInfo];
+  /** Entries were lost to retention before they could be replayed. */
+  gap: [info: GapInfo];
+  /** The subscription failed for good (e.g. 414 or 429 on resubscribe). */
+  error: [error: RoomdError];
+}
+
+export interface HistoryPage {
+  /** Log entries in ascending seq order. */
+  items: LogEntry[];
+  /** Whether more entries exist in the paging direction. */
+  more: boolean;
+}
+
+export interface StateEntry {
+  value: Value;
+  ver: number;
+}
+
+interface Waiter {
+  resolve: (s: Subscription) => void;
+  reject: (e: RoomdError) => void;
+}
+
+export class Room extends Emitter<RoomEvents> {
+  /** The seq of the last entry handed to the app (the resume position). */
+  lastSeq: number | undefined;
+  /** The room's epoch as last reported. */
+  epoch: number | undefined;
+  /** How many replayed or repeated entries were dropped as already seen. */
+  duplicatesDropped = 0;
+
+  private want: SubscribeOptions | undefined;
+  private wire: "none" | "subscribing" | "subscribed" = "none";
+  private generation = 0;
+  private waiters: Waiter[] = [];
+  private sub: Subscription | undefined;
+  private readonly memberMap = new Map<string, Member>();
+  private readonly mirror = new Map<string, StateEntry>();
+  private snapshotSeq = 0;
+  private unsubscribing: Promise<void> | undefined;
+
+  constructor(
+    readonly name: string,
+    private readonly host: RoomHost,
+  ) {
+    super();
+  }
+
+  // -- subscription ------------------------------------------------------------------------
+
+  /** Whether the app asked to be subscribed (the SDK keeps it so across reconnects). */
+  get subscribed(): boolean {
+    return this.want !== undefined;
+  }
+
+  /** Who is here (when subscribed with `presence`), one entry per connection. */
+  get members(): Member[] {
+    return [...this.memberMap.values()];
+  }
+
+  /** The room's state (when subscribed with `state`), kept current by state events. */
+  get state(): ReadonlyMap<string, StateEntry> {
+    return this.mirror;
+  }
+
+  /**
+   * Subscribe: live entries (and a replay after `since`) arrive as `message` / `state` events.
+   * Resolves once the server confirmed; the subscription then survives reconnects. Calling it
+   * again while subscribed resolves with the current position.
+   */
+  subscribe(options: SubscribeOptions = {}): Promise<Subscription> {
+    if (this.want !== undefined && this.wire === "subscribed" && this.sub !== undefined) return Promise.resolve(this.sub);
+    const p = new Promise<Subscription>((resolve, reject) => this.waiters.push({ resolve, reject }));
+    if (this.want === undefined) {
+      this.want = options;
+      if (options.since !== undefined) this.lastSeq = options.since;
+      if (this.host.isOpen && this.unsubscribing === undefined) this.sendSub();
+      else void this.unsubscribing?.then(() => this.host.isOpen && this.wire === "none" && this.want !== undefined && this.sendSub());
+    }
+    return p;
+  }
+
+  /** Stop the subscription. No event of this room is delivered after this is called. */
+  async unsubscribe(): Promise<void> {
+    if (this.want === undefined) return;
+    this.want = undefined;
+    this.generation++;
+    const wasOnWire = this.wire !== "none";
+    this.wire = "none";
+    this.sub = undefined;
+    this.memberMap.clear();
+    this.rejectWaiters(new RoomdError("closed", "unsubscribed before the subscription completed", false));
+    if (!wasOnWire || !this.host.isOpen) return;
+    // `sub` and `unsub` on one connection are handled in order, so this cannot overtake it.
+    this.unsubscribing = this.host
+      .request(req.unsub(this.name), "ok", "internal")
+      .then(() => undefined)
+      .catch(() => undefined) // disconnected: the new connection has no subscription anyway
+      .finally(() => {
+        this.unsubscribing = undefined;
+      });
+    return this.unsubscribing;
+  }
+
+  private sendSub(): void {
+    const want = this.want;
+    if (want === undefined) return;
+    const gen = ++this.generation;
+    this.wire = "subscribing";
+    const r = req.sub(this.name, {
+      since: this.lastSeq,
+      state: want.state || undefined,
+      presence: want.presence || undefined,
+      info: want.info,
+    });
+    this.host.request(r, "subbed", "internal").then(
+      (reply) => {
+        if (gen === this.generation && reply.t === "subbed") this.subbed(reply);
+      },
+      (e: unknown) => {
+        if (gen === this.generation) this.subFailed(e instanceof RoomdError ? e : new RoomdError("protocol", String(e), false));
+      },
+    );
+  }
+
+  private subbed(s: Subbed): void {
+    const since = this.lastSeq;
+    const reset = (this.epoch !== undefined && s.epoch !== this.epoch) || (since !== undefined && since > s.last);
+    if (reset) {
+      // Remembered seqs mean nothing in the new log: skip its replay and go on live.
+      this.lastSeq = s.last;
+      this.emit("reset", { previousEpoch: this.epoch, epoch: s.epoch, last: s.last });
+    } else if (since === undefined) {
+      this.lastSeq = s.last;
+    } else if (!s.complete && s.first > since + 1) {
+      this.emit("gap", { from: since + 1, to: s.first - 1 });
+      this.lastSeq = s.first - 1;
+    }
+    this.epoch = s.epoch;
+    this.wire = "subscribed";
+    this.sub = { epoch: s.epoch, last: s.last, earliest: s.earliest, complete: s.complete && !reset };
+    if (s.state !== undefined) this.loadSnapshot(s.state, s.last);
+    if (s.presence !== undefined) {
+      this.memberMap.clear();
+      for (const m of s.presence) this.memberMap.set(m.conn, m);
+      this.emit("presence", this.members);
+    }
+    const sub = this.sub;
+    for (const w of this.waiters.splice(0)) w.resolve(sub);
+    this.emit("subscribed", sub);
+  }
+
+  private loadSnapshot(items: StateItem[], last: number): void {
+    this.mirror.clear();
+    for (const it of items) this.mirror.set(it.key, { value: it.value, ver: it.ver });
+    this.snapshotSeq = last;
+  }
+
+  private subFailed(e: RoomdError): void {
+    this.wire = "none";
+    if (e instanceof DisconnectedError || e.code === "disconnected") return; // resubscribed on the next open
+    if (e.retryable || e.code === "timeout") {
+      // 503 and friends: try again shortly, while still wanted.
+      const gen = this.generation;
+      setTimeout(() => {
+        if (gen === this.generation && this.want !== undefined && this.wire === "none" && this.host.isOpen) this.sendSub();
+      }, 1000);
+      return;
+    }
+    this.want = undefined;
+    this.rejectWaiters(e);
+    this.emit("error", e);
+  }
+
+  private rejectWaiters(e: RoomdError): void {
+    for (const w of this.waiters.splice(0)) w.reject(e);
+  }
+
+  // -- called by the client ----------------------------------------------------------------
+
+  /** @internal A connection opened: resubscribe from the last seen seq. */
+  handleOpen(): void {
+    if (this.want !== undefined) this.sendSub();
+  }
+
+  /** @internal The connection dropped: the server forgot this subscription. */
+  handleDisconnect(): void {
+    this.generation++;
+    this.wire = "none";
+    this.unsubscribing = undefined;
+  }
+
+  /** @internal The client closed for good. */
+  handleClosed(e: RoomdError): void {
+    this.handleDisconnect();
+    this.rejectWaiters(e);
+  }
+
+  /** @internal An event for this room. */
+  handleEvent(e: MsgEvent | StateEvent | JoinEvent | LeaveEvent): void {
+    if (this.want === undefined || this.wire !== "subscribed") return;
+    switch (e.t) {
+      case "msg":
+      case "state":
+        return this.entry(e);
+      case "join": {
+        const m: Member = { conn: e.conn };
+        if (e.user !== undefined) m.user = e.user;
+        if (e.info !== undefined) m.info = e.info;
+        this.memberMap.set(e.conn, m);
+        this.emit("join", m);
+        this.emit("presence", this.members);
+        return;
+      }
+      case "leave": {
+        const m = this.memberMap.get(e.conn) ?? (e.user !== undefined ? { conn: e.conn, user: e.user } : { conn: e.conn });
+        this.memberMap.delete(e.conn);
+        this.emit("leave", m);
+        this.emit("presence", this.members);
+        return;
+      }
+    }
+  }
+
+  private entry(e: MsgEvent | StateEvent): void {
+    const last = this.lastSeq;
+    if (last !== undefined && e.seq <= last) {
+      this.duplicatesDropped++;
+      return;
+    }
+    if (last !== undefined && e.seq > last + 1) this.emit("gap", { from: last + 1, to: e.seq - 1 });
+    this.lastSeq = e.seq;
+    if (e.t === "state" && this.want?.state && e.seq > this.snapshotSeq) {
+      if (e.ver === 0) this.mirror.delete(e.key);
+      else this.mirror.set(e.key, { value: e.value ?? null, ver: e.ver });
+    }
+    const entry = toEntry(e);
+    if (entry.kind === "message") this.emit("message", entry);
+    else this.emit("state", entry);
+  }
+
+  // -- publishing and the log --------------------------------------------------------------
+
+  /**
+   * Publish bytes (or a string, sent as UTF-8). Resolves with the entry's seq once it is
+   * durable. Made while disconnected, it waits in the client's queue; it carries a client
+   * message id, so a resend after a lost ack is stored only once.
+   */
+  async publish(data: Uint8Array | string): Promise<number> {
+    const bytes = typeof data === "string" ? textToBytes(data) : data;
+    const reply = await this.host.request(req.pub(this.name, bytes, this.host.nextMid()), "ack", "safe", (l) =>
+      bytes.byteLength > l.payload ? new TooLargeError(`payload is ${bytes.byteLength} bytes, limit ${l.payload}`, l.payload) : undefined,
+    );
+    return expect(reply, "ack").seq;
+  }
+
+  /** Publish a value as UTF-8 JSON (read it back with `message.json()`). */
+  publishJSON(value: unknown): Promise<number> {
+    return this.publish(JSON.stringify(value));
+  }
+
+  /**
+   * A page of the log. Without `after`: the newest entries below `before` (paging backward);
+   * with `after`: the entries just after it (paging forward). Items ascend by seq.
+   */
+  async history(options: HistOptions = {}): Promise<HistoryPage> {
+    const reply = expect(await this.host.request(req.hist(this.name, options), "hist", "safe"), "hist");
+    return { items: reply.items.map(toEntry), more: reply.more };
+  }
+
+  /** Who is here now (connections that subscribed with info). */
+  async who(): Promise<Member[]> {
+    return expect(await this.host.request(req.who(this.name), "who", "safe"), "who").members;
+  }
+
+  // -- state -------------------------------------------------------------------------------
+
+  /** A key's value and version (`ver` 0 and `value` undefined: absent). */
+  async get(key: string): Promise<{ value: Value | undefined; ver: number }> {
+    const r = expect(await this.host.request(req.get(this.name, key), "val", "safe"), "val");
+    return { value: r.value, ver: r.ver };
+  }
+
+  /** Keys in order, optionally under a prefix; page on with `after` = the last key. */
+  async list(options: ListOptions = {}): Promise<{ items: StateItem[]; more: boolean }> {
+    const r = expect(await this.host.request(req.list(this.name, options), "vals", "safe"), "vals");
+    return { items: r.items, more: r.more };
+  }
+
+  /** Set a key. Resolves with the entry's seq and the key's new version. */
+  async put(key: string, value: unknown): Promise<{ seq: number; ver: number }> {
+    const r = expect(await this.host.request(req.put(this.name, key, value), "done", "unsafe"), "done");
+    return { seq: r.seq ?? 0, ver: r.ver };
+  }
+
+  /** Delete a key. `seq` is undefined when the key was absent (nothing stored). */
+  async delete(key: string): Promise<{ seq: number | undefined; ver: number }> {
+    const r = expect(await this.host.request(req.del(this.name, key), "done", "unsafe"), "done");
+    return { seq: r.seq, ver: r.ver };
+  }
+
+  /**
+   * Set a key only if its version is `ver` (0: only if absent). Otherwise rejects with
+   * `ConflictError`, whose `ver` is the current version.
+   */
+  async cas(key: string, ver: number, value: unknown): Promise<{ seq: number; ver: number }> {
+    const r = expect(await this.host.request(req.cas(this.name, key, ver, value), "done", "unsafe"), "done");
+    return { seq: r.seq ?? 0, ver: r.ver };
+  }
+
+  /** Add `by` (default 1) to an integer key (absent counts as 0). Resolves with the new value. */
+  async incr(key: string, by?: number): Promise<{ seq: number; ver: number; value: number }> {
+    const r = expect(await this.host.request(req.incr(this.name, key, by), "done", "unsafe"), "done");
+    return { seq: r.seq ?? 0, ver: r.ver, value: typeof r.value === "number" ? r.value : 0 };
+  }
+}
+
+function expect<T extends Reply["t"]>(reply: Reply, t: T): Extract<Reply, { t: T }> {
+  if (reply.t !== t) throw new RoomdError("protocol", `expected ${t}, got ${reply.t}`, false);
+  return reply as Extract<Reply, { t: T }>;
+}
