@@ -1,0 +1,317 @@
+//! roomd-bench: a load generator comparing roomd with nats-server on one machine, in one run.
+//!
+//! - [`scenario`]: the four scenarios (fan-out, fixed-rate latency, idle memory, durable publish).
+//! - [`servers`]: starting each server fresh and stopping it by PID.
+//! - [`client`]: what a scenario asks of a client; [`roomd_client`] and [`nats_client`] do it.
+//! - [`mpack`], [`nats_proto`]: reading deliveries in place, writing publishes.
+//! - [`track`], [`stats`]: per-subscriber loss accounting, per-thread latency histograms.
+//! - [`procstat`]: the server's CPU seconds and RSS from `/proc`.
+//! - [`report`]: JSON lines, the side-by-side table and the targets.
+
+mod client;
+mod clock;
+mod mpack;
+mod nats_client;
+mod nats_proto;
+mod procstat;
+mod report;
+mod roomd_client;
+mod scenario;
+mod servers;
+mod stats;
+mod track;
+mod ws;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::report::Cell;
+use crate::scenario::{Ctx, FanOut};
+use crate::servers::{Binaries, Broker, Durability};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("setup: {0}")]
+    Setup(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("websocket: {0}")]
+    Ws(#[from] tokio_tungstenite::tungstenite::Error),
+    #[error("protocol: {0}")]
+    Protocol(String),
+    #[error("timed out waiting for {0}")]
+    Timeout(&'static str),
+}
+
+impl BenchError {
+    pub fn io(what: &'static str, source: std::io::Error) -> BenchError {
+        BenchError::Io { what, source }
+    }
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "roomd-bench",
+    about = "Fan-out, latency, idle-memory and durable-publish benchmarks of roomd against nats-server",
+    after_help = "Run everything: cargo build --release --bin roomd && cargo run --release -p roomd-bench -- all"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+    /// A short matrix with short cells, for a smoke run (about a minute).
+    #[arg(long, global = true)]
+    quick: bool,
+    /// Brokers to measure, comma separated: roomd, nats.
+    #[arg(
+        long,
+        global = true,
+        value_delimiter = ',',
+        default_value = "roomd,nats"
+    )]
+    brokers: Vec<String>,
+    /// The roomd binary under test.
+    #[arg(long, global = true, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/release/roomd"))]
+    roomd_bin: PathBuf,
+    /// The nats-server binary (Debian package `nats-server`).
+    #[arg(long, global = true, default_value = "nats-server")]
+    nats_bin: PathBuf,
+    /// Seconds each cell publishes for (default 3, quick 1).
+    #[arg(long, global = true)]
+    duration: Option<f64>,
+    /// Fan-out: subscriber counts.
+    #[arg(long, global = true, value_delimiter = ',')]
+    subs: Option<Vec<u32>>,
+    /// Fan-out: publisher counts (1 to 64).
+    #[arg(long, global = true, value_delimiter = ',')]
+    pubs: Option<Vec<usize>>,
+    /// Fan-out: payload sizes in bytes (at least 16).
+    #[arg(long, global = true, value_delimiter = ',')]
+    sizes: Option<Vec<usize>>,
+    /// Fan-out: messages per publisher not yet delivered to every subscriber (default: 64000 /
+    /// subs / pubs, between 2 and 256).
+    #[arg(long, global = true)]
+    window: Option<u64>,
+    /// Latency: messages per second into the room.
+    #[arg(long, global = true, default_value_t = 1000.0)]
+    rate: f64,
+    /// Latency: subscribers in the room.
+    #[arg(long, global = true, default_value_t = 1000)]
+    rate_subs: u32,
+    /// Idle: connections (at most 10000: the open-file limit is shared with the server).
+    #[arg(long, global = true)]
+    conns: Option<u32>,
+    /// Durable: concurrent publishers, one publish in flight each.
+    #[arg(long, global = true, value_delimiter = ',')]
+    concurrency: Option<Vec<usize>>,
+    /// Durable: roomd modes to measure.
+    #[arg(
+        long,
+        global = true,
+        value_delimiter = ',',
+        default_value = "durable,relaxed"
+    )]
+    modes: Vec<String>,
+    /// Also append every JSON line to this file.
+    #[arg(long, global = true)]
+    json_out: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
+enum Cmd {
+    /// Every scenario, then the side-by-side table and the targets.
+    All,
+    /// Scenario 1: S subscribers in one room, P publishers, as fast as the slowest subscriber.
+    Fanout,
+    /// Scenario 2: a fixed publish rate into one room; latency percentiles.
+    Latency,
+    /// Scenario 3: idle subscribed connections; server RSS per connection.
+    Idle,
+    /// Scenario 4: durable publishes with one in flight per publisher; acks/s and latency.
+    Durable,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    // The idle scenario needs thousands of sockets; the hard limit is the ceiling.
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        eprintln!("could not raise the open-file limit: {e}");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let cells = rt.block_on(run(&cli));
+    println!();
+    println!("{}", machine());
+    println!("{}", report::side_by_side(&cells));
+    if cli.cmd == Cmd::All || cells.len() > 1 {
+        println!("Targets:\n{}", report::targets(&cells));
+    }
+}
+
+fn brokers(cli: &Cli) -> Vec<Broker> {
+    let mut out = Vec::new();
+    for b in &cli.brokers {
+        match b.as_str() {
+            "roomd" => out.push(Broker::Roomd),
+            "nats" => out.push(Broker::Nats),
+            other => eprintln!("unknown broker {other:?} ignored"),
+        }
+    }
+    out
+}
+
+async fn run(cli: &Cli) -> Vec<Cell> {
+    let q = cli.quick;
+    let ctx = Ctx {
+        bins: Binaries {
+            roomd: cli.roomd_bin.clone(),
+            nats: cli.nats_bin.clone(),
+        },
+        duration: Duration::from_secs_f64(cli.duration.unwrap_or(if q { 1.0 } else { 3.0 })),
+        window: cli.window,
+    };
+    let brokers = brokers(cli);
+    let mut cells = Vec::new();
+    let mut emit = |r: Result<Cell, BenchError>, what: String| match r {
+        Ok(cell) => {
+            let line = cell.json();
+            println!("{line}");
+            println!("# {}", cell.human());
+            if let Some(path) = &cli.json_out {
+                use std::io::Write;
+                if let Ok(mut f) = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                {
+                    let _ = writeln!(f, "{line}");
+                }
+            }
+            cells.push(cell);
+        }
+        Err(e) => {
+            println!(
+                "{}",
+                serde_json::json!({"cell": what, "error": e.to_string()})
+            );
+        }
+    };
+    let all = cli.cmd == Cmd::All;
+    if all || cli.cmd == Cmd::Fanout {
+        let subs = cli.subs.clone().unwrap_or(if q {
+            vec![100, 1000]
+        } else {
+            vec![100, 1000, 5000]
+        });
+        let pubs = cli
+            .pubs
+            .clone()
+            .unwrap_or(if q { vec![1] } else { vec![1, 4] });
+        let sizes = cli
+            .sizes
+            .clone()
+            .unwrap_or(if q { vec![64] } else { vec![64, 1024] });
+        for &s in &subs {
+            for &p in &pubs {
+                for &size in &sizes {
+                    let f = FanOut {
+                        subs: s,
+                        pubs: p.clamp(1, track::MAX_PUBS),
+                        size: size.max(track::HEADER),
+                        rate: None,
+                    };
+                    for &b in &brokers {
+                        let what = format!("fanout {b:?} {f:?}");
+                        emit(scenario::fanout(&ctx, b, f).await, what);
+                    }
+                }
+            }
+        }
+    }
+    if all || cli.cmd == Cmd::Latency {
+        let f = FanOut {
+            subs: if q {
+                cli.rate_subs.min(200)
+            } else {
+                cli.rate_subs
+            },
+            pubs: 1,
+            size: 64,
+            rate: Some(cli.rate),
+        };
+        for &b in &brokers {
+            emit(scenario::fanout(&ctx, b, f).await, format!("latency {b:?}"));
+        }
+    }
+    if all || cli.cmd == Cmd::Idle {
+        let conns = cli
+            .conns
+            .unwrap_or(if q { 2000 } else { 10_000 })
+            .min(10_000);
+        let hold = Duration::from_secs(if q { 1 } else { 3 });
+        for &b in &brokers {
+            emit(
+                scenario::idle(&ctx, b, conns, hold).await,
+                format!("idle {b:?}"),
+            );
+        }
+    }
+    if all || cli.cmd == Cmd::Durable {
+        let conc = cli
+            .concurrency
+            .clone()
+            .unwrap_or(if q { vec![1, 16] } else { vec![1, 16, 64] });
+        for &c in &conc {
+            for &b in &brokers {
+                let modes: Vec<Durability> = match b {
+                    Broker::Nats => vec![Durability::Durable],
+                    Broker::Roomd => cli
+                        .modes
+                        .iter()
+                        .filter_map(|m| match m.as_str() {
+                            "durable" => Some(Durability::Durable),
+                            "relaxed" => Some(Durability::Relaxed),
+                            _ => None,
+                        })
+                        .collect(),
+                };
+                for d in modes {
+                    let r = scenario::durable(&ctx, b, d, c.clamp(1, 256), 64, 64).await;
+                    emit(r, format!("durable {b:?} {d:?} {c}"));
+                }
+            }
+        }
+    }
+    cells
+}
+
+/// The machine and versions, printed with the results.
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let nats = std::process::Command::new("nats-server")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|_| "nats-server not found".into());
+    format!(
+        "Machine: {cpu}, {cores} cores (shared by client and server), Linux {}; {nats}",
+        kernel.trim()
+    )
+}

@@ -1,0 +1,282 @@
+//! Results: one JSON line per cell as it finishes, then a side-by-side table with ratios
+//! roomd / nats and a check of the targets.
+
+use std::fmt::Write as _;
+
+use serde_json::{json, Map, Value};
+
+/// One measured cell of the matrix.
+#[derive(Debug, Clone)]
+pub struct Cell {
+    pub scenario: &'static str,
+    /// The parameters that identify the cell across brokers (subs, pubs, size, ...).
+    pub params: Vec<(&'static str, u64)>,
+    /// `roomd`, `roomd-relaxed` or `nats`.
+    pub broker: String,
+    pub metrics: Vec<(&'static str, f64)>,
+}
+
+impl Cell {
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        self.metrics
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| *v)
+    }
+
+    fn param(&self, name: &str) -> Option<u64> {
+        self.params
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| *v)
+    }
+
+    fn key(&self) -> String {
+        let p: Vec<String> = self
+            .params
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        format!("{} {}", self.scenario, p.join(" "))
+    }
+
+    pub fn json(&self) -> String {
+        let mut m = Map::new();
+        m.insert("scenario".into(), json!(self.scenario));
+        m.insert("broker".into(), json!(self.broker));
+        for (k, v) in &self.params {
+            m.insert((*k).into(), json!(v));
+        }
+        for (k, v) in &self.metrics {
+            let v = if v.is_finite() {
+                json!((v * 1000.0).round() / 1000.0)
+            } else {
+                Value::Null
+            };
+            m.insert((*k).into(), v);
+        }
+        Value::Object(m).to_string()
+    }
+
+    /// One human line with the cell's headline figures.
+    pub fn human(&self) -> String {
+        let figures: Vec<String> = headline(self.scenario)
+            .iter()
+            .filter_map(|m| self.metric(m).map(|v| format!("{m}={}", fmt(v))))
+            .collect();
+        format!(
+            "{:<40} {:<14} {}",
+            self.key(),
+            self.broker,
+            figures.join("  ")
+        )
+    }
+}
+
+/// The figures compared side by side, per scenario.
+fn headline(scenario: &str) -> &'static [&'static str] {
+    match scenario {
+        "fanout" | "latency" => &[
+            "deliveries_per_s",
+            "server_cpu_s_per_1m_deliveries",
+            "p50_us",
+            "p99_us",
+            "p999_us",
+            "lost",
+        ],
+        "idle" => &["rss_per_conn_kib", "server_rss_kib", "connect_s"],
+        "durable" => &[
+            "acks_per_s",
+            "server_cpu_us_per_ack",
+            "p50_us",
+            "p99_us",
+            "p999_us",
+            "errors",
+        ],
+        _ => &[],
+    }
+}
+
+fn fmt(v: f64) -> String {
+    if !v.is_finite() {
+        "-".into()
+    } else if v.abs() >= 100_000.0 {
+        format!("{:.0}", v)
+    } else if v.abs() >= 100.0 {
+        format!("{:.1}", v)
+    } else if v == v.trunc() {
+        format!("{:.0}", v)
+    } else {
+        format!("{:.3}", v)
+    }
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if a.is_finite() && b.is_finite() && b != 0.0 {
+        format!("{:.2}", a / b)
+    } else {
+        "-".into()
+    }
+}
+
+/// The side-by-side table: every roomd cell against the nats cell with the same parameters.
+pub fn side_by_side(cells: &[Cell]) -> String {
+    let mut keys: Vec<String> = Vec::new();
+    for c in cells {
+        if !keys.contains(&c.key()) {
+            keys.push(c.key());
+        }
+    }
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| cell | figure | roomd variant | roomd | nats | roomd/nats |\n|---|---|---|---:|---:|---:|"
+    );
+    for key in keys {
+        let group: Vec<&Cell> = cells.iter().filter(|c| c.key() == key).collect();
+        let nats = group.iter().find(|c| c.broker == "nats");
+        for c in group.iter().filter(|c| c.broker != "nats") {
+            for m in headline(c.scenario) {
+                let r = c.metric(m).unwrap_or(f64::NAN);
+                let n = nats.and_then(|n| n.metric(m)).unwrap_or(f64::NAN);
+                let _ = writeln!(
+                    out,
+                    "| {key} | {m} | {} | {} | {} | {} |",
+                    c.broker,
+                    fmt(r),
+                    fmt(n),
+                    ratio(r, n)
+                );
+            }
+        }
+        if group.iter().all(|c| c.broker == "nats") {
+            for c in &group {
+                for m in headline(c.scenario) {
+                    let n = c.metric(m).unwrap_or(f64::NAN);
+                    let _ = writeln!(out, "| {key} | {m} | - | - | {} | - |", fmt(n));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The targets, each with met / missed / not measured.
+pub fn targets(cells: &[Cell]) -> String {
+    let mut out = String::new();
+    let mut line = |name: String, ok: Option<bool>, detail: String| {
+        let verdict = match ok {
+            Some(true) => "met",
+            Some(false) => "MISSED",
+            None => "not measured",
+        };
+        let _ = writeln!(out, "- [{verdict}] {name}: {detail}");
+    };
+    let find = |scenario: &str, broker: &str, params: &[(&str, u64)]| {
+        cells.iter().find(|c| {
+            c.scenario == scenario
+                && c.broker == broker
+                && params.iter().all(|(k, v)| c.param(k) == Some(*v))
+        })
+    };
+    let pair_ratio = |scenario: &str, broker: &str, params: &[(&str, u64)], m: &str| {
+        let r = find(scenario, broker, params)?.metric(m)?;
+        let n = find(scenario, "nats", params)?.metric(m)?;
+        (n != 0.0).then_some(r / n)
+    };
+    for c in cells
+        .iter()
+        .filter(|c| c.scenario == "fanout" && c.broker == "roomd")
+    {
+        let p: Vec<(&str, u64)> = c.params.clone();
+        let cpu = pair_ratio("fanout", "roomd", &p, "server_cpu_s_per_1m_deliveries");
+        let rate = pair_ratio("fanout", "roomd", &p, "deliveries_per_s");
+        line(
+            format!(
+                "fan-out {}: server CPU per 1M deliveries <= 0.5x nats",
+                c.key()
+            ),
+            cpu.map(|r| r <= 0.5),
+            cpu.map_or("-".into(), |r| format!("ratio {r:.2}")),
+        );
+        line(
+            format!("fan-out {}: deliveries/s >= nats", c.key()),
+            rate.map(|r| r >= 1.0),
+            rate.map_or("-".into(), |r| format!("ratio {r:.2}")),
+        );
+    }
+    let idle = cells
+        .iter()
+        .find(|c| c.scenario == "idle" && c.broker == "roomd");
+    let kib = idle.and_then(|c| c.metric("rss_per_conn_kib"));
+    line(
+        "idle: server RSS per subscribed connection <= 6 KiB".into(),
+        kib.map(|k| k <= 6.0),
+        kib.map_or("-".into(), |k| format!("{k:.2} KiB")),
+    );
+    let c64 = [("concurrency", 64)];
+    let acks = pair_ratio("durable", "roomd", &c64, "acks_per_s");
+    line(
+        "durable, 64 publishers: acks/s >= 2x nats JetStream".into(),
+        acks.map(|r| r >= 2.0),
+        acks.map_or("-".into(), |r| format!("ratio {r:.2}")),
+    );
+    let cpu = pair_ratio("durable", "roomd", &c64, "server_cpu_us_per_ack");
+    line(
+        "durable, 64 publishers: server CPU per ack <= 0.5x nats".into(),
+        cpu.map(|r| r <= 0.5),
+        cpu.map_or("-".into(), |r| format!("ratio {r:.2}")),
+    );
+    let p50 = find("durable", "roomd", &[("concurrency", 1)]).and_then(|c| c.metric("p50_us"));
+    line(
+        "durable, 1 publisher: publish->ack p50 < 1 ms (durable mode)".into(),
+        p50.map(|v| v < 1000.0),
+        p50.map_or("-".into(), |v| format!("{v:.0} us")),
+    );
+    let relaxed = pair_ratio(
+        "durable",
+        "roomd-relaxed",
+        &[("concurrency", 1)],
+        "acks_per_s",
+    );
+    line(
+        "durable, 1 publisher, relaxed mode: acks/s >= nats".into(),
+        relaxed.map(|r| r >= 1.0),
+        relaxed.map_or("-".into(), |r| format!("ratio {r:.2}")),
+    );
+    for c in cells
+        .iter()
+        .filter(|c| c.scenario == "latency" && c.broker == "roomd")
+    {
+        let r = pair_ratio("latency", "roomd", &c.params, "p99_us");
+        line(
+            format!("{}: p99 <= nats", c.key()),
+            r.map(|r| r <= 1.0),
+            r.map_or("-".into(), |r| format!("ratio {r:.2}")),
+        );
+    }
+    let lossy: Vec<String> = cells
+        .iter()
+        .filter(|c| c.broker.starts_with("roomd"))
+        .filter(|c| c.metric("lost").is_some_and(|l| l != 0.0))
+        .map(|c| {
+            format!(
+                "{} {} lost {}",
+                c.key(),
+                c.broker,
+                fmt(c.metric("lost").unwrap_or(0.0))
+            )
+        })
+        .collect();
+    let measured = cells.iter().any(|c| c.metric("lost").is_some());
+    line(
+        "roomd loses nothing in any cell".into(),
+        measured.then_some(lossy.is_empty()),
+        if lossy.is_empty() {
+            "0 lost everywhere".into()
+        } else {
+            lossy.join("; ")
+        },
+    );
+    out
+}

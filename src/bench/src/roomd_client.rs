@@ -1,0 +1,295 @@
+//! roomd over its wire protocol (protocol/SPEC.md): hello, sub, pub/ack, msg deliveries.
+//! Deliveries and acks are read with the in-place scanner; nothing on the hot path allocates
+//! except the outgoing frame buffers.
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use roomd_protocol::{encode, ClientFrame, ServerFrame};
+use tokio::sync::{oneshot, watch};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::client::{DurableArgs, Pacing, PubArgs, PubResult, SubArgs};
+use crate::mpack::{encode_pub, scan};
+use crate::track::{self, SubTrack};
+use crate::ws::{self, Target, Ws};
+use crate::{clock, stats, BenchError};
+
+/// How long setup steps (hello, subbed) may take.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How many times a subscriber resumes with `since` after being disconnected.
+const MAX_RESUMES: u32 = 5;
+
+fn proto(msg: impl Into<String>) -> BenchError {
+    BenchError::Protocol(msg.into())
+}
+
+/// Connects and waits for `hello`.
+async fn open(target: &Target, src: Ipv4Addr) -> Result<Ws, BenchError> {
+    let mut ws = ws::connect(target, src).await?;
+    let first = tokio::time::timeout(SETUP_TIMEOUT, next_binary(&mut ws))
+        .await
+        .map_err(|_| BenchError::Timeout("roomd hello"))??;
+    match roomd_protocol::decode_server(&first) {
+        Ok(ServerFrame::Hello { .. }) => Ok(ws),
+        Ok(ServerFrame::Err { code, msg, .. }) => {
+            Err(proto(format!("roomd refused: {code} {msg}")))
+        }
+        other => Err(proto(format!("expected hello, got {other:?}"))),
+    }
+}
+
+async fn next_binary(ws: &mut Ws) -> Result<Bytes, BenchError> {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Binary(b))) => return Ok(b),
+            Some(Ok(Message::Close(c))) => return Err(proto(format!("closed by roomd: {c:?}"))),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(BenchError::Ws(e)),
+            None => return Err(proto("connection ended")),
+        }
+    }
+}
+
+/// Sends `sub` and waits for `subbed`.
+async fn subscribe(ws: &mut Ws, room: &str, since: Option<u64>) -> Result<(), BenchError> {
+    let frame = ClientFrame::Sub {
+        id: 1,
+        room: room.to_string(),
+        since,
+        state: None,
+        presence: None,
+        info: None,
+    };
+    ws.send(Message::Binary(encode(&frame).into()))
+        .await
+        .map_err(BenchError::Ws)?;
+    let wait = async {
+        loop {
+            let b = next_binary(ws).await?;
+            match roomd_protocol::decode_server(&b) {
+                Ok(ServerFrame::Subbed { .. }) => return Ok(()),
+                Ok(ServerFrame::Err { code, msg, .. }) => {
+                    return Err(proto(format!("sub refused: {code} {msg}")))
+                }
+                _ => continue,
+            }
+        }
+    };
+    tokio::time::timeout(SETUP_TIMEOUT, wait)
+        .await
+        .map_err(|_| BenchError::Timeout("roomd subbed"))?
+}
+
+pub async fn subscriber(args: SubArgs) {
+    let SubArgs {
+        target,
+        src,
+        room,
+        flow,
+        totals,
+        mut stop,
+        ready,
+    } = args;
+    let mut ws = match open(&target, src).await {
+        Ok(ws) => ws,
+        Err(e) => return drop(ready.send(Err(e))),
+    };
+    if let Err(e) = subscribe(&mut ws, &room, None).await {
+        return drop(ready.send(Err(e)));
+    }
+    let _ = ready.send(Ok(()));
+    let mut t = SubTrack::default();
+    let mut resumes = 0;
+    loop {
+        let ended = tokio::select! {
+            biased;
+            m = ws.next() => match m {
+                Some(Ok(Message::Binary(b))) => {
+                    if let Some(s) = scan(&b) {
+                        if s.t == b"msg" {
+                            t.on_seq(s.seq.unwrap_or(0));
+                            if let Some(d) = s.data {
+                                t.on_payload(d, &flow);
+                            }
+                        }
+                    }
+                    false
+                }
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => true,
+                Some(Ok(_)) => false,
+            },
+            _ = stop.changed() => break,
+        };
+        if ended {
+            totals.disconnects.fetch_add(1, Ordering::Relaxed);
+            if *stop.borrow() || resumes >= MAX_RESUMES {
+                break;
+            }
+            // A slow-consumer close (4000) loses nothing if the client resumes from its last seq.
+            resumes += 1;
+            let resumed = async {
+                let mut ws = open(&target, src).await?;
+                subscribe(&mut ws, &room, Some(t.last_seq)).await?;
+                Ok::<Ws, BenchError>(ws)
+            };
+            match resumed.await {
+                Ok(new) => {
+                    ws = new;
+                    totals.resumes.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(_) => break,
+            }
+        }
+    }
+    totals.add(&t);
+    let _ = ws.close(None).await;
+}
+
+pub async fn publisher(args: PubArgs) -> Result<PubResult, BenchError> {
+    let ws = open(&args.target, args.src).await?;
+    let (mut sink, mut stream) = ws.split();
+    let acked = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let reader = {
+        let (acked, errors) = (acked.clone(), errors.clone());
+        tokio::spawn(async move {
+            while let Some(Ok(m)) = stream.next().await {
+                if let Message::Binary(b) = m {
+                    match scan(&b).map(|s| s.t) {
+                        Some(b"ack") => acked.fetch_add(1, Ordering::Relaxed),
+                        Some(b"err") => errors.fetch_add(1, Ordering::Relaxed),
+                        _ => 0,
+                    };
+                }
+            }
+        })
+    };
+    let pf = args.flow.publisher(args.index);
+    let p = args.index as u32;
+    let mut payload = vec![0u8; args.size.max(track::HEADER)];
+    let mut frame = Vec::with_capacity(args.size + 64);
+    let mut sent: u64 = 0;
+    let end = args.start + args.duration;
+    loop {
+        let now = Instant::now();
+        if now >= end {
+            break;
+        }
+        let batch = match args.pacing {
+            Pacing::Window(w) => {
+                let room_left = (pf.completed.load(Ordering::Acquire) + w).saturating_sub(sent);
+                if room_left == 0 {
+                    let _ =
+                        tokio::time::timeout(Duration::from_millis(20), pf.notify.notified()).await;
+                    continue;
+                }
+                room_left.min(64)
+            }
+            Pacing::Rate(rate) => {
+                let due = args.start + Duration::from_secs_f64(sent as f64 / rate);
+                if due > now {
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                1
+            }
+        };
+        for _ in 0..batch {
+            let ts = crate::client::send_time(args.pacing, args.start, sent);
+            track::stamp(&mut payload, ts, p, sent as u32);
+            encode_pub(
+                &mut frame,
+                (sent as u32).wrapping_add(2),
+                &args.room,
+                &payload,
+            );
+            sink.feed(Message::Binary(Bytes::copy_from_slice(&frame)))
+                .await
+                .map_err(BenchError::Ws)?;
+            sent += 1;
+        }
+        sink.flush().await.map_err(BenchError::Ws)?;
+    }
+    // Every publish gets exactly one reply: wait for them all (bounded).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while acked.load(Ordering::Relaxed) + errors.load(Ordering::Relaxed) < sent
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let _ = sink.close().await;
+    reader.abort();
+    Ok(PubResult {
+        sent,
+        accepted: acked.load(Ordering::Relaxed),
+        errors: errors.load(Ordering::Relaxed),
+    })
+}
+
+pub async fn durable_publisher(args: DurableArgs) -> Result<PubResult, BenchError> {
+    let opened = open(&args.target, args.src).await;
+    args.ready.wait().await;
+    let mut ws = opened?;
+    let rooms: Vec<String> = (0..args.rooms).map(|r| format!("durable-{r}")).collect();
+    let mut payload = vec![0u8; args.size.max(track::HEADER)];
+    let mut frame = Vec::with_capacity(args.size + 64);
+    let mut r = PubResult::default();
+    let end = Instant::now() + args.duration;
+    while Instant::now() < end {
+        let id = (r.sent as u32).wrapping_add(2);
+        let room = &rooms[(args.index + r.sent as usize) % rooms.len()];
+        let t0 = clock::now_ns();
+        track::stamp(&mut payload, t0, args.index as u32, r.sent as u32);
+        encode_pub(&mut frame, id, room, &payload);
+        ws.send(Message::Binary(Bytes::copy_from_slice(&frame)))
+            .await
+            .map_err(BenchError::Ws)?;
+        r.sent += 1;
+        loop {
+            let b = next_binary(&mut ws).await?;
+            let Some(s) = scan(&b) else { continue };
+            if s.id != Some(u64::from(id)) {
+                continue;
+            }
+            match s.t {
+                b"ack" => {
+                    stats::record(clock::now_ns() - t0);
+                    r.accepted += 1;
+                }
+                _ => r.errors += 1,
+            }
+            break;
+        }
+    }
+    let _ = ws.close(None).await;
+    Ok(r)
+}
+
+pub async fn idle(
+    target: Target,
+    src: Ipv4Addr,
+    room: String,
+    ready: oneshot::Sender<Result<(), BenchError>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut ws = match open(&target, src).await {
+        Ok(ws) => ws,
+        Err(e) => return drop(ready.send(Err(e))),
+    };
+    if let Err(e) = subscribe(&mut ws, &room, None).await {
+        return drop(ready.send(Err(e)));
+    }
+    let _ = ready.send(Ok(()));
+    // Reading keeps answering the server's pings.
+    loop {
+        tokio::select! {
+            m = ws.next() => if !matches!(m, Some(Ok(_))) { break },
+            _ = stop.changed() => break,
+        }
+    }
+    let _ = ws.close(None).await;
+}

@@ -1,0 +1,248 @@
+//! Starting and stopping the servers under test: each cell of the matrix gets a fresh process
+//! with a fresh data directory, stopped by PID (SIGTERM, then SIGKILL after a deadline).
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::BenchError;
+
+/// The nats-server configuration shipped with the benchmark (see `nats.conf`).
+const NATS_CONF: &str = include_str!("../nats.conf");
+
+/// Which broker a cell measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Broker {
+    Roomd,
+    Nats,
+}
+
+impl Broker {
+    pub fn name(self) -> &'static str {
+        match self {
+            Broker::Roomd => "roomd",
+            Broker::Nats => "nats",
+        }
+    }
+}
+
+/// roomd's storage mode (`[storage] durability`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    Durable,
+    Relaxed,
+}
+
+impl Durability {
+    pub fn name(self) -> &'static str {
+        match self {
+            Durability::Durable => "durable",
+            Durability::Relaxed => "relaxed",
+        }
+    }
+}
+
+/// Where the server binaries are.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    pub roomd: PathBuf,
+    pub nats: PathBuf,
+}
+
+/// A running server under test.
+pub struct Server {
+    pub broker: Broker,
+    pub pid: u32,
+    /// The websocket endpoint: address plus path.
+    pub ws_addr: SocketAddr,
+    pub ws_path: &'static str,
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Server {
+    pub fn start(
+        broker: Broker,
+        bins: &Binaries,
+        durability: Durability,
+    ) -> Result<Server, BenchError> {
+        let dir = fresh_dir(broker.name())?;
+        match broker {
+            Broker::Roomd => start_roomd(&bins.roomd, durability, dir),
+            Broker::Nats => start_nats(&bins.nats, dir),
+        }
+    }
+
+    /// Stops the server by PID and removes its directory.
+    pub fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(_)) => break,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                _ => {
+                    eprintln!(
+                        "{} (pid {}) did not stop in 10 s; killing",
+                        self.broker.name(),
+                        self.pid
+                    );
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    break;
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+
+    /// The tail of the server's log, for error messages.
+    pub fn log_tail(&self) -> String {
+        log_tail(&self.dir)
+    }
+}
+
+fn log_tail(dir: &Path) -> String {
+    let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
+/// A new directory under the system temp dir (on disk here, so fsync means something).
+fn fresh_dir(name: &str) -> Result<PathBuf, BenchError> {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("roomd-bench.{}.{name}.{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| BenchError::io("create temp dir", e))?;
+    Ok(dir)
+}
+
+/// The roomd configuration for a benchmark run.
+pub fn roomd_config(durability: Durability) -> String {
+    format!(
+        "# written by roomd-bench\n\
+         [server]\nmax_connections = 20000\n\n\
+         [storage]\ndurability = \"{}\"\n",
+        durability.name()
+    )
+}
+
+fn start_roomd(bin: &Path, durability: Durability, dir: PathBuf) -> Result<Server, BenchError> {
+    if !bin.exists() {
+        return Err(BenchError::Setup(format!(
+            "{} not found: build it with `cargo build --release --bin roomd`",
+            bin.display()
+        )));
+    }
+    let config = dir.join("roomd.toml");
+    std::fs::write(&config, roomd_config(durability))
+        .map_err(|e| BenchError::io("write config", e))?;
+    let data = dir.join("data");
+    let log =
+        std::fs::File::create(dir.join("server.log")).map_err(|e| BenchError::io("log", e))?;
+    let mut child = Command::new(bin)
+        .arg("--config")
+        .arg(&config)
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| BenchError::io("spawn roomd", e))?;
+    let pid = child.id();
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (tx, rx) = mpsc::channel();
+    // Keeps draining stdout for the server's whole life, so it never blocks on a full pipe.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(addr) = line.split("listening on http://").nth(1) {
+                let _ = tx.send(addr.trim().to_string());
+            }
+        }
+    });
+    let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(addr) => addr,
+        Err(_) => {
+            let tail = log_tail(&dir);
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(BenchError::Setup(format!(
+                "roomd did not print `listening on http://ADDR` within 20 s; log:\n{tail}"
+            )));
+        }
+    };
+    let ws_addr = addr
+        .trim_end_matches('/')
+        .parse()
+        .map_err(|_| BenchError::Setup(format!("roomd printed an unparsable address {addr:?}")))?;
+    Ok(Server {
+        broker: Broker::Roomd,
+        pid,
+        ws_addr,
+        ws_path: "/ws",
+        child,
+        dir,
+    })
+}
+
+fn free_port() -> Result<u16, BenchError> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| BenchError::io("bind", e))?;
+    Ok(l.local_addr()
+        .map_err(|e| BenchError::io("bind", e))?
+        .port())
+}
+
+fn start_nats(bin: &Path, dir: PathBuf) -> Result<Server, BenchError> {
+    let client_port = free_port()?;
+    let ws_port = free_port()?;
+    let store = dir.join("jetstream");
+    let conf = NATS_CONF
+        .replace("{{CLIENT_PORT}}", &client_port.to_string())
+        .replace("{{WS_PORT}}", &ws_port.to_string())
+        .replace("{{STORE_DIR}}", &store.display().to_string());
+    let path = dir.join("nats.conf");
+    std::fs::write(&path, conf).map_err(|e| BenchError::io("write nats.conf", e))?;
+    let log =
+        std::fs::File::create(dir.join("server.log")).map_err(|e| BenchError::io("log", e))?;
+    let mut child = Command::new(bin)
+        .arg("-c")
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| BenchError::io("spawn nats-server (apt-get install nats-server)", e))?;
+    let pid = child.id();
+    let ws_addr = SocketAddr::from(([127, 0, 0, 1], ws_port));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect_timeout(&ws_addr, Duration::from_millis(200)).is_err() {
+        if Instant::now() > deadline || matches!(child.try_wait(), Ok(Some(_))) {
+            let tail = log_tail(&dir);
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(BenchError::Setup(format!(
+                "nats-server did not open its websocket port; log:\n{tail}"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(Server {
+        broker: Broker::Nats,
+        pid,
+        ws_addr,
+        ws_path: "/",
+        child,
+        dir,
+    })
+}
