@@ -211,17 +211,30 @@ export class Client extends Emitter<ClientEvents> implements RoomHost {
    * while it is in flight ("safe": resend, "unsafe": fail with DisconnectedError).
    */
   request(r: Request, expect: Reply["t"], kind: RequestKind = "unsafe", check?: (l: Limits) => RoomdError | undefined): Promise<Reply> {
-    if (this.closedError !== undefined) return Promise.reject(this.closedError);
-    return new Promise<Reply>((resolve, reject) => {
-      const p: Pending = { request: r, expect, kind, resolve, reject, bytes: 0, timer: undefined };
-      const limits = this.limits;
-      const refused = check !== undefined && this.opts.checkLimits !== false && limits !== undefined ? check(limits) : undefined;
-      if (refused !== undefined) return reject(refused);
-      if (this.stateValue === "open") return this.transmit(p);
-      const max = this.opts.maxQueue ?? 1000;
-      if (this.queue.length >= max) return reject(new QueueFullError(max));
-      this.queue.push(p);
-    });
+    return new Promise<Reply>((resolve, reject) => this.call(r, expect, kind, resolve, reject, check));
+  }
+
+  /**
+   * `request` with callbacks, called synchronously when the reply is read: a room must apply
+   * its `subbed` before the replayed events that follow in the same read are dispatched.
+   */
+  call(
+    r: Request,
+    expect: Reply["t"],
+    kind: RequestKind,
+    resolve: (reply: Reply) => void,
+    reject: (error: RoomdError) => void,
+    check?: (l: Limits) => RoomdError | undefined,
+  ): void {
+    if (this.closedError !== undefined) return reject(this.closedError);
+    const p: Pending = { request: r, expect, kind, resolve, reject, bytes: 0, timer: undefined };
+    const limits = this.limits;
+    const refused = check !== undefined && this.opts.checkLimits !== false && limits !== undefined ? check(limits) : undefined;
+    if (refused !== undefined) return reject(refused);
+    if (this.stateValue === "open") return this.transmit(p);
+    const max = this.opts.maxQueue ?? 1000;
+    if (this.queue.length >= max) return reject(new QueueFullError(max));
+    this.queue.push(p);
   }
 
   // -- RoomHost ----------------------------------------------------------------------------

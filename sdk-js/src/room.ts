@@ -41,6 +41,7 @@ export interface RoomHost {
   readonly isOpen: boolean;
   readonly limits: Limits | undefined;
   request(r: Request, expect: Reply["t"], kind?: RequestKind, check?: (l: Limits) => RoomdError | undefined): Promise<Reply>;
+  call(r: Request, expect: Reply["t"], kind: RequestKind, resolve: (reply: Reply) => void, reject: (e: RoomdError) => void): void;
   nextMid(): string;
 }
 
@@ -211,12 +212,16 @@ export class Room extends Emitter<RoomEvents> {
       presence: want.presence || undefined,
       info: want.info,
     });
-    this.host.request(r, "subbed", "internal").then(
+    // Synchronous callbacks: the replay right behind `subbed` must find the room subscribed.
+    this.host.call(
+      r,
+      "subbed",
+      "internal",
       (reply) => {
         if (gen === this.generation && reply.t === "subbed") this.subbed(reply);
       },
-      (e: unknown) => {
-        if (gen === this.generation) this.subFailed(e instanceof RoomdError ? e : new RoomdError("protocol", String(e), false));
+      (e) => {
+        if (gen === this.generation) this.subFailed(e);
       },
     );
   }

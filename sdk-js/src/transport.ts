@@ -13,14 +13,25 @@ export interface SocketCloseEvent {
   reason: string;
 }
 
+/**
+ * Handler types declared as methods so they compare bivariantly: the browser's and the `ws`
+ * package's sockets (whose events carry more fields) both fit without casts.
+ */
+interface Handlers {
+  open(ev: unknown): void;
+  message(ev: SocketMessageEvent): void;
+  close(ev: SocketCloseEvent): void;
+  error(ev: unknown): void;
+}
+
 export interface WebSocketLike {
   binaryType: string;
   readonly readyState: number;
   readonly protocol: string;
-  onopen: ((ev: unknown) => void) | null;
-  onmessage: ((ev: SocketMessageEvent) => void) | null;
-  onclose: ((ev: SocketCloseEvent) => void) | null;
-  onerror: ((ev: unknown) => void) | null;
+  onopen: Handlers["open"] | null;
+  onmessage: Handlers["message"] | null;
+  onclose: Handlers["close"] | null;
+  onerror: Handlers["error"] | null;
   send(data: Uint8Array): void;
   close(code?: number, reason?: string): void;
 }
