@@ -1,1 +1,94 @@
-fn main() {}
+//! The `roomd` command: read the config, start the broker, stop gracefully on SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use roomd::{Config, Server};
+
+/// A self-hosted realtime broker: durable rooms over WebSocket + MessagePack.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Config file (TOML); without it the built-in defaults apply.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Listen address, overriding `server.listen` (port 0 picks a free port).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Data directory, overriding `server.data_dir`.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let mut config = match &cli.config {
+        Some(path) => match Config::from_file(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("roomd: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => Config::default(),
+    };
+    if let Some(listen) = cli.listen {
+        config.server.listen = listen;
+    }
+    if let Some(dir) = cli.data_dir {
+        config.server.data_dir = dir;
+    }
+    raise_fd_limit();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("roomd: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(config))
+}
+
+async fn run(config: Config) -> ExitCode {
+    let server = match Server::start(config).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("roomd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // The one line on stdout: scripts and tests read the bound address from it.
+    println!("listening on http://{}", server.local_addr());
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Each connection is a file descriptor: take the hard limit, not the often-tiny soft one.
+fn raise_fd_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!(limit = n, "open file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open file limit"),
+    }
+}

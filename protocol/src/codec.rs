@@ -54,6 +54,30 @@ pub fn encode_into<T: Serialize + ?Sized>(frame: &T, out: &mut Vec<u8>) {
         .expect("frame types always encode");
 }
 
+/// Encodes a `hist` reply around already-encoded event frames (as stored), without decoding
+/// them. Produces the same bytes as encoding [`ServerFrame::Hist`] with those events.
+pub fn encode_hist_raw(id: u32, room: &str, items: &[impl AsRef<[u8]>], more: bool) -> Vec<u8> {
+    let len: usize = items.iter().map(|i| i.as_ref().len()).sum();
+    let mut out = Vec::with_capacity(32 + room.len() + len);
+    let w = &mut out;
+    // Writes into a Vec cannot fail.
+    let _ = rmp::encode::write_map_len(w, 5);
+    let _ = rmp::encode::write_str(w, "t");
+    let _ = rmp::encode::write_str(w, "hist");
+    let _ = rmp::encode::write_str(w, "id");
+    let _ = rmp::encode::write_uint(w, u64::from(id));
+    let _ = rmp::encode::write_str(w, "room");
+    let _ = rmp::encode::write_str(w, room);
+    let _ = rmp::encode::write_str(w, "items");
+    let _ = rmp::encode::write_array_len(w, items.len() as u32);
+    for item in items {
+        out.extend_from_slice(item.as_ref());
+    }
+    let _ = rmp::encode::write_str(&mut out, "more");
+    let _ = rmp::encode::write_bool(&mut out, more);
+    out
+}
+
 /// Decodes one client frame; the whole input must be exactly one MessagePack value.
 pub fn decode_client(bytes: &[u8]) -> Result<ClientFrame, DecodeError> {
     match decode_exact::<ClientFrame>(bytes) {
@@ -101,11 +125,19 @@ fn classify(bytes: &[u8], err: rmp_serde::decode::Error) -> DecodeError {
                 Ok(_) => "expected a map with string keys".to_string(),
                 Err(e) => e.to_string(),
             };
-            let reason = if reason.is_empty() { err.to_string() } else { reason };
+            let reason = if reason.is_empty() {
+                err.to_string()
+            } else {
+                reason
+            };
             return DecodeError::Malformed { reason };
         }
     };
-    let id = head.id.as_ref().and_then(|v| v.as_u64()).and_then(|v| u32::try_from(v).ok());
+    let id = head
+        .id
+        .as_ref()
+        .and_then(|v| v.as_u64())
+        .and_then(|v| u32::try_from(v).ok());
     match head.t.as_ref().and_then(|t| t.as_str()) {
         None => DecodeError::BadRequest {
             id,
@@ -142,6 +174,26 @@ mod tests {
     }
 
     #[test]
+    fn raw_hist_matches_typed_hist() {
+        let msg = ServerFrame::Msg {
+            room: "r".into(),
+            seq: 3,
+            ts: 9,
+            from: "c".into(),
+            uid: None,
+            data: vec![1, 2],
+        };
+        let typed = encode(&ServerFrame::Hist {
+            id: 300,
+            room: "r".into(),
+            items: vec![msg.clone(), msg.clone()],
+            more: true,
+        });
+        let raw = encode_hist_raw(300, "r", &[encode(&msg), encode(&msg)], true);
+        assert_eq!(raw, typed);
+    }
+
+    #[test]
     fn garbage_is_malformed() {
         let e = decode_client(b"\xc1\xc1").unwrap_err();
         assert_eq!(e.code(), ErrorCode::Malformed);
@@ -155,7 +207,10 @@ mod tests {
     fn trailing_bytes_are_malformed() {
         let mut bytes = encode(&ClientFrame::Ping { id: 1 });
         bytes.push(0xc0);
-        assert_eq!(decode_client(&bytes).unwrap_err().code(), ErrorCode::Malformed);
+        assert_eq!(
+            decode_client(&bytes).unwrap_err().code(),
+            ErrorCode::Malformed
+        );
     }
 
     #[test]
@@ -172,7 +227,10 @@ mod tests {
         assert_eq!(e.code(), ErrorCode::BadRequest);
         assert_eq!(e.id(), Some(9));
         let frame = map(&[("t", "sub".into()), ("id", 9.into())]);
-        assert_eq!(decode_client(&enc(&frame)).unwrap_err().code(), ErrorCode::BadRequest);
+        assert_eq!(
+            decode_client(&enc(&frame)).unwrap_err().code(),
+            ErrorCode::BadRequest
+        );
     }
 
     #[test]

@@ -89,10 +89,7 @@ impl ErrorCode {
     pub const fn retryable(self) -> bool {
         matches!(
             self,
-            ErrorCode::Conflict
-                | ErrorCode::Internal
-                | ErrorCode::Unavailable
-                | ErrorCode::Storage
+            ErrorCode::Conflict | ErrorCode::Internal | ErrorCode::Unavailable | ErrorCode::Storage
         )
     }
 }
@@ -139,7 +136,10 @@ mod tests {
             assert!(spec.contains(&row), "SPEC.md lacks a row for {row}");
         }
         for code in [1001, 1002, 1009, 1011, 4000, 4001, 4002, 4401] {
-            assert!(spec.contains(&format!("| {code} |")), "SPEC.md lacks close code {code}");
+            assert!(
+                spec.contains(&format!("| {code} |")),
+                "SPEC.md lacks close code {code}"
+            );
         }
     }
 

@@ -60,21 +60,37 @@ fn vectors_round_trip() {
         let bytes = from_hex(f["hex"].as_str().unwrap());
         assert_eq!(to_hex(&generic), to_hex(&bytes), "{name}: hex is not value");
         let typed = match f["dir"].as_str().unwrap() {
-            "client" => codec::encode(&decode_client(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"))),
+            "client" => {
+                codec::encode(&decode_client(&bytes).unwrap_or_else(|e| panic!("{name}: {e}")))
+            }
             _ => codec::encode(&decode_server(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"))),
         };
-        assert_eq!(to_hex(&typed), to_hex(&bytes), "{name}: typed re-encoding differs");
-        kinds.insert(format!("{}:{}", f["dir"].as_str().unwrap(), f["value"]["t"].as_str().unwrap()));
+        assert_eq!(
+            to_hex(&typed),
+            to_hex(&bytes),
+            "{name}: typed re-encoding differs"
+        );
+        kinds.insert(format!(
+            "{}:{}",
+            f["dir"].as_str().unwrap(),
+            f["value"]["t"].as_str().unwrap()
+        ));
     }
     // Every frame kind of the protocol has at least one vector.
     for k in roomd_protocol::ClientFrame::KINDS {
-        assert!(kinds.contains(&format!("client:{k}")), "no vector for client {k}");
+        assert!(
+            kinds.contains(&format!("client:{k}")),
+            "no vector for client {k}"
+        );
     }
     for k in [
         "hello", "subbed", "ok", "ack", "hist", "val", "vals", "done", "who", "pong", "err", "msg",
         "state", "join", "leave",
     ] {
-        assert!(kinds.contains(&format!("server:{k}")), "no vector for server {k}");
+        assert!(
+            kinds.contains(&format!("server:{k}")),
+            "no vector for server {k}"
+        );
     }
     if regen {
         std::fs::write(PATH, serde_json::to_string_pretty(&doc).unwrap() + "\n").unwrap();

@@ -1,0 +1,279 @@
+//! The broker's configuration, read from TOML (`config/roomd.toml` documents every key).
+//!
+//! Every queue, buffer and cache in roomd takes its bound from here; the defaults are sized for
+//! a small server with many mostly-idle connections.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub websocket: WebSocketConfig,
+    pub limits: LimitsConfig,
+    pub outbox: OutboxConfig,
+    pub rooms: RoomsConfig,
+    pub storage: StorageConfig,
+    pub retention: RetentionConfig,
+    pub auth: AuthConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub max_connections: usize,
+    pub shutdown_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebSocketConfig {
+    pub read_buffer_bytes: usize,
+    pub write_buffer_bytes: usize,
+    pub max_frame_bytes: usize,
+    pub ping_interval_secs: u32,
+    pub write_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub payload_bytes: usize,
+    pub room_name_bytes: usize,
+    pub key_bytes: usize,
+    pub value_bytes: usize,
+    pub info_bytes: usize,
+    pub subscriptions_per_connection: usize,
+    pub page: usize,
+    pub keys_per_room: usize,
+    pub mid_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutboxConfig {
+    pub max_frames: usize,
+    pub max_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoomsConfig {
+    pub inbox: usize,
+    pub idle_unload_secs: u64,
+    pub cache_entries: usize,
+    pub dedup_window_secs: u64,
+    pub dedup_max: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Ack after fsync.
+    Durable,
+    /// Ack after the commit reaches the OS; fsync every `flush_interval_ms`.
+    Relaxed,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    pub durability: Durability,
+    pub flush_interval_ms: u64,
+    pub max_batch: usize,
+    pub queue: usize,
+    pub cache_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    pub max_messages: u64,
+    pub max_age_secs: u64,
+    pub sweep_interval_secs: u64,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    pub jwt_secret: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7700)),
+            data_dir: PathBuf::from("data"),
+            max_connections: 19_000,
+            shutdown_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        WebSocketConfig {
+            read_buffer_bytes: 1024,
+            write_buffer_bytes: 16 * 1024,
+            max_frame_bytes: 1024 * 1024,
+            ping_interval_secs: 20,
+            write_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            payload_bytes: 64 * 1024,
+            room_name_bytes: 128,
+            key_bytes: 256,
+            value_bytes: 16 * 1024,
+            info_bytes: 1024,
+            subscriptions_per_connection: 1024,
+            page: 256,
+            keys_per_room: 1000,
+            mid_bytes: 64,
+        }
+    }
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        OutboxConfig {
+            max_frames: 4096,
+            max_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for RoomsConfig {
+    fn default() -> Self {
+        RoomsConfig {
+            inbox: 1024,
+            idle_unload_secs: 60,
+            cache_entries: 256,
+            dedup_window_secs: 600,
+            dedup_max: 1024,
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            durability: Durability::Durable,
+            flush_interval_ms: 50,
+            max_batch: 4096,
+            queue: 16 * 1024,
+            cache_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            max_messages: 0,
+            max_age_secs: 0,
+            sweep_interval_secs: 60,
+        }
+    }
+}
+
+impl Config {
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Rejects values that would make the broker misbehave rather than merely be slow.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        let checks: [(bool, &str); 9] = [
+            (l.page >= 1, "limits.page must be at least 1"),
+            (
+                l.room_name_bytes >= 1,
+                "limits.room_name_bytes must be at least 1",
+            ),
+            (l.mid_bytes <= 128, "limits.mid_bytes must be at most 128"),
+            (
+                l.payload_bytes + 1024 <= self.websocket.max_frame_bytes,
+                "websocket.max_frame_bytes must exceed limits.payload_bytes by 1 KiB",
+            ),
+            (
+                self.outbox.max_frames >= 2 * l.page,
+                "outbox.max_frames must be at least 2 × limits.page",
+            ),
+            (
+                self.outbox.max_bytes >= 2 * self.websocket.max_frame_bytes,
+                "outbox.max_bytes must be at least 2 × websocket.max_frame_bytes",
+            ),
+            (self.rooms.inbox >= 1, "rooms.inbox must be at least 1"),
+            (
+                self.storage.max_batch >= 1,
+                "storage.max_batch must be at least 1",
+            ),
+            (
+                self.websocket.ping_interval_secs >= 1,
+                "websocket.ping_interval_secs must be at least 1",
+            ),
+        ];
+        match checks.iter().find(|(ok, _)| !ok) {
+            Some((_, msg)) => Err(ConfigError::Invalid((*msg).to_string())),
+            None => Ok(()),
+        }
+    }
+
+    pub fn ping_interval(&self) -> Duration {
+        Duration::from_secs(u64::from(self.websocket.ping_interval_secs))
+    }
+
+    /// The limits as announced to clients in `hello`.
+    pub fn wire_limits(&self) -> roomd_protocol::Limits {
+        let l = &self.limits;
+        let n = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+        roomd_protocol::Limits {
+            frame: n(self.websocket.max_frame_bytes),
+            payload: n(l.payload_bytes),
+            room: n(l.room_name_bytes),
+            key: n(l.key_bytes),
+            value: n(l.value_bytes),
+            info: n(l.info_bytes),
+            subs: n(l.subscriptions_per_connection),
+            page: n(l.page),
+            keys: n(l.keys_per_room),
+            mid: n(l.mid_bytes),
+        }
+    }
+}

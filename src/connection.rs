@@ -1,0 +1,130 @@
+//! Socket I/O of one WebSocket connection: one task reads requests and writes the outbox.
+//!
+//! Writes are batched: everything queued in the outbox is fed to the socket and flushed once,
+//! so a burst of broadcasts costs one syscall, not one per frame.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use roomd_protocol::CloseCode;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
+
+use crate::outbox::CloseReason;
+use crate::session::Session;
+
+/// Why the loop ended, for the log.
+enum End {
+    Closed(u16, &'static str),
+    PeerGone,
+}
+
+pub struct Timing {
+    pub ping: Duration,
+    pub write_timeout: Duration,
+}
+
+pub async fn run<S>(
+    mut ws: WebSocketStream<S>,
+    mut session: Session,
+    timing: Timing,
+    mut draining: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let outbox = session.peer.outbox.clone();
+    let conn = session.peer.id.clone();
+    let mut batch: Vec<Bytes> = Vec::new();
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + timing.ping, timing.ping);
+    let mut last_heard = Instant::now();
+    let mut reading = !*draining.borrow();
+    let end = loop {
+        let closing = outbox.drain(&mut batch);
+        if !batch.is_empty() {
+            match tokio::time::timeout(timing.write_timeout, write_all(&mut ws, &mut batch)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => break End::PeerGone,
+                Err(_) => break End::Closed(CloseCode::SLOW_CONSUMER, "write timed out"),
+            }
+        }
+        if let Some(reason) = closing {
+            break End::Closed(reason.code(), reason.text());
+        }
+        tokio::select! {
+            biased;
+            _ = outbox.ready() => {}
+            msg = ws.next(), if reading => {
+                last_heard = Instant::now();
+                match msg {
+                    Some(Ok(Message::Binary(bytes))) => {
+                        crate::metrics::frame_in(bytes.len());
+                        session.on_frame(&bytes).await;
+                    }
+                    Some(Ok(Message::Text(text))) => {
+                        crate::metrics::frame_in(text.len());
+                        session.on_text();
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                    Some(Ok(Message::Close(_))) | None => break End::PeerGone,
+                    Some(Err(WsError::Capacity(_))) => {
+                        break End::Closed(CloseCode::MESSAGE_TOO_BIG, "message larger than limits.frame");
+                    }
+                    Some(Err(WsError::Protocol(_) | WsError::Utf8(_))) => {
+                        break End::Closed(CloseCode::PROTOCOL_ERROR, "websocket protocol violation");
+                    }
+                    Some(Err(_)) => break End::PeerGone,
+                }
+            }
+            _ = ping.tick() => {
+                if last_heard.elapsed() > timing.ping * 3 {
+                    break End::Closed(CloseCode::HEARTBEAT_TIMEOUT, "heartbeat timeout");
+                }
+                if ws.send(Message::Ping(Bytes::new())).await.is_err() {
+                    break End::PeerGone;
+                }
+            }
+            changed = draining.changed(), if reading => {
+                // Shutdown: stop taking requests; the outbox is closed with 1001 once every
+                // in-flight write has been acknowledged.
+                if changed.is_err() || *draining.borrow() {
+                    reading = false;
+                }
+            }
+        }
+    };
+    match end {
+        End::Closed(code, reason) => {
+            tracing::debug!(%conn, code, reason, "closing connection");
+            let frame = CloseFrame {
+                code: WsCloseCode::from(code),
+                reason: reason.into(),
+            };
+            let close = async {
+                ws.send(Message::Close(Some(frame))).await?;
+                ws.flush().await
+            };
+            let _ = tokio::time::timeout(timing.write_timeout, close).await;
+        }
+        End::PeerGone => tracing::debug!(%conn, "connection ended by peer"),
+    }
+    outbox.close(CloseReason::GoingAway);
+    session.close().await;
+}
+
+async fn write_all<S>(ws: &mut WebSocketStream<S>, batch: &mut Vec<Bytes>) -> Result<(), WsError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut bytes = 0;
+    for frame in batch.drain(..) {
+        bytes += frame.len();
+        ws.feed(Message::Binary(frame)).await?;
+    }
+    crate::metrics::bytes_out(bytes);
+    ws.flush().await
+}

@@ -1,0 +1,151 @@
+//! Prometheus metrics: names, units and the one global recorder.
+//!
+//! Every metric is recorded through the functions here so the names live in one place.
+//! Histograms are rendered with explicit buckets (true Prometheus histograms).
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use roomd_protocol::ErrorCode;
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5,
+];
+const BATCH_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
+];
+
+/// Installs the process-wide recorder once. Several servers in one process (tests, embedding)
+/// share it; if the host application installed its own recorder, `/metrics` says so.
+pub fn install() {
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full("roomd_commit_batch_entries".into()),
+                    BATCH_BUCKETS,
+                )
+            });
+        let handle = builder.ok().and_then(|b| b.install_recorder().ok());
+        if handle.is_some() {
+            describe();
+        }
+        handle
+    });
+}
+
+/// The Prometheus text exposition of every metric.
+pub fn render() -> String {
+    match HANDLE.get() {
+        Some(Some(h)) => {
+            h.run_upkeep();
+            h.render()
+        }
+        _ => "# roomd metrics unavailable: another metrics recorder is installed in this process\n"
+            .into(),
+    }
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_gauge!("roomd_connections", "WebSocket connections open now");
+    describe_counter!("roomd_connections_total", "WebSocket connections accepted");
+    describe_gauge!("roomd_rooms_active", "rooms loaded in memory");
+    describe_counter!(
+        "roomd_messages_published_total",
+        "messages acknowledged after a durable commit"
+    );
+    describe_counter!(
+        "roomd_messages_delivered_total",
+        "log entries queued to subscribers (live and replay)"
+    );
+    describe_counter!(
+        "roomd_bytes_in_total",
+        Unit::Bytes,
+        "WebSocket payload bytes received"
+    );
+    describe_counter!(
+        "roomd_bytes_out_total",
+        Unit::Bytes,
+        "WebSocket payload bytes sent"
+    );
+    describe_histogram!(
+        "roomd_publish_ack_seconds",
+        Unit::Seconds,
+        "time from receiving a publish to queuing its ack"
+    );
+    describe_histogram!(
+        "roomd_commit_seconds",
+        Unit::Seconds,
+        "time of one group commit"
+    );
+    describe_histogram!(
+        "roomd_commit_batch_entries",
+        "log entries written by one group commit"
+    );
+    describe_counter!(
+        "roomd_commit_failures_total",
+        "group commits that failed (nothing in them stored)"
+    );
+    describe_counter!(
+        "roomd_slow_consumers_total",
+        "connections closed because their outbound queue was full"
+    );
+    describe_counter!("roomd_errors_total", "err frames sent, by code");
+}
+
+pub fn connection_opened() {
+    counter!("roomd_connections_total").increment(1);
+    gauge!("roomd_connections").increment(1.0);
+}
+
+pub fn connection_closed() {
+    gauge!("roomd_connections").decrement(1.0);
+}
+
+pub fn rooms_active(n: usize) {
+    gauge!("roomd_rooms_active").set(n as f64);
+}
+
+pub fn published(latency: Duration) {
+    counter!("roomd_messages_published_total").increment(1);
+    histogram!("roomd_publish_ack_seconds").record(latency.as_secs_f64());
+}
+
+pub fn delivered(n: usize, _frame_len: usize) {
+    if n > 0 {
+        counter!("roomd_messages_delivered_total").increment(n as u64);
+    }
+}
+
+pub fn frame_in(len: usize) {
+    counter!("roomd_bytes_in_total").increment(len as u64);
+}
+
+pub fn bytes_out(len: usize) {
+    counter!("roomd_bytes_out_total").increment(len as u64);
+}
+
+pub fn commit(entries: usize, _batches: usize, took: Duration) {
+    histogram!("roomd_commit_seconds").record(took.as_secs_f64());
+    histogram!("roomd_commit_batch_entries").record(entries as f64);
+}
+
+pub fn commit_failed() {
+    counter!("roomd_commit_failures_total").increment(1);
+}
+
+pub fn slow_consumer() {
+    counter!("roomd_slow_consumers_total").increment(1);
+}
+
+pub fn error(code: ErrorCode) {
+    counter!("roomd_errors_total", "code" => code.as_u16().to_string(), "name" => code.name())
+        .increment(1);
+}

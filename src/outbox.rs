@@ -1,0 +1,188 @@
+//! A connection's bounded outbound queue.
+//!
+//! Rooms never wait on a subscriber: they `push` and, if the queue is over its bound, the
+//! connection is marked closed with `4000 slow consumer` and its socket task closes it. The
+//! client resumes later with `since` and loses nothing. Frames are shared `Bytes`: a broadcast
+//! is encoded once and queued by reference in every subscriber's outbox.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use roomd_protocol::CloseCode;
+use tokio::sync::Notify;
+
+/// Why the server is closing a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    SlowConsumer,
+    GoingAway,
+    Internal,
+}
+
+impl CloseReason {
+    pub fn code(self) -> u16 {
+        match self {
+            CloseReason::SlowConsumer => CloseCode::SLOW_CONSUMER,
+            CloseReason::GoingAway => CloseCode::GOING_AWAY,
+            CloseReason::Internal => CloseCode::INTERNAL,
+        }
+    }
+
+    pub fn text(self) -> &'static str {
+        match self {
+            CloseReason::SlowConsumer => "slow consumer: outbound queue full; resume with since",
+            CloseReason::GoingAway => "server shutting down",
+            CloseReason::Internal => "internal error",
+        }
+    }
+}
+
+/// The queue is full (the connection is now closing) or already closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rejected;
+
+#[derive(Clone)]
+pub struct Outbox {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    /// Wakes the socket task: frames are ready or the outbox was closed.
+    ready: Notify,
+    /// Wakes replay tasks waiting for the queue to drain.
+    drained: Notify,
+    max_frames: usize,
+    max_bytes: usize,
+}
+
+#[derive(Default)]
+struct Queue {
+    frames: VecDeque<Bytes>,
+    bytes: usize,
+    closed: Option<CloseReason>,
+}
+
+impl Outbox {
+    pub fn new(max_frames: usize, max_bytes: usize) -> Outbox {
+        Outbox {
+            shared: Arc::new(Shared {
+                queue: Mutex::new(Queue::default()),
+                ready: Notify::new(),
+                drained: Notify::new(),
+                max_frames,
+                max_bytes,
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // A panic while holding this lock cannot leave the queue inconsistent.
+        self.shared.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a frame. Over the bound, closes the connection as a slow consumer.
+    pub fn push(&self, frame: Bytes) -> Result<(), Rejected> {
+        let mut q = self.lock();
+        if q.closed.is_some() {
+            return Err(Rejected);
+        }
+        let fits = q.frames.len() < self.shared.max_frames
+            && q.bytes + frame.len() <= self.shared.max_bytes;
+        if !fits && !q.frames.is_empty() {
+            q.closed = Some(CloseReason::SlowConsumer);
+            drop(q);
+            crate::metrics::slow_consumer();
+            self.shared.ready.notify_one();
+            self.shared.drained.notify_waiters();
+            return Err(Rejected);
+        }
+        let was_empty = q.frames.is_empty();
+        q.bytes += frame.len();
+        q.frames.push_back(frame);
+        drop(q);
+        if was_empty {
+            self.shared.ready.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Marks the outbox closed; queued frames are still written before the close frame.
+    pub fn close(&self, reason: CloseReason) {
+        let mut q = self.lock();
+        if q.closed.is_none() {
+            q.closed = Some(reason);
+        }
+        drop(q);
+        self.shared.ready.notify_one();
+        self.shared.drained.notify_waiters();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed.is_some()
+    }
+
+    /// Moves every queued frame into `out`; returns the close reason once the queue is empty
+    /// and closed.
+    pub fn drain(&self, out: &mut Vec<Bytes>) -> Option<CloseReason> {
+        let mut q = self.lock();
+        out.extend(q.frames.drain(..));
+        q.bytes = 0;
+        let closed = q.closed;
+        drop(q);
+        self.shared.drained.notify_waiters();
+        closed
+    }
+
+    /// Waits until frames may be ready (spurious wake-ups are possible).
+    pub async fn ready(&self) {
+        self.shared.ready.notified().await
+    }
+
+    /// Waits until the queue is at most half full, so a replay page leaves room for live
+    /// traffic of other rooms. Returns `false` if the outbox is closed.
+    pub async fn wait_half_empty(&self) -> bool {
+        loop {
+            let notified = self.shared.drained.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let q = self.lock();
+                if q.closed.is_some() {
+                    return false;
+                }
+                if q.frames.len() <= self.shared.max_frames / 2
+                    && q.bytes <= self.shared.max_bytes / 2
+                {
+                    return true;
+                }
+            }
+            notified.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bound_closes_as_slow_consumer_and_keeps_queued_frames() {
+        let o = Outbox::new(2, 1024);
+        o.push(Bytes::from_static(b"a")).unwrap();
+        o.push(Bytes::from_static(b"b")).unwrap();
+        assert_eq!(o.push(Bytes::from_static(b"c")), Err(Rejected));
+        let mut out = Vec::new();
+        assert_eq!(o.drain(&mut out), Some(CloseReason::SlowConsumer));
+        assert_eq!(out.len(), 2);
+        assert_eq!(o.push(Bytes::from_static(b"d")), Err(Rejected));
+    }
+
+    #[test]
+    fn byte_bound_allows_one_oversized_frame_when_empty() {
+        let o = Outbox::new(10, 4);
+        o.push(Bytes::from_static(b"123456")).unwrap();
+        assert!(o.push(Bytes::from_static(b"x")).is_err());
+    }
+}

@@ -1,0 +1,796 @@
+//! The room task: the single owner of a room's order, state, subscribers and presence.
+//!
+//! Writes are pipelined through the store writer with at most one batch in flight per room:
+//! requests that arrive while a batch is being committed wait in `pending` and go out together
+//! as the next batch. Seqs are assigned when a batch is formed, so a failed commit never leaves
+//! a hole: its seqs are simply reused by the next batch.
+//!
+//! Nothing is delivered or acknowledged before its batch is durable. Subscribers are fed with
+//! `try`-pushes into their outboxes; a full outbox closes that connection, never this task.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use roomd_protocol::{codec, ErrorCode, Member, ServerFrame, Value};
+use tokio::sync::{mpsc, oneshot};
+
+use super::registry::Registry;
+use super::replay::Replay;
+use super::state::{Effect, Overlay, RoomState};
+use super::{Command, Mutation};
+use crate::peer::{Peer, ReplyError};
+use crate::store::reader::{LoadLimits, RoomSnapshot};
+use crate::store::{record, CommitInfo, RoomBatch, RoomRef, StoreError, Trim};
+
+type CommitResult = Result<CommitInfo, Arc<StoreError>>;
+
+struct Sub {
+    peer: Arc<Peer>,
+    /// Receives live broadcasts; otherwise a replay is in progress.
+    live: bool,
+    /// Next seq this subscriber must receive while replaying.
+    next: u64,
+    presence: bool,
+    token: u64,
+}
+
+/// A request waiting to be written.
+enum Pending {
+    Publish {
+        peer: Arc<Peer>,
+        id: u32,
+        data: Vec<u8>,
+        dedup: Option<String>,
+        received: Instant,
+    },
+    Mutate {
+        peer: Arc<Peer>,
+        id: u32,
+        op: Mutation,
+    },
+}
+
+/// An entry of the batch in flight, with who to answer once it is durable.
+struct Written {
+    seq: u64,
+    frame: Bytes,
+    reply: Reply,
+}
+
+enum Reply {
+    Ack {
+        peer: Arc<Peer>,
+        id: u32,
+        dedup: Option<String>,
+        received: Instant,
+    },
+    Done {
+        peer: Arc<Peer>,
+        id: u32,
+        effect: Effect,
+    },
+}
+
+struct Room {
+    name: Arc<str>,
+    registry: Arc<Registry>,
+    tx: mpsc::Sender<Command>,
+    id: Option<u64>,
+    epoch: u64,
+    /// Last durable seq.
+    head: u64,
+    /// First retained seq.
+    earliest: u64,
+    state: RoomState,
+    /// The newest durable frames, for cheap catch-up of subscribers that are slightly behind.
+    cache: VecDeque<(u64, Bytes)>,
+    dedup: Dedup,
+    subs: HashMap<Arc<str>, Sub>,
+    members: HashMap<Arc<str>, Member>,
+    pending: Vec<Pending>,
+    in_flight: Vec<Written>,
+    trim_wanted: bool,
+    replays: usize,
+    next_token: u64,
+    shutting_down: bool,
+}
+
+/// Recently stored `mid`s per client, and requests waiting on a `mid` already being written.
+#[derive(Default)]
+struct Dedup {
+    seqs: HashMap<String, u64>,
+    order: VecDeque<(u64, String)>,
+    waiting: HashMap<String, Vec<(Arc<Peer>, u32)>>,
+}
+
+pub async fn run(name: Arc<str>, mut rx: mpsc::Receiver<Command>, registry: Arc<Registry>) {
+    let tx = match registry_sender(&registry, &name) {
+        Some(tx) => tx,
+        None => {
+            registry.stopped(&name, false);
+            return;
+        }
+    };
+    let snap = match load(&registry, &name).await {
+        Ok(snap) => snap,
+        Err(e) => {
+            tracing::error!(room = %name, error = %e, "room load failed");
+            fail_all(&mut rx, &e);
+            registry.stopped(&name, false);
+            return;
+        }
+    };
+    let mut room = Room::new(name.clone(), registry.clone(), tx, snap);
+    let closed = room.run(&mut rx).await;
+    registry.stopped(&name, closed);
+}
+
+fn registry_sender(registry: &Registry, name: &str) -> Option<mpsc::Sender<Command>> {
+    // The handle was inserted before this task was spawned; a clone lets replay tasks reach us.
+    registry.sender(name)
+}
+
+async fn load(registry: &Arc<Registry>, name: &Arc<str>) -> Result<RoomSnapshot, StoreError> {
+    let cfg = &registry.config.rooms;
+    let lim = LoadLimits {
+        recent: cfg.cache_entries,
+        dedup_max: cfg.dedup_max,
+        dedup_since_ms: now_ms().saturating_sub(cfg.dedup_window_secs * 1000),
+    };
+    let (store, name) = (registry.store.clone(), name.clone());
+    tokio::task::spawn_blocking(move || store.load_room(&name, &lim))
+        .await
+        .map_err(|e| StoreError::Io(std::io::Error::other(e)))?
+}
+
+/// A room that cannot load answers everything queued with a storage error.
+fn fail_all(rx: &mut mpsc::Receiver<Command>, e: &StoreError) {
+    while let Ok(cmd) = rx.try_recv() {
+        if let Some((peer, id)) = requester(&cmd) {
+            peer.send_err(Some(id), ReplyError::new(ErrorCode::Storage, e.to_string()));
+        }
+    }
+}
+
+fn requester(cmd: &Command) -> Option<(&Arc<Peer>, u32)> {
+    match cmd {
+        Command::Subscribe { peer, id, .. }
+        | Command::Unsubscribe { peer, id }
+        | Command::Publish { peer, id, .. }
+        | Command::Mutate { peer, id, .. }
+        | Command::Get { peer, id, .. }
+        | Command::List { peer, id, .. }
+        | Command::Who { peer, id } => Some((peer, *id)),
+        _ => None,
+    }
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+async fn recv_commit(rx: &mut Option<oneshot::Receiver<CommitResult>>) -> CommitResult {
+    match rx {
+        Some(r) => r
+            .await
+            .unwrap_or_else(|_| Err(Arc::new(StoreError::Closed))),
+        None => std::future::pending().await,
+    }
+}
+
+impl Room {
+    fn new(
+        name: Arc<str>,
+        registry: Arc<Registry>,
+        tx: mpsc::Sender<Command>,
+        snap: RoomSnapshot,
+    ) -> Room {
+        let mut dedup = Dedup::default();
+        for (key, seq, ts) in snap.dedup {
+            dedup.order.push_back((ts, key.clone()));
+            dedup.seqs.insert(key, seq);
+        }
+        let epoch = match snap.id {
+            Some(_) => snap.epoch,
+            // Below 2^53 so JavaScript numbers hold it exactly.
+            None => rand::random::<u64>() >> 11,
+        };
+        Room {
+            name,
+            registry,
+            tx,
+            id: snap.id,
+            epoch,
+            head: snap.head,
+            earliest: snap.earliest,
+            state: RoomState::load(snap.state),
+            cache: snap.recent.into(),
+            dedup,
+            subs: HashMap::new(),
+            members: HashMap::new(),
+            pending: Vec::new(),
+            in_flight: Vec::new(),
+            trim_wanted: false,
+            replays: 0,
+            next_token: 0,
+            shutting_down: false,
+        }
+    }
+
+    /// The room's main loop; returns whether the inbox was closed by an idle unload.
+    async fn run(&mut self, rx: &mut mpsc::Receiver<Command>) -> bool {
+        let idle_after = Duration::from_secs(self.registry.config.rooms.idle_unload_secs);
+        let mut commit: Option<oneshot::Receiver<CommitResult>> = None;
+        let mut idle_since = Instant::now();
+        loop {
+            let quiet = commit.is_none() && self.pending.is_empty();
+            if quiet && self.shutting_down {
+                return false;
+            }
+            let idle = quiet && self.subs.is_empty() && self.replays == 0;
+            tokio::select! {
+                biased;
+                res = recv_commit(&mut commit) => {
+                    commit = None;
+                    self.on_commit(res);
+                }
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => self.handle(cmd),
+                    None => return false,
+                },
+                _ = tokio::time::sleep_until((idle_since + idle_after).into()), if idle => {
+                    if self.registry.remove_if_idle(&self.name, rx) {
+                        rx.close();
+                        self.forward_leftovers(rx);
+                        return true;
+                    }
+                }
+            }
+            if commit.is_none() && (!self.pending.is_empty() || self.trim_wanted) {
+                commit = self.flush().await;
+            }
+            if !idle {
+                idle_since = Instant::now();
+            }
+        }
+    }
+
+    /// Commands that reached the inbox after the room left the registry go to its successor.
+    fn forward_leftovers(&mut self, rx: &mut mpsc::Receiver<Command>) {
+        while let Ok(cmd) = rx.try_recv() {
+            let (registry, name) = (self.registry.clone(), self.name.clone());
+            tokio::spawn(async move {
+                let _ = registry.send(&name, cmd).await;
+            });
+        }
+    }
+
+    fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Subscribe {
+                peer,
+                id,
+                since,
+                state,
+                presence,
+                info,
+            } => self.subscribe(peer, id, since, state, presence, info),
+            Command::Unsubscribe { peer, id } => {
+                if self.remove_sub(&peer.id) {
+                    peer.send(&ServerFrame::Ok { id });
+                } else {
+                    peer.send_err(
+                        Some(id),
+                        ReplyError::new(ErrorCode::NotSubscribed, "not subscribed"),
+                    );
+                }
+            }
+            Command::Leave { conn } => {
+                self.remove_sub(&conn);
+            }
+            Command::Publish {
+                peer,
+                id,
+                data,
+                mid,
+                received,
+            } => self.publish(peer, id, data, mid, received),
+            Command::Mutate { peer, id, op } => self.pending.push(Pending::Mutate { peer, id, op }),
+            Command::Get { peer, id, key } => {
+                let entry = self.state.get(&key);
+                peer.send(&ServerFrame::Val {
+                    id,
+                    ver: entry.map_or(0, |e| e.ver),
+                    value: entry.map(|e| e.value.clone()),
+                    key,
+                });
+            }
+            Command::List {
+                peer,
+                id,
+                prefix,
+                after,
+                limit,
+            } => {
+                let (items, more) = self.state.list(&prefix, after.as_deref(), limit);
+                peer.send(&ServerFrame::Vals { id, items, more });
+            }
+            Command::Who { peer, id } => peer.send(&ServerFrame::Who {
+                id,
+                room: self.name.to_string(),
+                members: self.members.values().cloned().collect(),
+            }),
+            Command::ReplayPage {
+                conn,
+                token,
+                frames,
+                next,
+            } => {
+                let _ = next.send(self.replay_page(&conn, token, frames));
+            }
+            Command::Trim => self.trim_wanted = self.id.is_some() && self.replays == 0,
+            Command::Shutdown => self.shutting_down = true,
+        }
+    }
+
+    fn publish(
+        &mut self,
+        peer: Arc<Peer>,
+        id: u32,
+        data: Vec<u8>,
+        mid: Option<String>,
+        received: Instant,
+    ) {
+        let dedup = mid.map(|m| format!("{}\0{}", peer.client, m));
+        if let Some(key) = &dedup {
+            self.dedup.expire(&self.registry.config.rooms);
+            if let Some(&seq) = self.dedup.seqs.get(key) {
+                peer.send(&ServerFrame::Ack {
+                    id,
+                    seq,
+                    dup: Some(true),
+                });
+                return;
+            }
+            if let Some(waiters) = self.dedup.waiting.get_mut(key) {
+                waiters.push((peer, id));
+                return;
+            }
+            self.dedup.waiting.insert(key.clone(), Vec::new());
+        }
+        self.pending.push(Pending::Publish {
+            peer,
+            id,
+            data,
+            dedup,
+            received,
+        });
+    }
+
+    /// Forms the next batch from everything pending and hands it to the writer.
+    async fn flush(&mut self) -> Option<oneshot::Receiver<CommitResult>> {
+        let ts = now_ms();
+        let max_keys = self.registry.config.limits.keys_per_room;
+        let mut seq = self.head;
+        let mut entries = Vec::new();
+        let mut state = Vec::new();
+        let mut written = Vec::new();
+        let mut overlay = Overlay::new(&self.state, max_keys);
+        for op in std::mem::take(&mut self.pending) {
+            match op {
+                Pending::Publish {
+                    peer,
+                    id,
+                    data,
+                    dedup,
+                    received,
+                } => {
+                    seq += 1;
+                    let frame = Bytes::from(codec::encode(&ServerFrame::Msg {
+                        room: self.name.to_string(),
+                        seq,
+                        ts,
+                        from: peer.id.to_string(),
+                        uid: peer.user.as_deref().map(str::to_string),
+                        data,
+                    }));
+                    entries.push((seq, record::encode_log(ts, dedup.as_deref(), &frame)));
+                    written.push(Written {
+                        seq,
+                        frame,
+                        reply: Reply::Ack {
+                            peer,
+                            id,
+                            dedup,
+                            received,
+                        },
+                    });
+                }
+                Pending::Mutate { peer, id, op } => match overlay.apply(op) {
+                    Err(e) => peer.send_err(Some(id), e),
+                    Ok(None) => peer.send(&ServerFrame::Done {
+                        id,
+                        seq: None,
+                        ver: 0,
+                        value: None,
+                    }),
+                    Ok(Some(effect)) => {
+                        seq += 1;
+                        let frame = Bytes::from(codec::encode(&ServerFrame::State {
+                            room: self.name.to_string(),
+                            seq,
+                            ts,
+                            from: peer.id.to_string(),
+                            uid: peer.user.as_deref().map(str::to_string),
+                            key: effect.key.clone(),
+                            ver: effect.ver,
+                            value: effect.entry.as_ref().map(|e| e.value.clone()),
+                        }));
+                        entries.push((seq, record::encode_log(ts, None, &frame)));
+                        let rec = effect
+                            .entry
+                            .as_ref()
+                            .map(|e| record::encode_state(e.ver, &e.encoded));
+                        state.push((effect.key.clone(), rec));
+                        written.push(Written {
+                            seq,
+                            frame,
+                            reply: Reply::Done { peer, id, effect },
+                        });
+                    }
+                },
+            }
+        }
+        let trim = self.take_trim();
+        if written.is_empty() && trim.is_none() {
+            return None;
+        }
+        let room = match self.id {
+            Some(id) => RoomRef::Id(id),
+            None => RoomRef::New {
+                name: self.name.clone(),
+                epoch: self.epoch,
+            },
+        };
+        let (done, wait) = oneshot::channel();
+        let batch = RoomBatch {
+            room,
+            entries,
+            state,
+            trim,
+            done,
+        };
+        self.in_flight = written;
+        if let Err(e) = self.registry.writer.submit(batch).await {
+            self.on_commit(Err(Arc::new(e)));
+            return None;
+        }
+        Some(wait)
+    }
+
+    fn take_trim(&mut self) -> Option<Trim> {
+        if !std::mem::take(&mut self.trim_wanted) || self.replays > 0 || self.head == 0 {
+            return None;
+        }
+        let cfg = &self.registry.config.retention;
+        let before_seq = match cfg.max_messages {
+            0 => 0,
+            max => self.head.saturating_sub(max) + 1,
+        };
+        let older_than_ms =
+            (cfg.max_age_secs > 0).then(|| now_ms().saturating_sub(cfg.max_age_secs * 1000));
+        Some(Trim {
+            before_seq,
+            older_than_ms,
+            head: self.head,
+        })
+    }
+
+    fn on_commit(&mut self, res: CommitResult) {
+        let written = std::mem::take(&mut self.in_flight);
+        let info = match res {
+            Ok(info) => info,
+            Err(e) => return self.fail_written(written, &e),
+        };
+        self.id = Some(info.room_id);
+        if let Some(earliest) = info.earliest {
+            self.earliest = earliest;
+            while self.cache.front().is_some_and(|(s, _)| *s < earliest) {
+                self.cache.pop_front();
+            }
+        }
+        let cache_max = self.registry.config.rooms.cache_entries;
+        for w in written {
+            self.head = w.seq;
+            self.broadcast(&w.frame);
+            if cache_max > 0 {
+                if self.cache.len() == cache_max {
+                    self.cache.pop_front();
+                }
+                self.cache.push_back((w.seq, w.frame));
+            }
+            match w.reply {
+                Reply::Ack {
+                    peer,
+                    id,
+                    dedup,
+                    received,
+                } => {
+                    crate::metrics::published(received.elapsed());
+                    peer.send(&ServerFrame::Ack {
+                        id,
+                        seq: w.seq,
+                        dup: None,
+                    });
+                    if let Some(key) = dedup {
+                        self.dedup.stored(key, w.seq);
+                    }
+                }
+                Reply::Done { peer, id, effect } => {
+                    let value = effect
+                        .reply_value
+                        .then(|| effect.entry.as_ref().map(|e| e.value.clone()))
+                        .flatten();
+                    peer.send(&ServerFrame::Done {
+                        id,
+                        seq: Some(w.seq),
+                        ver: effect.ver,
+                        value,
+                    });
+                    self.state.apply(effect);
+                }
+            }
+        }
+    }
+
+    /// The batch was not stored: answer everyone in it; its seqs will be reused.
+    fn fail_written(&mut self, written: Vec<Written>, e: &StoreError) {
+        let err = ReplyError::new(ErrorCode::Storage, format!("not stored: {e}"));
+        for w in written {
+            match w.reply {
+                Reply::Ack {
+                    peer, id, dedup, ..
+                } => {
+                    peer.send_err(Some(id), err.clone());
+                    for (peer, id) in dedup
+                        .and_then(|k| self.dedup.waiting.remove(&k))
+                        .unwrap_or_default()
+                    {
+                        peer.send_err(Some(id), err.clone());
+                    }
+                }
+                Reply::Done { peer, id, .. } => peer.send_err(Some(id), err.clone()),
+            }
+        }
+    }
+
+    fn broadcast(&mut self, frame: &Bytes) {
+        let mut slow = Vec::new();
+        let mut n = 0;
+        for (conn, sub) in &self.subs {
+            if sub.live {
+                n += 1;
+                if sub.peer.outbox.push(frame.clone()).is_err() {
+                    slow.push(conn.clone());
+                }
+            }
+        }
+        crate::metrics::delivered(n, frame.len());
+        for conn in slow {
+            self.remove_sub(&conn);
+        }
+    }
+
+    fn subscribe(
+        &mut self,
+        peer: Arc<Peer>,
+        id: u32,
+        since: Option<u64>,
+        want_state: bool,
+        want_presence: bool,
+        info: Option<Value>,
+    ) {
+        if self.subs.contains_key(&peer.id) {
+            return peer.send_err(
+                Some(id),
+                ReplyError::new(
+                    ErrorCode::AlreadySubscribed,
+                    "already subscribed to this room",
+                ),
+            );
+        }
+        let last = self.head;
+        let (first, complete) = match since {
+            Some(s) if s < last => {
+                let start = s + 1;
+                if start < self.earliest {
+                    (self.earliest, false)
+                } else {
+                    (start, true)
+                }
+            }
+            _ => (last + 1, true),
+        };
+        if let Some(info) = info {
+            let member = Member {
+                conn: peer.id.to_string(),
+                user: peer.user.as_deref().map(str::to_string),
+                info: Some(info),
+            };
+            self.presence_event(&ServerFrame::Join {
+                room: self.name.to_string(),
+                conn: member.conn.clone(),
+                user: member.user.clone(),
+                info: member.info.clone(),
+            });
+            self.members.insert(peer.id.clone(), member);
+        }
+        peer.send(&ServerFrame::Subbed {
+            id,
+            room: self.name.to_string(),
+            epoch: self.epoch,
+            last,
+            first,
+            earliest: self.earliest.min(last + 1),
+            complete,
+            state: want_state.then(|| self.state.snapshot()),
+            presence: want_presence.then(|| self.members.values().cloned().collect()),
+        });
+        self.next_token += 1;
+        let mut sub = Sub {
+            peer,
+            live: false,
+            next: first,
+            presence: want_presence,
+            token: self.next_token,
+        };
+        if !self.catch_up_from_cache(&mut sub) {
+            self.start_replay(&sub);
+        }
+        self.subs.insert(sub.peer.id.clone(), sub);
+    }
+
+    /// Queues the entries from `sub.next` to the head from the cache and makes the subscriber
+    /// live, if the cache holds them all and they are at most one page.
+    fn catch_up_from_cache(&self, sub: &mut Sub) -> bool {
+        if sub.next > self.head {
+            sub.live = true;
+            return true;
+        }
+        let missing = self.head - sub.next + 1;
+        let cached_from = self.cache.front().map_or(u64::MAX, |(s, _)| *s);
+        if cached_from > sub.next || missing > self.registry.config.limits.page as u64 {
+            return false;
+        }
+        let skip = (sub.next - cached_from) as usize;
+        for (_, frame) in self.cache.iter().skip(skip) {
+            let _ = sub.peer.outbox.push(frame.clone());
+        }
+        crate::metrics::delivered(missing as usize, 0);
+        sub.next = self.head + 1;
+        sub.live = true;
+        true
+    }
+
+    fn start_replay(&mut self, sub: &Sub) {
+        let Some(room_id) = self.id else { return };
+        self.replays += 1;
+        let replay = Replay {
+            store: self.registry.store.clone(),
+            room_tx: self.tx.clone(),
+            room_id,
+            conn: sub.peer.id.clone(),
+            token: sub.token,
+            outbox: sub.peer.outbox.clone(),
+            from: sub.next,
+            page: self.registry.config.limits.page,
+        };
+        tokio::spawn(replay.run());
+    }
+
+    /// Queues one replayed page; returns where the replay continues, or `None` once live.
+    fn replay_page(
+        &mut self,
+        conn: &Arc<str>,
+        token: u64,
+        frames: Vec<(u64, Bytes)>,
+    ) -> Option<u64> {
+        let head = self.head;
+        let sub = self
+            .subs
+            .get_mut(conn)
+            .filter(|s| s.token == token && !s.live)?;
+        let read_any = !frames.is_empty();
+        let mut n = 0;
+        for (seq, frame) in frames {
+            // Entries past the head are committed but not yet broadcast: they come live.
+            if seq >= sub.next && seq <= head {
+                if sub.peer.outbox.push(frame).is_err() {
+                    break;
+                }
+                sub.next = seq + 1;
+                n += 1;
+            }
+        }
+        crate::metrics::delivered(n, 0);
+        if sub.peer.outbox.is_closed() {
+            self.remove_sub(conn);
+            return None;
+        }
+        let mut sub = self.subs.remove(conn)?;
+        if !self.catch_up_from_cache(&mut sub) && !read_any {
+            // Nothing readable at `next` although the head is past it. Retention cannot run
+            // during a replay, so this would be a bug: go live rather than loop forever.
+            tracing::warn!(room = %self.name, next = sub.next, head, "replay found no entries; going live");
+            sub.next = head + 1;
+            sub.live = true;
+        }
+        let (live, next) = (sub.live, sub.next);
+        self.subs.insert(conn.clone(), sub);
+        if live {
+            self.replays -= 1;
+            None
+        } else {
+            Some(next)
+        }
+    }
+
+    fn remove_sub(&mut self, conn: &Arc<str>) -> bool {
+        let Some(sub) = self.subs.remove(conn) else {
+            return false;
+        };
+        if !sub.live {
+            self.replays = self.replays.saturating_sub(1);
+        }
+        if let Some(member) = self.members.remove(conn) {
+            self.presence_event(&ServerFrame::Leave {
+                room: self.name.to_string(),
+                conn: member.conn,
+                user: member.user,
+            });
+        }
+        true
+    }
+
+    fn presence_event(&mut self, frame: &ServerFrame) {
+        let bytes = Bytes::from(codec::encode(frame));
+        let mut slow = Vec::new();
+        for (conn, sub) in &self.subs {
+            if sub.presence && sub.peer.outbox.push(bytes.clone()).is_err() {
+                slow.push(conn.clone());
+            }
+        }
+        for conn in slow {
+            self.remove_sub(&conn);
+        }
+    }
+}
+
+impl Dedup {
+    fn stored(&mut self, key: String, seq: u64) {
+        for (peer, id) in self.waiting.remove(&key).unwrap_or_default() {
+            peer.send(&ServerFrame::Ack {
+                id,
+                seq,
+                dup: Some(true),
+            });
+        }
+        self.order.push_back((now_ms(), key.clone()));
+        self.seqs.insert(key, seq);
+    }
+
+    fn expire(&mut self, cfg: &crate::config::RoomsConfig) {
+        let cutoff = now_ms().saturating_sub(cfg.dedup_window_secs * 1000);
+        while let Some((ts, key)) = self.order.front() {
+            if *ts >= cutoff && self.order.len() <= cfg.dedup_max {
+                break;
+            }
+            self.seqs.remove(key);
+            self.order.pop_front();
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! Rooms: each one a single-owner task that orders its log and state.
+//!
+//! - [`registry`]: name → handle, the only lock; loads rooms on first use.
+//! - [`actor`]: the room task: publish, group commit through the writer, fan-out, subscribe and
+//!   the replay-to-live switch, state, presence, retention, idle unload.
+//! - [`state`]: the key/value state and its atomic operations.
+//! - [`replay`]: the task that pages a subscriber through history from disk.
+
+pub mod actor;
+pub mod registry;
+pub mod replay;
+pub mod state;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use roomd_protocol::Value;
+use tokio::sync::oneshot;
+
+use crate::peer::Peer;
+
+pub use registry::Registry;
+
+/// A state mutation request, validated by the connection.
+#[derive(Debug)]
+pub enum Mutation {
+    Put {
+        key: String,
+        value: Value,
+        encoded: Vec<u8>,
+    },
+    Del {
+        key: String,
+    },
+    Cas {
+        key: String,
+        ver: u64,
+        value: Value,
+        encoded: Vec<u8>,
+    },
+    Incr {
+        key: String,
+        by: i64,
+    },
+}
+
+/// Commands a room's inbox accepts. Replies go straight to the peer's outbox.
+pub enum Command {
+    Subscribe {
+        peer: Arc<Peer>,
+        id: u32,
+        since: Option<u64>,
+        state: bool,
+        presence: bool,
+        info: Option<Value>,
+    },
+    Unsubscribe {
+        peer: Arc<Peer>,
+        id: u32,
+    },
+    /// The connection ended: drop its subscription and presence without a reply.
+    Leave {
+        conn: Arc<str>,
+    },
+    Publish {
+        peer: Arc<Peer>,
+        id: u32,
+        data: Vec<u8>,
+        mid: Option<String>,
+        received: Instant,
+    },
+    Mutate {
+        peer: Arc<Peer>,
+        id: u32,
+        op: Mutation,
+    },
+    Get {
+        peer: Arc<Peer>,
+        id: u32,
+        key: String,
+    },
+    List {
+        peer: Arc<Peer>,
+        id: u32,
+        prefix: String,
+        after: Option<String>,
+        limit: usize,
+    },
+    Who {
+        peer: Arc<Peer>,
+        id: u32,
+    },
+    /// A page read from disk by a subscriber's replay task; the reply says where to continue
+    /// (`None`: the subscriber is live, or gone).
+    ReplayPage {
+        conn: Arc<str>,
+        token: u64,
+        frames: Vec<(u64, Bytes)>,
+        next: oneshot::Sender<Option<u64>>,
+    },
+    /// Apply retention now.
+    Trim,
+    /// Finish pending writes, then stop.
+    Shutdown,
+}

@@ -1,0 +1,136 @@
+//! Room name → room task handle: the only lock on the request path.
+//!
+//! The lock is a std `Mutex` held for a hash lookup, never across an `.await`. A room that has
+//! been idle removes itself here before it stops; a sender that raced with that sees a closed
+//! inbox and simply looks the name up again, which loads a fresh room from disk.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::{mpsc, Notify};
+
+use super::{actor, Command};
+use crate::config::Config;
+use crate::store::{Store, WriterHandle};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the server is shutting down")]
+pub struct ShuttingDown;
+
+pub struct Registry {
+    rooms: Mutex<HashMap<Arc<str>, mpsc::Sender<Command>>>,
+    pub(crate) store: Store,
+    pub(crate) writer: WriterHandle,
+    pub(crate) config: Arc<Config>,
+    closing: AtomicBool,
+    running: AtomicUsize,
+    all_stopped: Notify,
+}
+
+impl Registry {
+    pub fn new(store: Store, writer: WriterHandle, config: Arc<Config>) -> Arc<Registry> {
+        Arc::new(Registry {
+            rooms: Mutex::new(HashMap::new()),
+            store,
+            writer,
+            config,
+            closing: AtomicBool::new(false),
+            running: AtomicUsize::new(0),
+            all_stopped: Notify::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<Arc<str>, mpsc::Sender<Command>>> {
+        self.rooms.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends a command to the named room, loading it if needed. Waits while the room's inbox is
+    /// full (backpressure on the sending connection).
+    pub async fn send(self: &Arc<Self>, name: &str, mut cmd: Command) -> Result<(), ShuttingDown> {
+        loop {
+            let tx = self.handle(name)?;
+            match tx.send(cmd).await {
+                Ok(()) => return Ok(()),
+                // The room unloaded between lookup and send: look it up again.
+                Err(mpsc::error::SendError(back)) => cmd = back,
+            }
+        }
+    }
+
+    fn handle(self: &Arc<Self>, name: &str) -> Result<mpsc::Sender<Command>, ShuttingDown> {
+        if self.closing.load(Ordering::Acquire) {
+            return Err(ShuttingDown);
+        }
+        let mut rooms = self.lock();
+        if let Some(tx) = rooms.get(name) {
+            return Ok(tx.clone());
+        }
+        let (tx, rx) = mpsc::channel(self.config.rooms.inbox);
+        let name: Arc<str> = Arc::from(name);
+        rooms.insert(name.clone(), tx.clone());
+        self.running.fetch_add(1, Ordering::AcqRel);
+        crate::metrics::rooms_active(rooms.len());
+        drop(rooms);
+        tokio::spawn(actor::run(name, rx, self.clone()));
+        Ok(tx)
+    }
+
+    /// Removes an idle room, but only if nothing is waiting in its inbox. The caller closes its
+    /// inbox right after and forwards anything that slipped in.
+    pub(crate) fn remove_if_idle(&self, name: &str, rx: &mpsc::Receiver<Command>) -> bool {
+        let mut rooms = self.lock();
+        if !rx.is_empty() {
+            return false;
+        }
+        rooms.remove(name);
+        crate::metrics::rooms_active(rooms.len());
+        true
+    }
+
+    /// Called by a room task as its last act.
+    pub(crate) fn stopped(&self, name: &str, rx_closed: bool) {
+        if !rx_closed {
+            let mut rooms = self.lock();
+            if rooms.get(name).is_some_and(|tx| tx.is_closed()) {
+                rooms.remove(name);
+            }
+            crate::metrics::rooms_active(rooms.len());
+        }
+        if self.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.all_stopped.notify_waiters();
+        }
+    }
+
+    pub(crate) fn sender(&self, name: &str) -> Option<mpsc::Sender<Command>> {
+        self.lock().get(name).cloned()
+    }
+
+    /// Names of the rooms in memory now.
+    pub fn loaded(&self) -> Vec<Arc<str>> {
+        self.lock().keys().cloned().collect()
+    }
+
+    pub fn is_loaded(&self, name: &str) -> bool {
+        self.lock().contains_key(name)
+    }
+
+    /// Stops accepting commands, lets every room finish its pending writes, and waits for all
+    /// room tasks to end.
+    pub async fn shutdown(&self) {
+        self.closing.store(true, Ordering::Release);
+        let senders: Vec<_> = self.lock().values().cloned().collect();
+        for tx in senders {
+            let _ = tx.send(Command::Shutdown).await;
+        }
+        loop {
+            let stopped = self.all_stopped.notified();
+            tokio::pin!(stopped);
+            stopped.as_mut().enable();
+            if self.running.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            stopped.await;
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! Pages a subscriber through history from disk, then hands it to the room for the live switch.
+//!
+//! The task reads a page, waits until the subscriber's outbox is at most half full, and gives
+//! the page to the room task, which queues it and decides (under single ownership, so no entry
+//! can slip between) whether the subscriber is now live or needs another page.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::Command;
+use crate::outbox::{CloseReason, Outbox};
+use crate::store::Store;
+
+pub struct Replay {
+    pub store: Store,
+    pub room_tx: mpsc::Sender<Command>,
+    pub room_id: u64,
+    pub conn: Arc<str>,
+    pub token: u64,
+    pub outbox: Outbox,
+    pub from: u64,
+    pub page: usize,
+}
+
+impl Replay {
+    pub async fn run(self) {
+        let mut from = self.from;
+        loop {
+            if !self.outbox.wait_half_empty().await {
+                return;
+            }
+            let (store, room, page) = (self.store.clone(), self.room_id, self.page);
+            let read =
+                tokio::task::spawn_blocking(move || store.read_forward(room, from, page)).await;
+            let frames = match read {
+                Ok(Ok(frames)) => frames,
+                Ok(Err(e)) => return self.fail(&e.to_string()),
+                Err(e) => return self.fail(&e.to_string()),
+            };
+            let (next, wait) = oneshot::channel();
+            let page = Command::ReplayPage {
+                conn: self.conn.clone(),
+                token: self.token,
+                frames,
+                next,
+            };
+            if self.room_tx.send(page).await.is_err() {
+                return;
+            }
+            match wait.await {
+                Ok(Some(next)) => from = next,
+                _ => return,
+            }
+        }
+    }
+
+    /// The client cannot be given a complete replay: close it so it reconnects and resumes.
+    fn fail(&self, error: &str) {
+        tracing::error!(conn = %self.conn, error, "replay read failed; closing the connection");
+        self.outbox.close(CloseReason::Internal);
+    }
+}

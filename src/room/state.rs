@@ -1,0 +1,303 @@
+//! A room's key/value state and its atomic operations.
+//!
+//! Mutations are evaluated by the room task when it forms a write batch, against the committed
+//! state plus the batch's earlier effects (the overlay). Only after the batch is durable are the
+//! effects applied, so `get` and `list` never show a value a crash could take back.
+
+use std::collections::{BTreeMap, HashMap};
+
+use roomd_protocol::{ErrorCode, StateItem, Value};
+
+use super::Mutation;
+use crate::peer::ReplyError;
+
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub ver: u64,
+    pub value: Value,
+    pub encoded: Vec<u8>,
+}
+
+#[derive(Debug, Default)]
+pub struct RoomState {
+    map: BTreeMap<String, Entry>,
+}
+
+/// The outcome of one mutation: the key's new version and value (`None`: deleted).
+#[derive(Debug, Clone)]
+pub struct Effect {
+    pub key: String,
+    pub ver: u64,
+    pub entry: Option<Entry>,
+    /// Whether the reply carries the value (incr).
+    pub reply_value: bool,
+}
+
+impl RoomState {
+    pub fn load(items: Vec<(String, u64, Vec<u8>)>) -> RoomState {
+        let mut map = BTreeMap::new();
+        for (key, ver, encoded) in items {
+            match rmpv::decode::read_value(&mut encoded.as_slice()) {
+                Ok(value) => {
+                    map.insert(
+                        key,
+                        Entry {
+                            ver,
+                            value,
+                            encoded,
+                        },
+                    );
+                }
+                Err(e) => tracing::error!(%key, error = %e, "unreadable state value skipped"),
+            }
+        }
+        RoomState { map }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Entry> {
+        self.map.get(key)
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn snapshot(&self) -> Vec<StateItem> {
+        self.map.iter().map(|(k, e)| item(k, e)).collect()
+    }
+
+    /// Keys with `prefix`, strictly after `after`, at most `limit`; and whether more exist.
+    pub fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> (Vec<StateItem>, bool) {
+        let start = match after {
+            Some(a) if a >= prefix => std::ops::Bound::Excluded(a.to_string()),
+            _ => std::ops::Bound::Included(prefix.to_string()),
+        };
+        let mut items = Vec::new();
+        let mut more = false;
+        for (k, e) in self
+            .map
+            .range((start, std::ops::Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+        {
+            if items.len() == limit {
+                more = true;
+                break;
+            }
+            items.push(item(k, e));
+        }
+        (items, more)
+    }
+
+    pub fn apply(&mut self, effect: Effect) {
+        match effect.entry {
+            Some(e) => self.map.insert(effect.key, e),
+            None => self.map.remove(&effect.key),
+        };
+    }
+}
+
+fn item(k: &str, e: &Entry) -> StateItem {
+    StateItem {
+        key: k.to_string(),
+        value: e.value.clone(),
+        ver: e.ver,
+    }
+}
+
+/// The committed state seen through one batch's uncommitted effects.
+pub struct Overlay<'a> {
+    base: &'a RoomState,
+    changes: HashMap<String, Option<Entry>>,
+    len: usize,
+    max_keys: usize,
+}
+
+impl<'a> Overlay<'a> {
+    pub fn new(base: &'a RoomState, max_keys: usize) -> Overlay<'a> {
+        Overlay {
+            base,
+            changes: HashMap::new(),
+            len: base.len(),
+            max_keys,
+        }
+    }
+
+    fn current(&self, key: &str) -> Option<&Entry> {
+        match self.changes.get(key) {
+            Some(change) => change.as_ref(),
+            None => self.base.get(key),
+        }
+    }
+
+    /// Evaluates a mutation; `Ok(None)` means it changes nothing (delete of an absent key).
+    pub fn apply(&mut self, op: Mutation) -> Result<Option<Effect>, ReplyError> {
+        let (key, cur_ver) = {
+            let key = match &op {
+                Mutation::Put { key, .. }
+                | Mutation::Del { key }
+                | Mutation::Cas { key, .. }
+                | Mutation::Incr { key, .. } => key.clone(),
+            };
+            let ver = self.current(&key).map_or(0, |e| e.ver);
+            (key, ver)
+        };
+        let (new, reply_value) = match op {
+            Mutation::Put { value, encoded, .. } => (Some((value, encoded)), false),
+            Mutation::Del { .. } if cur_ver == 0 => return Ok(None),
+            Mutation::Del { .. } => (None, false),
+            Mutation::Cas {
+                ver,
+                value,
+                encoded,
+                ..
+            } => {
+                if ver != cur_ver {
+                    return Err(ReplyError {
+                        ver: Some(cur_ver),
+                        ..ReplyError::new(
+                            ErrorCode::Conflict,
+                            format!("version of {key:?} is {cur_ver}, not {ver}"),
+                        )
+                    });
+                }
+                (Some((value, encoded)), false)
+            }
+            Mutation::Incr { by, .. } => {
+                let cur = match self.current(&key) {
+                    None => 0,
+                    Some(e) => e.value.as_i64().ok_or_else(|| {
+                        ReplyError::new(
+                            ErrorCode::NotInteger,
+                            format!("value of {key:?} is not an integer"),
+                        )
+                    })?,
+                };
+                let sum = cur.checked_add(by).ok_or_else(|| {
+                    ReplyError::new(
+                        ErrorCode::NotInteger,
+                        format!("{cur} + {by} overflows a signed 64-bit integer"),
+                    )
+                })?;
+                let value = Value::from(sum);
+                let mut encoded = Vec::with_capacity(9);
+                rmpv::encode::write_value(&mut encoded, &value).expect("write to Vec");
+                (Some((value, encoded)), true)
+            }
+        };
+        if cur_ver == 0 && new.is_some() && self.len >= self.max_keys {
+            return Err(ReplyError {
+                max: Some(self.max_keys as u64),
+                ..ReplyError::new(
+                    ErrorCode::Limit,
+                    format!("room holds {} keys, the limit", self.max_keys),
+                )
+            });
+        }
+        let entry = new.map(|(value, encoded)| Entry {
+            ver: cur_ver + 1,
+            value,
+            encoded,
+        });
+        match (cur_ver, &entry) {
+            (0, Some(_)) => self.len += 1,
+            (v, None) if v > 0 => self.len -= 1,
+            _ => {}
+        }
+        self.changes.insert(key.clone(), entry.clone());
+        Ok(Some(Effect {
+            ver: entry.as_ref().map_or(0, |e| e.ver),
+            key,
+            entry,
+            reply_value,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(key: &str, v: i64) -> Mutation {
+        let value = Value::from(v);
+        let mut encoded = Vec::new();
+        rmpv::encode::write_value(&mut encoded, &value).unwrap();
+        Mutation::Put {
+            key: key.into(),
+            value,
+            encoded,
+        }
+    }
+
+    #[test]
+    fn overlay_sees_earlier_effects_in_the_batch() {
+        let base = RoomState::default();
+        let mut o = Overlay::new(&base, 10);
+        let e = o.apply(put("a", 1)).unwrap().unwrap();
+        assert_eq!(e.ver, 1);
+        let e = o
+            .apply(Mutation::Incr {
+                key: "a".into(),
+                by: 2,
+            })
+            .unwrap()
+            .unwrap();
+        assert_eq!((e.ver, e.entry.unwrap().value.as_i64()), (2, Some(3)));
+        let err = o
+            .apply(Mutation::Cas {
+                key: "a".into(),
+                ver: 1,
+                value: Value::Nil,
+                encoded: vec![0xc0],
+            })
+            .unwrap_err();
+        assert_eq!((err.code, err.ver), (ErrorCode::Conflict, Some(2)));
+        assert!(o
+            .apply(Mutation::Del { key: "zz".into() })
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn key_limit_and_incr_errors() {
+        let base = RoomState::default();
+        let mut o = Overlay::new(&base, 1);
+        o.apply(put("a", 1)).unwrap();
+        assert_eq!(o.apply(put("b", 1)).unwrap_err().code, ErrorCode::Limit);
+        o.apply(put("a", i64::MAX)).unwrap();
+        let e = o
+            .apply(Mutation::Incr {
+                key: "a".into(),
+                by: 1,
+            })
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::NotInteger);
+    }
+
+    #[test]
+    fn list_pages_by_prefix() {
+        let mut s = RoomState::default();
+        for k in ["a", "u:1", "u:2", "u:3", "v"] {
+            s.apply(Effect {
+                key: k.into(),
+                ver: 1,
+                entry: Some(Entry {
+                    ver: 1,
+                    value: Value::Nil,
+                    encoded: vec![0xc0],
+                }),
+                reply_value: false,
+            });
+        }
+        let (items, more) = s.list("u:", None, 2);
+        assert_eq!((items.len(), more), (2, true));
+        let (items, more) = s.list("u:", Some("u:2"), 2);
+        assert_eq!(
+            (items[0].key.as_str(), items.len(), more),
+            ("u:3", 1, false)
+        );
+    }
+}

@@ -1,0 +1,107 @@
+//! Durable storage of every room's log and state in one redb database.
+//!
+//! - [`writer`]: the single writer thread; it groups every batch that arrives while a commit is
+//!   in flight into the next transaction (group commit), across rooms and connections.
+//! - [`reader`]: blocking reads (room load, history pages, replay) run on tokio's blocking pool.
+//! - [`record`]: the byte layout of log entries and state values.
+//!
+//! Layout: log keys are `(room id, seq)`, so one room's entries are adjacent and a commit
+//! touches few pages per room; state keys are `(room id, key)`.
+
+pub mod reader;
+pub mod record;
+pub mod writer;
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{Database, TableDefinition};
+
+pub use writer::{CommitInfo, RoomBatch, RoomRef, Trim, WriterHandle};
+
+/// Room name → (room id, epoch).
+pub(crate) const ROOMS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("rooms");
+/// (room id, seq) → log record (see [`record`]).
+pub(crate) const LOG: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("log");
+/// (room id, key) → state record (see [`record`]).
+pub(crate) const STATE: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("state");
+/// Small named counters, e.g. the next room id.
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+pub(crate) const NEXT_ROOM_ID: &str = "next_room_id";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage: {0}")]
+    Redb(#[from] redb::Error),
+    #[error("storage i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("storage is shut down")]
+    Closed,
+}
+
+impl StoreError {
+    pub(crate) fn redb(e: impl Into<redb::Error>) -> StoreError {
+        StoreError::Redb(e.into())
+    }
+}
+
+/// The database shared by the writer thread and readers.
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) db: Arc<Database>,
+}
+
+impl Store {
+    /// Opens (or creates) `dir/roomd.redb`.
+    ///
+    /// A new file's directory entry is fsynced (redb does not do it): without that a freshly
+    /// created database could vanish in a power cut even though its commits were fsynced.
+    pub fn open(dir: &Path, cache_bytes: usize) -> Result<Store, StoreError> {
+        create_dir_durable(dir)?;
+        let path = dir.join("roomd.redb");
+        let existed = path.exists();
+        let started = std::time::Instant::now();
+        let db = redb::Builder::new()
+            .set_cache_size(cache_bytes)
+            .create(&path)
+            .map_err(StoreError::redb)?;
+        if !existed {
+            File::open(dir)?.sync_all()?;
+        }
+        tracing::info!(path = %path.display(), existed, elapsed_ms = started.elapsed().as_millis() as u64, "database open");
+        let store = Store { db: Arc::new(db) };
+        store.create_tables()?;
+        Ok(store)
+    }
+
+    fn create_tables(&self) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write().map_err(StoreError::redb)?;
+        txn.set_quick_repair(true);
+        {
+            txn.open_table(ROOMS).map_err(StoreError::redb)?;
+            txn.open_table(LOG).map_err(StoreError::redb)?;
+            txn.open_table(STATE).map_err(StoreError::redb)?;
+            txn.open_table(META).map_err(StoreError::redb)?;
+        }
+        txn.commit().map_err(StoreError::redb)?;
+        Ok(())
+    }
+}
+
+/// `mkdir -p`, fsyncing the parent of every directory it creates.
+fn create_dir_durable(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_dir_durable(parent)?;
+    }
+    std::fs::create_dir(dir)?;
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    File::open(parent)?.sync_all()
+}

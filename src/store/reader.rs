@@ -1,0 +1,237 @@
+//! Blocking reads of the database; callers run them on tokio's blocking pool.
+//!
+//! Readers see committed transactions only, so they never return an entry that a crash could
+//! take back (in the default durable mode, committed means fsynced).
+
+use bytes::Bytes;
+use redb::{ReadableDatabase, ReadableTable};
+
+use super::{record, Store, StoreError, LOG, ROOMS, STATE};
+
+/// What a room needs in memory when it is loaded.
+#[derive(Debug, Default)]
+pub struct RoomSnapshot {
+    pub id: Option<u64>,
+    pub epoch: u64,
+    /// Last seq in the log (0 if empty).
+    pub head: u64,
+    /// First retained seq (`head + 1` if the log is empty).
+    pub earliest: u64,
+    /// (key, version, encoded value)
+    pub state: Vec<(String, u64, Vec<u8>)>,
+    /// The newest entries, ascending: (seq, frame).
+    pub recent: Vec<(u64, Bytes)>,
+    /// Recent publishes with a dedup key, ascending by seq: (key, seq, ts).
+    pub dedup: Vec<(String, u64, u64)>,
+}
+
+pub struct LoadLimits {
+    pub recent: usize,
+    pub dedup_max: usize,
+    /// Dedup entries older than this (ms since the Unix epoch) are not loaded.
+    pub dedup_since_ms: u64,
+}
+
+impl Store {
+    pub fn load_room(&self, name: &str, lim: &LoadLimits) -> Result<RoomSnapshot, StoreError> {
+        let txn = self.db.begin_read().map_err(StoreError::redb)?;
+        let rooms = txn.open_table(ROOMS).map_err(StoreError::redb)?;
+        let Some((id, epoch)) = rooms
+            .get(name)
+            .map_err(StoreError::redb)?
+            .map(|g| g.value())
+        else {
+            return Ok(RoomSnapshot {
+                earliest: 1,
+                ..RoomSnapshot::default()
+            });
+        };
+        let log = txn.open_table(LOG).map_err(StoreError::redb)?;
+        let mut snap = RoomSnapshot {
+            id: Some(id),
+            epoch,
+            ..RoomSnapshot::default()
+        };
+        let mut range = log
+            .range((id, 0)..=(id, u64::MAX))
+            .map_err(StoreError::redb)?;
+        snap.earliest = match range.next() {
+            Some(e) => e.map_err(StoreError::redb)?.0.value().1,
+            None => 0,
+        };
+        // Walk back from the newest entry: the cache wants the last `recent`, dedup wants those
+        // inside its window.
+        for entry in range_rev(&log, id)? {
+            let (k, v) = entry.map_err(StoreError::redb)?;
+            let seq = k.value().1;
+            let raw = v.value();
+            if snap.head == 0 {
+                snap.head = seq;
+            }
+            let Some(rec) = record::decode_log(raw) else {
+                continue;
+            };
+            let want_recent = snap.recent.len() < lim.recent;
+            let want_dedup = snap.dedup.len() < lim.dedup_max && rec.ts >= lim.dedup_since_ms;
+            if !want_recent && !want_dedup {
+                break;
+            }
+            if want_recent {
+                snap.recent.push((seq, Bytes::copy_from_slice(rec.frame)));
+            }
+            if let (true, Some(key)) = (want_dedup, rec.dedup) {
+                snap.dedup.push((key.to_string(), seq, rec.ts));
+            }
+        }
+        snap.recent.reverse();
+        snap.dedup.reverse();
+        if snap.head == 0 {
+            // Retention always keeps a room's newest entry, so an empty log was never written.
+            snap.earliest = 1;
+        }
+        let state = txn.open_table(STATE).map_err(StoreError::redb)?;
+        for entry in state
+            .range((id, "")..(id + 1, ""))
+            .map_err(StoreError::redb)?
+        {
+            let (k, v) = entry.map_err(StoreError::redb)?;
+            if let Some((ver, value)) = record::decode_state(v.value()) {
+                snap.state
+                    .push((k.value().1.to_string(), ver, value.to_vec()));
+            }
+        }
+        Ok(snap)
+    }
+
+    /// Up to `limit` frames with seq ≥ `from`, ascending, as (seq, frame).
+    pub fn read_forward(
+        &self,
+        room: u64,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Bytes)>, StoreError> {
+        let txn = self.db.begin_read().map_err(StoreError::redb)?;
+        let log = txn.open_table(LOG).map_err(StoreError::redb)?;
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for entry in log
+            .range((room, from)..=(room, u64::MAX))
+            .map_err(StoreError::redb)?
+        {
+            if out.len() == limit {
+                break;
+            }
+            let (k, v) = entry.map_err(StoreError::redb)?;
+            if let Some(frame) = record::frame_bytes(v.value()) {
+                out.push((k.value().1, frame));
+            }
+        }
+        Ok(out)
+    }
+
+    /// One page of a room's history (SPEC.md 4.4): frames ascending, and whether more exist in
+    /// the paging direction.
+    pub fn history(
+        &self,
+        name: &str,
+        after: Option<u64>,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<(Vec<Bytes>, bool), StoreError> {
+        let txn = self.db.begin_read().map_err(StoreError::redb)?;
+        let rooms = txn.open_table(ROOMS).map_err(StoreError::redb)?;
+        let Some((id, _)) = rooms
+            .get(name)
+            .map_err(StoreError::redb)?
+            .map(|g| g.value())
+        else {
+            return Ok((Vec::new(), false));
+        };
+        let log = txn.open_table(LOG).map_err(StoreError::redb)?;
+        let lo = after.map_or(0, |a| a.saturating_add(1));
+        let hi = before.unwrap_or(u64::MAX);
+        if lo >= hi {
+            return Ok((Vec::new(), false));
+        }
+        let range = log.range((id, lo)..(id, hi)).map_err(StoreError::redb)?;
+        let mut frames = Vec::with_capacity(limit.min(256));
+        let mut more = false;
+        let forward = after.is_some();
+        let mut push = |entry: LogEntry| -> Result<bool, StoreError> {
+            if frames.len() == limit {
+                more = true;
+                return Ok(false);
+            }
+            let (_, v) = entry.map_err(StoreError::redb)?;
+            if let Some(f) = record::frame_bytes(v.value()) {
+                frames.push(f);
+            }
+            Ok(true)
+        };
+        if forward {
+            for entry in range {
+                if !push(entry)? {
+                    break;
+                }
+            }
+        } else {
+            for entry in range.rev() {
+                if !push(entry)? {
+                    break;
+                }
+            }
+            frames.reverse();
+        }
+        Ok((frames, more))
+    }
+
+    /// Every stored room: (name, id).
+    pub fn rooms(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let txn = self.db.begin_read().map_err(StoreError::redb)?;
+        let rooms = txn.open_table(ROOMS).map_err(StoreError::redb)?;
+        let mut out = Vec::new();
+        for entry in rooms.iter().map_err(StoreError::redb)? {
+            let (k, v) = entry.map_err(StoreError::redb)?;
+            out.push((k.value().to_string(), v.value().0));
+        }
+        Ok(out)
+    }
+
+    /// (first seq, its ts, last seq) of a room's log, if it has entries.
+    pub fn log_bounds(&self, room: u64) -> Result<Option<(u64, u64, u64)>, StoreError> {
+        let txn = self.db.begin_read().map_err(StoreError::redb)?;
+        let log = txn.open_table(LOG).map_err(StoreError::redb)?;
+        let mut range = log
+            .range((room, 0)..=(room, u64::MAX))
+            .map_err(StoreError::redb)?;
+        let Some(first) = range.next() else {
+            return Ok(None);
+        };
+        let (k, v) = first.map_err(StoreError::redb)?;
+        let ts = record::decode_log(v.value()).map_or(0, |r| r.ts);
+        let first_seq = k.value().1;
+        let last = match range.next_back() {
+            Some(e) => e.map_err(StoreError::redb)?.0.value().1,
+            None => first_seq,
+        };
+        Ok(Some((first_seq, ts, last)))
+    }
+}
+
+type LogEntry<'a> = Result<
+    (
+        redb::AccessGuard<'a, (u64, u64)>,
+        redb::AccessGuard<'a, &'static [u8]>,
+    ),
+    redb::StorageError,
+>;
+type LogRange<'a> = redb::Range<'a, (u64, u64), &'static [u8]>;
+
+fn range_rev<'a>(
+    log: &'a redb::ReadOnlyTable<(u64, u64), &'static [u8]>,
+    id: u64,
+) -> Result<std::iter::Rev<LogRange<'a>>, StoreError> {
+    Ok(log
+        .range((id, 0)..=(id, u64::MAX))
+        .map_err(StoreError::redb)?
+        .rev())
+}
