@@ -2,13 +2,16 @@
  * MessagePack encoding of frames (SPEC.md section 2). Maps are written in the insertion order
  * of their keys, which the frame builders in `frames.ts` keep canonical, so the bytes match
  * `protocol/vectors/frames.json`. Integers take their shortest form; `bin` is a `Uint8Array`;
- * `undefined` fields are left out (SPEC: an absent field and `nil` mean the same).
+ * `undefined` fields are left out (SPEC: an absent field and `nil` mean the same). Integers
+ * beyond 2^53 are not safe in JavaScript numbers; SPEC.md keeps protocol integers below it.
  */
 import { Decoder, Encoder } from "@msgpack/msgpack";
 
 /** Any value MessagePack can carry between roomd and the SDK. */
 export type Value = null | boolean | number | string | Uint8Array | Value[] | { [key: string]: Value };
 
+// Not useBigInt64: with it, @msgpack/msgpack writes numbers above 2^32 as float64, which would
+// turn integers (timestamps, epochs, counters) into floats on the wire.
 const encoder = new Encoder({ ignoreUndefined: true });
 const decoder = new Decoder();
 

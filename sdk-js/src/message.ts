@@ -62,7 +62,7 @@ export class StateChange {
     this.uid = e.uid;
     this.key = e.key;
     this.ver = e.ver;
-    this.value = e.value;
+    this.value = e.ver === 0 ? undefined : (e.value ?? null); // a present key without value holds nil
   }
 
   get deleted(): boolean {

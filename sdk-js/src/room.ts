@@ -381,7 +381,8 @@ export class Room extends Emitter<RoomEvents> {
   /** A key's value and version (`ver` 0 and `value` undefined: absent). */
   async get(key: string): Promise<{ value: Value | undefined; ver: number }> {
     const r = expect(await this.host.request(req.get(this.name, key), "val", "safe"), "val");
-    return { value: r.value, ver: r.ver };
+    // nil reads as absent on the wire; a present key (ver > 0) with no value holds nil.
+    return { value: r.ver > 0 ? (r.value ?? null) : undefined, ver: r.ver };
   }
 
   /** Keys in order, optionally under a prefix; page on with `after` = the last key. */
