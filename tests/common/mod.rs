@@ -1,0 +1,354 @@
+//! Test harness: runs the real `roomd` binary on an ephemeral port with a temp data dir, and a
+//! small client that speaks real WebSocket + MessagePack to it.
+
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use roomd_protocol::{codec, decode_server, ClientFrame, ServerFrame};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const TIMEOUT: Duration = Duration::from_secs(20);
+
+pub struct Broker {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub addr: String,
+    child: Option<Child>,
+}
+
+impl Broker {
+    /// Starts roomd with `extra` appended to a minimal config.
+    pub fn start(extra: &str) -> Broker {
+        let dir = tempfile::tempdir().unwrap();
+        Broker::start_in(dir, extra)
+    }
+
+    pub fn start_in(dir: tempfile::TempDir, extra: &str) -> Broker {
+        let config = dir.path().join("roomd.toml");
+        std::fs::write(&config, extra).unwrap();
+        let mut b = Broker {
+            dir,
+            config,
+            addr: String::new(),
+            child: None,
+        };
+        b.spawn("127.0.0.1:0");
+        b
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn spawn(&mut self, listen: &str) {
+        let data = self.data_dir();
+        self.spawn_with(listen, &data);
+    }
+
+    pub fn spawn_with(&mut self, listen: &str, data: &Path) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_roomd"))
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--listen")
+            .arg(listen)
+            .arg("--data-dir")
+            .arg(data)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start roomd");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        self.addr = addr;
+        self.child = Some(child);
+    }
+
+    pub fn ws_url(&self, query: &str) -> String {
+        format!("ws://{}/ws?{}", self.addr, query)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// SIGKILL: a crash at an arbitrary moment.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status()
+            .unwrap();
+        c.wait().unwrap().code()
+    }
+
+    /// Waits for an already-signalled broker to exit; returns the exit code.
+    pub fn terminate_wait(&mut self) -> Option<i32> {
+        self.child.take()?.wait().unwrap().code()
+    }
+
+    /// Starts again on the same port and data dir.
+    pub fn restart(&mut self) {
+        let listen = self.addr.clone();
+        self.spawn(&listen);
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    pub async fn http_get(&self, path: &str) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = TcpStream::connect(&self.addr).await.unwrap();
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        let status = out[9..12].parse().unwrap();
+        let body = out
+            .split_once("\r\n\r\n")
+            .map(|x| x.1.to_string())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    pub async fn metric(&self, name: &str) -> f64 {
+        let (_, body) = self.http_get("/metrics").await;
+        body.lines()
+            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A protocol client that keeps events aside while it waits for a reply.
+pub struct Client {
+    pub ws: Ws,
+    pub hello: ServerFrame,
+    pub conn: String,
+    next_id: u32,
+    events: VecDeque<ServerFrame>,
+}
+
+impl Client {
+    pub async fn connect(b: &Broker) -> Client {
+        Client::connect_url(&b.ws_url("")).await
+    }
+
+    pub async fn connect_query(b: &Broker, query: &str) -> Client {
+        Client::connect_url(&b.ws_url(query)).await
+    }
+
+    pub async fn connect_url(url: &str) -> Client {
+        let mut req = url.into_client_request().unwrap();
+        req.headers_mut()
+            .insert("Sec-WebSocket-Protocol", "roomd.v1".parse().unwrap());
+        let (mut ws, resp) = tokio::time::timeout(TIMEOUT, tokio_tungstenite::connect_async(req))
+            .await
+            .expect("connect timeout")
+            .expect("connect");
+        assert_eq!(
+            resp.headers().get("sec-websocket-protocol").unwrap(),
+            "roomd.v1"
+        );
+        let hello = read_frame(&mut ws).await.expect("hello");
+        let ServerFrame::Hello { conn, .. } = &hello else {
+            panic!("first frame {hello:?}")
+        };
+        let conn = conn.clone();
+        Client {
+            ws,
+            hello,
+            conn,
+            next_id: 0,
+            events: VecDeque::new(),
+        }
+    }
+
+    pub fn id(&mut self) -> u32 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    pub async fn send(&mut self, frame: &ClientFrame) {
+        self.ws
+            .send(Message::Binary(codec::encode(frame).into()))
+            .await
+            .unwrap();
+    }
+
+    pub async fn send_raw(&mut self, msg: Message) {
+        self.ws.send(msg).await.unwrap();
+    }
+
+    /// Sends a request and waits for the frame that answers it.
+    pub async fn request(&mut self, frame: ClientFrame) -> ServerFrame {
+        let id = frame.id();
+        self.send(&frame).await;
+        self.reply_to(id).await
+    }
+
+    pub async fn reply_to(&mut self, id: u32) -> ServerFrame {
+        loop {
+            let f = read_frame(&mut self.ws)
+                .await
+                .unwrap_or_else(|| panic!("closed while waiting for reply {id}"));
+            if reply_id(&f) == Some(id) {
+                return f;
+            }
+            self.events.push_back(f);
+        }
+    }
+
+    /// The next frame without an id (or any buffered one).
+    pub async fn event(&mut self) -> ServerFrame {
+        if let Some(f) = self.events.pop_front() {
+            return f;
+        }
+        read_frame(&mut self.ws)
+            .await
+            .expect("connection closed while waiting for an event")
+    }
+
+    /// The next frame, or `None` if nothing arrives within `wait`.
+    pub async fn try_event(&mut self, wait: Duration) -> Option<ServerFrame> {
+        if let Some(f) = self.events.pop_front() {
+            return Some(f);
+        }
+        match tokio::time::timeout(wait, self.ws.next()).await {
+            Ok(Some(Ok(Message::Binary(b)))) => Some(decode_server(&b).unwrap()),
+            _ => None,
+        }
+    }
+
+    pub async fn sub(&mut self, room: &str, since: Option<u64>) -> ServerFrame {
+        let id = self.id();
+        self.request(ClientFrame::Sub {
+            id,
+            room: room.into(),
+            since,
+            state: None,
+            presence: None,
+            info: None,
+        })
+        .await
+    }
+
+    pub async fn publish(&mut self, room: &str, data: &[u8]) -> ServerFrame {
+        let id = self.id();
+        self.request(ClientFrame::Pub {
+            id,
+            room: room.into(),
+            data: data.to_vec(),
+            mid: None,
+        })
+        .await
+    }
+
+    pub async fn publish_seq(&mut self, room: &str, data: &[u8]) -> u64 {
+        match self.publish(room, data).await {
+            ServerFrame::Ack { seq, .. } => seq,
+            other => panic!("expected ack, got {other:?}"),
+        }
+    }
+
+    /// Waits for the next `msg` event and returns (seq, data).
+    pub async fn msg(&mut self) -> (u64, Vec<u8>) {
+        loop {
+            match self.event().await {
+                ServerFrame::Msg { seq, data, .. } => return (seq, data),
+                ServerFrame::Join { .. } | ServerFrame::Leave { .. } => continue,
+                other => panic!("expected msg, got {other:?}"),
+            }
+        }
+    }
+
+    /// Reads until the server closes; returns the close code.
+    pub async fn close_code(&mut self) -> Option<u16> {
+        loop {
+            match tokio::time::timeout(TIMEOUT, self.ws.next())
+                .await
+                .expect("no close in time")
+            {
+                Some(Ok(Message::Close(Some(f)))) => return Some(f.code.into()),
+                Some(Ok(Message::Close(None))) | None | Some(Err(_)) => return None,
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+}
+
+pub fn reply_id(f: &ServerFrame) -> Option<u32> {
+    match f {
+        ServerFrame::Subbed { id, .. }
+        | ServerFrame::Ok { id }
+        | ServerFrame::Ack { id, .. }
+        | ServerFrame::Hist { id, .. }
+        | ServerFrame::Val { id, .. }
+        | ServerFrame::Vals { id, .. }
+        | ServerFrame::Done { id, .. }
+        | ServerFrame::Who { id, .. }
+        | ServerFrame::Pong { id } => Some(*id),
+        ServerFrame::Err { id, .. } => *id,
+        _ => None,
+    }
+}
+
+pub async fn read_frame(ws: &mut Ws) -> Option<ServerFrame> {
+    loop {
+        match tokio::time::timeout(TIMEOUT, ws.next())
+            .await
+            .expect("timed out waiting for a frame")?
+        {
+            Ok(Message::Binary(b)) => {
+                return Some(decode_server(&b).expect("server frame decodes"))
+            }
+            Ok(Message::Close(_)) | Err(_) => return None,
+            Ok(_) => continue,
+        }
+    }
+}
+
+/// The error code of an `err` frame, or a panic.
+pub fn err_code(f: &ServerFrame) -> u16 {
+    match f {
+        ServerFrame::Err { code, .. } => *code,
+        other => panic!("expected err, got {other:?}"),
+    }
+}
