@@ -10,7 +10,7 @@ use tokio::sync::{oneshot, watch};
 use crate::servers::Broker;
 use crate::track::{Flow, Totals};
 use crate::ws::Target;
-use crate::{clock, nats_client, roomd_client, BenchError};
+use crate::{nats_client, roomd_client, BenchError};
 
 /// A subscriber: connect, subscribe to `room`, report ready, then count deliveries until stopped.
 pub struct SubArgs {
@@ -64,15 +64,6 @@ pub struct DurableArgs {
     pub size: usize,
     pub ready: Arc<tokio::sync::Barrier>,
     pub duration: Duration,
-}
-
-/// The send time stamped into message `n`: now, or for a fixed rate the intended time, so a
-/// sender that falls behind its schedule shows up as latency (no coordinated omission).
-pub fn send_time(pacing: Pacing, start: Instant, n: u64) -> u64 {
-    match pacing {
-        Pacing::Rate(rate) => clock::ns_of(start + Duration::from_secs_f64(n as f64 / rate)),
-        Pacing::Window(_) => clock::now_ns(),
-    }
 }
 
 pub async fn subscriber(broker: Broker, args: SubArgs) {

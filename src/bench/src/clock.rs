@@ -10,9 +10,3 @@ static BASE: OnceLock<Instant> = OnceLock::new();
 pub fn now_ns() -> u64 {
     BASE.get_or_init(Instant::now).elapsed().as_nanos() as u64
 }
-
-/// The [`now_ns`] value of an instant (0 if it precedes the base).
-pub fn ns_of(at: Instant) -> u64 {
-    at.saturating_duration_since(*BASE.get_or_init(Instant::now))
-        .as_nanos() as u64
-}

@@ -40,8 +40,6 @@ pub enum BenchError {
         what: &'static str,
         source: std::io::Error,
     },
-    #[error("websocket: {0}")]
-    Ws(#[from] tokio_tungstenite::tungstenite::Error),
     #[error("protocol: {0}")]
     Protocol(String),
     #[error("timed out waiting for {0}")]
@@ -92,8 +90,8 @@ struct Cli {
     /// Fan-out: payload sizes in bytes (at least 16).
     #[arg(long, global = true, value_delimiter = ',')]
     sizes: Option<Vec<usize>>,
-    /// Fan-out: messages per publisher not yet delivered to every subscriber (default: 64000 /
-    /// subs / pubs, between 2 and 256).
+    /// Fan-out: messages per publisher not yet delivered to every subscriber (default: 256000 /
+    /// subs, between 32 and 1024, split over the publishers).
     #[arg(long, global = true)]
     window: Option<u64>,
     /// Latency: messages per second into the room.

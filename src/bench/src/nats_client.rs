@@ -2,17 +2,15 @@
 //! NATS text protocol, parsed in place by [`crate::nats_proto`].
 
 use std::net::Ipv4Addr;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{oneshot, watch};
-use tokio_tungstenite::tungstenite::Message;
 
-use crate::client::{send_time, DurableArgs, Pacing, PubArgs, PubResult, SubArgs};
+use crate::client::{DurableArgs, Pacing, PubArgs, PubResult, SubArgs};
 use crate::nats_proto::{put_pub, Event, Parser, CONNECT};
 use crate::track::{self, SubTrack};
-use crate::ws::{self, Target, Ws};
+use crate::ws::{self, Frame, Target, Ws};
 use crate::{clock, stats, BenchError};
 
 const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -21,88 +19,81 @@ fn proto(msg: impl Into<String>) -> BenchError {
     BenchError::Protocol(msg.into())
 }
 
-/// The bytes of a data frame (nats-server sends binary; text is accepted too).
-fn frame_bytes(m: Message) -> Option<Bytes> {
-    match m {
-        Message::Binary(b) => Some(b),
-        Message::Text(t) => Some(Bytes::copy_from_slice(t.as_bytes())),
-        _ => None,
-    }
+/// A NATS connection: the websocket and the parser state between frames.
+struct Conn {
+    ws: Ws,
+    parser: Parser,
 }
 
-/// Reads frames until `want` accepts an event; answers server PINGs meanwhile.
-async fn wait_for<F: FnMut(&Event<'_>) -> Option<Result<(), String>>>(
-    ws: &mut Ws,
-    parser: &mut Parser,
-    what: &'static str,
-    mut want: F,
-) -> Result<(), BenchError> {
-    let work = async {
-        loop {
-            let m = match ws.next().await {
-                Some(Ok(m)) => m,
-                Some(Err(e)) => return Err(BenchError::Ws(e)),
-                None => return Err(proto("nats-server closed the connection")),
-            };
-            let Some(b) = frame_bytes(m) else { continue };
-            let mut found = None;
-            let mut ping = false;
-            parser
-                .feed(&b, |e| {
-                    if found.is_none() {
-                        if let Event::Err(text) = &e {
-                            found = Some(Err(String::from_utf8_lossy(text).into_owned()));
-                        } else {
-                            found = want(&e);
-                        }
+impl Conn {
+    /// Reads frames until `want` accepts an event; answers server PINGs meanwhile.
+    async fn wait_for<F: FnMut(&Event<'_>) -> Option<Result<(), String>>>(
+        &mut self,
+        what: &'static str,
+        mut want: F,
+    ) -> Result<(), BenchError> {
+        let work = async {
+            loop {
+                let mut found = None;
+                let mut ping = false;
+                match self.ws.reader.next().await? {
+                    Frame::Data(b) => self
+                        .parser
+                        .feed(b, |e| {
+                            if found.is_none() {
+                                found = match &e {
+                                    Event::Err(text) => {
+                                        Some(Err(String::from_utf8_lossy(text).into_owned()))
+                                    }
+                                    e => want(e),
+                                };
+                            }
+                            ping |= e == Event::Ping;
+                        })
+                        .map_err(proto)?,
+                    Frame::Close(code) => {
+                        return Err(proto(format!("nats-server closed: {code:?}")))
                     }
-                    ping |= e == Event::Ping;
-                })
-                .map_err(proto)?;
-            if ping {
-                send(ws, b"PONG\r\n".to_vec()).await?;
+                }
+                self.ws.answer_ping().await?;
+                if ping {
+                    self.ws.writer.send(b"PONG\r\n").await?;
+                }
+                match found {
+                    Some(Ok(())) => return Ok(()),
+                    Some(Err(e)) => return Err(proto(format!("nats-server: {e}"))),
+                    None => continue,
+                }
             }
-            match found {
-                Some(Ok(())) => return Ok(()),
-                Some(Err(e)) => return Err(proto(format!("nats-server: {e}"))),
-                None => continue,
-            }
-        }
-    };
-    tokio::time::timeout(SETUP_TIMEOUT, work)
-        .await
-        .map_err(|_| BenchError::Timeout(what))?
-}
+        };
+        tokio::time::timeout(SETUP_TIMEOUT, work)
+            .await
+            .map_err(|_| BenchError::Timeout(what))?
+    }
 
-async fn send(ws: &mut Ws, bytes: Vec<u8>) -> Result<(), BenchError> {
-    ws.send(Message::Binary(bytes.into()))
-        .await
-        .map_err(BenchError::Ws)
-}
+    /// Connects, reads INFO, sends CONNECT and waits for the PONG that confirms it.
+    async fn open(target: &Target, src: Ipv4Addr) -> Result<Conn, BenchError> {
+        let mut c = Conn {
+            ws: ws::connect(target, src).await?,
+            parser: Parser::default(),
+        };
+        c.wait_for("nats INFO", |e| (*e == Event::Info).then_some(Ok(())))
+            .await?;
+        c.ws.writer.send(CONNECT).await?;
+        c.wait_for("nats CONNECT", |e| (*e == Event::Pong).then_some(Ok(())))
+            .await?;
+        Ok(c)
+    }
 
-/// Connects, reads INFO, sends CONNECT and waits for the PONG that confirms it.
-async fn open(target: &Target, src: Ipv4Addr) -> Result<(Ws, Parser), BenchError> {
-    let mut ws = ws::connect(target, src).await?;
-    let mut parser = Parser::default();
-    wait_for(&mut ws, &mut parser, "nats INFO", |e| {
-        (*e == Event::Info).then_some(Ok(()))
-    })
-    .await?;
-    send(&mut ws, CONNECT.to_vec()).await?;
-    wait_for(&mut ws, &mut parser, "nats CONNECT", |e| {
-        (*e == Event::Pong).then_some(Ok(()))
-    })
-    .await?;
-    Ok((ws, parser))
-}
-
-/// Subscribes `subject` as sid 1 and waits until the server has registered it (PING/PONG).
-async fn subscribe(ws: &mut Ws, parser: &mut Parser, subject: &str) -> Result<(), BenchError> {
-    send(ws, format!("SUB {subject} 1\r\nPING\r\n").into_bytes()).await?;
-    wait_for(ws, parser, "nats SUB", |e| {
-        (*e == Event::Pong).then_some(Ok(()))
-    })
-    .await
+    /// Subscribes `subject` as sid 1 and waits until the server has registered it (PING/PONG).
+    async fn subscribe(&mut self, subject: &str) -> Result<(), BenchError> {
+        self.ws
+            .writer
+            .send(format!("SUB {subject} 1\r\nPING\r\n").as_bytes())
+            .await?;
+        self.wait_for("nats SUB", |e| (*e == Event::Pong).then_some(Ok(())))
+            .await
+    }
 }
 
 pub async fn subscriber(args: SubArgs) {
@@ -115,59 +106,59 @@ pub async fn subscriber(args: SubArgs) {
         mut stop,
         ready,
     } = args;
-    let (mut ws, mut parser) = match open(&target, src).await {
-        Ok(x) => x,
+    let mut c = match Conn::open(&target, src).await {
+        Ok(c) => c,
         Err(e) => return drop(ready.send(Err(e))),
     };
-    if let Err(e) = subscribe(&mut ws, &mut parser, &room).await {
+    if let Err(e) = c.subscribe(&room).await {
         return drop(ready.send(Err(e)));
     }
     let _ = ready.send(Ok(()));
     let mut t = SubTrack::default();
     loop {
-        tokio::select! {
+        let mut ping = false;
+        let ok = tokio::select! {
             biased;
-            m = ws.next() => match m {
-                Some(Ok(m)) => {
-                    let Some(b) = frame_bytes(m) else { continue };
-                    let mut ping = false;
-                    let ok = parser.feed(&b, |e| match e {
+            f = c.ws.reader.next() => match f {
+                Ok(Frame::Data(b)) => c
+                    .parser
+                    .feed(b, |e| match e {
                         Event::Msg { payload, .. } => t.on_payload(payload, &flow),
                         Event::Ping => ping = true,
                         _ => {}
-                    });
-                    if ok.is_err() {
-                        totals.disconnects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        break;
-                    }
-                    if ping && send(&mut ws, b"PONG\r\n".to_vec()).await.is_err() {
-                        break;
-                    }
-                }
+                    })
+                    .is_ok(),
                 // Core NATS cannot resume: a slow-consumer disconnect loses messages.
-                _ => {
-                    totals.disconnects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    break;
-                }
+                Ok(Frame::Close(_)) | Err(_) => false,
             },
             _ = stop.changed() => break,
+        };
+        let ok = ok && c.ws.answer_ping().await.is_ok();
+        let ok = ok && !(ping && c.ws.writer.send(b"PONG\r\n").await.is_err());
+        if !ok {
+            totals.disconnects.fetch_add(1, Ordering::Relaxed);
+            break;
         }
     }
     totals.add(&t);
-    let _ = ws.close(None).await;
+    c.ws.close().await;
 }
 
 pub async fn publisher(args: PubArgs) -> Result<PubResult, BenchError> {
-    let (ws, _parser) = open(&args.target, args.src).await?;
-    let (mut sink, mut stream) = ws.split();
+    let Conn { ws, .. } = Conn::open(&args.target, args.src).await?;
+    let Ws {
+        mut reader,
+        mut writer,
+    } = ws;
     // The publisher gets no messages; drain whatever the server sends (INFO updates).
-    let reader = tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} });
+    let reader = tokio::spawn(async move { while let Ok(Frame::Data(_)) = reader.next().await {} });
     let pf = args.flow.publisher(args.index);
     let p = args.index as u32;
     let mut payload = vec![0u8; args.size.max(track::HEADER)];
     let mut frame = Vec::with_capacity(64 * (args.size + 32));
     let mut sent: u64 = 0;
     let end = args.start + args.duration;
+    tokio::time::sleep_until(args.start.into()).await;
     loop {
         let now = Instant::now();
         if now >= end {
@@ -175,8 +166,7 @@ pub async fn publisher(args: PubArgs) -> Result<PubResult, BenchError> {
         }
         let batch = match args.pacing {
             Pacing::Window(w) => {
-                let room_left = (pf.completed.load(std::sync::atomic::Ordering::Acquire) + w)
-                    .saturating_sub(sent);
+                let room_left = (pf.completed.load(Ordering::Acquire) + w).saturating_sub(sent);
                 if room_left == 0 {
                     let _ =
                         tokio::time::timeout(Duration::from_millis(20), pf.notify.notified()).await;
@@ -195,20 +185,13 @@ pub async fn publisher(args: PubArgs) -> Result<PubResult, BenchError> {
         // Like nats.ws, pending publishes go out together in one websocket frame.
         frame.clear();
         for _ in 0..batch {
-            track::stamp(
-                &mut payload,
-                send_time(args.pacing, args.start, sent),
-                p,
-                sent as u32,
-            );
+            track::stamp(&mut payload, clock::now_ns(), p, sent as u32);
             put_pub(&mut frame, &args.room, None, &payload);
             sent += 1;
         }
-        sink.send(Message::Binary(Bytes::copy_from_slice(&frame)))
-            .await
-            .map_err(BenchError::Ws)?;
+        writer.send(&frame).await?;
     }
-    let _ = sink.close().await;
+    writer.close().await;
     reader.abort();
     Ok(PubResult {
         sent,
@@ -219,10 +202,12 @@ pub async fn publisher(args: PubArgs) -> Result<PubResult, BenchError> {
 
 /// Creates the file-storage stream `name` over `subjects` (JetStream API request/reply).
 pub async fn create_stream(target: &Target, name: &str, subjects: &str) -> Result<(), BenchError> {
-    let (mut ws, mut parser) = open(target, ws::source(0)).await?;
-    subscribe(&mut ws, &mut parser, "_INBOX.setup").await?;
+    let mut c = Conn::open(target, ws::source(0)).await?;
+    c.subscribe("_INBOX.setup").await?;
     let config = format!(
-        "{{\"name\":\"{name}\",\"subjects\":[\"{subjects}\"],\"storage\":\"file\",\"retention\":\"limits\",\"discard\":\"old\",\"num_replicas\":1,\"max_msgs\":-1,\"max_bytes\":-1}}"
+        "{{\"name\":\"{name}\",\"subjects\":[\"{subjects}\"],\"storage\":\"file\",\
+         \"retention\":\"limits\",\"discard\":\"old\",\"num_replicas\":1,\
+         \"max_msgs\":-1,\"max_bytes\":-1}}"
     );
     let mut out = Vec::new();
     put_pub(
@@ -231,22 +216,17 @@ pub async fn create_stream(target: &Target, name: &str, subjects: &str) -> Resul
         Some("_INBOX.setup"),
         config.as_bytes(),
     );
-    send(&mut ws, out).await?;
-    wait_for(
-        &mut ws,
-        &mut parser,
-        "JetStream stream create",
-        |e| match e {
-            Event::Msg { payload, .. } => Some(if contains(payload, b"\"error\"") {
-                Err(String::from_utf8_lossy(payload).into_owned())
-            } else {
-                Ok(())
-            }),
-            _ => None,
-        },
-    )
+    c.ws.writer.send(&out).await?;
+    c.wait_for("JetStream stream create", |e| match e {
+        Event::Msg { payload, .. } => Some(if contains(payload, b"\"error\"") {
+            Err(String::from_utf8_lossy(payload).into_owned())
+        } else {
+            Ok(())
+        }),
+        _ => None,
+    })
     .await?;
-    let _ = ws.close(None).await;
+    c.ws.close().await;
     Ok(())
 }
 
@@ -258,13 +238,13 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 pub async fn durable_publisher(args: DurableArgs) -> Result<PubResult, BenchError> {
     let inbox = format!("_INBOX.bench{}", args.index);
     let opened = async {
-        let (mut ws, mut parser) = open(&args.target, args.src).await?;
-        subscribe(&mut ws, &mut parser, &format!("{inbox}.*")).await?;
-        Ok::<_, BenchError>((ws, parser))
+        let mut c = Conn::open(&args.target, args.src).await?;
+        c.subscribe(&format!("{inbox}.*")).await?;
+        Ok::<_, BenchError>(c)
     }
     .await;
     args.ready.wait().await;
-    let (mut ws, mut parser) = opened?;
+    let mut c = opened?;
     let subjects: Vec<String> = (0..args.rooms)
         .map(|r| format!("bench.durable-{r}"))
         .collect();
@@ -279,12 +259,10 @@ pub async fn durable_publisher(args: DurableArgs) -> Result<PubResult, BenchErro
         track::stamp(&mut payload, t0, args.index as u32, r.sent as u32);
         frame.clear();
         put_pub(&mut frame, subject, Some(&reply), &payload);
-        ws.send(Message::Binary(Bytes::copy_from_slice(&frame)))
-            .await
-            .map_err(BenchError::Ws)?;
+        c.ws.writer.send(&frame).await?;
         r.sent += 1;
         let mut ok = false;
-        wait_for(&mut ws, &mut parser, "JetStream ack", |e| match e {
+        c.wait_for("JetStream ack", |e| match e {
             Event::Msg { payload, .. } => {
                 ok = !contains(payload, b"\"error\"");
                 Some(Ok(()))
@@ -299,7 +277,7 @@ pub async fn durable_publisher(args: DurableArgs) -> Result<PubResult, BenchErro
             r.errors += 1;
         }
     }
-    let _ = ws.close(None).await;
+    c.ws.close().await;
     Ok(r)
 }
 
@@ -310,29 +288,28 @@ pub async fn idle(
     ready: oneshot::Sender<Result<(), BenchError>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let (mut ws, mut parser) = match open(&target, src).await {
-        Ok(x) => x,
+    let mut c = match Conn::open(&target, src).await {
+        Ok(c) => c,
         Err(e) => return drop(ready.send(Err(e))),
     };
-    if let Err(e) = subscribe(&mut ws, &mut parser, &subject).await {
+    if let Err(e) = c.subscribe(&subject).await {
         return drop(ready.send(Err(e)));
     }
     let _ = ready.send(Ok(()));
     loop {
+        let mut ping = false;
         tokio::select! {
-            m = ws.next() => match m {
-                Some(Ok(m)) => {
-                    let Some(b) = frame_bytes(m) else { continue };
-                    let mut ping = false;
-                    let _ = parser.feed(&b, |e| ping |= e == Event::Ping);
-                    if ping && send(&mut ws, b"PONG\r\n".to_vec()).await.is_err() {
-                        break;
-                    }
+            f = c.ws.reader.next() => match f {
+                Ok(Frame::Data(b)) => {
+                    let _ = c.parser.feed(b, |e| ping |= e == Event::Ping);
                 }
                 _ => break,
             },
             _ = stop.changed() => break,
         }
+        if ping && c.ws.writer.send(b"PONG\r\n").await.is_err() {
+            break;
+        }
     }
-    let _ = ws.close(None).await;
+    c.ws.close().await;
 }

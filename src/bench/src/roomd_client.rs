@@ -1,22 +1,19 @@
 //! roomd over its wire protocol (protocol/SPEC.md): hello, sub, pub/ack, msg deliveries.
-//! Deliveries and acks are read with the in-place scanner; nothing on the hot path allocates
-//! except the outgoing frame buffers.
+//! Deliveries and acks are read in place with [`crate::mpack::scan`]; the hot path allocates
+//! nothing.
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
 use roomd_protocol::{encode, ClientFrame, ServerFrame};
 use tokio::sync::{oneshot, watch};
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::{DurableArgs, Pacing, PubArgs, PubResult, SubArgs};
 use crate::mpack::{encode_pub, scan};
 use crate::track::{self, SubTrack};
-use crate::ws::{self, Target, Ws};
+use crate::ws::{self, Frame, Target, Ws};
 use crate::{clock, stats, BenchError};
 
 /// How long setup steps (hello, subbed) may take.
@@ -28,30 +25,26 @@ fn proto(msg: impl Into<String>) -> BenchError {
     BenchError::Protocol(msg.into())
 }
 
+/// The next frame decoded in full (setup path only).
+async fn next_decoded(ws: &mut Ws) -> Result<ServerFrame, BenchError> {
+    let frame = match ws.reader.next().await? {
+        Frame::Data(b) => roomd_protocol::decode_server(b),
+        Frame::Close(code) => return Err(proto(format!("closed by roomd: {code:?}"))),
+    };
+    ws.answer_ping().await?;
+    frame.map_err(|e| proto(format!("undecodable frame from roomd: {e}")))
+}
+
 /// Connects and waits for `hello`.
 async fn open(target: &Target, src: Ipv4Addr) -> Result<Ws, BenchError> {
     let mut ws = ws::connect(target, src).await?;
-    let first = tokio::time::timeout(SETUP_TIMEOUT, next_binary(&mut ws))
+    let first = tokio::time::timeout(SETUP_TIMEOUT, next_decoded(&mut ws))
         .await
         .map_err(|_| BenchError::Timeout("roomd hello"))??;
-    match roomd_protocol::decode_server(&first) {
-        Ok(ServerFrame::Hello { .. }) => Ok(ws),
-        Ok(ServerFrame::Err { code, msg, .. }) => {
-            Err(proto(format!("roomd refused: {code} {msg}")))
-        }
+    match first {
+        ServerFrame::Hello { .. } => Ok(ws),
+        ServerFrame::Err { code, msg, .. } => Err(proto(format!("roomd refused: {code} {msg}"))),
         other => Err(proto(format!("expected hello, got {other:?}"))),
-    }
-}
-
-async fn next_binary(ws: &mut Ws) -> Result<Bytes, BenchError> {
-    loop {
-        match ws.next().await {
-            Some(Ok(Message::Binary(b))) => return Ok(b),
-            Some(Ok(Message::Close(c))) => return Err(proto(format!("closed by roomd: {c:?}"))),
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => return Err(BenchError::Ws(e)),
-            None => return Err(proto("connection ended")),
-        }
     }
 }
 
@@ -65,15 +58,12 @@ async fn subscribe(ws: &mut Ws, room: &str, since: Option<u64>) -> Result<(), Be
         presence: None,
         info: None,
     };
-    ws.send(Message::Binary(encode(&frame).into()))
-        .await
-        .map_err(BenchError::Ws)?;
+    ws.writer.send(&encode(&frame)).await?;
     let wait = async {
         loop {
-            let b = next_binary(ws).await?;
-            match roomd_protocol::decode_server(&b) {
-                Ok(ServerFrame::Subbed { .. }) => return Ok(()),
-                Ok(ServerFrame::Err { code, msg, .. }) => {
+            match next_decoded(ws).await? {
+                ServerFrame::Subbed { .. } => return Ok(()),
+                ServerFrame::Err { code, msg, .. } => {
                     return Err(proto(format!("sub refused: {code} {msg}")))
                 }
                 _ => continue,
@@ -108,9 +98,9 @@ pub async fn subscriber(args: SubArgs) {
     loop {
         let ended = tokio::select! {
             biased;
-            m = ws.next() => match m {
-                Some(Ok(Message::Binary(b))) => {
-                    if let Some(s) = scan(&b) {
+            f = ws.reader.next() => match f {
+                Ok(Frame::Data(b)) => {
+                    if let Some(s) = scan(b) {
                         if s.t == b"msg" {
                             t.on_seq(s.seq.unwrap_or(0));
                             if let Some(d) = s.data {
@@ -120,11 +110,11 @@ pub async fn subscriber(args: SubArgs) {
                     }
                     false
                 }
-                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => true,
-                Some(Ok(_)) => false,
+                Ok(Frame::Close(_)) | Err(_) => true,
             },
             _ = stop.changed() => break,
         };
+        let ended = ended || ws.answer_ping().await.is_err();
         if ended {
             totals.disconnects.fetch_add(1, Ordering::Relaxed);
             if *stop.borrow() || resumes >= MAX_RESUMES {
@@ -147,25 +137,25 @@ pub async fn subscriber(args: SubArgs) {
         }
     }
     totals.add(&t);
-    let _ = ws.close(None).await;
+    ws.close().await;
 }
 
 pub async fn publisher(args: PubArgs) -> Result<PubResult, BenchError> {
-    let ws = open(&args.target, args.src).await?;
-    let (mut sink, mut stream) = ws.split();
+    let Ws {
+        mut reader,
+        mut writer,
+    } = open(&args.target, args.src).await?;
     let acked = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let reader = {
         let (acked, errors) = (acked.clone(), errors.clone());
         tokio::spawn(async move {
-            while let Some(Ok(m)) = stream.next().await {
-                if let Message::Binary(b) = m {
-                    match scan(&b).map(|s| s.t) {
-                        Some(b"ack") => acked.fetch_add(1, Ordering::Relaxed),
-                        Some(b"err") => errors.fetch_add(1, Ordering::Relaxed),
-                        _ => 0,
-                    };
-                }
+            while let Ok(Frame::Data(b)) = reader.next().await {
+                match scan(b).map(|s| s.t) {
+                    Some(b"ack") => acked.fetch_add(1, Ordering::Relaxed),
+                    Some(b"err") => errors.fetch_add(1, Ordering::Relaxed),
+                    _ => 0,
+                };
             }
         })
     };
@@ -175,6 +165,7 @@ pub async fn publisher(args: PubArgs) -> Result<PubResult, BenchError> {
     let mut frame = Vec::with_capacity(args.size + 64);
     let mut sent: u64 = 0;
     let end = args.start + args.duration;
+    tokio::time::sleep_until(args.start.into()).await;
     loop {
         let now = Instant::now();
         if now >= end {
@@ -198,21 +189,19 @@ pub async fn publisher(args: PubArgs) -> Result<PubResult, BenchError> {
                 1
             }
         };
+        // One websocket message per publish (the protocol's framing), one write for the batch.
         for _ in 0..batch {
-            let ts = crate::client::send_time(args.pacing, args.start, sent);
-            track::stamp(&mut payload, ts, p, sent as u32);
+            track::stamp(&mut payload, clock::now_ns(), p, sent as u32);
             encode_pub(
                 &mut frame,
                 (sent as u32).wrapping_add(2),
                 &args.room,
                 &payload,
             );
-            sink.feed(Message::Binary(Bytes::copy_from_slice(&frame)))
-                .await
-                .map_err(BenchError::Ws)?;
+            writer.feed(&frame);
             sent += 1;
         }
-        sink.flush().await.map_err(BenchError::Ws)?;
+        writer.flush().await?;
     }
     // Every publish gets exactly one reply: wait for them all (bounded).
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -221,7 +210,7 @@ pub async fn publisher(args: PubArgs) -> Result<PubResult, BenchError> {
     {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let _ = sink.close().await;
+    writer.close().await;
     reader.abort();
     Ok(PubResult {
         sent,
@@ -245,27 +234,29 @@ pub async fn durable_publisher(args: DurableArgs) -> Result<PubResult, BenchErro
         let t0 = clock::now_ns();
         track::stamp(&mut payload, t0, args.index as u32, r.sent as u32);
         encode_pub(&mut frame, id, room, &payload);
-        ws.send(Message::Binary(Bytes::copy_from_slice(&frame)))
-            .await
-            .map_err(BenchError::Ws)?;
+        ws.writer.send(&frame).await?;
         r.sent += 1;
         loop {
-            let b = next_binary(&mut ws).await?;
-            let Some(s) = scan(&b) else { continue };
-            if s.id != Some(u64::from(id)) {
-                continue;
-            }
-            match s.t {
-                b"ack" => {
+            let acked = match ws.reader.next().await? {
+                Frame::Data(b) => match scan(b) {
+                    Some(s) if s.id == Some(u64::from(id)) => Some(s.t == b"ack"),
+                    _ => None,
+                },
+                Frame::Close(code) => return Err(proto(format!("closed by roomd: {code:?}"))),
+            };
+            ws.answer_ping().await?;
+            match acked {
+                Some(true) => {
                     stats::record(clock::now_ns() - t0);
                     r.accepted += 1;
                 }
-                _ => r.errors += 1,
+                Some(false) => r.errors += 1,
+                None => continue,
             }
             break;
         }
     }
-    let _ = ws.close(None).await;
+    ws.close().await;
     Ok(r)
 }
 
@@ -287,9 +278,12 @@ pub async fn idle(
     // Reading keeps answering the server's pings.
     loop {
         tokio::select! {
-            m = ws.next() => if !matches!(m, Some(Ok(_))) { break },
+            f = ws.reader.next() => if !matches!(f, Ok(Frame::Data(_))) { break },
             _ = stop.changed() => break,
         }
+        if ws.answer_ping().await.is_err() {
+            break;
+        }
     }
-    let _ = ws.close(None).await;
+    ws.close().await;
 }

@@ -109,7 +109,7 @@ impl FanOut {
     /// The per-publisher window: enough messages in flight to keep the server busy, few enough
     /// that a subscriber's queue stays well under any broker's slow-consumer bound.
     fn window(&self, ctx: &Ctx) -> u64 {
-        let total = (64_000 / u64::from(self.subs)).clamp(8, 256);
+        let total = (256_000 / u64::from(self.subs)).clamp(32, 1024);
         ctx.window
             .unwrap_or((total / self.pubs as u64).max(2))
             .min(Flow::MAX_WINDOW)
@@ -160,6 +160,8 @@ pub async fn fanout(ctx: &Ctx, broker: Broker, f: FanOut) -> Result<Cell, BenchE
             None => Pacing::Window(window),
         };
         let before = Sample::read(pid).map_err(|e| BenchError::io("read /proc", e))?;
+        let client_before =
+            Sample::read(std::process::id()).map_err(|e| BenchError::io("read /proc", e))?;
         let start = Instant::now() + Duration::from_millis(100);
         let pubs: Vec<_> = (0..f.pubs)
             .map(|p| {
@@ -195,6 +197,8 @@ pub async fn fanout(ctx: &Ctx, broker: Broker, f: FanOut) -> Result<Cell, BenchE
         }
         let end = Instant::now();
         let after = Sample::read(pid).map_err(|e| BenchError::io("read /proc", e))?;
+        let client_after =
+            Sample::read(std::process::id()).map_err(|e| BenchError::io("read /proc", e))?;
         let _ = stop_tx.send(true);
         for h in subs {
             let _ = tokio::time::timeout(Duration::from_secs(10), h).await;
@@ -250,6 +254,7 @@ pub async fn fanout(ctx: &Ctx, broker: Broker, f: FanOut) -> Result<Cell, BenchE
                 ("server_cpu_s", cpu),
                 ("server_cpu_util", cpu / secs),
                 ("server_rss_kib", after.rss_kib as f64),
+                ("client_cpu_s", client_before.cpu_secs_until(&client_after)),
                 (
                     "window",
                     if f.rate.is_some() {
