@@ -45,6 +45,7 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     pub max_connections: usize,
     pub shutdown_timeout_ms: u64,
+    pub lame_duck_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -128,6 +129,7 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("data"),
             max_connections: 19_000,
             shutdown_timeout_ms: 10_000,
+            lame_duck_ms: 0,
         }
     }
 }

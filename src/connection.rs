@@ -42,7 +42,7 @@ pub async fn run<S>(
     let mut batch: Vec<Bytes> = Vec::new();
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + timing.ping, timing.ping);
     let mut last_heard = Instant::now();
-    let mut reading = !*draining.borrow();
+    let mut refusing = *draining.borrow();
     let end = loop {
         let closing = outbox.drain(&mut batch);
         if !batch.is_empty() {
@@ -58,12 +58,16 @@ pub async fn run<S>(
         tokio::select! {
             biased;
             _ = outbox.ready() => {}
-            msg = ws.next(), if reading => {
+            msg = ws.next() => {
                 last_heard = Instant::now();
                 match msg {
                     Some(Ok(Message::Binary(bytes))) => {
                         crate::metrics::frame_in(bytes.len());
-                        session.on_frame(&bytes).await;
+                        if refusing {
+                            session.refuse(&bytes);
+                        } else {
+                            session.on_frame(&bytes).await;
+                        }
                     }
                     Some(Ok(Message::Text(text))) => {
                         crate::metrics::frame_in(text.len());
@@ -88,11 +92,11 @@ pub async fn run<S>(
                     break End::PeerGone;
                 }
             }
-            changed = draining.changed(), if reading => {
-                // Shutdown: stop taking requests; the outbox is closed with 1001 once every
-                // in-flight write has been acknowledged.
+            changed = draining.changed(), if !refusing => {
+                // Shutdown: new requests get 503; the outbox is closed with 1001 once every
+                // request taken before has been answered.
                 if changed.is_err() || *draining.borrow() {
-                    reading = false;
+                    refusing = true;
                 }
             }
         }

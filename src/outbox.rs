@@ -108,6 +108,31 @@ impl Outbox {
         Ok(())
     }
 
+    /// Queues a replayed frame only while the queue is at most half full (in frames and bytes),
+    /// leaving the other half to live traffic. `Ok(false)`: no room now, try again after the
+    /// queue drains; nothing is closed.
+    pub fn push_replay(&self, frame: &Bytes) -> Result<bool, Rejected> {
+        let mut q = self.lock();
+        if q.closed.is_some() {
+            return Err(Rejected);
+        }
+        let half_frames = self.shared.max_frames / 2;
+        let half_bytes = self.shared.max_bytes / 2;
+        if !q.frames.is_empty()
+            && (q.frames.len() >= half_frames || q.bytes + frame.len() > half_bytes)
+        {
+            return Ok(false);
+        }
+        let was_empty = q.frames.is_empty();
+        q.bytes += frame.len();
+        q.frames.push_back(frame.clone());
+        drop(q);
+        if was_empty {
+            self.shared.ready.notify_one();
+        }
+        Ok(true)
+    }
+
     /// Marks the outbox closed; queued frames are still written before the close frame.
     pub fn close(&self, reason: CloseReason) {
         let mut q = self.lock();

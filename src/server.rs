@@ -76,7 +76,7 @@ impl Server {
             .await
             .map_err(std::io::Error::other)??;
         let s = &config.storage;
-        let writer = WriterHandle::spawn(store.db.clone(), s.durability, s.queue, s.max_batch)?;
+        let writer = WriterHandle::spawn(store.clone(), s.durability, s.queue, s.max_batch)?;
         let listener = TcpListener::bind(config.server.listen)
             .await
             .map_err(|source| ServerError::Bind {
@@ -157,6 +157,8 @@ async fn serve(
         }
     }
     drop(listener);
+    // Lame duck: connections stay open answering 503 while load balancers move clients away.
+    tokio::time::sleep(Duration::from_millis(shared.config.server.lame_duck_ms)).await;
     let deadline = Duration::from_millis(shared.config.server.shutdown_timeout_ms);
     let graceful = async {
         shared.registry.shutdown().await;

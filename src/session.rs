@@ -47,6 +47,22 @@ impl Session {
         }
     }
 
+    /// The server is shutting down: answer 503 without acting, so the client retries elsewhere
+    /// or after reconnecting.
+    pub fn refuse(&self, bytes: &[u8]) {
+        let id = match decode_client(bytes) {
+            Ok(frame) => Some(frame.id()),
+            Err(e) => e.id(),
+        };
+        self.peer.send_err(
+            id,
+            ReplyError::new(
+                ErrorCode::Unavailable,
+                "server shutting down; retry after reconnecting",
+            ),
+        );
+    }
+
     /// A text frame: the protocol is binary MessagePack only.
     pub fn on_text(&self) {
         self.peer.send_err(
@@ -330,10 +346,9 @@ impl Session {
                 Ok(Err(e)) => {
                     peer.send_err(Some(id), ReplyError::new(ErrorCode::Storage, e.to_string()))
                 }
-                Err(e) => peer.send_err(
-                    Some(id),
-                    ReplyError::new(ErrorCode::Internal, e.to_string()),
-                ),
+                Err(e) => {
+                    peer.send_err(Some(id), ReplyError::new(ErrorCode::Storage, e.to_string()))
+                }
             }
         });
     }

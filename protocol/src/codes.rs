@@ -18,14 +18,13 @@ pub enum ErrorCode {
     BadRoom,
     NotInteger,
     Limit,
-    Internal,
     Unavailable,
     Storage,
 }
 
 impl ErrorCode {
     /// Every code, for documentation tests and metrics.
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::Malformed,
         ErrorCode::Unauthorized,
         ErrorCode::NotSubscribed,
@@ -37,7 +36,6 @@ impl ErrorCode {
         ErrorCode::BadRoom,
         ErrorCode::NotInteger,
         ErrorCode::Limit,
-        ErrorCode::Internal,
         ErrorCode::Unavailable,
         ErrorCode::Storage,
     ];
@@ -55,7 +53,6 @@ impl ErrorCode {
             ErrorCode::BadRoom => 414,
             ErrorCode::NotInteger => 422,
             ErrorCode::Limit => 429,
-            ErrorCode::Internal => 500,
             ErrorCode::Unavailable => 503,
             ErrorCode::Storage => 507,
         }
@@ -79,7 +76,6 @@ impl ErrorCode {
             ErrorCode::BadRoom => "bad_room",
             ErrorCode::NotInteger => "not_integer",
             ErrorCode::Limit => "limit",
-            ErrorCode::Internal => "internal",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Storage => "storage",
         }
@@ -89,7 +85,7 @@ impl ErrorCode {
     pub const fn retryable(self) -> bool {
         matches!(
             self,
-            ErrorCode::Conflict | ErrorCode::Internal | ErrorCode::Unavailable | ErrorCode::Storage
+            ErrorCode::Conflict | ErrorCode::Unavailable | ErrorCode::Storage
         )
     }
 }

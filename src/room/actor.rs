@@ -667,6 +667,10 @@ impl Room {
             return false;
         }
         let skip = (sub.next - cached_from) as usize;
+        let bytes: usize = self.cache.iter().skip(skip).map(|(_, f)| f.len()).sum();
+        if bytes > self.registry.config.outbox.max_bytes / 2 {
+            return false;
+        }
         for (_, frame) in self.cache.iter().skip(skip) {
             let _ = sub.peer.outbox.push(frame.clone());
         }
@@ -708,12 +712,16 @@ impl Room {
         let mut n = 0;
         for (seq, frame) in frames {
             // Entries past the head are committed but not yet broadcast: they come live.
-            if seq >= sub.next && seq <= head {
-                if sub.peer.outbox.push(frame).is_err() {
-                    break;
+            if seq < sub.next || seq > head {
+                continue;
+            }
+            match sub.peer.outbox.push_replay(&frame) {
+                Ok(true) => {
+                    sub.next = seq + 1;
+                    n += 1;
                 }
-                sub.next = seq + 1;
-                n += 1;
+                // The outbox is half full: the rest of this page is read again later.
+                Ok(false) | Err(_) => break,
             }
         }
         crate::metrics::delivered(n, 0);
@@ -722,7 +730,7 @@ impl Room {
             return None;
         }
         let mut sub = self.subs.remove(conn)?;
-        if !self.catch_up_from_cache(&mut sub) && !read_any {
+        if !self.catch_up_from_cache(&mut sub) && !read_any && n == 0 {
             // Nothing readable at `next` although the head is past it. Retention cannot run
             // during a replay, so this would be a bug: go live rather than loop forever.
             tracing::warn!(room = %self.name, next = sub.next, head, "replay found no entries; going live");

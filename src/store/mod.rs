@@ -13,8 +13,9 @@ pub mod record;
 pub mod writer;
 
 use std::fs::File;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use redb::{Database, TableDefinition};
 
@@ -37,7 +38,7 @@ pub enum StoreError {
     Redb(#[from] redb::Error),
     #[error("storage i/o: {0}")]
     Io(#[from] std::io::Error),
-    #[error("storage is shut down")]
+    #[error("storage is unavailable (reopening after an I/O error, or shut down)")]
     Closed,
 }
 
@@ -48,9 +49,14 @@ impl StoreError {
 }
 
 /// The database shared by the writer thread and readers.
+///
+/// After an I/O error (a full disk, say) redb refuses every further operation until the file
+/// is reopened, so the handle can be swapped: the writer reopens it once it has failed.
 #[derive(Clone)]
 pub struct Store {
-    pub(crate) db: Arc<Database>,
+    db: Arc<RwLock<Option<Arc<Database>>>>,
+    path: PathBuf,
+    cache_bytes: usize,
 }
 
 impl Store {
@@ -63,21 +69,48 @@ impl Store {
         let path = dir.join("roomd.redb");
         let existed = path.exists();
         let started = std::time::Instant::now();
-        let db = redb::Builder::new()
-            .set_cache_size(cache_bytes)
-            .create(&path)
-            .map_err(StoreError::redb)?;
+        let db = open_db(&path, cache_bytes)?;
         if !existed {
             File::open(dir)?.sync_all()?;
         }
         tracing::info!(path = %path.display(), existed, elapsed_ms = started.elapsed().as_millis() as u64, "database open");
-        let store = Store { db: Arc::new(db) };
+        let store = Store {
+            db: Arc::new(RwLock::new(Some(Arc::new(db)))),
+            path,
+            cache_bytes,
+        };
         store.create_tables()?;
         Ok(store)
     }
 
+    /// The open database, or an error while it is being reopened.
+    pub(crate) fn db(&self) -> Result<Arc<Database>, StoreError> {
+        let slot = self.db.read().unwrap_or_else(|p| p.into_inner());
+        slot.clone().ok_or(StoreError::Closed)
+    }
+
+    /// Closes and reopens the database after an I/O error. Readers holding the old handle
+    /// finish first (redb allows one open handle per file), so this retries for a while.
+    pub(crate) fn reopen(&self) -> Result<(), StoreError> {
+        let old = self.db.write().unwrap_or_else(|p| p.into_inner()).take();
+        drop(old);
+        let mut last = StoreError::Closed;
+        for _ in 0..200 {
+            match open_db(&self.path, self.cache_bytes) {
+                Ok(db) => {
+                    *self.db.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(db));
+                    tracing::info!("database reopened after an I/O error");
+                    return Ok(());
+                }
+                Err(e) => last = e,
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Err(last)
+    }
+
     fn create_tables(&self) -> Result<(), StoreError> {
-        let mut txn = self.db.begin_write().map_err(StoreError::redb)?;
+        let mut txn = self.db()?.begin_write().map_err(StoreError::redb)?;
         txn.set_quick_repair(true);
         {
             txn.open_table(ROOMS).map_err(StoreError::redb)?;
@@ -88,6 +121,13 @@ impl Store {
         txn.commit().map_err(StoreError::redb)?;
         Ok(())
     }
+}
+
+fn open_db(path: &Path, cache_bytes: usize) -> Result<Database, StoreError> {
+    redb::Builder::new()
+        .set_cache_size(cache_bytes)
+        .create(path)
+        .map_err(StoreError::redb)
 }
 
 /// `mkdir -p`, fsyncing the parent of every directory it creates.

@@ -34,7 +34,7 @@ pub struct LoadLimits {
 
 impl Store {
     pub fn load_room(&self, name: &str, lim: &LoadLimits) -> Result<RoomSnapshot, StoreError> {
-        let txn = self.db.begin_read().map_err(StoreError::redb)?;
+        let txn = self.db()?.begin_read().map_err(StoreError::redb)?;
         let rooms = txn.open_table(ROOMS).map_err(StoreError::redb)?;
         let Some((id, epoch)) = rooms
             .get(name)
@@ -110,7 +110,7 @@ impl Store {
         from: u64,
         limit: usize,
     ) -> Result<Vec<(u64, Bytes)>, StoreError> {
-        let txn = self.db.begin_read().map_err(StoreError::redb)?;
+        let txn = self.db()?.begin_read().map_err(StoreError::redb)?;
         let log = txn.open_table(LOG).map_err(StoreError::redb)?;
         let mut out = Vec::with_capacity(limit.min(1024));
         for entry in log
@@ -137,7 +137,7 @@ impl Store {
         before: Option<u64>,
         limit: usize,
     ) -> Result<(Vec<Bytes>, bool), StoreError> {
-        let txn = self.db.begin_read().map_err(StoreError::redb)?;
+        let txn = self.db()?.begin_read().map_err(StoreError::redb)?;
         let rooms = txn.open_table(ROOMS).map_err(StoreError::redb)?;
         let Some((id, _)) = rooms
             .get(name)
@@ -186,7 +186,7 @@ impl Store {
 
     /// Every stored room: (name, id).
     pub fn rooms(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        let txn = self.db.begin_read().map_err(StoreError::redb)?;
+        let txn = self.db()?.begin_read().map_err(StoreError::redb)?;
         let rooms = txn.open_table(ROOMS).map_err(StoreError::redb)?;
         let mut out = Vec::new();
         for entry in rooms.iter().map_err(StoreError::redb)? {
@@ -198,7 +198,7 @@ impl Store {
 
     /// (first seq, its ts, last seq) of a room's log, if it has entries.
     pub fn log_bounds(&self, room: u64) -> Result<Option<(u64, u64, u64)>, StoreError> {
-        let txn = self.db.begin_read().map_err(StoreError::redb)?;
+        let txn = self.db()?.begin_read().map_err(StoreError::redb)?;
         let log = txn.open_table(LOG).map_err(StoreError::redb)?;
         let mut range = log
             .range((room, 0)..=(room, u64::MAX))

@@ -12,10 +12,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redb::{Database, ReadableTable};
+use redb::ReadableTable;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{record, StoreError, LOG, META, NEXT_ROOM_ID, ROOMS, STATE};
+use super::{record, Store, StoreError, LOG, META, NEXT_ROOM_ID, ROOMS, STATE};
 use crate::config::Durability;
 
 /// Which room a batch belongs to. A room gets its id in the transaction of its first write.
@@ -70,14 +70,15 @@ pub struct WriterHandle {
 
 impl WriterHandle {
     pub fn spawn(
-        db: Arc<Database>,
+        store: Store,
         durability: Durability,
         queue: usize,
         max_batch: usize,
     ) -> std::io::Result<WriterHandle> {
         let (tx, rx) = mpsc::channel(queue);
         let mut writer = Writer {
-            db,
+            store,
+            broken: false,
             relaxed: durability == Durability::Relaxed,
             dirty: false,
             max_batch,
@@ -111,7 +112,9 @@ impl WriterHandle {
 }
 
 struct Writer {
-    db: Arc<Database>,
+    store: Store,
+    /// The last commit failed: reopen the database before the next one.
+    broken: bool,
     relaxed: bool,
     /// A non-durable commit happened since the last durable one.
     dirty: bool,
@@ -174,6 +177,8 @@ impl Writer {
                 for b in batches {
                     let _ = b.done.send(Err(e.clone()));
                 }
+                // redb refuses everything after an I/O error until the file is reopened.
+                self.broken = true;
                 // Let a transient condition (a full disk being cleaned) pass before the next try.
                 std::thread::sleep(Duration::from_millis(10));
             }
@@ -181,8 +186,16 @@ impl Writer {
         stop
     }
 
-    fn commit(&self, batches: &[RoomBatch], durable: bool) -> Result<Vec<CommitInfo>, StoreError> {
-        let mut txn = self.db.begin_write().map_err(StoreError::redb)?;
+    fn commit(
+        &mut self,
+        batches: &[RoomBatch],
+        durable: bool,
+    ) -> Result<Vec<CommitInfo>, StoreError> {
+        if self.broken {
+            self.store.reopen()?;
+            self.broken = false;
+        }
+        let mut txn = self.store.db()?.begin_write().map_err(StoreError::redb)?;
         // Quick repair: reopening after a crash takes milliseconds instead of a full scan.
         txn.set_quick_repair(true);
         if !durable {
