@@ -324,6 +324,8 @@ class ChatRoom {
       (e: unknown) => {
         echo.classList.remove("pending");
         echo.classList.add("failed");
+        const shown = echo.querySelector(".text");
+        if (shown !== null && text.length > 300) shown.textContent = `${text.slice(0, 300)}… (${text.length - 300} more characters)`;
         status.textContent = refusal(e);
         showNotice(refusal(e));
       },
@@ -381,7 +383,7 @@ function route(): void {
   ui.chat.hidden = false;
   ui.title.textContent = `#${room}`;
   ui.me.textContent = `You are ${name}`;
-  ui.text.placeholder = `Message #${room}`;
+  ui.text.placeholder = "Write a message";
   document.title = `#${room} · roomd chat`;
   current = new ChatRoom(room, name);
   void current.start();
@@ -436,6 +438,11 @@ ui.peopleToggle.addEventListener("click", () => {
 // -- composing -----------------------------------------------------------------------------
 
 function autosize(): void {
+  // Empty: back to one row (an empty box's scrollHeight would count a wrapped placeholder).
+  if (ui.text.value === "") {
+    ui.text.style.height = "";
+    return;
+  }
   ui.text.style.height = "auto";
   ui.text.style.height = `${Math.min(ui.text.scrollHeight + 2, window.innerHeight * 0.4)}px`;
 }

@@ -15,9 +15,9 @@ export function h<K extends keyof HTMLElementTagNameMap>(tag: K, className?: str
 
 /** A stable colour per name. */
 export function colorFor(name: string): string {
-  let x = 0;
-  for (let i = 0; i < name.length; i++) x = (x * 31 + name.charCodeAt(i)) >>> 0;
-  return `hsl(${x % 360} 55% 45%)`;
+  let x = 0x811c9dc5; // FNV-1a: similar names get different hues
+  for (let i = 0; i < name.length; i++) x = Math.imul(x ^ name.charCodeAt(i), 0x01000193) >>> 0;
+  return `hsl(${x % 360} 55% 42%)`;
 }
 
 export function avatar(name: string): HTMLElement {

@@ -1,7 +1,8 @@
 /**
  * Test harness: starts the real `roomd` binary on port 0 (or a given port, to restart in
  * place) with its own data dir, and stops it with SIGTERM or SIGKILL. `ROOMD_BIN` overrides
- * the binary (default: ../target/release/roomd).
+ * the binary (default: ../target/release/roomd), `ROOMD_CONFIG` the config file (default:
+ * ../config/roomd.toml; "none": the built-in defaults).
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -70,8 +71,11 @@ export class Broker {
     if (o.config !== undefined) {
       configPath = join(tempDir("config"), "roomd.toml");
       writeFileSync(configPath, o.config);
-    } else if (existsSync(join(REPO_DIR, "config/roomd.toml"))) {
-      configPath = join(REPO_DIR, "config/roomd.toml");
+    } else {
+      // The repo's config (as the README runs it); ROOMD_CONFIG overrides, "none" = defaults.
+      const env = process.env["ROOMD_CONFIG"];
+      const path = env ?? join(REPO_DIR, "config/roomd.toml");
+      if (env !== "none" && existsSync(path)) configPath = path;
     }
     return Broker.launch(o.port ?? 0, dataDir, configPath);
   }

@@ -1,0 +1,16 @@
+import { Broker } from "./build/test/harness.js";
+import { launch, context, screenshot } from "./build/test/browser/browser.js";
+const b = await Broker.start();
+const browser = await launch();
+const ctx = await context(browser);
+const page = await ctx.newPage();
+page.on("console", (m) => console.log("console", m.type(), m.text()));
+page.on("pageerror", (e) => console.log("pageerror", e.message));
+page.on("websocket", (ws) => { console.log("ws", ws.url()); ws.on("close", () => console.log("ws closed")); ws.on("framereceived", f => console.log("recv", typeof f.payload === "string" ? f.payload : f.payload.length)); });
+await page.goto(`${b.url}/#lobby`);
+await page.fill("#name", "Ada");
+await page.click("#join");
+await new Promise(r => setTimeout(r, 2000));
+console.log(await page.evaluate(() => document.getElementById("conn").outerHTML));
+await screenshot(page, "dbg");
+await browser.close(); await b.stop(); b.cleanup();

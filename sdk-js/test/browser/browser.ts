@@ -1,0 +1,60 @@
+/**
+ * Headless Chromium for the chat UI tests: Debian's `chromium` driven by playwright-core (no
+ * browser download). `CHROMIUM` overrides the executable. With `ROOMD_UI_FROM_DISK=1` the pages
+ * load src/ui/* from disk instead of the binary (for working on the UI without rebuilding
+ * roomd); by default the test checks the binary serves exactly the committed bundle.
+ */
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { chromium, type Browser, type BrowserContext, type BrowserContextOptions, type Page } from "playwright-core";
+import { REPO_DIR, SDK_DIR } from "../harness.js";
+
+export const OUTPUT_DIR = join(SDK_DIR, "test-output");
+
+export function chromiumPath(): string {
+  const candidates = [process.env["CHROMIUM"], "/usr/bin/chromium", "/usr/bin/chromium-browser"].filter((p): p is string => !!p);
+  const found = candidates.find((p) => existsSync(p));
+  if (found === undefined) throw new Error("Chromium not found: apt-get install chromium (or set CHROMIUM)");
+  return found;
+}
+
+export async function launch(): Promise<Browser> {
+  const args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"];
+  // A page fulfilled by the test (not by the loopback server) counts as public; let it reach
+  // the broker on loopback.
+  if (process.env["ROOMD_UI_FROM_DISK"] === "1") args.push("--disable-features=LocalNetworkAccessChecks,BlockInsecurePrivateNetworkRequests");
+  return chromium.launch({ executablePath: chromiumPath(), headless: true, args });
+}
+
+const types: Record<string, string> = {
+  "index.html": "text/html; charset=utf-8",
+  "app.js": "text/javascript; charset=utf-8",
+  "app.css": "text/css; charset=utf-8",
+};
+
+/** A browser context, optionally serving the UI files from disk. */
+export async function context(browser: Browser, options: BrowserContextOptions = {}): Promise<BrowserContext> {
+  const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 }, ...options });
+  ctx.setDefaultTimeout(15_000);
+  if (process.env["ROOMD_UI_FROM_DISK"] === "1") {
+    await ctx.route(/\/(app\.js|app\.css)?(\?.*)?$/, async (route) => {
+      const path = new URL(route.request().url()).pathname;
+      const file = path === "/" ? "index.html" : path.slice(1);
+      await route.fulfill({ body: readFileSync(join(REPO_DIR, "src/ui", file)), contentType: types[file] ?? "text/plain" });
+    });
+  }
+  return ctx;
+}
+
+export async function screenshot(page: Page, name: string): Promise<void> {
+  mkdirSync(OUTPUT_DIR, { recursive: true });
+  await page.screenshot({ path: join(OUTPUT_DIR, `${name}.png`) });
+}
+
+/** Collect console errors and page errors, to fail on them. */
+export function watchErrors(page: Page, into: string[]): void {
+  page.on("pageerror", (e) => into.push(`pageerror: ${e.message}`));
+  page.on("console", (m) => {
+    if (m.type() === "error" && !/WebSocket connection|ERR_CONNECTION_REFUSED|Failed to load resource/.test(m.text())) into.push(`console: ${m.text()}`);
+  });
+}

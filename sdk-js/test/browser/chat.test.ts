@@ -1,0 +1,241 @@
+//! The chat UI in real headless Chromium against the real broker: two pages chat, a reload
+//! shows the history, a broker restart loses nothing, older messages load on scroll-up, a
+//! refused message says so, and a phone-sized screen works. Screenshots go to test-output/.
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { join as joinPath } from "node:path";
+import { after, before, test } from "node:test";
+import type { Browser, Page } from "playwright-core";
+import type { Client } from "../../src/index.js";
+import { Broker, client, REPO_DIR, roomName, sleep } from "../harness.js";
+import { context, launch, screenshot, watchErrors } from "./browser.js";
+
+let broker: Broker;
+let browser: Browser;
+const errors: string[] = [];
+const sdkClients: Client[] = [];
+
+before(async () => {
+  broker = await Broker.start();
+  browser = await launch();
+});
+after(async () => {
+  for (const c of sdkClients) c.close();
+  await browser?.close();
+  await broker?.stop();
+  broker?.cleanup();
+});
+
+async function newPage(options: Parameters<typeof context>[1] = {}): Promise<Page> {
+  const ctx = await context(browser, options);
+  const page = await ctx.newPage();
+  watchErrors(page, errors);
+  return page;
+}
+
+/** Open the chat at a room's link and enter a name on the welcome form. */
+async function join(page: Page, room: string, name: string): Promise<void> {
+  await page.goto(`${broker.url}/#${room}`);
+  await page.locator("#welcome").waitFor();
+  assert.equal(await page.inputValue("#room"), room, "the link's room is filled in");
+  await page.fill("#name", name);
+  await page.click("#join");
+  await page.locator("#chat").waitFor();
+  await page.locator('#conn[data-state="open"]').waitFor();
+  await page.locator(".log-top", { hasText: /beginning|older/ }).waitFor();
+}
+
+async function send(page: Page, text: string): Promise<void> {
+  await page.fill("#text", text);
+  await page.press("#text", "Enter");
+}
+
+/** The messages shown, in order: [seq, author, text]. */
+async function shown(page: Page): Promise<[number, string, string][]> {
+  return page.$$eval("#messages li.msg", (lis) =>
+    lis.map((li) => [Number((li as HTMLElement).dataset["seq"]), (li as HTMLElement).dataset["author"] ?? "", li.querySelector(".text")?.textContent ?? ""]),
+  );
+}
+
+async function waitForText(page: Page, text: string, timeout = 10_000): Promise<void> {
+  await page.locator("#messages li.msg .text", { hasText: text }).first().waitFor({ timeout });
+}
+
+function assertExactlyOnceInOrder(rows: [number, string, string][], texts: string[]): void {
+  const seqs = rows.map((r) => r[0]);
+  for (let i = 1; i < seqs.length; i++) assert.ok(seqs[i]! > seqs[i - 1]!, `seqs ascend: ${seqs.join(",")}`);
+  for (const t of texts) assert.equal(rows.filter((r) => r[2] === t).length, 1, `"${t}" shown exactly once`);
+}
+
+test("the broker serves the committed UI bundle", async () => {
+  if (process.env["ROOMD_UI_FROM_DISK"] === "1") return;
+  for (const file of ["app.js", "app.css"]) {
+    const served = Buffer.from(await (await fetch(`${broker.url}/${file}`)).arrayBuffer());
+    const committed = readFileSync(joinPath(REPO_DIR, "src/ui", file));
+    assert.ok(served.equals(committed), `roomd serves a stale ${file}: run cargo build --release`);
+  }
+  const html = await (await fetch(`${broker.url}/`)).text();
+  assert.match(html, /<script type="module" src="\/app.js">/);
+});
+
+test("two pages chat with each other; a reload shows the history; a restart loses nothing", async () => {
+  const room = roomName("chat");
+  const ada = await newPage();
+  await join(ada, room, "Ada");
+  const ben = await newPage();
+  await join(ben, room, "Ben");
+
+  // Presence: both see both, and Ada is told Ben joined.
+  await ada.locator("#people-list li", { hasText: "Ben" }).waitFor();
+  await ben.locator("#people-list li", { hasText: "Ada" }).waitFor();
+  await ada.locator("#messages li.sys", { hasText: "Ben joined" }).waitFor();
+  assert.equal(await ada.textContent("#people-count"), "2");
+
+  await send(ada, "Hello Ben!");
+  await waitForText(ben, "Hello Ben!");
+  await send(ben, "Hi Ada, the chat works.");
+  await waitForText(ada, "Hi Ada, the chat works.");
+  await send(ada, "Line one\nstill Ada");
+  await waitForText(ben, "still Ada");
+  const benRows = await shown(ben);
+  assert.deepEqual(
+    benRows.map((r) => [r[1], r[2]]),
+    [
+      ["Ada", "Hello Ben!"],
+      ["Ben", "Hi Ada, the chat works."],
+      ["Ada", "Line one\nstill Ada"],
+    ],
+  );
+  assert.match((await ben.textContent("#messages li.msg .time")) ?? "", /\d{1,2}:\d{2}/, "messages show their time");
+  assert.equal(await ada.inputValue("#text"), "", "Enter sent and cleared the box");
+  await screenshot(ada, "desktop-chat");
+
+  // A reload shows the history.
+  await ben.reload();
+  await ben.locator('#conn[data-state="open"]').waitFor();
+  await waitForText(ben, "Line one");
+  assert.deepEqual(
+    (await shown(ben)).map((r) => r[2]),
+    ["Hello Ben!", "Hi Ada, the chat works.", "Line one\nstill Ada"],
+  );
+
+  // The broker goes away: both pages show it; Ada writes while it is down.
+  await broker.stop("SIGKILL");
+  await ada.locator('#conn[data-state="reconnecting"]').waitFor();
+  await ben.locator('#conn[data-state="reconnecting"]').waitFor();
+  await send(ada, "sent while the broker was down");
+  await ada.locator("#pending li.pending", { hasText: "sent while the broker was down" }).waitFor();
+  await screenshot(ada, "desktop-offline");
+  await sleep(300);
+  broker = await broker.restart();
+  // Someone else talks before the pages are back: they must catch up on it.
+  const node = client(broker);
+  sdkClients.push(node);
+  await node.room(room).publishJSON({ text: "from node during the outage", name: "Node" });
+  await ada.locator('#conn[data-state="open"]').waitFor({ timeout: 15_000 });
+  await ben.locator('#conn[data-state="open"]').waitFor({ timeout: 15_000 });
+  await waitForText(ben, "sent while the broker was down");
+  await waitForText(ben, "from node during the outage");
+  await waitForText(ada, "from node during the outage");
+  await send(ben, "after the restart");
+  await waitForText(ada, "after the restart");
+  const all = ["Hello Ben!", "Hi Ada, the chat works.", "Line one\nstill Ada", "sent while the broker was down", "from node during the outage", "after the restart"];
+  for (const page of [ada, ben]) {
+    const rows = await shown(page);
+    assertExactlyOnceInOrder(rows, all);
+    assert.equal(rows.length, all.length, "nothing else, nothing twice");
+  }
+  assert.equal(await ada.locator("#pending li").count(), 0, "the offline message was confirmed");
+  await screenshot(ben, "desktop-after-restart");
+  assert.deepEqual(errors, []);
+});
+
+test("older messages load on scroll-up", async () => {
+  const room = roomName("long");
+  const node = client(broker);
+  sdkClients.push(node);
+  for (let i = 1; i <= 130; i += 10) {
+    await Promise.all(Array.from({ length: 10 }, (_, j) => node.room(room).publishJSON({ text: `message ${i + j}`, name: "Bot" })));
+  }
+  const page = await newPage();
+  await join(page, room, "Reader");
+  await waitForText(page, "message 130");
+  const first = await shown(page);
+  assert.ok(first.length >= 50 && first.length < 130, `a first page, not everything (${first.length})`);
+  assert.equal(first[first.length - 1]?.[2], "message 130");
+  for (let i = 0; i < 10 && (await shown(page)).length < 130; i++) {
+    await page.$eval("#log", (el) => el.scrollTo(0, 0));
+    await sleep(300);
+  }
+  const rows = await shown(page);
+  assert.equal(rows.length, 130, "scrolling up reached the first message");
+  assert.deepEqual(
+    rows.map((r) => r[2]),
+    Array.from({ length: 130 }, (_, i) => `message ${i + 1}`),
+  );
+  await page.locator(".log-top", { hasText: "beginning" }).waitFor();
+  await screenshot(page, "desktop-history");
+  assert.deepEqual(errors, []);
+});
+
+test("a refused message shows a clear notice", async () => {
+  const page = await newPage();
+  await join(page, roomName("big"), "Ada");
+  await send(page, "x".repeat(70_000));
+  await page.locator("#notice", { hasText: "too large" }).waitFor();
+  assert.match((await page.textContent("#notice")) ?? "", /Message refused: it is too large \(the limit is 64 KB\)/);
+  await page.locator("#pending li.failed").waitFor();
+  await send(page, "a small one still works");
+  await waitForText(page, "a small one still works");
+  await screenshot(page, "desktop-refused");
+  assert.deepEqual(errors, []);
+});
+
+test("a private room gets an unguessable shareable name", async () => {
+  const page = await newPage();
+  await page.goto(`${broker.url}/`);
+  await page.fill("#name", "Ada");
+  await page.click("#private");
+  await page.locator('#conn[data-state="open"]').waitFor();
+  const hash = await page.evaluate(() => location.hash);
+  assert.match(hash, /^#p\/[a-z2-9]{16}$/);
+  assert.equal(await page.textContent("#room-title"), `#${hash.slice(1)}`);
+  const friend = await newPage();
+  await join(friend, hash.slice(1), "Ben");
+  await page.locator("#people-list li", { hasText: "Ben" }).waitFor();
+});
+
+test("a phone-sized screen works", async () => {
+  const room = roomName("phone");
+  const phone = await newPage({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2 });
+  await join(phone, room, "Pat");
+  const other = await newPage();
+  await join(other, room, "Sam");
+  await send(other, "Can you read this on a phone?");
+  await waitForText(phone, "Can you read this on a phone?");
+  await send(phone, "Yes, and Enter sends from here too.");
+  await waitForText(other, "Yes, and Enter sends from here too.");
+  const layout = await phone.evaluate(() => {
+    const composer = document.getElementById("composer")!.getBoundingClientRect();
+    const conn = document.getElementById("conn")!.getBoundingClientRect();
+    return {
+      overflow: document.documentElement.scrollWidth - window.innerWidth,
+      composerVisible: composer.bottom <= window.innerHeight && composer.top > 0,
+      connVisible: conn.width > 0 && conn.right <= window.innerWidth,
+      fontSize: parseFloat(getComputedStyle(document.querySelector("#messages .text")!).fontSize),
+    };
+  });
+  assert.equal(layout.overflow, 0, "no horizontal scrolling");
+  assert.ok(layout.composerVisible, "the composer is on screen");
+  assert.ok(layout.connVisible, "the connection indicator is on screen");
+  assert.ok(layout.fontSize >= 15, "readable text");
+  await screenshot(phone, "phone-chat");
+  await phone.click("#people-toggle");
+  await phone.locator("#people.open #people-list li", { hasText: "Sam" }).waitFor();
+  await sleep(300); // the drawer slides in
+  await screenshot(phone, "phone-people");
+  await phone.goto(`${broker.url}/`);
+  await phone.locator("#welcome").waitFor();
+  await screenshot(phone, "phone-welcome");
+  assert.deepEqual(errors, []);
+});
