@@ -112,12 +112,34 @@ pub async fn run<S>(
                 ws.send(Message::Close(Some(frame))).await?;
                 ws.flush().await
             };
-            let _ = tokio::time::timeout(timing.write_timeout, close).await;
+            if tokio::time::timeout(timing.write_timeout, close)
+                .await
+                .is_ok()
+            {
+                await_close_reply(&mut ws).await;
+            }
         }
         End::PeerGone => tracing::debug!(%conn, "connection ended by peer"),
     }
     outbox.close(CloseReason::GoingAway);
     session.close().await;
+}
+
+/// Completes the closing handshake: reads (and drops) until the peer's close arrives, briefly.
+/// Dropping the socket at once would let a late pong from the peer provoke a TCP reset that
+/// discards our close frame, and with it the close code, before the peer reads it.
+pub async fn await_close_reply<S>(ws: &mut WebSocketStream<S>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let drain = async {
+        while let Some(Ok(msg)) = ws.next().await {
+            if msg.is_close() {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
 }
 
 async fn write_all<S>(ws: &mut WebSocketStream<S>, batch: &mut Vec<Bytes>) -> Result<(), WsError>

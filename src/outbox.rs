@@ -91,7 +91,12 @@ impl Outbox {
         let fits = q.frames.len() < self.shared.max_frames
             && q.bytes + frame.len() <= self.shared.max_bytes;
         if !fits && !q.frames.is_empty() {
+            // The subscriber will resume from the last seq it processed, so what it has not
+            // been sent yet is dropped: the close frame goes out right behind what the socket
+            // already holds instead of after a queue it cannot keep up with.
             q.closed = Some(CloseReason::SlowConsumer);
+            q.frames.clear();
+            q.bytes = 0;
             drop(q);
             crate::metrics::slow_consumer();
             self.shared.ready.notify_one();
@@ -133,7 +138,8 @@ impl Outbox {
         Ok(true)
     }
 
-    /// Marks the outbox closed; queued frames are still written before the close frame.
+    /// Marks the outbox closed; queued frames (acks, say) are still written before the close
+    /// frame.
     pub fn close(&self, reason: CloseReason) {
         let mut q = self.lock();
         if q.closed.is_none() {
@@ -193,14 +199,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bound_closes_as_slow_consumer_and_keeps_queued_frames() {
+    fn bound_closes_as_slow_consumer_and_drops_the_queue() {
         let o = Outbox::new(2, 1024);
         o.push(Bytes::from_static(b"a")).unwrap();
         o.push(Bytes::from_static(b"b")).unwrap();
         assert_eq!(o.push(Bytes::from_static(b"c")), Err(Rejected));
         let mut out = Vec::new();
         assert_eq!(o.drain(&mut out), Some(CloseReason::SlowConsumer));
-        assert_eq!(out.len(), 2);
+        assert!(out.is_empty());
         assert_eq!(o.push(Bytes::from_static(b"d")), Err(Rejected));
     }
 

@@ -313,12 +313,12 @@ impl Query {
             client: None,
         };
         for (k, v) in form_urlencoded::parse(q.as_bytes()) {
-            // Ids longer than 64 bytes are ignored rather than trusted.
-            let v = (!v.is_empty() && v.len() <= 64).then(|| v.into_owned());
+            let v = (!v.is_empty()).then(|| v.into_owned());
             match &*k {
-                "token" => out.token = v.or(out.token),
-                "user" => out.user = v,
-                "client" => out.client = v,
+                "token" => out.token = v,
+                // Ids longer than 64 bytes are ignored rather than trusted.
+                "user" => out.user = v.filter(|v| v.len() <= 64),
+                "client" => out.client = v.filter(|v| v.len() <= 64),
                 _ => {}
             }
         }

@@ -101,13 +101,16 @@ async fn restart_keeps_history_state_and_continues_seqs() {
     assert_eq!(c.msg().await, (12, b"after".to_vec()));
 }
 
+/// room → seq → payload of every acknowledged publish.
+type Acked = HashMap<String, HashMap<u64, Vec<u8>>>;
+
 /// Publishers hammer several rooms; the broker is killed with SIGKILL mid-stream, five times.
 /// After each restart every acknowledged message is there with its seq and payload, and each
 /// room's seqs are 1..=last without a hole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_concurrent_publishing_loses_no_acknowledged_message() {
     let mut b = Broker::start("");
-    let acked: Arc<Mutex<HashMap<String, HashMap<u64, Vec<u8>>>>> = Arc::default();
+    let acked: Arc<Mutex<Acked>> = Arc::default();
     let rooms = ["crash-a", "crash-b", "crash-c", "crash-d"];
     for round in 0..5u32 {
         let mut tasks = Vec::new();

@@ -307,7 +307,11 @@ impl Client {
                 .expect("no close in time")
             {
                 Some(Ok(Message::Close(Some(f)))) => return Some(f.code.into()),
-                Some(Ok(Message::Close(None))) | None | Some(Err(_)) => return None,
+                Some(Ok(Message::Close(None))) | None => return None,
+                Some(Err(e)) => {
+                    eprintln!("close_code: read error {e}");
+                    return None;
+                }
                 Some(Ok(_)) => continue,
             }
         }

@@ -97,9 +97,9 @@ struct Cli {
     /// Latency: messages per second into the room.
     #[arg(long, global = true, default_value_t = 1000.0)]
     rate: f64,
-    /// Latency: subscribers in the room.
-    #[arg(long, global = true, default_value_t = 1000)]
-    rate_subs: u32,
+    /// Latency: subscriber counts of the room (one cell each).
+    #[arg(long, global = true, value_delimiter = ',', default_value = "100,1000")]
+    rate_subs: Vec<u32>,
     /// Idle: connections (at most 10000: the open-file limit is shared with the server).
     #[arg(long, global = true)]
     conns: Option<u32>,
@@ -114,6 +114,14 @@ struct Cli {
         default_value = "durable,relaxed"
     )]
     modes: Vec<String>,
+    /// TOML appended to roomd's generated config, for experiments (`\n` for newlines), e.g.
+    /// '[websocket]\nwrite_buffer_bytes = 4096'.
+    #[arg(long, global = true)]
+    roomd_extra_toml: Option<String>,
+    /// Idle: every connection subscribes to one shared room instead of its own (separates the
+    /// cost of a connection from the cost of a room).
+    #[arg(long, global = true)]
+    idle_shared_room: bool,
     /// Also append every JSON line to this file.
     #[arg(long, global = true)]
     json_out: Option<PathBuf>,
@@ -171,6 +179,11 @@ async fn run(cli: &Cli) -> Vec<Cell> {
         bins: Binaries {
             roomd: cli.roomd_bin.clone(),
             nats: cli.nats_bin.clone(),
+            roomd_extra_toml: cli
+                .roomd_extra_toml
+                .clone()
+                .unwrap_or_default()
+                .replace("\\n", "\n"),
         },
         duration: Duration::from_secs_f64(cli.duration.unwrap_or(if q { 1.0 } else { 3.0 })),
         window: cli.window,
@@ -234,18 +247,16 @@ async fn run(cli: &Cli) -> Vec<Cell> {
         }
     }
     if all || cli.cmd == Cmd::Latency {
-        let f = FanOut {
-            subs: if q {
-                cli.rate_subs.min(200)
-            } else {
-                cli.rate_subs
-            },
-            pubs: 1,
-            size: 64,
-            rate: Some(cli.rate),
-        };
-        for &b in &brokers {
-            emit(scenario::fanout(&ctx, b, f).await, format!("latency {b:?}"));
+        for &subs in &cli.rate_subs {
+            let f = FanOut {
+                subs: if q { subs.min(200) } else { subs },
+                pubs: 1,
+                size: 64,
+                rate: Some(cli.rate),
+            };
+            for &b in &brokers {
+                emit(scenario::fanout(&ctx, b, f).await, format!("latency {b:?}"));
+            }
         }
     }
     if all || cli.cmd == Cmd::Idle {
@@ -256,7 +267,7 @@ async fn run(cli: &Cli) -> Vec<Cell> {
         let hold = Duration::from_secs(if q { 1 } else { 3 });
         for &b in &brokers {
             emit(
-                scenario::idle(&ctx, b, conns, hold).await,
+                scenario::idle(&ctx, b, conns, hold, cli.idle_shared_room).await,
                 format!("idle {b:?}"),
             );
         }

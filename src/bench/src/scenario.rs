@@ -275,6 +275,7 @@ pub async fn idle(
     broker: Broker,
     conns: u32,
     hold: Duration,
+    shared_room: bool,
 ) -> Result<Cell, BenchError> {
     with_server(ctx, broker, Durability::Durable, move |server| async move {
         let pid = server.pid;
@@ -287,9 +288,10 @@ pub async fn idle(
         let mut admission = Admission::new();
         for i in 0..conns {
             let (ready, rx) = oneshot::channel();
+            let n = if shared_room { 0 } else { i };
             let room = match broker {
-                Broker::Roomd => format!("idle-{i}"),
-                Broker::Nats => format!("idle.{i}"),
+                Broker::Roomd => format!("idle-{n}"),
+                Broker::Nats => format!("idle.{n}"),
             };
             tasks.push(tokio::spawn(client::idle(
                 broker,
@@ -320,7 +322,10 @@ pub async fn idle(
         let per_conn = (after.rss_kib as f64 - before.rss_kib as f64) / ok as f64;
         Ok(Cell {
             scenario: "idle",
-            params: vec![("conns", u64::from(conns))],
+            params: vec![
+                ("conns", u64::from(conns)),
+                ("rooms", if shared_room { 1 } else { u64::from(conns) }),
+            ],
             broker: broker.name().to_string(),
             metrics: vec![
                 ("rss_per_conn_kib", per_conn),

@@ -45,11 +45,13 @@ impl Durability {
     }
 }
 
-/// Where the server binaries are.
+/// Where the server binaries are, and extra roomd configuration for experiments.
 #[derive(Debug, Clone)]
 pub struct Binaries {
     pub roomd: PathBuf,
     pub nats: PathBuf,
+    /// TOML appended to the generated roomd config (e.g. `[websocket]` sizes).
+    pub roomd_extra_toml: String,
 }
 
 /// A running server under test.
@@ -71,7 +73,7 @@ impl Server {
     ) -> Result<Server, BenchError> {
         let dir = fresh_dir(broker.name())?;
         match broker {
-            Broker::Roomd => start_roomd(&bins.roomd, durability, dir),
+            Broker::Roomd => start_roomd(bins, durability, dir),
             Broker::Nats => start_nats(&bins.nats, dir),
         }
     }
@@ -125,17 +127,24 @@ fn fresh_dir(name: &str) -> Result<PathBuf, BenchError> {
     Ok(dir)
 }
 
-/// The roomd configuration for a benchmark run.
-pub fn roomd_config(durability: Durability) -> String {
+/// The roomd configuration for a benchmark run: the defaults, except the durability mode and
+/// a connection limit above the idle scenario's 10,000 (plus anything given with
+/// `--roomd-extra-toml`).
+pub fn roomd_config(durability: Durability, extra: &str) -> String {
     format!(
         "# written by roomd-bench\n\
-         [server]\nmax_connections = 20000\n\n\
-         [storage]\ndurability = \"{}\"\n",
+         [server]\nmax_connections = 15000\n\n\
+         [storage]\ndurability = \"{}\"\n\n{extra}\n",
         durability.name()
     )
 }
 
-fn start_roomd(bin: &Path, durability: Durability, dir: PathBuf) -> Result<Server, BenchError> {
+fn start_roomd(
+    bins: &Binaries,
+    durability: Durability,
+    dir: PathBuf,
+) -> Result<Server, BenchError> {
+    let bin = &bins.roomd;
     if !bin.exists() {
         return Err(BenchError::Setup(format!(
             "{} not found: build it with `cargo build --release --bin roomd`",
@@ -143,7 +152,7 @@ fn start_roomd(bin: &Path, durability: Durability, dir: PathBuf) -> Result<Serve
         )));
     }
     let config = dir.join("roomd.toml");
-    std::fs::write(&config, roomd_config(durability))
+    std::fs::write(&config, roomd_config(durability, &bins.roomd_extra_toml))
         .map_err(|e| BenchError::io("write config", e))?;
     let data = dir.join("data");
     let log =

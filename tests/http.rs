@@ -1,0 +1,98 @@
+//! The HTTP side of the one port, the command line, and embedding the broker as a library.
+
+mod common;
+
+use common::{Broker, Client};
+use roomd::{Config, Server};
+use roomd_protocol::ServerFrame;
+
+#[tokio::test]
+async fn healthz_metrics_and_ui_are_served() {
+    let b = Broker::start("");
+    assert_eq!(b.http_get("/healthz").await, (200, "ok\n".to_string()));
+    let (status, page) = b.http_get("/").await;
+    assert_eq!(status, 200);
+    assert!(page.to_lowercase().contains("<!doctype html>"));
+    assert_eq!(b.http_get("/nope").await.0, 404);
+    // Traffic, then the metrics the issue names are all exported.
+    let mut s = Client::connect(&b).await;
+    s.sub("m", None).await;
+    let mut p = Client::connect(&b).await;
+    p.publish_seq("m", b"x").await;
+    s.msg().await;
+    let (status, text) = b.http_get("/metrics").await;
+    assert_eq!(status, 200);
+    for name in [
+        "roomd_connections ",
+        "roomd_connections_total",
+        "roomd_rooms_active",
+        "roomd_messages_published_total",
+        "roomd_messages_delivered_total",
+        "roomd_bytes_in_total",
+        "roomd_bytes_out_total",
+        "roomd_publish_ack_seconds_bucket",
+        "roomd_commit_seconds_bucket",
+        "roomd_commit_batch_entries_bucket",
+    ] {
+        assert!(text.contains(name), "metric {name} missing from:\n{text}");
+    }
+    assert!(b.metric("roomd_messages_published_total").await >= 1.0);
+    assert!(b.metric("roomd_connections ").await >= 2.0);
+}
+
+#[test]
+fn help_and_version() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_roomd"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("roomd "));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_roomd"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in ["--config", "--listen", "--data-dir"] {
+        assert!(help.contains(flag), "{help}");
+    }
+}
+
+#[test]
+fn bad_config_is_refused_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[storage]\ndurability = \"sometimes\"\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_roomd"))
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("durability"));
+}
+
+#[test]
+fn shipped_config_parses_and_equals_the_defaults() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/roomd.toml");
+    let c = Config::from_file(std::path::Path::new(path)).unwrap();
+    assert_eq!(format!("{c:?}"), format!("{:?}", Config::default()));
+}
+
+#[tokio::test]
+async fn the_broker_embeds_as_a_library() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.server.listen = "127.0.0.1:0".parse().unwrap();
+    config.server.data_dir = dir.path().join("data");
+    let server = Server::start(config).await.unwrap();
+    let addr = server.local_addr();
+    let mut c = Client::connect_url(&format!("ws://{addr}/ws")).await;
+    assert!(matches!(
+        c.sub("lib", None).await,
+        ServerFrame::Subbed { .. }
+    ));
+    assert_eq!(c.publish_seq("lib", b"embedded").await, 1);
+    server.shutdown().await;
+    assert!(std::path::Path::new(&dir.path().join("data/roomd.redb")).exists());
+}

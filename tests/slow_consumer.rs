@@ -1,0 +1,77 @@
+//! A subscriber that falls behind past its outbound bound is disconnected with 4000, and
+//! resuming with `since` loses nothing. Publishers and other subscribers are unaffected.
+
+mod common;
+
+use common::{Broker, Client};
+use roomd_protocol::ServerFrame;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_subscriber_is_closed_with_4000_and_resumes_losslessly() {
+    let b = Broker::start("[limits]\npayload_bytes = 4096\npage = 16\n[websocket]\nmax_frame_bytes = 8192\nwrite_timeout_ms = 120000\n[outbox]\nmax_frames = 256\nmax_bytes = 524288\n");
+    let mut slow = Client::connect(&b).await;
+    slow.sub("flood", None).await;
+    let mut fast = Client::connect(&b).await;
+    fast.sub("flood", None).await;
+    // The slow client reads nothing while ~24 MB are published (far beyond socket buffers).
+    let total = 6_000u64;
+    let url = b.ws_url("");
+    let publisher = tokio::spawn(async move {
+        let mut p = Client::connect_url(&url).await;
+        // 32 publishes in flight at a time.
+        for chunk in (0..total).collect::<Vec<_>>().chunks(32) {
+            for i in chunk {
+                let mut data = vec![0u8; 4000];
+                data[..8].copy_from_slice(&i.to_be_bytes());
+                let id = p.id();
+                p.send(&roomd_protocol::ClientFrame::Pub {
+                    id,
+                    room: "flood".into(),
+                    data,
+                    mid: None,
+                })
+                .await;
+            }
+            for _ in chunk {
+                assert!(matches!(p.event().await, ServerFrame::Ack { .. }));
+            }
+        }
+    });
+    // The fast subscriber keeps up and sees everything in order.
+    for seq in 1..=total {
+        let (s, data) = fast.msg().await;
+        assert_eq!((s, &data[..8]), (seq, &(seq - 1).to_be_bytes()[..]));
+    }
+    publisher.await.unwrap();
+    // The slow one got some prefix, then the close.
+    let mut last_seen = 0;
+    let code = loop {
+        match futures_util::StreamExt::next(&mut slow.ws).await {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Binary(bytes))) => {
+                if let ServerFrame::Msg { seq, .. } = roomd_protocol::decode_server(&bytes).unwrap()
+                {
+                    assert_eq!(seq, last_seen + 1);
+                    last_seen = seq;
+                }
+            }
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(f))) => {
+                break f.map(|f| u16::from(f.code))
+            }
+            Some(Ok(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(code, Some(4000));
+    assert!(last_seen < total, "the slow consumer was never slow");
+    assert!(b.metric("roomd_slow_consumers_total").await >= 1.0);
+    // Resume from the last seq seen: exactly the rest.
+    let mut again = Client::connect(&b).await;
+    let r = again.sub("flood", Some(last_seen)).await;
+    assert!(
+        matches!(r, ServerFrame::Subbed { complete: true, last, .. } if last == total),
+        "{r:?}"
+    );
+    for seq in last_seen + 1..=total {
+        assert_eq!(again.msg().await.0, seq);
+    }
+}
