@@ -1,4 +1,4 @@
-// Bundles the chat UI (chat/) with the SDK into the three files the broker embeds:
+// `npm run bundle`: bundles the chat UI (chat/) with the SDK into the three files the broker embeds:
 // src/ui/index.html, src/ui/app.js, src/ui/app.css. The output is committed so that
 // `cargo build` alone gives a working UI; test/unit/bundle.test.ts fails when it is stale.
 //

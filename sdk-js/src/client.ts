@@ -6,7 +6,7 @@
  */
 import { Backoff, type BackoffOptions } from "./backoff.js";
 import { decode, encode } from "./codec.js";
-import { CloseCode, LocalCode, shouldReconnect } from "./codes.js";
+import { CloseCode, ErrorCode, LocalCode, shouldReconnect } from "./codes.js";
 import { Emitter } from "./emitter.js";
 import {
   ClosedError,
@@ -192,6 +192,7 @@ export class Client extends Emitter<ClientEvents> implements RoomHost {
   /** Drop the current connection (if any) and dial again now, without waiting for the backoff. */
   reconnectNow(): void {
     if (this.stateValue === "closed") return;
+    this.backoff?.reset(); // the next delay is at most the base delay
     if (this.ws !== undefined) this.lost(this.ws, CloseCode.Abnormal, "reconnect requested");
     else if (this.stateValue === "reconnecting") {
       this.clearTimers();
@@ -355,6 +356,13 @@ export class Client extends Emitter<ClientEvents> implements RoomHost {
     if (p === undefined) return; // timed out already
     this.inflight.delete(id);
     if (p.timer !== undefined) clearTimeout(p.timer);
+    if (reply.t === "err" && reply.code === ErrorCode.Unavailable && p.kind === "safe") {
+      // 503: the broker is shutting down and did nothing. A publish (it has its mid) or a read
+      // waits and goes out again on the next connection, as if it had been made offline.
+      this.queue.unshift(p);
+      this.later(1000, () => this.flushQueue());
+      return;
+    }
     if (reply.t === "err") p.reject(errorFromFrame(reply));
     else if (reply.t !== p.expect) p.reject(new ProtocolError(`expected ${p.expect} for ${p.request.t}, got ${reply.t}`));
     else p.resolve(reply);
@@ -370,13 +378,16 @@ export class Client extends Emitter<ClientEvents> implements RoomHost {
     this.emit("open", hello);
     // Rooms first, so a queued publish to a room lands after its resubscription.
     for (const room of this.rooms.values()) room.handleOpen();
-    const waiting = this.queue.splice(0);
-    for (const p of waiting) {
-      if (this.ws !== ws) {
-        this.queue.push(p); // dropped again while flushing
-        continue;
-      }
-      this.transmit(p);
+    this.flushQueue();
+  }
+
+  /** Send what waits for the connection, in order, while it is open. */
+  private flushQueue(): void {
+    if (this.stateValue !== "open") return;
+    const ws = this.ws;
+    for (const p of this.queue.splice(0)) {
+      if (this.ws !== ws) this.queue.push(p); // dropped again while flushing
+      else this.transmit(p);
     }
   }
 

@@ -16,7 +16,6 @@ export const ErrorCode = {
   BadRoom: 414,
   NotInteger: 422,
   Limit: 429,
-  Internal: 500,
   Unavailable: 503,
   Storage: 507,
 } as const;
@@ -53,7 +52,6 @@ const names: Record<number, string> = {
   414: "bad_room",
   422: "not_integer",
   429: "limit",
-  500: "internal",
   503: "unavailable",
   507: "storage",
 };
@@ -69,7 +67,7 @@ export function codeName(code: number): string {
  * re-read first; 429 only helps after freeing something, so it is not counted.
  */
 export function isRetryable(code: number): boolean {
-  return code === 409 || code === 500 || code === 503 || code === 507;
+  return code === 409 || code === 503 || code === 507;
 }
 
 /** WebSocket close codes the server uses. */

@@ -60,9 +60,9 @@ test("err frames become typed errors with their fields", async () => {
     [room.cas("k", 0, 1), 409, (e) => assert.ok(e instanceof ConflictError && e.ver === 3 && e.retryable)],
     [room.put("k", "v"), 413, (e) => assert.ok(e instanceof TooLargeError && e.max === 1000 && !e.retryable)],
     [room.put("k2", "v"), 429, (e) => assert.ok(e instanceof LimitError && e.max === 100)],
-    [room.publish("x"), 503, (e) => assert.ok(e instanceof ServerError && e.codeName === "unavailable" && e.retryable)],
+    [room.incr("n"), 503, (e) => assert.ok(e instanceof ServerError && e.codeName === "unavailable" && e.retryable)],
     [room.publish("y"), 507, (e) => assert.ok(e instanceof ServerError && e.codeName === "storage" && e.retryable)],
-    [room.get("k"), 500, (e) => assert.ok(e instanceof ServerError && e.codeName === "internal" && e.retryable)],
+    [room.get("k"), 599, (e) => assert.ok(e instanceof ServerError && e.codeName === "unknown" && !e.retryable)],
   ];
   await tick();
   assert.equal(s.sent.length, cases.length);
@@ -77,6 +77,25 @@ test("err frames become typed errors with their fields", async () => {
       return true;
     });
   }
+});
+
+test("503 (shutting down) on a publish: it waits and goes out again on the next connection", async () => {
+  const c = make();
+  await tick();
+  const s1 = FakeSocket.latest();
+  s1.accept();
+  const pub = c.room("r").publish("keep me");
+  await tick();
+  const first = s1.last("pub");
+  s1.serverSend({ t: "err", id: first["id"] as number, code: 503, msg: "shutting down" });
+  s1.serverClose(1001);
+  await tick(20);
+  const s2 = FakeSocket.latest();
+  s2.accept();
+  const again = s2.last("pub");
+  assert.equal(again["mid"], first["mid"]);
+  s2.serverSend({ t: "ack", id: again["id"] as number, seq: 3 });
+  assert.equal(await pub, 3);
 });
 
 test("an err without id is reported as an error event", async () => {
