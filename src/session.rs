@@ -232,9 +232,10 @@ impl Session {
             }
             ClientFrame::Who { id, room } => (room, Command::Who { peer, id }),
         };
+        let subscribing = matches!(cmd, Command::Subscribe { .. });
         self.registry.send(&room, cmd).await.map_err(|e| {
-            if let Some(name) = self.subs.get(room.as_str()).cloned() {
-                self.subs.remove(&name);
+            if subscribing {
+                self.subs.remove(room.as_str());
             }
             ReplyError::new(ErrorCode::Unavailable, e.to_string())
         })

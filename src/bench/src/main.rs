@@ -118,10 +118,17 @@ struct Cli {
     /// '[websocket]\nwrite_buffer_bytes = 4096'.
     #[arg(long, global = true)]
     roomd_extra_toml: Option<String>,
+    /// A command prefix to start roomd under, for profiling only (its CPU and RSS figures then
+    /// describe the wrapper too), e.g. 'valgrind --tool=massif'.
+    #[arg(long, global = true)]
+    roomd_wrapper: Option<String>,
     /// Idle: every connection subscribes to one shared room instead of its own (separates the
     /// cost of a connection from the cost of a room).
     #[arg(long, global = true)]
     idle_shared_room: bool,
+    /// Run the whole matrix this many times; the table shows the median of each figure.
+    #[arg(long, global = true, default_value_t = 1)]
+    repeat: u32,
     /// Also append every JSON line to this file.
     #[arg(long, global = true)]
     json_out: Option<PathBuf>,
@@ -152,7 +159,14 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let cells = rt.block_on(run(&cli));
+    let mut runs = Vec::new();
+    for round in 0..cli.repeat.max(1) {
+        if cli.repeat > 1 {
+            println!("# round {} of {}", round + 1, cli.repeat);
+        }
+        runs.extend(rt.block_on(run(&cli)));
+    }
+    let cells = report::aggregate(&runs);
     println!();
     println!("{}", machine());
     println!("{}", report::side_by_side(&cells));
@@ -179,6 +193,11 @@ async fn run(cli: &Cli) -> Vec<Cell> {
         bins: Binaries {
             roomd: cli.roomd_bin.clone(),
             nats: cli.nats_bin.clone(),
+            roomd_wrapper: cli
+                .roomd_wrapper
+                .as_deref()
+                .map(|w| w.split_whitespace().map(String::from).collect())
+                .unwrap_or_default(),
             roomd_extra_toml: cli
                 .roomd_extra_toml
                 .clone()

@@ -55,3 +55,21 @@ pub fn clk_tck() -> u64 {
             .unwrap_or(100)
     })
 }
+
+/// Busy CPU time of the whole machine so far, in clock ticks (`/proc/stat`: everything but idle
+/// and iowait). Subtracting the server's and the client's share shows how much of the two cores
+/// something else took during a cell: the machine is shared, and a busy neighbour skews figures.
+pub fn machine_busy_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(cpu) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+        return 0;
+    };
+    let v: Vec<u64> = cpu
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let get = |i: usize| v.get(i).copied().unwrap_or(0);
+    get(0) + get(1) + get(2) + get(5) + get(6) + get(7)
+}

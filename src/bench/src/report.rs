@@ -73,6 +73,38 @@ impl Cell {
     }
 }
 
+/// Folds repeated runs of the same cell into one whose every figure is the median of the runs
+/// (`runs` says how many); first-seen order is kept.
+pub fn aggregate(cells: &[Cell]) -> Vec<Cell> {
+    let mut out: Vec<Cell> = Vec::new();
+    let mut groups: Vec<Vec<&Cell>> = Vec::new();
+    for c in cells {
+        match out
+            .iter()
+            .position(|o| o.key() == c.key() && o.broker == c.broker)
+        {
+            Some(i) => groups[i].push(c),
+            None => {
+                out.push(c.clone());
+                groups.push(vec![c]);
+            }
+        }
+    }
+    for (cell, group) in out.iter_mut().zip(&groups) {
+        for (name, value) in cell.metrics.iter_mut() {
+            let mut vs: Vec<f64> = group.iter().filter_map(|c| c.metric(name)).collect();
+            vs.sort_by(|a, b| a.total_cmp(b));
+            *value = match vs.len() {
+                0 => f64::NAN,
+                n if n % 2 == 1 => vs[n / 2],
+                n => (vs[n / 2 - 1] + vs[n / 2]) / 2.0,
+            };
+        }
+        cell.metrics.push(("runs", group.len() as f64));
+    }
+    out
+}
+
 /// The figures compared side by side, per scenario.
 fn headline(scenario: &str) -> &'static [&'static str] {
     match scenario {

@@ -9,7 +9,7 @@ use tokio::sync::{oneshot, watch, Barrier};
 use tokio::task::JoinHandle;
 
 use crate::client::{self, DurableArgs, Pacing, PubArgs, SubArgs};
-use crate::procstat::Sample;
+use crate::procstat::{self, Sample};
 use crate::report::Cell;
 use crate::servers::{Binaries, Broker, Durability, Server};
 use crate::track::{Flow, Totals};
@@ -162,6 +162,7 @@ pub async fn fanout(ctx: &Ctx, broker: Broker, f: FanOut) -> Result<Cell, BenchE
         let before = Sample::read(pid).map_err(|e| BenchError::io("read /proc", e))?;
         let client_before =
             Sample::read(std::process::id()).map_err(|e| BenchError::io("read /proc", e))?;
+        let busy_before = procstat::machine_busy_ticks();
         let start = Instant::now() + Duration::from_millis(100);
         let pubs: Vec<_> = (0..f.pubs)
             .map(|p| {
@@ -199,6 +200,8 @@ pub async fn fanout(ctx: &Ctx, broker: Broker, f: FanOut) -> Result<Cell, BenchE
         let after = Sample::read(pid).map_err(|e| BenchError::io("read /proc", e))?;
         let client_after =
             Sample::read(std::process::id()).map_err(|e| BenchError::io("read /proc", e))?;
+        let busy = procstat::machine_busy_ticks().saturating_sub(busy_before) as f64
+            / procstat::clk_tck() as f64;
         let _ = stop_tx.send(true);
         for h in subs {
             let _ = tokio::time::timeout(Duration::from_secs(10), h).await;
@@ -255,6 +258,10 @@ pub async fn fanout(ctx: &Ctx, broker: Broker, f: FanOut) -> Result<Cell, BenchE
                 ("server_cpu_util", cpu / secs),
                 ("server_rss_kib", after.rss_kib as f64),
                 ("client_cpu_s", client_before.cpu_secs_until(&client_after)),
+                (
+                    "other_cpu_s",
+                    (busy - cpu - client_before.cpu_secs_until(&client_after)).max(0.0),
+                ),
                 (
                     "window",
                     if f.rate.is_some() {
@@ -385,6 +392,9 @@ pub async fn durable(
             .collect();
         ready.wait().await;
         let before = Sample::read(pid).map_err(|e| BenchError::io("read /proc", e))?;
+        let client_before =
+            Sample::read(std::process::id()).map_err(|e| BenchError::io("read /proc", e))?;
+        let busy_before = procstat::machine_busy_ticks();
         let start = Instant::now();
         let (mut acks, mut errors, mut first_err) = (0, 0, None);
         for t in tasks {
@@ -404,6 +414,11 @@ pub async fn durable(
         }
         let secs = start.elapsed().as_secs_f64();
         let after = Sample::read(pid).map_err(|e| BenchError::io("read /proc", e))?;
+        let client_after =
+            Sample::read(std::process::id()).map_err(|e| BenchError::io("read /proc", e))?;
+        let busy = procstat::machine_busy_ticks().saturating_sub(busy_before) as f64
+            / procstat::clk_tck() as f64;
+        let client_cpu = client_before.cpu_secs_until(&client_after);
         if let Some(e) = first_err {
             return Err(e);
         }
@@ -434,6 +449,8 @@ pub async fn durable(
                 ("server_cpu_s", cpu),
                 ("server_cpu_util", cpu / secs),
                 ("server_rss_kib", after.rss_kib as f64),
+                ("client_cpu_s", client_cpu),
+                ("other_cpu_s", (busy - cpu - client_cpu).max(0.0)),
             ],
         })
     })

@@ -52,6 +52,8 @@ pub struct Binaries {
     pub nats: PathBuf,
     /// TOML appended to the generated roomd config (e.g. `[websocket]` sizes).
     pub roomd_extra_toml: String,
+    /// A command prefix roomd is started under, for profiling (e.g. valgrind); empty: none.
+    pub roomd_wrapper: Vec<String>,
 }
 
 /// A running server under test.
@@ -157,7 +159,15 @@ fn start_roomd(
     let data = dir.join("data");
     let log =
         std::fs::File::create(dir.join("server.log")).map_err(|e| BenchError::io("log", e))?;
-    let mut child = Command::new(bin)
+    let mut cmd = match bins.roomd_wrapper.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
+    let mut child = cmd
         .arg("--config")
         .arg(&config)
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
@@ -180,14 +190,14 @@ fn start_roomd(
             }
         }
     });
-    let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+    let addr = match rx.recv_timeout(Duration::from_secs(60)) {
         Ok(addr) => addr,
         Err(_) => {
             let tail = log_tail(&dir);
             let _ = child.kill();
             let _ = child.wait();
             return Err(BenchError::Setup(format!(
-                "roomd did not print `listening on http://ADDR` within 20 s; log:\n{tail}"
+                "roomd did not print `listening on http://ADDR` within 60 s; log:\n{tail}"
             )));
         }
     };
