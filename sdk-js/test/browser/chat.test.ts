@@ -1,6 +1,7 @@
 //! The chat UI in real headless Chromium against the real broker: two pages chat, a reload
-//! shows the history, a broker restart loses nothing, older messages load on scroll-up, a
-//! refused message says so, and a phone-sized screen works. Screenshots go to test-output/.
+//! shows the history, a broker restart and a network drop lose nothing, older messages load on
+//! scroll-up, a refused message says so, and a phone-sized screen works. Screenshots go to
+//! test-output/.
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join as joinPath } from "node:path";
@@ -8,6 +9,7 @@ import { after, before, test } from "node:test";
 import type { Browser, Page } from "playwright-core";
 import type { Client } from "../../src/index.js";
 import { Broker, client, REPO_DIR, roomName, sleep } from "../harness.js";
+import { CuttableProxy } from "../proxy.js";
 import { context, launch, screenshot, watchErrors } from "./browser.js";
 
 let broker: Broker;
@@ -147,7 +149,49 @@ test("two pages chat with each other; a reload shows the history; a restart lose
   }
   assert.equal(await ada.locator("#pending li").count(), 0, "the offline message was confirmed");
   await screenshot(ben, "desktop-after-restart");
+
+  // Ben leaves: Ada is told (after a grace period that hides quick reconnects).
+  await ben.context().close();
+  await ada.locator("#messages li.sys", { hasText: "Ben left" }).waitFor();
+  await ada.locator("#people-list li", { hasText: "Ben" }).waitFor({ state: "detached" });
   assert.deepEqual(errors, []);
+});
+
+test("a network drop: the page shows it, and catches up on everything said meanwhile", async () => {
+  const proxy = await CuttableProxy.start(broker.port);
+  try {
+    const room = roomName("net");
+    const page = await newPage();
+    await page.goto(`${proxy.url}/#${room}`);
+    await page.fill("#name", "Wanderer");
+    await page.click("#join");
+    await page.locator('#conn[data-state="open"]').waitFor();
+    const node = client(broker);
+    sdkClients.push(node);
+    await node.room(room).publishJSON({ text: "before the drop", name: "Node" });
+    await waitForText(page, "before the drop");
+    proxy.cut();
+    await page.locator('#conn[data-state="reconnecting"]').waitFor();
+    for (let i = 1; i <= 5; i++) await node.room(room).publishJSON({ text: `while offline ${i}`, name: "Node" });
+    await send(page, "typed while offline");
+    await screenshot(page, "desktop-network-drop");
+    proxy.restore();
+    await page.locator('#conn[data-state="open"]').waitFor();
+    await waitForText(page, "while offline 5");
+    await waitForText(page, "typed while offline");
+    const expected = ["before the drop", "while offline 1", "while offline 2", "while offline 3", "while offline 4", "while offline 5", "typed while offline"];
+    const rows = await shown(page);
+    assertExactlyOnceInOrder(rows, expected);
+    assert.deepEqual(
+      rows.map((r) => r[2]),
+      expected,
+    );
+    const stored = await node.room(room).history();
+    assert.equal(stored.items.length, expected.length, "the offline message was stored once");
+    assert.deepEqual(errors, []);
+  } finally {
+    await proxy.close();
+  }
 });
 
 test("older messages load on scroll-up", async () => {

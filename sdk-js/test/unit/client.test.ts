@@ -245,3 +245,26 @@ test("a changed epoch is reported as reset and the old replay skipped", async ()
   assert.deepEqual(resets, [2]);
   assert.deepEqual(seen, [4]);
 });
+
+test("heartbeat: a silent connection is pinged, and dropped when the pong does not come", async () => {
+  const c = make({ heartbeat: true, requestTimeout: 100 });
+  await tick();
+  const s = FakeSocket.latest();
+  s.accept({ ...HELLO, ping: 1 }); // ping interval 1 s
+  await tick(1100);
+  assert.equal(s.last("ping")["t"], "ping", "pinged after a silent second");
+  await tick(150);
+  assert.equal(c.state, "reconnecting", "no pong: the connection was given up");
+  assert.ok(FakeSocket.all.length >= 1);
+});
+
+test("heartbeat: a pong keeps the connection", async () => {
+  const c = make({ heartbeat: true, requestTimeout: 300 });
+  await tick();
+  const s = FakeSocket.latest();
+  s.accept({ ...HELLO, ping: 1 });
+  await tick(1100);
+  s.serverSend({ t: "pong", id: s.last("ping")["id"] as number });
+  await tick(400);
+  assert.equal(c.state, "open");
+});
