@@ -230,3 +230,25 @@ async fn repeated_mid_is_acknowledged_with_the_original_seq_across_reconnects() 
     }
     assert!(s.try_event(Duration::from_millis(200)).await.is_none());
 }
+
+#[tokio::test]
+async fn retention_by_age_keeps_only_the_newest_entry_so_seqs_continue() {
+    let b = Broker::start("[retention]\nmax_age_secs = 1\nsweep_interval_secs = 1\n");
+    let mut p = Client::connect(&b).await;
+    for i in 1..=5u8 {
+        p.publish_seq("aged", &[i]).await;
+    }
+    let mut earliest = 0;
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut s = Client::connect(&b).await;
+        if let ServerFrame::Subbed { earliest: e, .. } = s.sub("aged", Some(0)).await {
+            earliest = e;
+        }
+        if earliest == 5 {
+            break;
+        }
+    }
+    assert_eq!(earliest, 5, "old entries were not trimmed");
+    assert_eq!(p.publish_seq("aged", b"new").await, 6);
+}

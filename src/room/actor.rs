@@ -106,30 +106,31 @@ struct Dedup {
 }
 
 pub async fn run(name: Arc<str>, mut rx: mpsc::Receiver<Command>, registry: Arc<Registry>) {
-    let tx = match registry_sender(&registry, &name) {
-        Some(tx) => tx,
-        None => {
-            registry.stopped(&name, false);
-            return;
-        }
-    };
-    let snap = match load(&registry, &name).await {
-        Ok(snap) => snap,
-        Err(e) => {
-            tracing::error!(room = %name, error = %e, "room load failed");
-            fail_all(&mut rx, &e);
-            registry.stopped(&name, false);
-            return;
-        }
-    };
-    let mut room = Room::new(name.clone(), registry.clone(), tx, snap);
-    let closed = room.run(&mut rx).await;
-    registry.stopped(&name, closed);
-}
-
-fn registry_sender(registry: &Registry, name: &str) -> Option<mpsc::Sender<Command>> {
     // The handle was inserted before this task was spawned; a clone lets replay tasks reach us.
-    registry.sender(name)
+    let unloaded = match (registry.sender(&name), load(&registry, &name).await) {
+        (Some(tx), Ok(snap)) => {
+            Room::new(name.clone(), registry.clone(), tx, snap)
+                .run(&mut rx)
+                .await
+        }
+        (_, Err(e)) => {
+            tracing::error!(room = %name, error = %e, "room load failed");
+            fail_all(&mut rx, ErrorCode::Storage, &e.to_string());
+            false
+        }
+        (None, _) => false,
+    };
+    // Closing first lets the registry see this inbox is dead and drop its entry, so the next
+    // command for the room starts a fresh task instead of hitting a closed channel forever.
+    rx.close();
+    if !unloaded {
+        fail_all(
+            &mut rx,
+            ErrorCode::Unavailable,
+            "room stopped; the server is shutting down",
+        );
+    }
+    registry.stopped(&name, unloaded);
 }
 
 async fn load(registry: &Arc<Registry>, name: &Arc<str>) -> Result<RoomSnapshot, StoreError> {
@@ -145,11 +146,11 @@ async fn load(registry: &Arc<Registry>, name: &Arc<str>) -> Result<RoomSnapshot,
         .map_err(|e| StoreError::Io(std::io::Error::other(e)))?
 }
 
-/// A room that cannot load answers everything queued with a storage error.
-fn fail_all(rx: &mut mpsc::Receiver<Command>, e: &StoreError) {
+/// Answers every command still queued for a room that stops without running them.
+fn fail_all(rx: &mut mpsc::Receiver<Command>, code: ErrorCode, msg: &str) {
     while let Ok(cmd) = rx.try_recv() {
         if let Some((peer, id)) = requester(&cmd) {
-            peer.send_err(Some(id), ReplyError::new(ErrorCode::Storage, e.to_string()));
+            peer.send_err(Some(id), ReplyError::new(code, msg));
         }
     }
 }
