@@ -13,13 +13,13 @@ import {
   DisconnectedError,
   errorFromFrame,
   ProtocolError,
-  QueueFullError,
   RoomdError,
   TimeoutError,
   TooLargeError,
 } from "./errors.js";
 import { parseServerFrame, req, withId, type Hello, type Limits, type Reply, type Request, type ServerFrame } from "./frames.js";
-import { Room, type RoomHost, type RequestKind } from "./room.js";
+import { Requests, type Pending, type RequestKind } from "./requests.js";
+import { Room, type RoomHost } from "./room.js";
 import {
   defaultWebSocket,
   normalizeUrl,
@@ -77,19 +77,6 @@ export interface ClientEvents {
   error: [error: RoomdError];
 }
 
-interface Pending {
-  readonly request: Request;
-  readonly expect: Reply["t"];
-  readonly kind: RequestKind;
-  readonly resolve: (reply: Reply) => void;
-  readonly reject: (error: RoomdError) => void;
-  /** Encoded size of the frame as last sent. */
-  bytes: number;
-  timer: ReturnType<typeof setTimeout> | undefined;
-}
-
-const MAX_ID = 0xffff_ffff;
-
 function randomId(bytes: number): string {
   const b = new Uint8Array(bytes);
   globalThis.crypto.getRandomValues(b);
@@ -104,13 +91,11 @@ export class Client extends Emitter<ClientEvents> implements RoomHost {
   private readonly WS: WebSocketConstructor;
   private readonly backoff: Backoff | undefined;
   private readonly rooms = new Map<string, Room>();
-  private readonly queue: Pending[] = [];
-  private readonly inflight = new Map<number, Pending>();
+  private readonly requests: Requests;
   private ws: WebSocketLike | undefined;
   private current: Hello | undefined;
   private lastHello: Hello | undefined;
   private stateValue: ConnectionState = "connecting";
-  private nextIdValue = 1;
   private midPrefix = randomId(4);
   private midCounter = 0;
   private timers = new Set<ReturnType<typeof setTimeout>>();
@@ -128,6 +113,7 @@ export class Client extends Emitter<ClientEvents> implements RoomHost {
     if (WS === undefined) throw new TypeError("no WebSocket implementation: pass options.WebSocket (for example the ws package)");
     this.WS = WS;
     this.clientId = options.clientId ?? randomId(8);
+    this.requests = new Requests(options.maxQueue ?? 1000);
     this.backoff = options.reconnect === false ? undefined : new Backoff(options.reconnect === true ? {} : options.reconnect);
     const g = globalThis as { addEventListener?: (type: string, fn: () => void) => void };
     if (typeof g.addEventListener === "function") g.addEventListener("online", this.onOnline);
@@ -228,14 +214,9 @@ export class Client extends Emitter<ClientEvents> implements RoomHost {
     check?: (l: Limits) => RoomdError | undefined,
   ): void {
     if (this.closedError !== undefined) return reject(this.closedError);
-    const p: Pending = { request: r, expect, kind, resolve, reject, bytes: 0, timer: undefined };
-    const limits = this.limits;
-    const refused = check !== undefined && this.opts.checkLimits !== false && limits !== undefined ? check(limits) : undefined;
-    if (refused !== undefined) return reject(refused);
-    if (this.stateValue === "open") return this.transmit(p);
-    const max = this.opts.maxQueue ?? 1000;
-    if (this.queue.length >= max) return reject(new QueueFullError(max));
-    this.queue.push(p);
+    const p: Pending = { request: r, expect, kind, resolve, reject, check, bytes: 0, timer: undefined };
+    if (this.stateValue === "open") this.transmit(p);
+    else if (this.refused(p) === undefined) this.requests.enqueue(p);
   }
 
   // -- RoomHost ----------------------------------------------------------------------------
@@ -339,7 +320,7 @@ export class Client extends Emitter<ClientEvents> implements RoomHost {
         this.rooms.get(f.room)?.handleEvent(f);
         return;
       case "err":
-        if (f.id === undefined || !this.inflight.has(f.id)) {
+        if (f.id === undefined || !this.requests.isInFlight(f.id)) {
           const err = errorFromFrame(f);
           if (f.code === 401) this.pendingAuthError = err;
           this.emit("error", err);
@@ -352,14 +333,12 @@ export class Client extends Emitter<ClientEvents> implements RoomHost {
   }
 
   private settle(id: number, reply: Reply): void {
-    const p = this.inflight.get(id);
+    const p = this.requests.take(id);
     if (p === undefined) return; // timed out already
-    this.inflight.delete(id);
-    if (p.timer !== undefined) clearTimeout(p.timer);
     if (reply.t === "err" && reply.code === ErrorCode.Unavailable && p.kind === "safe") {
       // 503: the broker is shutting down and did nothing. A publish (it has its mid) or a read
       // waits and goes out again on the next connection, as if it had been made offline.
-      this.queue.unshift(p);
+      this.requests.requeue([p]);
       this.later(1000, () => this.flushQueue());
       return;
     }
@@ -385,19 +364,30 @@ export class Client extends Emitter<ClientEvents> implements RoomHost {
   private flushQueue(): void {
     if (this.stateValue !== "open") return;
     const ws = this.ws;
-    for (const p of this.queue.splice(0)) {
-      if (this.ws !== ws) this.queue.push(p); // dropped again while flushing
-      else this.transmit(p);
-    }
+    const waiting = this.requests.takeWaiting();
+    waiting.forEach((p, i) => {
+      if (this.ws === ws) this.transmit(p);
+      else this.requests.requeue(waiting.slice(i)); // dropped again while flushing
+    });
+  }
+
+  /** The limits refuse `p` (it is rejected): the error, else undefined. */
+  private refused(p: Pending): RoomdError | undefined {
+    const limits = this.limits;
+    if (p.check === undefined || this.opts.checkLimits === false || limits === undefined) return undefined;
+    const err = p.check(limits);
+    if (err !== undefined) p.reject(err);
+    return err;
   }
 
   private transmit(p: Pending): void {
     const ws = this.ws;
     if (ws === undefined || ws.readyState !== OPEN) {
-      this.queue.push(p);
+      this.requests.requeue([p]);
       return;
     }
-    const id = this.allocId();
+    if (this.refused(p) !== undefined) return;
+    const id = this.requests.allocId();
     const bytes = encode(withId(p.request, id));
     const limits = this.current?.limits;
     if (limits !== undefined && this.opts.checkLimits !== false && bytes.byteLength > limits.frame) {
@@ -405,28 +395,12 @@ export class Client extends Emitter<ClientEvents> implements RoomHost {
       return;
     }
     p.bytes = bytes.byteLength;
-    this.inflight.set(id, p);
-    p.timer = setTimeout(() => {
-      if (this.inflight.get(id) !== p) return;
-      this.inflight.delete(id);
-      p.reject(new TimeoutError(`no reply to ${p.request.t} within ${this.requestTimeout()} ms`));
-    }, this.requestTimeout());
+    const timeout = this.opts.requestTimeout ?? 10_000;
+    this.requests.sent(id, p, timeout, () => p.reject(new TimeoutError(`no reply to ${p.request.t} within ${timeout} ms`)));
     try {
       ws.send(bytes);
     } catch {
       // The socket is going away; its close handler requeues or fails `p`.
-    }
-  }
-
-  private requestTimeout(): number {
-    return this.opts.requestTimeout ?? 10_000;
-  }
-
-  private allocId(): number {
-    for (;;) {
-      const id = this.nextIdValue;
-      this.nextIdValue = id >= MAX_ID ? 1 : id + 1;
-      if (!this.inflight.has(id)) return id;
     }
   }
 
@@ -471,15 +445,13 @@ export class Client extends Emitter<ClientEvents> implements RoomHost {
     // Requests in flight: resend the safe ones (a publish carries its mid, so the server
     // de-duplicates it), fail the rest. After 1009 the oversized frame must not be resent.
     const requeue: Pending[] = [];
-    for (const p of this.inflight.values()) {
-      if (p.timer !== undefined) clearTimeout(p.timer);
+    for (const p of this.requests.takeInFlight()) {
       if (code === CloseCode.MessageTooBig && limits !== undefined && p.bytes > limits.frame) {
         p.reject(new TooLargeError(`frame is ${p.bytes} bytes, limit ${limits.frame}`, limits.frame));
       } else if (p.kind === "safe") requeue.push(p);
       else p.reject(new DisconnectedError(`connection lost while ${p.request.t} was in flight (close ${code})`));
     }
-    this.inflight.clear();
-    this.queue.unshift(...requeue);
+    this.requests.requeue(requeue);
     for (const room of this.rooms.values()) room.handleDisconnect();
     this.afterClose(code, reason);
   }
@@ -519,12 +491,7 @@ export class Client extends Emitter<ClientEvents> implements RoomHost {
     }
     const g = globalThis as { removeEventListener?: (type: string, fn: () => void) => void };
     if (typeof g.removeEventListener === "function") g.removeEventListener("online", this.onOnline);
-    for (const p of this.inflight.values()) {
-      if (p.timer !== undefined) clearTimeout(p.timer);
-      p.reject(err);
-    }
-    this.inflight.clear();
-    for (const p of this.queue.splice(0)) p.reject(err);
+    this.requests.rejectAll(err);
     for (const room of this.rooms.values()) room.handleClosed(err);
     this.setState("closed");
   }

@@ -1,7 +1,8 @@
 /**
  * roomd SDK: durable rooms over WebSocket + MessagePack.
  *
- * - `client.ts`   the connection state machine, requests, offline queue, reconnects
+ * - `client.ts`   the connection state machine: dialing, dispatch, reconnects, heartbeats
+ * - `requests.ts` request ids, replies in flight with timeouts, the bounded offline queue
  * - `room.ts`     a room: subscription with resume, presence, state mirror, log and state requests
  * - `message.ts`  what the log holds: `Message`, `StateChange`
  * - `frames.ts`   the wire frames: request builders and the checked server frame parser
@@ -21,8 +22,8 @@ export {
   type StateEntry,
   type ResetInfo,
   type GapInfo,
-  type RequestKind,
 } from "./room.js";
+export type { RequestKind } from "./requests.js";
 export { Message, StateChange, type LogEntry } from "./message.js";
 export type { Hello, Limits, Member, StateItem, HistOptions, ListOptions, Request, Reply, ServerFrame } from "./frames.js";
 export { req, withId, parseServerFrame } from "./frames.js";

@@ -26,15 +26,7 @@ import {
   type Subbed,
 } from "./frames.js";
 import { Message, StateChange, toEntry, type LogEntry } from "./message.js";
-
-/** What a request does when the connection drops while it is in flight. */
-export type RequestKind =
-  /** Resent after reconnecting (reads, and publishes, which carry a mid). */
-  | "safe"
-  /** Failed with DisconnectedError (mutations: they may have been applied). */
-  | "unsafe"
-  /** The SDK's own (subscriptions, heartbeats): failed, the SDK redoes them itself. */
-  | "internal";
+import type { RequestKind } from "./requests.js";
 
 /** What a Room needs from its Client. */
 export interface RoomHost {

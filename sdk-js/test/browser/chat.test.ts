@@ -69,8 +69,9 @@ function assertExactlyOnceInOrder(rows: [number, string, string][], texts: strin
   for (const t of texts) assert.equal(rows.filter((r) => r[2] === t).length, 1, `"${t}" shown exactly once`);
 }
 
-test("the broker serves the committed UI bundle", async () => {
-  if (process.env["ROOMD_UI_FROM_DISK"] === "1") return;
+const fromDisk = process.env["ROOMD_UI_FROM_DISK"] === "1";
+
+test("the broker serves the committed UI bundle", { skip: fromDisk && "ROOMD_UI_FROM_DISK=1: pages load src/ui from disk" }, async () => {
   for (const file of ["app.js", "app.css"]) {
     const served = Buffer.from(await (await fetch(`${broker.url}/${file}`)).arrayBuffer());
     const committed = readFileSync(joinPath(REPO_DIR, "src/ui", file));

@@ -1,0 +1,246 @@
+/**
+ * One open room in the chat: its subscription with presence, the history (last page on join,
+ * older pages on scroll-up), live messages placed by seq (each shown once), and sending with
+ * a local echo that is confirmed by the publish's seq or marked refused.
+ */
+import type { Client, LogEntry, Member, Message, Room, Subscription } from "../src/index.js";
+import { refusal, showNotice, ui } from "./dom.js";
+import { Presence } from "./presence.js";
+import { avatar, h, messageRow, regroup, seqOf, systemRow } from "./view.js";
+
+/** Messages per history page. */
+const PAGE = 50;
+
+/** A chat message's payload: UTF-8 JSON. */
+export interface ChatPayload {
+  text: string;
+  name: string;
+}
+
+function payloadOf(m: Message): ChatPayload {
+  try {
+    const v = m.json<unknown>();
+    if (typeof v === "object" && v !== null && typeof (v as ChatPayload).text === "string") {
+      const name = (v as ChatPayload).name;
+      return { text: (v as ChatPayload).text, name: typeof name === "string" && name !== "" ? name : (m.uid ?? "anonymous") };
+    }
+  } catch {
+    // not a chat message: show what it is
+  }
+  return { text: m.data.length === 0 ? "(empty message)" : m.text(), name: m.uid ?? `conn ${m.from.slice(-4)}` };
+}
+
+export class ChatRoom {
+  private readonly room: Room;
+  private readonly offs: (() => void)[] = [];
+  private readonly rendered = new Map<number, HTMLLIElement>();
+  private readonly presence: Presence;
+  private oldest: number | undefined;
+  private more = false;
+  private loading = false;
+  private started = false;
+  private stopped = false;
+
+  constructor(
+    readonly name: string,
+    private readonly me: string,
+    private readonly client: Client,
+    /** Every connection id this page has had: their messages are "mine". */
+    private readonly myConns: ReadonlySet<string>,
+  ) {
+    this.room = client.room(name);
+    this.presence = new Presence((text) => this.system(text), () => client.conn);
+  }
+
+  async start(): Promise<void> {
+    const r = this.room;
+    this.offs.push(
+      r.on("message", (m) => this.live(m)),
+      r.on("join", (m) => this.presence.join(m)),
+      r.on("leave", (m) => this.presence.leave(m)),
+      r.on("presence", (ms) => this.people(ms)),
+      r.on("subscribed", (s) => this.subscribed(s)),
+      r.on("reset", () => void this.reload()),
+      r.on("gap", (g) => this.system(`Messages ${g.from}–${g.to} are no longer kept by the server.`, true)),
+      r.on("error", (e) => this.system(`Lost the room: ${e.message}`, true)),
+    );
+    try {
+      await r.subscribe({ presence: true, info: { name: this.me } });
+    } catch (e) {
+      if (this.stopped) return;
+      showNotice(`Cannot open #${this.name}: ${e instanceof Error ? e.message : String(e)}`);
+    }
+  }
+
+  stop(): void {
+    this.stopped = true;
+    for (const off of this.offs) off();
+    this.presence.stop();
+    void this.room.unsubscribe();
+  }
+
+  private subscribed(s: Subscription): void {
+    if (!this.started) {
+      this.started = true;
+      this.presence.reset(this.room.members);
+      void this.loadInitial(s.last);
+    } else {
+      this.presence.resync(this.room.members);
+    }
+  }
+
+  private async loadInitial(last: number): Promise<void> {
+    this.loading = true;
+    ui.logTop.textContent = "Loading messages…";
+    try {
+      const page = await this.room.history({ before: last + 1, limit: PAGE });
+      if (this.stopped) return;
+      for (const item of page.items) this.render(item);
+      this.oldest = page.items[0]?.seq;
+      this.more = page.more && this.oldest !== undefined;
+    } catch (e) {
+      this.system(`Could not load history: ${e instanceof Error ? e.message : String(e)}`, true);
+    } finally {
+      this.loading = false;
+    }
+    this.showTop();
+    this.scrollToBottom();
+    // Fill a tall screen: keep loading while nothing can scroll yet.
+    while (!this.stopped && this.more && ui.log.scrollHeight <= ui.log.clientHeight + 40) {
+      if (!(await this.loadOlder())) break;
+    }
+  }
+
+  /** The page before the oldest shown message, prepended without moving what the user sees. */
+  async loadOlder(): Promise<boolean> {
+    if (this.loading || !this.more || this.oldest === undefined) return false;
+    this.loading = true;
+    ui.logTop.textContent = "Loading older messages…";
+    const before = this.oldest;
+    try {
+      const page = await this.room.history({ before, limit: PAGE });
+      if (this.stopped) return false;
+      const height = ui.log.scrollHeight;
+      const top = ui.log.scrollTop;
+      for (const item of page.items) this.render(item);
+      ui.log.scrollTop = top + (ui.log.scrollHeight - height);
+      this.oldest = page.items[0]?.seq ?? before;
+      this.more = page.more && page.items.length > 0;
+      return true;
+    } catch (e) {
+      this.system(`Could not load older messages: ${e instanceof Error ? e.message : String(e)}`, true);
+      return false;
+    } finally {
+      this.loading = false;
+      this.showTop();
+    }
+  }
+
+  private showTop(): void {
+    ui.logTop.textContent = this.more ? "Scroll up for older messages" : `This is the beginning of #${this.name}.`;
+  }
+
+  private async reload(): Promise<void> {
+    ui.messages.replaceChildren();
+    this.rendered.clear();
+    this.system("The room's history was reset on the server.", true);
+    await this.loadInitial(this.room.lastSeq ?? 0);
+  }
+
+  private live(m: Message): void {
+    const stick = this.nearBottom();
+    const row = this.render(m);
+    if (row === undefined) return;
+    if (stick || row.classList.contains("mine")) this.scrollToBottom();
+    else ui.jump.hidden = false;
+  }
+
+  /** Show a log entry once, at its place by seq. */
+  private render(entry: LogEntry): HTMLLIElement | undefined {
+    if (entry.kind !== "message" || this.rendered.has(entry.seq)) return undefined;
+    const p = payloadOf(entry);
+    const row = messageRow({ seq: entry.seq, ts: entry.ts, name: p.name, text: p.text, mine: this.myConns.has(entry.from) });
+    this.place(row, entry.seq);
+    return row;
+  }
+
+  private place(row: HTMLLIElement, seq: number): void {
+    this.rendered.set(seq, row);
+    row.dataset["seq"] = String(seq);
+    let after: Element | null = null;
+    let middle = false;
+    for (let el = ui.messages.lastElementChild; el !== null; el = el.previousElementSibling) {
+      const s = seqOf(el);
+      if (s === undefined) continue;
+      if (s < seq) {
+        after = el;
+        break;
+      }
+      middle = true;
+    }
+    if (!middle) ui.messages.append(row);
+    else if (after !== null) after.after(row);
+    else ui.messages.prepend(row);
+    regroup(row);
+    regroup(row.nextElementSibling);
+  }
+
+  private system(text: string, warn = false): void {
+    const stick = this.nearBottom();
+    ui.messages.append(systemRow(text, warn));
+    if (stick) this.scrollToBottom();
+  }
+
+  private people(members: Member[]): void {
+    const groups = this.presence.groups(members);
+    ui.peopleCount.textContent = String(groups.length);
+    ui.peopleList.replaceChildren(
+      ...groups.map((g) => {
+        const li = h("li");
+        li.append(avatar(g.name), h("span", "who", g.name));
+        if (g.you) li.append(h("span", "you", "(you)"));
+        if (g.count > 1) li.append(h("span", "count", `×${g.count}`));
+        return li;
+      }),
+    );
+  }
+
+  send(text: string): void {
+    const echo = messageRow({ ts: Date.now(), name: this.me, text, mine: true });
+    echo.classList.add("pending");
+    const status = h("span", "status", pendingText(this.client));
+    echo.append(status);
+    ui.pending.append(echo);
+    this.scrollToBottom();
+    this.room.publishJSON({ text, name: this.me } satisfies ChatPayload).then(
+      (seq) => {
+        echo.classList.remove("pending");
+        status.remove();
+        if (this.rendered.has(seq) || this.stopped) echo.remove();
+        else this.place(echo, seq);
+      },
+      (e: unknown) => {
+        echo.classList.remove("pending");
+        echo.classList.add("failed");
+        const shown = echo.querySelector(".text");
+        if (shown !== null && text.length > 300) shown.textContent = `${text.slice(0, 300)}… (${text.length - 300} more characters)`;
+        status.textContent = refusal(e);
+        showNotice(refusal(e));
+      },
+    );
+  }
+
+  nearBottom(): boolean {
+    return ui.log.scrollHeight - ui.log.scrollTop - ui.log.clientHeight < 80;
+  }
+
+  scrollToBottom(): void {
+    ui.log.scrollTop = ui.log.scrollHeight;
+    ui.jump.hidden = true;
+  }
+}
+
+/** The status line of a message not yet confirmed. */
+export function pendingText(client: Client): string {
+  return client.state === "open" ? "Sending…" : "Waiting for the connection…";
+}

@@ -1,0 +1,59 @@
+/** The page's elements (from index.html) and the notices shown over them. */
+import { ClosedError, QueueFullError, RoomdError, TooLargeError } from "../src/index.js";
+import { byId } from "./view.js";
+
+export const ui = {
+  welcome: byId<HTMLElement>("welcome"),
+  form: byId<HTMLFormElement>("join-form"),
+  nameInput: byId<HTMLInputElement>("name"),
+  roomInput: byId<HTMLInputElement>("room"),
+  privateBtn: byId<HTMLButtonElement>("private"),
+  chat: byId<HTMLElement>("chat"),
+  title: byId<HTMLElement>("room-title"),
+  me: byId<HTMLElement>("me"),
+  conn: byId<HTMLElement>("conn"),
+  connText: byId<HTMLElement>("conn-text"),
+  leave: byId<HTMLButtonElement>("leave"),
+  share: byId<HTMLButtonElement>("share"),
+  peopleToggle: byId<HTMLButtonElement>("people-toggle"),
+  peopleCount: byId<HTMLElement>("people-count"),
+  people: byId<HTMLElement>("people"),
+  peopleList: byId<HTMLElement>("people-list"),
+  log: byId<HTMLElement>("log"),
+  logTop: byId<HTMLElement>("log-top"),
+  messages: byId<HTMLOListElement>("messages"),
+  pending: byId<HTMLOListElement>("pending"),
+  jump: byId<HTMLButtonElement>("jump"),
+  notice: byId<HTMLElement>("notice"),
+  composer: byId<HTMLFormElement>("composer"),
+  text: byId<HTMLTextAreaElement>("text"),
+  toast: byId<HTMLElement>("toast"),
+};
+
+let noticeTimer: ReturnType<typeof setTimeout> | undefined;
+export function showNotice(text: string): void {
+  ui.notice.textContent = text;
+  ui.notice.hidden = false;
+  clearTimeout(noticeTimer);
+  noticeTimer = setTimeout(() => (ui.notice.hidden = true), 10_000);
+}
+
+let toastTimer: ReturnType<typeof setTimeout> | undefined;
+export function toast(text: string): void {
+  ui.toast.textContent = text;
+  ui.toast.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => (ui.toast.hidden = true), 2500);
+}
+
+function kb(n: number): string {
+  return n >= 1024 ? `${Math.round(n / 1024)} KB` : `${n} bytes`;
+}
+
+export function refusal(e: unknown): string {
+  if (e instanceof TooLargeError) return `Message refused: it is too large${e.max !== undefined ? ` (the limit is ${kb(e.max)})` : ""}.`;
+  if (e instanceof QueueFullError) return "Message refused: too many messages are waiting for the connection.";
+  if (e instanceof ClosedError) return "Message not sent: the connection is closed.";
+  if (e instanceof RoomdError) return `Message refused: ${e.message} (${String(e.code)}).`;
+  return `Message not sent: ${String(e)}`;
+}
