@@ -67,6 +67,37 @@ test("400: a text frame or a non-map is answered with err 400 and the connection
   assert.deepEqual(frames[frames.length - 1], { t: "pong", id: 9 });
 });
 
+test("version negotiation: no subprotocol gets v1; an unknown one is refused with HTTP 400", async () => {
+  const plain = new WebSocket(broker.wsUrl);
+  const hello = await new Promise<Record<string, unknown>>((res, rej) => {
+    plain.once("message", (d: Buffer) => res(decode(new Uint8Array(d)) as Record<string, unknown>));
+    plain.once("error", rej);
+  });
+  plain.close();
+  assert.equal(hello["t"], "hello");
+  assert.equal(hello["v"], 1);
+  const status = await new Promise<number>((res) => {
+    const ws = new WebSocket(broker.wsUrl, ["roomd.v9"]);
+    ws.once("unexpected-response", (_req, resp) => {
+      res(resp.statusCode ?? 0);
+      ws.terminate();
+    });
+    ws.once("open", () => res(101));
+    ws.once("error", () => undefined);
+  });
+  assert.equal(status, 400);
+});
+
+test("unknown keys are ignored and nil reads as absent", async () => {
+  const c = mk();
+  const room = roomName();
+  await c.room(room).publish("x");
+  const pong = await c.request({ t: "ping", future: { a: 1 } }, "pong");
+  assert.equal(pong.t, "pong");
+  const hist = await c.request({ t: "hist", room, after: null, before: null, limit: null, shiny: true }, "hist");
+  assert.ok(hist.t === "hist" && hist.items.length === 1);
+});
+
 test("404: unsub of a room not subscribed", async () => {
   await assert.rejects(mk().request(req.unsub(roomName()), "ok"), isServerError(404, "not_subscribed"));
 });
