@@ -175,6 +175,7 @@ export class Room extends Emitter<RoomEvents> {
   async unsubscribe(): Promise<void> {
     if (this.want === undefined) return;
     this.want = undefined;
+    this.lastSeq = undefined; // a later subscribe starts live unless it gives `since`
     this.generation++;
     const wasOnWire = this.wire !== "none";
     this.wire = "none";
