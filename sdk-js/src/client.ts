@@ -77,6 +77,10 @@ export interface ClientEvents {
   error: [error: RoomdError];
 }
 
+function ignore(): void {
+  // A socket being abandoned may still report errors (closing while connecting); they are moot.
+}
+
 function randomId(bytes: number): string {
   const b = new Uint8Array(bytes);
   globalThis.crypto.getRandomValues(b);
@@ -428,7 +432,7 @@ export class Client extends Emitter<ClientEvents> implements RoomHost {
     this.ws = undefined;
     ws.onmessage = null;
     ws.onclose = null;
-    ws.onerror = null;
+    ws.onerror = ignore; // not null: `ws` in Node throws an error event nobody listens to
     if (ws.readyState <= OPEN) {
       try {
         ws.close();
@@ -481,7 +485,7 @@ export class Client extends Emitter<ClientEvents> implements RoomHost {
     if (ws !== undefined) {
       ws.onmessage = null;
       ws.onclose = null;
-      ws.onerror = null;
+      ws.onerror = ignore; // not null: `ws` in Node throws an error event nobody listens to
       try {
         if (userClose) ws.close(CloseCode.Normal);
         else ws.close();
