@@ -106,7 +106,7 @@ struct Cli {
     /// Durable: concurrent publishers, one publish in flight each.
     #[arg(long, global = true, value_delimiter = ',')]
     concurrency: Option<Vec<usize>>,
-    /// Durable: roomd modes to measure.
+    /// Latency and durable: roomd storage modes to measure.
     #[arg(
         long,
         global = true,
@@ -259,7 +259,10 @@ async fn run(cli: &Cli) -> Vec<Cell> {
                     };
                     for &b in &brokers {
                         let what = format!("fanout {b:?} {f:?}");
-                        emit(scenario::fanout(&ctx, b, f).await, what);
+                        emit(
+                            scenario::fanout(&ctx, b, Durability::Durable, f).await,
+                            what,
+                        );
                     }
                 }
             }
@@ -274,7 +277,10 @@ async fn run(cli: &Cli) -> Vec<Cell> {
                 rate: Some(cli.rate),
             };
             for &b in &brokers {
-                emit(scenario::fanout(&ctx, b, f).await, format!("latency {b:?}"));
+                for d in modes(cli, b) {
+                    let r = scenario::fanout(&ctx, b, d, f).await;
+                    emit(r, format!("latency {b:?} {d:?}"));
+                }
             }
         }
     }
@@ -298,19 +304,7 @@ async fn run(cli: &Cli) -> Vec<Cell> {
             .unwrap_or(if q { vec![1, 16] } else { vec![1, 16, 64] });
         for &c in &conc {
             for &b in &brokers {
-                let modes: Vec<Durability> = match b {
-                    Broker::Nats => vec![Durability::Durable],
-                    Broker::Roomd => cli
-                        .modes
-                        .iter()
-                        .filter_map(|m| match m.as_str() {
-                            "durable" => Some(Durability::Durable),
-                            "relaxed" => Some(Durability::Relaxed),
-                            _ => None,
-                        })
-                        .collect(),
-                };
-                for d in modes {
+                for d in modes(cli, b) {
                     let r = scenario::durable(&ctx, b, d, c.clamp(1, 256), 64, 64).await;
                     emit(r, format!("durable {b:?} {d:?} {c}"));
                 }
@@ -318,6 +312,22 @@ async fn run(cli: &Cli) -> Vec<Cell> {
         }
     }
     cells
+}
+
+/// The storage modes to measure a broker in: roomd's from `--modes`, one for nats.
+fn modes(cli: &Cli, b: Broker) -> Vec<Durability> {
+    match b {
+        Broker::Nats => vec![Durability::Durable],
+        Broker::Roomd => cli
+            .modes
+            .iter()
+            .filter_map(|m| match m.as_str() {
+                "durable" => Some(Durability::Durable),
+                "relaxed" => Some(Durability::Relaxed),
+                _ => None,
+            })
+            .collect(),
+    }
 }
 
 /// The machine and versions, printed with the results.

@@ -73,3 +73,30 @@ pub fn machine_busy_ticks() -> u64 {
     let get = |i: usize| v.get(i).copied().unwrap_or(0);
     get(0) + get(1) + get(2) + get(5) + get(6) + get(7)
 }
+
+/// The disk's current fsync latency: the median of 15 rounds of rewriting 4 KiB in a scratch
+/// file under the temp dir and `fdatasync`ing it, in microseconds. Durable acks cannot beat it,
+/// and on a shared machine it moves with the neighbours' writes, so cells that fsync report it.
+pub fn fsync_probe_us() -> f64 {
+    use std::io::{Seek, SeekFrom, Write};
+    let path = std::env::temp_dir().join(format!("roomd-bench.{}.fsync-probe", std::process::id()));
+    let Ok(mut f) = std::fs::File::create(&path) else {
+        return f64::NAN;
+    };
+    let block = [0x5au8; 4096];
+    let mut times = Vec::with_capacity(15);
+    for _ in 0..16 {
+        let t = std::time::Instant::now();
+        let ok = f.seek(SeekFrom::Start(0)).is_ok()
+            && f.write_all(&block).is_ok()
+            && f.sync_data().is_ok();
+        if ok {
+            times.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    let _ = std::fs::remove_file(&path);
+    // The first round allocates the block; leave it out.
+    let mut times: Vec<f64> = times.into_iter().skip(1).collect();
+    times.sort_by(|a, b| a.total_cmp(b));
+    times.get(times.len() / 2).copied().unwrap_or(f64::NAN)
+}

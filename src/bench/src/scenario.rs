@@ -116,10 +116,15 @@ impl FanOut {
     }
 }
 
-pub async fn fanout(ctx: &Ctx, broker: Broker, f: FanOut) -> Result<Cell, BenchError> {
+pub async fn fanout(
+    ctx: &Ctx,
+    broker: Broker,
+    durability: Durability,
+    f: FanOut,
+) -> Result<Cell, BenchError> {
     let window = f.window(ctx);
     let duration = ctx.duration;
-    with_server(ctx, broker, Durability::Durable, move |server| async move {
+    with_server(ctx, broker, durability, move |server| async move {
         stats::reset();
         let pid = server.pid;
         let target = client::target(broker, &server, 64 * 1024);
@@ -159,6 +164,7 @@ pub async fn fanout(ctx: &Ctx, broker: Broker, f: FanOut) -> Result<Cell, BenchE
             Some(r) => Pacing::Rate(r / f.pubs as f64),
             None => Pacing::Window(window),
         };
+        let fsync_us = procstat::fsync_probe_us();
         let before = Sample::read(pid).map_err(|e| BenchError::io("read /proc", e))?;
         let client_before =
             Sample::read(std::process::id()).map_err(|e| BenchError::io("read /proc", e))?;
@@ -228,7 +234,7 @@ pub async fn fanout(ctx: &Ctx, broker: Broker, f: FanOut) -> Result<Cell, BenchE
                 "fanout"
             },
             params,
-            broker: broker.name().to_string(),
+            broker: label(broker, durability),
             metrics: vec![
                 ("deliveries_per_s", deliveries as f64 / secs),
                 (
@@ -271,6 +277,7 @@ pub async fn fanout(ctx: &Ctx, broker: Broker, f: FanOut) -> Result<Cell, BenchE
                     },
                 ),
                 ("setup_s", setup_s),
+                ("disk_fsync_us", fsync_us),
             ],
         })
     })
@@ -373,6 +380,7 @@ pub async fn durable(
         if broker == Broker::Nats {
             nats_client::create_stream(&target, "BENCH", "bench.>").await?;
         }
+        let fsync_us = procstat::fsync_probe_us();
         let ready = Arc::new(Barrier::new(concurrency + 1));
         let tasks: Vec<_> = (0..concurrency)
             .map(|i| {
@@ -425,10 +433,6 @@ pub async fn durable(
         let (hist, _) = stats::merged();
         let [p50, p99, p999] = stats::percentiles_us(&hist);
         let cpu = before.cpu_secs_until(&after);
-        let label = match (broker, durability) {
-            (Broker::Roomd, Durability::Relaxed) => "roomd-relaxed".to_string(),
-            _ => broker.name().to_string(),
-        };
         Ok(Cell {
             scenario: "durable",
             params: vec![
@@ -436,7 +440,7 @@ pub async fn durable(
                 ("rooms", rooms as u64),
                 ("size", size as u64),
             ],
-            broker: label,
+            broker: label(broker, durability),
             metrics: vec![
                 ("acks_per_s", acks as f64 / secs),
                 ("server_cpu_us_per_ack", cpu * 1e6 / acks as f64),
@@ -451,8 +455,17 @@ pub async fn durable(
                 ("server_rss_kib", after.rss_kib as f64),
                 ("client_cpu_s", client_cpu),
                 ("other_cpu_s", (busy - cpu - client_cpu).max(0.0)),
+                ("disk_fsync_us", fsync_us),
             ],
         })
     })
     .await
+}
+
+/// `roomd`, `roomd-relaxed` or `nats`.
+fn label(broker: Broker, durability: Durability) -> String {
+    match (broker, durability) {
+        (Broker::Roomd, Durability::Relaxed) => "roomd-relaxed".to_string(),
+        _ => broker.name().to_string(),
+    }
 }
