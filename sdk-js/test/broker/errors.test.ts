@@ -3,6 +3,7 @@
 //! 1009, timeouts and a closed client. 500/503/507 cannot be provoked from outside; their
 //! mapping is tested with a scripted socket in test/unit/client.test.ts.
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
 import { after, before, test } from "node:test";
 import WebSocket from "ws";
 import {
@@ -254,6 +255,9 @@ test("timeout: a broker that stops answering gives TimeoutError, then the client
   const c = mk(b, { requestTimeout: 300 });
   await c.ready();
   b.proc.kill("SIGSTOP");
+  // Signal delivery is asynchronous: wait until the kernel reports the process stopped.
+  const stat = `/proc/${b.proc.pid}/stat`;
+  await until(() => /^\d+ \(.*\) T/.test(readFileSync(stat, "utf8")), "the broker stopped");
   try {
     await assert.rejects(c.ping(), (e: unknown) => e instanceof TimeoutError && e.code === "timeout");
   } finally {
