@@ -146,3 +146,35 @@ test("slow consumer closed with 4000 resumes without loss", async (t) => {
   assert.ok(closes.includes(4000), `closed with 4000 (got ${closes.join(",")})`);
   assert.deepEqual(got, Array.from({ length: n }, (_, i) => i + 1));
 });
+
+test("resuming past trimmed history reports the gap, then delivers what is retained", async (t) => {
+  const trimmed = await Broker.start({ config: "[retention]\nmax_messages = 10\nsweep_interval_secs = 1\n" });
+  t.after(async () => {
+    await trimmed.stop();
+    trimmed.cleanup();
+  });
+  const room = roomName("trim");
+  const pub = client(trimmed);
+  const sub = client(trimmed);
+  t.after(() => {
+    pub.close();
+    sub.close();
+  });
+  for (let i = 1; i <= 30; i += 10) await Promise.all(Array.from({ length: 10 }, (_, j) => pub.room(room).publish(`t${i + j}`)));
+  // Wait for a sweep to trim the room to its last 10 entries.
+  const deadline = Date.now() + 10_000;
+  while ((await pub.room(room).history({ after: 0, limit: 1 })).items[0]?.seq !== 21) {
+    if (Date.now() > deadline) throw new Error("history was not trimmed");
+    await sleep(200);
+  }
+  const gaps: { from: number; to: number }[] = [];
+  const got: number[] = [];
+  sub.room(room).on("gap", (g) => gaps.push(g));
+  sub.room(room).on("message", (m) => got.push(m.seq));
+  const s = await sub.room(room).subscribe({ since: 5 });
+  assert.equal(s.complete, false);
+  assert.equal(s.earliest, 21);
+  await until(() => got.length === 10, "the retained 10");
+  assert.deepEqual(gaps, [{ from: 6, to: 20 }]);
+  assert.deepEqual(got, Array.from({ length: 10 }, (_, i) => 21 + i));
+});
