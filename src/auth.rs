@@ -28,6 +28,8 @@ impl Auth {
     pub fn new(secret: &str) -> Auth {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_required_spec_claims(&["exp", "sub"]);
+        // SPEC.md: an expired token is refused, with no grace period.
+        validation.leeway = 0;
         Auth {
             key: (!secret.is_empty()).then(|| DecodingKey::from_secret(secret.as_bytes())),
             validation,

@@ -192,8 +192,11 @@ async fn serve_http(stream: tokio::net::TcpStream, shared: Arc<Shared>) {
 }
 
 fn route(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Full<Bytes>> {
-    if req.method() != Method::GET {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET is served\n");
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "only GET and HEAD are served\n",
+        );
     }
     match req.uri().path() {
         "/ws" => upgrade(req, shared),
