@@ -73,6 +73,9 @@ impl Server {
         bins: &Binaries,
         durability: Durability,
     ) -> Result<Server, BenchError> {
+        // The previous cell's files were just deleted, and neighbours may be busy: start on a
+        // quiet machine (bounded wait).
+        crate::procstat::settle(Duration::from_secs(10));
         let dir = fresh_dir(broker.name())?;
         match broker {
             Broker::Roomd => start_roomd(bins, durability, dir),
