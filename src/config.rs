@@ -137,7 +137,7 @@ impl Default for ServerConfig {
 impl Default for WebSocketConfig {
     fn default() -> Self {
         WebSocketConfig {
-            read_buffer_bytes: 1024,
+            read_buffer_bytes: 256,
             write_buffer_bytes: 16 * 1024,
             max_frame_bytes: 1024 * 1024,
             ping_interval_secs: 20,

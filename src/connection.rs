@@ -29,16 +29,30 @@ pub struct Timing {
     pub write_timeout: Duration,
 }
 
-pub async fn run<S>(
+/// What woke the connection up. Kept small: it is what an idle connection's task holds.
+enum Event {
+    /// Frames may be queued in the outbox.
+    Ready,
+    Frame(Bytes),
+    Text,
+    Ping,
+    Tick,
+    Draining,
+    End(End),
+}
+
+/// Serves the connection until it ends; `guard` is dropped last (it unregisters the
+/// connection).
+pub async fn run<S, G: Send>(
     mut ws: WebSocketStream<S>,
     mut session: Session,
     timing: Timing,
     mut draining: watch::Receiver<bool>,
+    guard: G,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let outbox = session.peer.outbox.clone();
-    let conn = session.peer.id.clone();
     let mut batch: Vec<Bytes> = Vec::new();
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + timing.ping, timing.ping);
     let mut last_heard = Instant::now();
@@ -46,7 +60,7 @@ pub async fn run<S>(
     let end = loop {
         let closing = outbox.drain(&mut batch);
         if !batch.is_empty() {
-            match tokio::time::timeout(timing.write_timeout, write_all(&mut ws, &mut batch)).await {
+            match write_batch(&mut ws, &mut batch, timing.write_timeout).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => break End::PeerGone,
                 Err(_) => break End::Closed(CloseCode::SLOW_CONSUMER, "write timed out"),
@@ -55,52 +69,83 @@ pub async fn run<S>(
         if let Some(reason) = closing {
             break End::Closed(reason.code(), reason.text());
         }
-        tokio::select! {
+        let event = tokio::select! {
             biased;
-            _ = outbox.ready() => {}
-            msg = ws.next() => {
+            _ = outbox.ready() => Event::Ready,
+            msg = ws.next() => classify(msg),
+            _ = ping.tick() => Event::Tick,
+            changed = draining.changed(), if !refusing => match changed {
+                Ok(()) if !*draining.borrow() => Event::Ready,
+                _ => Event::Draining,
+            },
+        };
+        match event {
+            Event::Ready => {}
+            Event::Frame(bytes) => {
                 last_heard = Instant::now();
-                match msg {
-                    Some(Ok(Message::Binary(bytes))) => {
-                        crate::metrics::frame_in(bytes.len());
-                        if refusing {
-                            session.refuse(&bytes);
-                        } else {
-                            session.on_frame(&bytes).await;
-                        }
-                    }
-                    Some(Ok(Message::Text(text))) => {
-                        crate::metrics::frame_in(text.len());
-                        session.on_text();
-                    }
-                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
-                    Some(Ok(Message::Close(_))) | None => break End::PeerGone,
-                    Some(Err(WsError::Capacity(_))) => {
-                        break End::Closed(CloseCode::MESSAGE_TOO_BIG, "message larger than limits.frame");
-                    }
-                    Some(Err(WsError::Protocol(_) | WsError::Utf8(_))) => {
-                        break End::Closed(CloseCode::PROTOCOL_ERROR, "websocket protocol violation");
-                    }
-                    Some(Err(_)) => break End::PeerGone,
+                crate::metrics::frame_in(bytes.len());
+                if refusing {
+                    session.refuse(&bytes);
+                } else {
+                    // Boxed: the request path's state lives on the heap only while a request
+                    // is being handed over, not in every idle connection.
+                    Box::pin(session.on_frame(&bytes)).await;
                 }
             }
-            _ = ping.tick() => {
+            Event::Text => {
+                last_heard = Instant::now();
+                session.on_text();
+            }
+            Event::Ping => last_heard = Instant::now(),
+            Event::Tick => {
                 if last_heard.elapsed() > timing.ping * 3 {
                     break End::Closed(CloseCode::HEARTBEAT_TIMEOUT, "heartbeat timeout");
                 }
-                if ws.send(Message::Ping(Bytes::new())).await.is_err() {
+                if Box::pin(ws.send(Message::Ping(Bytes::new())))
+                    .await
+                    .is_err()
+                {
                     break End::PeerGone;
                 }
             }
-            changed = draining.changed(), if !refusing => {
-                // Shutdown: new requests get 503; the outbox is closed with 1001 once every
-                // request taken before has been answered.
-                if changed.is_err() || *draining.borrow() {
-                    refusing = true;
-                }
-            }
+            // Shutdown: new requests get 503; the outbox is closed with 1001 once every
+            // request taken before has been answered.
+            Event::Draining => refusing = true,
+            Event::End(end) => break end,
         }
     };
+    Box::pin(finish(ws, session, end, timing)).await;
+    drop(guard);
+}
+
+fn classify(msg: Option<Result<Message, WsError>>) -> Event {
+    match msg {
+        Some(Ok(Message::Binary(bytes))) => Event::Frame(bytes),
+        Some(Ok(Message::Text(text))) => {
+            crate::metrics::frame_in(text.len());
+            Event::Text
+        }
+        Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Event::Ping,
+        Some(Ok(Message::Close(_))) | None => Event::End(End::PeerGone),
+        Some(Err(WsError::Capacity(_))) => Event::End(End::Closed(
+            CloseCode::MESSAGE_TOO_BIG,
+            "message larger than limits.frame",
+        )),
+        Some(Err(WsError::Protocol(_) | WsError::Utf8(_))) => Event::End(End::Closed(
+            CloseCode::PROTOCOL_ERROR,
+            "websocket protocol violation",
+        )),
+        Some(Err(_)) => Event::End(End::PeerGone),
+    }
+}
+
+/// Sends the close frame (if we close), completes the handshake and leaves every room.
+async fn finish<S>(mut ws: WebSocketStream<S>, session: Session, end: End, timing: Timing)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let conn = session.peer.id.clone();
+    let outbox = session.peer.outbox.clone();
     match end {
         End::Closed(code, reason) => {
             tracing::debug!(%conn, code, reason, "closing connection");
@@ -140,6 +185,18 @@ where
         }
     };
     let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+}
+
+/// Writes a batch, giving up after `limit` (the peer is not reading: a slow consumer).
+async fn write_batch<S>(
+    ws: &mut WebSocketStream<S>,
+    batch: &mut Vec<Bytes>,
+    limit: Duration,
+) -> Result<Result<(), WsError>, tokio::time::error::Elapsed>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    Box::pin(tokio::time::timeout(limit, write_all(ws, batch))).await
 }
 
 async fn write_all<S>(ws: &mut WebSocketStream<S>, batch: &mut Vec<Bytes>) -> Result<(), WsError>

@@ -278,9 +278,20 @@ fn upgrade(mut req: Request<Incoming>, shared: Arc<Shared>) -> Response<Full<Byt
     );
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => accept(TokioIo::new(upgraded), shared, identity, query.client).await,
-            Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(e) => return tracing::debug!(error = %e, "upgrade failed"),
+        };
+        // The setup runs boxed and ends; the task then holds only the connection's own future.
+        let serve = Box::pin(accept(
+            TokioIo::new(upgraded),
+            shared,
+            identity,
+            query.client,
+        ))
+        .await;
+        if let Some(serve) = serve {
+            serve.await;
         }
     });
     let mut r = Response::new(Full::new(Bytes::new()));
@@ -329,13 +340,19 @@ impl Query {
     }
 }
 
+/// A connection's future, boxed so a connection's task holds only the state it needs while
+/// idle (the setup's locals die with the setup).
+type ConnFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Sets up a WebSocket connection (hello, limits, auth); returns the future that serves it.
 async fn accept<S>(
     io: S,
     shared: Arc<Shared>,
     identity: Result<Option<String>, AuthError>,
     client: Option<String>,
-) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+) -> Option<ConnFuture>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let ws_cfg = &shared.config.websocket;
     let cfg = WebSocketConfig::default()
@@ -345,24 +362,28 @@ async fn accept<S>(
         .max_message_size(Some(ws_cfg.max_frame_bytes))
         .max_frame_size(Some(ws_cfg.max_frame_bytes));
     let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(cfg)).await;
+    let user = match identity {
+        Ok(user) => user.map(Arc::from),
+        Err(e) => {
+            refuse(ws, e).await;
+            return None;
+        }
+    };
+    let Ok(permit) = shared.permits.clone().try_acquire_owned() else {
+        close_now(
+            ws,
+            roomd_protocol::CloseCode::AT_CAPACITY,
+            "server at its connection limit",
+        )
+        .await;
+        return None;
+    };
     let n = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     let id: Arc<str> = Arc::from(format!("{:08x}{:08x}", shared.boot, n));
     let outbox = Outbox::new(
         shared.config.outbox.max_frames,
         shared.config.outbox.max_bytes,
     );
-    let user = match identity {
-        Ok(user) => user.map(Arc::from),
-        Err(e) => return refuse(ws, &shared, e).await,
-    };
-    let Ok(permit) = shared.permits.clone().try_acquire_owned() else {
-        return close_now(
-            ws,
-            roomd_protocol::CloseCode::AT_CAPACITY,
-            "server at its connection limit",
-        )
-        .await;
-    };
     let peer = Arc::new(Peer {
         client: client.map_or_else(|| id.clone(), Arc::from),
         id: id.clone(),
@@ -385,23 +406,39 @@ async fn accept<S>(
         ping: shared.config.ping_interval(),
         write_timeout: Duration::from_millis(shared.config.websocket.write_timeout_ms),
     };
-    connection::run(ws, session, timing, shared.stop.clone()).await;
-    crate::metrics::connection_closed();
-    drop(permit);
-    let mut conns = shared.lock_conns();
-    conns.remove(&n);
-    if conns.is_empty() {
-        shared.conns_done.notify_waiters();
+    let stop = shared.stop.clone();
+    let guard = ConnGuard {
+        shared,
+        n,
+        _permit: permit,
+    };
+    Some(Box::pin(connection::run(ws, session, timing, stop, guard)))
+}
+
+/// Unregisters a connection when its task ends, however it ends.
+struct ConnGuard {
+    shared: Arc<Shared>,
+    n: u64,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        crate::metrics::connection_closed();
+        let mut conns = self.shared.lock_conns();
+        conns.remove(&self.n);
+        if conns.is_empty() {
+            self.shared.conns_done.notify_waiters();
+        }
     }
 }
 
 /// Authentication failed: an `err` 401 frame, then close 4401.
-async fn refuse<S>(mut ws: WebSocketStream<S>, shared: &Shared, e: AuthError)
+async fn refuse<S>(mut ws: WebSocketStream<S>, e: AuthError)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     use futures_util::SinkExt;
-    let _ = shared;
     let err = ReplyError::new(roomd_protocol::ErrorCode::Unauthorized, e.to_string());
     crate::metrics::error(err.code);
     let frame = codec::encode(&ServerFrame::Err {

@@ -14,12 +14,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use roomd_protocol::{codec, ErrorCode, Member, ServerFrame, Value};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::registry::Registry;
 use super::replay::Replay;
 use super::state::{Effect, Overlay, RoomState};
-use super::{Command, Mutation};
+use super::{Command, Inbox, InboxSender, Mutation};
 use crate::peer::{Peer, ReplyError};
 use crate::store::reader::{LoadLimits, RoomSnapshot};
 use crate::store::{record, CommitInfo, RoomBatch, RoomRef, StoreError, Trim};
@@ -76,7 +76,7 @@ enum Reply {
 struct Room {
     name: Arc<str>,
     registry: Arc<Registry>,
-    tx: mpsc::Sender<Command>,
+    tx: InboxSender,
     id: Option<u64>,
     epoch: u64,
     /// Last durable seq.
@@ -86,7 +86,8 @@ struct Room {
     state: RoomState,
     /// The newest durable frames, for cheap catch-up of subscribers that are slightly behind.
     cache: VecDeque<(u64, Bytes)>,
-    dedup: Dedup,
+    /// Boxed: most rooms never see a `mid`, and a loaded room should stay small.
+    dedup: Box<Dedup>,
     subs: HashMap<Arc<str>, Sub>,
     members: HashMap<Arc<str>, Member>,
     pending: Vec<Pending>,
@@ -105,9 +106,10 @@ struct Dedup {
     waiting: HashMap<String, Vec<(Arc<Peer>, u32)>>,
 }
 
-pub async fn run(name: Arc<str>, mut rx: mpsc::Receiver<Command>, registry: Arc<Registry>) {
+pub async fn run(name: Arc<str>, mut rx: Inbox, registry: Arc<Registry>) {
     // The handle was inserted before this task was spawned; a clone lets replay tasks reach us.
-    let unloaded = match (registry.sender(&name), load(&registry, &name).await) {
+    let loaded = Box::pin(load(&registry, &name)).await;
+    let unloaded = match (registry.sender(&name), loaded) {
         (Some(tx), Ok(snap)) => {
             Room::new(name.clone(), registry.clone(), tx, snap)
                 .run(&mut rx)
@@ -147,7 +149,7 @@ async fn load(registry: &Arc<Registry>, name: &Arc<str>) -> Result<RoomSnapshot,
 }
 
 /// Answers every command still queued for a room that stops without running them.
-fn fail_all(rx: &mut mpsc::Receiver<Command>, code: ErrorCode, msg: &str) {
+fn fail_all(rx: &mut Inbox, code: ErrorCode, msg: &str) {
     while let Ok(cmd) = rx.try_recv() {
         if let Some((peer, id)) = requester(&cmd) {
             peer.send_err(Some(id), ReplyError::new(code, msg));
@@ -184,13 +186,8 @@ async fn recv_commit(rx: &mut Option<oneshot::Receiver<CommitResult>>) -> Commit
 }
 
 impl Room {
-    fn new(
-        name: Arc<str>,
-        registry: Arc<Registry>,
-        tx: mpsc::Sender<Command>,
-        snap: RoomSnapshot,
-    ) -> Room {
-        let mut dedup = Dedup::default();
+    fn new(name: Arc<str>, registry: Arc<Registry>, tx: InboxSender, snap: RoomSnapshot) -> Room {
+        let mut dedup = Box::<Dedup>::default();
         for (key, seq, ts) in snap.dedup {
             dedup.order.push_back((ts, key.clone()));
             dedup.seqs.insert(key, seq);
@@ -223,7 +220,7 @@ impl Room {
     }
 
     /// The room's main loop; returns whether the inbox was closed by an idle unload.
-    async fn run(&mut self, rx: &mut mpsc::Receiver<Command>) -> bool {
+    async fn run(&mut self, rx: &mut Inbox) -> bool {
         let idle_after = Duration::from_secs(self.registry.config.rooms.idle_unload_secs);
         let mut commit: Option<oneshot::Receiver<CommitResult>> = None;
         let mut idle_since = Instant::now();
@@ -240,7 +237,7 @@ impl Room {
                     self.on_commit(res);
                 }
                 cmd = rx.recv() => match cmd {
-                    Some(cmd) => self.handle(cmd),
+                    Some(cmd) => self.handle(*cmd),
                     None => return false,
                 },
                 _ = tokio::time::sleep_until((idle_since + idle_after).into()), if idle => {
@@ -252,7 +249,8 @@ impl Room {
                 }
             }
             if commit.is_none() && (!self.pending.is_empty() || self.trim_wanted) {
-                commit = self.flush().await;
+                // Boxed: a batch's state is on the heap only while it is being formed.
+                commit = Box::pin(self.flush()).await;
             }
             if !idle {
                 idle_since = Instant::now();
@@ -261,11 +259,11 @@ impl Room {
     }
 
     /// Commands that reached the inbox after the room left the registry go to its successor.
-    fn forward_leftovers(&mut self, rx: &mut mpsc::Receiver<Command>) {
+    fn forward_leftovers(&mut self, rx: &mut Inbox) {
         while let Ok(cmd) = rx.try_recv() {
             let (registry, name) = (self.registry.clone(), self.name.clone());
             tokio::spawn(async move {
-                let _ = registry.send(&name, cmd).await;
+                let _ = registry.send(&name, *cmd).await;
             });
         }
     }

@@ -45,6 +45,11 @@ pub enum Mutation {
     },
 }
 
+/// A room inbox carries boxed commands: a channel allocates its slots in blocks of 32, and a
+/// loaded room must stay cheap (one idle room per connection is a common shape).
+pub type Inbox = tokio::sync::mpsc::Receiver<Box<Command>>;
+pub type InboxSender = tokio::sync::mpsc::Sender<Box<Command>>;
+
 /// Commands a room's inbox accepts. Replies go straight to the peer's outbox.
 pub enum Command {
     Subscribe {

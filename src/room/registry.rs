@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{mpsc, Notify};
 
-use super::{actor, Command};
+use super::{actor, Command, Inbox, InboxSender};
 use crate::config::Config;
 use crate::store::{Store, WriterHandle};
 
@@ -19,7 +19,7 @@ use crate::store::{Store, WriterHandle};
 pub struct ShuttingDown;
 
 pub struct Registry {
-    rooms: Mutex<HashMap<Arc<str>, mpsc::Sender<Command>>>,
+    rooms: Mutex<HashMap<Arc<str>, InboxSender>>,
     pub(crate) store: Store,
     pub(crate) writer: WriterHandle,
     pub(crate) config: Arc<Config>,
@@ -41,13 +41,14 @@ impl Registry {
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<Arc<str>, mpsc::Sender<Command>>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Arc<str>, InboxSender>> {
         self.rooms.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Sends a command to the named room, loading it if needed. Waits while the room's inbox is
     /// full (backpressure on the sending connection).
-    pub async fn send(self: &Arc<Self>, name: &str, mut cmd: Command) -> Result<(), ShuttingDown> {
+    pub async fn send(self: &Arc<Self>, name: &str, cmd: Command) -> Result<(), ShuttingDown> {
+        let mut cmd = Box::new(cmd);
         loop {
             let tx = self.handle(name)?;
             match tx.send(cmd).await {
@@ -58,7 +59,7 @@ impl Registry {
         }
     }
 
-    fn handle(self: &Arc<Self>, name: &str) -> Result<mpsc::Sender<Command>, ShuttingDown> {
+    fn handle(self: &Arc<Self>, name: &str) -> Result<InboxSender, ShuttingDown> {
         if self.closing.load(Ordering::Acquire) {
             return Err(ShuttingDown);
         }
@@ -78,7 +79,7 @@ impl Registry {
 
     /// Removes an idle room, but only if nothing is waiting in its inbox. The caller closes its
     /// inbox right after and forwards anything that slipped in.
-    pub(crate) fn remove_if_idle(&self, name: &str, rx: &mpsc::Receiver<Command>) -> bool {
+    pub(crate) fn remove_if_idle(&self, name: &str, rx: &Inbox) -> bool {
         let mut rooms = self.lock();
         if !rx.is_empty() {
             return false;
@@ -102,7 +103,7 @@ impl Registry {
         }
     }
 
-    pub(crate) fn sender(&self, name: &str) -> Option<mpsc::Sender<Command>> {
+    pub(crate) fn sender(&self, name: &str) -> Option<InboxSender> {
         self.lock().get(name).cloned()
     }
 
@@ -121,7 +122,7 @@ impl Registry {
         self.closing.store(true, Ordering::Release);
         let senders: Vec<_> = self.lock().values().cloned().collect();
         for tx in senders {
-            let _ = tx.send(Command::Shutdown).await;
+            let _ = tx.send(Box::new(Command::Shutdown)).await;
         }
         loop {
             let stopped = self.all_stopped.notified();

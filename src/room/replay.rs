@@ -6,15 +6,15 @@
 
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
-use super::Command;
+use super::{Command, InboxSender};
 use crate::outbox::{CloseReason, Outbox};
 use crate::store::Store;
 
 pub struct Replay {
     pub store: Store,
-    pub room_tx: mpsc::Sender<Command>,
+    pub room_tx: InboxSender,
     pub room_id: u64,
     pub conn: Arc<str>,
     pub token: u64,
@@ -45,7 +45,7 @@ impl Replay {
                 frames,
                 next,
             };
-            if self.room_tx.send(page).await.is_err() {
+            if self.room_tx.send(Box::new(page)).await.is_err() {
                 return;
             }
             match wait.await {
