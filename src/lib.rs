@@ -4,6 +4,7 @@
 //! - [`server`]: the listener, HTTP routes (`/ws`, `/metrics`, `/healthz`, `/`) and shutdown.
 //! - [`connection`]: socket I/O of one WebSocket; [`session`]: its requests and limits.
 //! - [`outbox`]: the bounded per-connection queue; slow consumers are closed, never waited on.
+//! - [`wire`]: outbound frames built once as complete WebSocket frames.
 //! - [`room`]: one single-owner task per room: ordering, fan-out, resume, state, presence.
 //! - [`store`]: redb storage with a group-committing writer thread.
 //! - [`retention`]: background trimming; [`auth`]: JWT checks; [`metrics`]: Prometheus.
@@ -23,6 +24,7 @@ pub mod server;
 pub mod session;
 pub mod store;
 pub mod ui;
+pub mod wire;
 
 pub use config::Config;
 pub use server::{Server, ServerError};

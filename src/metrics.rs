@@ -6,11 +6,32 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics::{counter, gauge, histogram};
+use metrics::{counter, gauge, histogram, Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use roomd_protocol::ErrorCode;
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Handles of the metrics recorded per message, looked up once instead of on every call.
+struct Hot {
+    delivered: Counter,
+    bytes_in: Counter,
+    bytes_out: Counter,
+    published: Counter,
+    ack_latency: Histogram,
+}
+
+static HOT: OnceLock<Hot> = OnceLock::new();
+
+fn hot() -> &'static Hot {
+    HOT.get_or_init(|| Hot {
+        delivered: counter!("roomd_messages_delivered_total"),
+        bytes_in: counter!("roomd_bytes_in_total"),
+        bytes_out: counter!("roomd_bytes_out_total"),
+        published: counter!("roomd_messages_published_total"),
+        ack_latency: histogram!("roomd_publish_ack_seconds"),
+    })
+}
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
@@ -36,6 +57,7 @@ pub fn install() {
         if handle.is_some() {
             describe();
         }
+        hot();
         handle
     });
 }
@@ -114,22 +136,23 @@ pub fn rooms_active(n: usize) {
 }
 
 pub fn published(latency: Duration) {
-    counter!("roomd_messages_published_total").increment(1);
-    histogram!("roomd_publish_ack_seconds").record(latency.as_secs_f64());
+    let h = hot();
+    h.published.increment(1);
+    h.ack_latency.record(latency.as_secs_f64());
 }
 
 pub fn delivered(n: usize, _frame_len: usize) {
     if n > 0 {
-        counter!("roomd_messages_delivered_total").increment(n as u64);
+        hot().delivered.increment(n as u64);
     }
 }
 
 pub fn frame_in(len: usize) {
-    counter!("roomd_bytes_in_total").increment(len as u64);
+    hot().bytes_in.increment(len as u64);
 }
 
 pub fn bytes_out(len: usize) {
-    counter!("roomd_bytes_out_total").increment(len as u64);
+    hot().bytes_out.increment(len as u64);
 }
 
 pub fn commit(entries: usize, _batches: usize, took: Duration) {

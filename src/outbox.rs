@@ -84,12 +84,19 @@ impl Outbox {
 
     /// Queues a frame. Over the bound, closes the connection as a slow consumer.
     pub fn push(&self, frame: Bytes) -> Result<(), Rejected> {
+        self.push_all(std::slice::from_ref(&frame))
+    }
+
+    /// Queues frames in order, under one lock. Over the bound, closes the connection as a slow
+    /// consumer (and queues none of them).
+    pub fn push_all(&self, frames: &[Bytes]) -> Result<(), Rejected> {
         let mut q = self.lock();
         if q.closed.is_some() {
             return Err(Rejected);
         }
-        let fits = q.frames.len() < self.shared.max_frames
-            && q.bytes + frame.len() <= self.shared.max_bytes;
+        let len: usize = frames.iter().map(Bytes::len).sum();
+        let fits = q.frames.len() + frames.len() <= self.shared.max_frames
+            && q.bytes + len <= self.shared.max_bytes;
         if !fits && !q.frames.is_empty() {
             // The subscriber will resume from the last seq it processed, so what it has not
             // been sent yet is dropped: the close frame goes out right behind what the socket
@@ -104,8 +111,8 @@ impl Outbox {
             return Err(Rejected);
         }
         let was_empty = q.frames.is_empty();
-        q.bytes += frame.len();
-        q.frames.push_back(frame);
+        q.bytes += len;
+        q.frames.extend(frames.iter().cloned());
         drop(q);
         if was_empty {
             self.shared.ready.notify_one();

@@ -2,8 +2,7 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-use roomd_protocol::{codec, ErrorCode, ServerFrame};
+use roomd_protocol::{ErrorCode, ServerFrame};
 
 use crate::outbox::Outbox;
 
@@ -20,8 +19,7 @@ pub struct Peer {
 impl Peer {
     /// Encodes and queues a frame for this connection only.
     pub fn send(&self, frame: &ServerFrame) {
-        let bytes = Bytes::from(codec::encode(frame));
-        let _ = self.outbox.push(bytes);
+        let _ = self.outbox.push(crate::wire::encode(frame));
     }
 
     pub fn send_err(&self, id: Option<u32>, err: impl Into<ReplyError>) {

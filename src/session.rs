@@ -5,7 +5,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use roomd_protocol::{
     codec, decode_client, validate_room_name, ClientFrame, ErrorCode, ServerFrame, Value,
 };
@@ -342,7 +341,7 @@ impl Session {
             match read {
                 Ok(Ok((frames, more))) => {
                     let bytes = codec::encode_hist_raw(id, &room, &frames, more);
-                    let _ = peer.outbox.push(Bytes::from(bytes));
+                    let _ = peer.outbox.push(crate::wire::wrap(&bytes));
                 }
                 Ok(Err(e)) => {
                     peer.send_err(Some(id), ReplyError::new(ErrorCode::Storage, e.to_string()))

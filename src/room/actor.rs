@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use roomd_protocol::{codec, ErrorCode, Member, ServerFrame, Value};
+use roomd_protocol::{ErrorCode, Member, ServerFrame, Value};
 use tokio::sync::oneshot;
 
 use super::registry::Registry;
@@ -23,6 +23,7 @@ use super::{Command, Inbox, InboxSender, Mutation};
 use crate::peer::{Peer, ReplyError};
 use crate::store::reader::{LoadLimits, RoomSnapshot};
 use crate::store::{record, CommitInfo, RoomBatch, RoomRef, StoreError, Trim};
+use crate::wire;
 
 type CommitResult = Result<CommitInfo, Arc<StoreError>>;
 
@@ -389,15 +390,18 @@ impl Room {
                     received,
                 } => {
                     seq += 1;
-                    let frame = Bytes::from(codec::encode(&ServerFrame::Msg {
+                    let frame = wire::encode(&ServerFrame::Msg {
                         room: self.name.to_string(),
                         seq,
                         ts,
                         from: peer.id.to_string(),
                         uid: peer.user.as_deref().map(str::to_string),
                         data,
-                    }));
-                    entries.push((seq, record::encode_log(ts, dedup.as_deref(), &frame)));
+                    });
+                    entries.push((
+                        seq,
+                        record::encode_log(ts, dedup.as_deref(), wire::payload(&frame)),
+                    ));
                     written.push(Written {
                         seq,
                         frame,
@@ -419,7 +423,7 @@ impl Room {
                     }),
                     Ok(Some(effect)) => {
                         seq += 1;
-                        let frame = Bytes::from(codec::encode(&ServerFrame::State {
+                        let frame = wire::encode(&ServerFrame::State {
                             room: self.name.to_string(),
                             seq,
                             ts,
@@ -428,8 +432,8 @@ impl Room {
                             key: effect.key.clone(),
                             ver: effect.ver,
                             value: effect.entry.as_ref().map(|e| e.value.clone()),
-                        }));
-                        entries.push((seq, record::encode_log(ts, None, &frame)));
+                        });
+                        entries.push((seq, record::encode_log(ts, None, wire::payload(&frame))));
                         let rec = effect
                             .entry
                             .as_ref()
@@ -503,9 +507,11 @@ impl Room {
             }
         }
         let cache_max = self.registry.config.rooms.cache_entries;
+        // One push per subscriber for the whole batch: one lock and one wake-up each.
+        let frames: Vec<Bytes> = written.iter().map(|w| w.frame.clone()).collect();
+        self.broadcast(&frames);
         for w in written {
             self.head = w.seq;
-            self.broadcast(&w.frame);
             if cache_max > 0 {
                 if self.cache.len() == cache_max {
                     self.cache.pop_front();
@@ -567,18 +573,18 @@ impl Room {
         }
     }
 
-    fn broadcast(&mut self, frame: &Bytes) {
+    fn broadcast(&mut self, frames: &[Bytes]) {
         let mut slow = Vec::new();
         let mut n = 0;
         for (conn, sub) in &self.subs {
             if sub.live {
-                n += 1;
-                if sub.peer.outbox.push(frame.clone()).is_err() {
+                n += frames.len();
+                if sub.peer.outbox.push_all(frames).is_err() {
                     slow.push(conn.clone());
                 }
             }
         }
-        crate::metrics::delivered(n, frame.len());
+        crate::metrics::delivered(n, 0);
         for conn in slow {
             self.remove_sub(&conn);
         }
@@ -764,7 +770,7 @@ impl Room {
     }
 
     fn presence_event(&mut self, frame: &ServerFrame) {
-        let bytes = Bytes::from(codec::encode(frame));
+        let bytes = wire::encode(frame);
         let mut slow = Vec::new();
         for (conn, sub) in &self.subs {
             if sub.presence && sub.peer.outbox.push(bytes.clone()).is_err() {

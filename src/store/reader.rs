@@ -19,7 +19,7 @@ pub struct RoomSnapshot {
     pub earliest: u64,
     /// (key, version, encoded value)
     pub state: Vec<(String, u64, Vec<u8>)>,
-    /// The newest entries, ascending: (seq, frame).
+    /// The newest entries, ascending: (seq, WebSocket frame).
     pub recent: Vec<(u64, Bytes)>,
     /// Recent publishes with a dedup key, ascending by seq: (key, seq, ts).
     pub dedup: Vec<(String, u64, u64)>,
@@ -77,7 +77,7 @@ impl Store {
                 break;
             }
             if want_recent {
-                snap.recent.push((seq, Bytes::copy_from_slice(rec.frame)));
+                snap.recent.push((seq, crate::wire::wrap(rec.frame)));
             }
             if let (true, Some(key)) = (want_dedup, rec.dedup) {
                 snap.dedup.push((key.to_string(), seq, rec.ts));
@@ -103,7 +103,7 @@ impl Store {
         Ok(snap)
     }
 
-    /// Up to `limit` frames with seq ≥ `from`, ascending, as (seq, frame).
+    /// Up to `limit` entries with seq ≥ `from`, ascending, as (seq, WebSocket frame).
     pub fn read_forward(
         &self,
         room: u64,
@@ -121,7 +121,7 @@ impl Store {
                 break;
             }
             let (k, v) = entry.map_err(StoreError::redb)?;
-            if let Some(frame) = record::frame_bytes(v.value()) {
+            if let Some(frame) = record::wire_frame(v.value()) {
                 out.push((k.value().1, frame));
             }
         }

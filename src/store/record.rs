@@ -42,6 +42,11 @@ pub fn frame_bytes(raw: &[u8]) -> Option<Bytes> {
     decode_log(raw).map(|r| Bytes::copy_from_slice(r.frame))
 }
 
+/// The frame of a record as a ready-to-send WebSocket frame (one copy out of the page).
+pub fn wire_frame(raw: &[u8]) -> Option<Bytes> {
+    decode_log(raw).map(|r| crate::wire::wrap(r.frame))
+}
+
 pub fn encode_state(ver: u64, value: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + value.len());
     out.extend_from_slice(&ver.to_be_bytes());
