@@ -22,6 +22,17 @@ fn raw_map(pairs: &[(&str, Value)]) -> Vec<u8> {
     out
 }
 
+/// Reads a raw client socket until the server's close frame; its code.
+async fn close_code_of(ws: &mut common::Ws) -> Option<u16> {
+    loop {
+        match futures_util::StreamExt::next(ws).await {
+            Some(Ok(Message::Close(f))) => return f.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => continue,
+            _ => return None,
+        }
+    }
+}
+
 async fn next_err(c: &mut Client) -> ServerFrame {
     let f = c.event().await;
     assert!(matches!(f, ServerFrame::Err { .. }), "{f:?}");
@@ -437,14 +448,7 @@ async fn connection_limit_closes_with_4002() {
     let (mut ws, _) = tokio_tungstenite::connect_async(b.ws_url(""))
         .await
         .unwrap();
-    let close = loop {
-        match futures_util::StreamExt::next(&mut ws).await {
-            Some(Ok(Message::Close(f))) => break f.map(|f| u16::from(f.code)),
-            Some(Ok(_)) => continue,
-            _ => break None,
-        }
-    };
-    assert_eq!(close, Some(4002));
+    assert_eq!(close_code_of(&mut ws).await, Some(4002));
     let _ = ws.close(None).await;
 }
 
@@ -507,14 +511,7 @@ async fn bad_or_missing_token_gets_401_then_close_4401() {
             ),
             "{query}: {f:?}"
         );
-        let close = loop {
-            match futures_util::StreamExt::next(&mut ws).await {
-                Some(Ok(Message::Close(f))) => break f.map(|f| u16::from(f.code)),
-                Some(Ok(_)) => continue,
-                _ => break None,
-            }
-        };
-        assert_eq!(close, Some(4401), "{query}");
+        assert_eq!(close_code_of(&mut ws).await, Some(4401), "{query}");
     }
     // A good token connects, and its sub is the user id (a declared user is ignored).
     let mut c =

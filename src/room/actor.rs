@@ -12,7 +12,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use roomd_protocol::{ErrorCode, Member, ServerFrame, Value};
 use tokio::sync::oneshot;
 
@@ -507,9 +507,20 @@ impl Room {
             }
         }
         let cache_max = self.registry.config.rooms.cache_entries;
-        // One push per subscriber for the whole batch: one lock and one wake-up each.
-        let frames: Vec<Bytes> = written.iter().map(|w| w.frame.clone()).collect();
-        self.broadcast(&frames);
+        // The batch's frames are contiguous WebSocket frames: concatenated once, they cost each
+        // subscriber one reference, one queue slot and one wake-up, however many entries the
+        // commit carried.
+        let batch = match written.as_slice() {
+            [one] => one.frame.clone(),
+            many => {
+                let mut all = BytesMut::with_capacity(many.iter().map(|w| w.frame.len()).sum());
+                for w in many {
+                    all.extend_from_slice(&w.frame);
+                }
+                all.freeze()
+            }
+        };
+        self.broadcast(&batch, written.len());
         for w in written {
             self.head = w.seq;
             if cache_max > 0 {
@@ -573,13 +584,15 @@ impl Room {
         }
     }
 
-    fn broadcast(&mut self, frames: &[Bytes]) {
+    /// Queues `frames` (one or more complete WebSocket frames, `entries` log entries) to every
+    /// live subscriber.
+    fn broadcast(&mut self, frames: &Bytes, entries: usize) {
         let mut slow = Vec::new();
         let mut n = 0;
         for (conn, sub) in &self.subs {
             if sub.live {
-                n += frames.len();
-                if sub.peer.outbox.push_all(frames).is_err() {
+                n += entries;
+                if sub.peer.outbox.push(frames.clone()).is_err() {
                     slow.push(conn.clone());
                 }
             }
