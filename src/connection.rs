@@ -22,6 +22,9 @@ use crate::session::Session;
 enum End {
     Closed(u16, &'static str),
     PeerGone,
+    /// A write did not finish in time: the socket may hold part of a frame, so no close frame
+    /// can follow; the connection is dropped (the client reconnects and resumes).
+    Stuck,
 }
 
 pub struct Timing {
@@ -63,7 +66,7 @@ pub async fn run<S, G: Send>(
             match write_batch(&mut ws, &mut batch, timing.write_timeout).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => break End::PeerGone,
-                Err(_) => break End::Closed(CloseCode::SLOW_CONSUMER, "write timed out"),
+                Err(_) => break End::Stuck,
             }
         }
         if let Some(reason) = closing {
@@ -165,6 +168,10 @@ where
             }
         }
         End::PeerGone => tracing::debug!(%conn, "connection ended by peer"),
+        End::Stuck => {
+            crate::metrics::slow_consumer();
+            tracing::debug!(%conn, "write timed out; dropping the connection");
+        }
     }
     outbox.close(CloseReason::GoingAway);
     session.close().await;
