@@ -92,7 +92,7 @@ pub struct RoomsConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Durability {
-    /// Ack after fsync.
+    /// Ack after fsync (of the write-ahead log; redb is checkpointed periodically).
     Durable,
     /// Ack after the commit reaches the OS; fsync every `flush_interval_ms`.
     Relaxed,
@@ -103,9 +103,22 @@ pub enum Durability {
 pub struct StorageConfig {
     pub durability: Durability,
     pub flush_interval_ms: u64,
+    pub checkpoint_interval_ms: u64,
+    pub checkpoint_bytes: u64,
     pub max_batch: usize,
     pub queue: usize,
     pub cache_bytes: usize,
+}
+
+impl StorageConfig {
+    /// How often applied writes are made durable in redb: relaxed mode's loss window, durable
+    /// mode's checkpoint period.
+    pub fn flush_every(&self) -> Duration {
+        Duration::from_millis(match self.durability {
+            Durability::Relaxed => self.flush_interval_ms,
+            Durability::Durable => self.checkpoint_interval_ms,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -188,6 +201,8 @@ impl Default for StorageConfig {
         StorageConfig {
             durability: Durability::Durable,
             flush_interval_ms: 50,
+            checkpoint_interval_ms: 500,
+            checkpoint_bytes: 8 * 1024 * 1024,
             max_batch: 4096,
             queue: 16 * 1024,
             cache_bytes: 64 * 1024 * 1024,

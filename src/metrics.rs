@@ -105,7 +105,12 @@ fn describe() {
     describe_histogram!(
         "roomd_commit_seconds",
         Unit::Seconds,
-        "time of one group commit"
+        "time of one group commit (durable mode: apply, write-ahead log append and fdatasync)"
+    );
+    describe_histogram!(
+        "roomd_checkpoint_seconds",
+        Unit::Seconds,
+        "time of one durable redb commit (durable mode's checkpoint, relaxed mode's flush)"
     );
     describe_histogram!(
         "roomd_commit_batch_entries",
@@ -113,7 +118,7 @@ fn describe() {
     );
     describe_counter!(
         "roomd_commit_failures_total",
-        "group commits that failed (nothing in them stored)"
+        "group commits or checkpoints that failed (nothing in a failed group is stored)"
     );
     describe_counter!(
         "roomd_slow_consumers_total",
@@ -158,6 +163,10 @@ pub fn bytes_out(len: usize) {
 pub fn commit(entries: usize, _batches: usize, took: Duration) {
     histogram!("roomd_commit_seconds").record(took.as_secs_f64());
     histogram!("roomd_commit_batch_entries").record(entries as f64);
+}
+
+pub fn checkpoint(took: Duration) {
+    histogram!("roomd_checkpoint_seconds").record(took.as_secs_f64());
 }
 
 pub fn commit_failed() {

@@ -25,7 +25,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::auth::{Auth, AuthError};
-use crate::config::{Config, Durability};
+use crate::config::Config;
 use crate::connection::{self, Timing};
 use crate::outbox::{CloseReason, Outbox};
 use crate::peer::{Peer, ReplyError};
@@ -71,12 +71,14 @@ impl Server {
     pub async fn start(config: Config) -> Result<Server, ServerError> {
         crate::metrics::install();
         let config = Arc::new(config);
-        let (dir, cache) = (config.server.data_dir.clone(), config.storage.cache_bytes);
-        let store = tokio::task::spawn_blocking(move || Store::open(&dir, cache))
-            .await
-            .map_err(std::io::Error::other)??;
-        let s = &config.storage;
-        let writer = WriterHandle::spawn(store.clone(), s.durability, s.queue, s.max_batch)?;
+        let cfg = config.clone();
+        let (store, writer) = tokio::task::spawn_blocking(move || {
+            let store = Store::open(&cfg.server.data_dir, cfg.storage.cache_bytes)?;
+            let writer = WriterHandle::spawn(store.clone(), &cfg.storage)?;
+            Ok::<_, StoreError>((store, writer))
+        })
+        .await
+        .map_err(std::io::Error::other)??;
         let listener = TcpListener::bind(config.server.listen)
             .await
             .map_err(|source| ServerError::Bind {
@@ -97,13 +99,11 @@ impl Server {
             config: config.clone(),
             registry: registry.clone(),
         });
-        if config.storage.durability == Durability::Relaxed {
-            tokio::spawn(flush_periodically(
-                writer.clone(),
-                config.storage.flush_interval_ms,
-                stop_rx.clone(),
-            ));
-        }
+        tokio::spawn(flush_periodically(
+            writer.clone(),
+            config.storage.flush_every(),
+            stop_rx.clone(),
+        ));
         if config.retention.max_messages > 0 || config.retention.max_age_secs > 0 {
             tokio::spawn(crate::retention::sweep(registry.clone(), stop_rx.clone()));
         }
@@ -124,8 +124,12 @@ impl Server {
     }
 }
 
-async fn flush_periodically(writer: WriterHandle, every_ms: u64, mut stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(every_ms.max(1)));
+async fn flush_periodically(
+    writer: WriterHandle,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(1)));
     loop {
         tokio::select! {
             _ = tick.tick() => writer.flush().await,

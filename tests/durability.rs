@@ -101,6 +101,152 @@ async fn restart_keeps_history_state_and_continues_seqs() {
     assert_eq!(c.msg().await, (12, b"after".to_vec()));
 }
 
+/// With no checkpoint, redb holds the writes only in memory; after kill -9 the write-ahead log
+/// brings back new rooms (with their ids and epochs), messages, every kind of state mutation and
+/// retention trims, in order; and what is written after the replay survives the next crash too.
+#[tokio::test]
+async fn kill_9_between_checkpoints_replays_rooms_state_and_trims_from_the_log() {
+    let mut b = Broker::start(
+        "[storage]\ncheckpoint_interval_ms = 3600000\ncheckpoint_bytes = 1073741824\n\
+         [retention]\nmax_messages = 5\nsweep_interval_secs = 1\n",
+    );
+    let mut c = Client::connect(&b).await;
+    let mut epochs = HashMap::new();
+    for room in ["wal-a", "wal-b", "wal-c"] {
+        for i in 1..=3u8 {
+            c.publish_seq(room, &[i]).await;
+        }
+        let ServerFrame::Subbed { epoch, .. } = c.sub(room, None).await else {
+            panic!()
+        };
+        epochs.insert(room, epoch);
+    }
+    let mutations = [
+        ClientFrame::Put {
+            id: 0,
+            room: "wal-a".into(),
+            key: "topic".into(),
+            value: Value::from("hi"),
+        },
+        ClientFrame::Incr {
+            id: 0,
+            room: "wal-a".into(),
+            key: "n".into(),
+            by: Some(5),
+        },
+        ClientFrame::Put {
+            id: 0,
+            room: "wal-a".into(),
+            key: "gone".into(),
+            value: Value::from(1),
+        },
+        ClientFrame::Del {
+            id: 0,
+            room: "wal-a".into(),
+            key: "gone".into(),
+        },
+        ClientFrame::Cas {
+            id: 0,
+            room: "wal-a".into(),
+            key: "owner".into(),
+            ver: 0,
+            value: Value::from("ada"),
+        },
+    ];
+    for mut m in mutations {
+        let id = c.id();
+        match &mut m {
+            ClientFrame::Put { id: i, .. }
+            | ClientFrame::Incr { id: i, .. }
+            | ClientFrame::Del { id: i, .. }
+            | ClientFrame::Cas { id: i, .. } => *i = id,
+            _ => unreachable!(),
+        }
+        let r = c.request(m).await;
+        assert!(matches!(r, ServerFrame::Done { .. }), "{r:?}");
+    }
+    // wal-b (and wal-a) grow past max_messages: the sweep trims them to their last 5.
+    for i in 4..=20u8 {
+        c.publish_seq("wal-b", &[i]).await;
+    }
+    for round in 0..2u64 {
+        let before = settled(&b).await;
+        assert_eq!(
+            before.iter().map(|r| (r.1, r.2)).collect::<Vec<_>>(),
+            [
+                (4 + round, 8 + round),
+                (16 + round, 20 + round),
+                (1, 3 + round)
+            ],
+            "round {round}: (earliest, last) before the crash"
+        );
+        b.kill9();
+        b.restart();
+        let mut after = Client::connect(&b).await;
+        assert_eq!(settled(&b).await, before, "round {round}");
+        for (room, epoch) in &epochs {
+            let ServerFrame::Subbed { epoch: e, .. } = after.sub(room, None).await else {
+                panic!()
+            };
+            assert_eq!(e, *epoch, "round {round}: {room}");
+        }
+        let id = after.id();
+        let r = after
+            .request(ClientFrame::List {
+                id,
+                room: "wal-a".into(),
+                prefix: None,
+                after: None,
+                limit: None,
+            })
+            .await;
+        let ServerFrame::Vals { items, .. } = r else {
+            panic!("{r:?}")
+        };
+        let got: Vec<_> = items
+            .iter()
+            .map(|e| (e.key.as_str(), e.value.clone(), e.ver))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("n", Value::from(5), 1),
+                ("owner", Value::from("ada"), 1),
+                ("topic", Value::from("hi"), 1),
+            ],
+            "round {round}"
+        );
+        // Written after the replay: must survive the next round's crash.
+        for room in ["wal-a", "wal-b", "wal-c"] {
+            after.publish_seq(room, b"next").await;
+        }
+    }
+}
+
+/// (room, earliest, last, every seq in history) of the WAL test's rooms, once the retention
+/// sweep has left each with at most 5 entries (so nothing changes until the next write).
+async fn settled(b: &Broker) -> Vec<(&'static str, u64, u64, Vec<u64>)> {
+    for _ in 0..100 {
+        let mut out = Vec::new();
+        for room in ["wal-a", "wal-b", "wal-c"] {
+            let mut s = Client::connect(b).await;
+            let seqs: Vec<u64> = read_all(&mut s, room).await.iter().map(|e| e.0).collect();
+            let ServerFrame::Subbed { earliest, last, .. } = s.sub(room, None).await else {
+                panic!()
+            };
+            out.push((room, earliest, last, seqs));
+        }
+        if out
+            .iter()
+            .all(|r| r.3.len() <= 5 && r.3.first() == Some(&r.1))
+        {
+            return out;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the retention sweep did not settle");
+}
+
 /// room → seq → payload of every acknowledged publish.
 type Acked = HashMap<String, HashMap<u64, Vec<u8>>>;
 
@@ -109,7 +255,25 @@ type Acked = HashMap<String, HashMap<u64, Vec<u8>>>;
 /// room's seqs are 1..=last without a hole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_concurrent_publishing_loses_no_acknowledged_message() {
-    let mut b = Broker::start("");
+    kill_9_loop("").await;
+}
+
+/// The same with a checkpoint (and a rewind of the write-ahead log) every 16 KiB of log, so
+/// kills land around rewinds and recovery reads logs whose old records follow the new ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_around_frequent_checkpoints_loses_no_acknowledged_message() {
+    kill_9_loop("[storage]\ncheckpoint_bytes = 16384\n").await;
+}
+
+/// The same with no checkpoint at all: every acknowledged write is recovered from the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_with_no_checkpoint_recovers_everything_from_the_log() {
+    kill_9_loop("[storage]\ncheckpoint_interval_ms = 3600000\ncheckpoint_bytes = 1073741824\n")
+        .await;
+}
+
+async fn kill_9_loop(extra: &str) {
+    let mut b = Broker::start(extra);
     let acked: Arc<Mutex<Acked>> = Arc::default();
     let rooms = ["crash-a", "crash-b", "crash-c", "crash-d"];
     for round in 0..5u32 {

@@ -22,7 +22,7 @@ use super::state::{Effect, Overlay, RoomState};
 use super::{Command, Inbox, InboxSender, Mutation};
 use crate::peer::{Peer, ReplyError};
 use crate::store::reader::{LoadLimits, RoomSnapshot};
-use crate::store::{record, CommitInfo, RoomBatch, RoomRef, StoreError, Trim};
+use crate::store::{record, CommitInfo, RoomBatch, RoomRef, RoomWrite, StoreError, Trim};
 use crate::wire;
 
 type CommitResult = Result<CommitInfo, Arc<StoreError>>;
@@ -461,10 +461,12 @@ impl Room {
         };
         let (done, wait) = oneshot::channel();
         let batch = RoomBatch {
-            room,
-            entries,
-            state,
-            trim,
+            write: RoomWrite {
+                room,
+                entries,
+                state,
+                trim,
+            },
             done,
         };
         self.in_flight = written;

@@ -4,12 +4,15 @@
 //!   in flight into the next transaction (group commit), across rooms and connections.
 //! - [`reader`]: blocking reads (room load, history pages, replay) run on tokio's blocking pool.
 //! - [`record`]: the byte layout of log entries and state values.
+//! - [`wal`]: durable mode's write-ahead log, which makes a group durable with one sequential
+//!   append and `fdatasync`.
 //!
 //! Layout: log keys are `(room id, seq)`, so one room's entries are adjacent and a commit
 //! touches few pages per room; state keys are `(room id, key)`.
 
 pub mod reader;
 pub mod record;
+pub mod wal;
 pub mod writer;
 
 use std::fs::File;
@@ -19,7 +22,7 @@ use std::time::Duration;
 
 use redb::{Database, TableDefinition};
 
-pub use writer::{CommitInfo, RoomBatch, RoomRef, Trim, WriterHandle};
+pub use writer::{CommitInfo, RoomBatch, RoomRef, RoomWrite, Trim, WriterHandle};
 
 /// Room name → (room id, epoch).
 pub(crate) const ROOMS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("rooms");
@@ -31,6 +34,8 @@ pub(crate) const STATE: TableDefinition<(u64, &str), &[u8]> = TableDefinition::n
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 pub(crate) const NEXT_ROOM_ID: &str = "next_room_id";
+/// The number of the last write-ahead log group applied (see [`wal`]).
+pub(crate) const WAL_COMMIT: &str = "wal_commit";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -81,6 +86,11 @@ impl Store {
         };
         store.create_tables()?;
         Ok(store)
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
     }
 
     /// The open database, or an error while it is being reopened.

@@ -1,10 +1,16 @@
 //! The single writer thread and its group commit.
 //!
-//! redb has one writer at a time and `commit` blocks on fsync, so all writes go through one
-//! OS thread fed by a bounded queue. The thread waits for the first request, takes everything
-//! else already queued (up to `storage.max_batch`), writes it all in one transaction and
-//! commits once: while one fsync is in flight the next batch accumulates, so throughput grows
-//! with concurrency instead of paying one fsync per message.
+//! redb has one writer at a time, so all writes go through one OS thread fed by a bounded
+//! queue. The thread waits for the first request, takes everything else already queued (up to
+//! `storage.max_batch`) and writes it all as one group: while one group is being made durable
+//! the next accumulates, so throughput grows with concurrency instead of paying one fsync per
+//! message.
+//!
+//! - durable mode: the group is applied to redb without an fsync and appended to the
+//!   write-ahead log with one `fdatasync` ([`super::wal`]); redb is made durable by periodic
+//!   checkpoints, after which the log starts over.
+//! - relaxed mode: the group is applied to redb without an fsync and acknowledged; a durable
+//!   commit follows on the flush timer (`storage.flush_interval_ms`).
 //!
 //! The writer never waits on a room: completions go back through oneshot channels, so there is
 //! no cycle of awaited bounded queues.
@@ -12,11 +18,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redb::ReadableTable;
+use redb::{ReadableDatabase, ReadableTable};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{record, Store, StoreError, LOG, META, NEXT_ROOM_ID, ROOMS, STATE};
-use crate::config::Durability;
+use super::wal::Wal;
+use super::{record, Store, StoreError, LOG, META, NEXT_ROOM_ID, ROOMS, STATE, WAL_COMMIT};
+use crate::config::{Durability, StorageConfig};
 
 /// Which room a batch belongs to. A room gets its id in the transaction of its first write.
 #[derive(Debug, Clone)]
@@ -37,14 +44,20 @@ pub struct Trim {
     pub head: u64,
 }
 
-/// Everything one room writes in one transaction.
-pub struct RoomBatch {
+/// Everything one room writes in one group.
+#[derive(Debug)]
+pub struct RoomWrite {
     pub room: RoomRef,
     /// (seq, log record)
     pub entries: Vec<(u64, Vec<u8>)>,
     /// (key, new state record or `None` to delete)
     pub state: Vec<(String, Option<Vec<u8>>)>,
     pub trim: Option<Trim>,
+}
+
+/// A room's write and where to report its outcome.
+pub struct RoomBatch {
+    pub write: RoomWrite,
     pub done: oneshot::Sender<Result<CommitInfo, Arc<StoreError>>>,
 }
 
@@ -69,20 +82,22 @@ pub struct WriterHandle {
 }
 
 impl WriterHandle {
-    pub fn spawn(
-        store: Store,
-        durability: Durability,
-        queue: usize,
-        max_batch: usize,
-    ) -> std::io::Result<WriterHandle> {
-        let (tx, rx) = mpsc::channel(queue);
+    /// Brings the database up to date with the write-ahead log (after a crash, the groups
+    /// logged since the last checkpoint), then starts the writer thread. Blocking.
+    pub fn spawn(store: Store, cfg: &StorageConfig) -> Result<WriterHandle, StoreError> {
+        let (tx, rx) = mpsc::channel(cfg.queue);
+        let wal = Wal::open(store.dir())?;
         let mut writer = Writer {
             store,
             broken: false,
-            relaxed: durability == Durability::Relaxed,
+            relaxed: cfg.durability == Durability::Relaxed,
             dirty: false,
-            max_batch,
+            max_batch: cfg.max_batch,
+            wal,
+            commit_no: 0,
+            checkpoint_bytes: cfg.checkpoint_bytes,
         };
+        writer.recover()?;
         std::thread::Builder::new()
             .name("roomd-writer".into())
             .spawn(move || writer.run(rx))?;
@@ -97,7 +112,8 @@ impl WriterHandle {
             .map_err(|_| StoreError::Closed)
     }
 
-    /// Asks for a durable commit of everything written so far (no-op in durable mode).
+    /// Asks for a durable commit of everything applied so far: relaxed mode's periodic fsync,
+    /// durable mode's checkpoint.
     pub async fn flush(&self) {
         let _ = self.tx.send(WriteReq::Flush).await;
     }
@@ -113,12 +129,17 @@ impl WriterHandle {
 
 struct Writer {
     store: Store,
-    /// The last commit failed: reopen the database before the next one.
+    /// A redb operation failed: reopen the database (and replay the log) before the next one.
     broken: bool,
     relaxed: bool,
     /// A non-durable commit happened since the last durable one.
     dirty: bool,
     max_batch: usize,
+    wal: Wal,
+    /// The number of the last group applied to redb (durable mode's log numbering).
+    commit_no: u64,
+    /// Checkpoint once the log holds this many bytes.
+    checkpoint_bytes: u64,
 }
 
 impl Writer {
@@ -141,7 +162,7 @@ impl Writer {
         self.process(&mut reqs);
     }
 
-    /// Commits one group; returns the stop request if one was in it.
+    /// Writes one group; returns the stop request if one was in it.
     fn process(&mut self, reqs: &mut Vec<WriteReq>) -> Option<oneshot::Sender<()>> {
         let mut batches = Vec::with_capacity(reqs.len());
         let mut flush = false;
@@ -153,18 +174,40 @@ impl Writer {
                 WriteReq::Stop(s) => stop = Some(s),
             }
         }
-        let durable = !self.relaxed || flush || stop.is_some();
-        if batches.is_empty() && !(durable && self.dirty) {
-            return stop;
+        if !batches.is_empty() {
+            let started = Instant::now();
+            let res = if self.broken { self.recover() } else { Ok(()) }.and_then(|()| {
+                if self.relaxed {
+                    self.commit_relaxed(&batches)
+                } else {
+                    self.commit_logged(&batches)
+                }
+            });
+            self.report(batches, res, started);
         }
-        let started = Instant::now();
-        let entries: usize = batches
-            .iter()
-            .map(|b| b.entries.len() + b.state.len())
-            .sum();
-        match self.commit(&batches, durable) {
+        let checkpoint_due = flush || stop.is_some() || self.wal.size() >= self.checkpoint_bytes;
+        if checkpoint_due && self.dirty && !self.broken {
+            if let Err(e) = self.checkpoint() {
+                tracing::error!(error = %e, "checkpoint failed; retrying after the next group");
+                crate::metrics::commit_failed();
+                self.broken = true;
+            }
+        }
+        stop
+    }
+
+    fn report(
+        &mut self,
+        batches: Vec<RoomBatch>,
+        res: Result<Vec<CommitInfo>, StoreError>,
+        started: Instant,
+    ) {
+        match res {
             Ok(infos) => {
-                self.dirty = !durable;
+                let entries = batches
+                    .iter()
+                    .map(|b| b.write.entries.len() + b.write.state.len())
+                    .sum();
                 crate::metrics::commit(entries, batches.len(), started.elapsed());
                 for (b, info) in batches.into_iter().zip(infos) {
                     let _ = b.done.send(Ok(info));
@@ -177,74 +220,179 @@ impl Writer {
                 for b in batches {
                     let _ = b.done.send(Err(e.clone()));
                 }
-                // redb refuses everything after an I/O error until the file is reopened.
-                self.broken = true;
                 // Let a transient condition (a full disk being cleaned) pass before the next try.
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
-        stop
     }
 
-    fn commit(
-        &mut self,
-        batches: &[RoomBatch],
-        durable: bool,
-    ) -> Result<Vec<CommitInfo>, StoreError> {
+    /// Durable mode: apply without fsync, log with one, then publish the transaction.
+    fn commit_logged(&mut self, batches: &[RoomBatch]) -> Result<Vec<CommitInfo>, StoreError> {
+        let n = self.commit_no + 1;
+        let txn = self.begin(redb::Durability::None)?;
+        let infos = self.apply(&txn, batches.iter().map(|b| &b.write), Some(n))?;
+        let start = self.wal.size();
+        // On a log failure the transaction is dropped, which aborts it: redb stays as it was.
+        self.wal.append(n, batches.iter().map(|b| &b.write))?;
+        if let Err(e) = txn.commit() {
+            self.wal.undo_last(start);
+            self.broken = true;
+            return Err(StoreError::redb(e));
+        }
+        self.commit_no = n;
+        self.dirty = true;
+        Ok(infos)
+    }
+
+    /// Relaxed mode: apply without fsync; the flush timer makes it durable.
+    fn commit_relaxed(&mut self, batches: &[RoomBatch]) -> Result<Vec<CommitInfo>, StoreError> {
+        let txn = self.begin(redb::Durability::None)?;
+        let infos = self.apply(&txn, batches.iter().map(|b| &b.write), None)?;
+        txn.commit().map_err(|e| self.fail(e))?;
+        self.dirty = true;
+        Ok(infos)
+    }
+
+    /// Makes every applied group durable in redb, so the log can start over.
+    fn checkpoint(&mut self) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let txn = self.begin(redb::Durability::Immediate)?;
+        txn.commit().map_err(|e| self.fail(e))?;
+        self.wal.rewind();
+        self.dirty = false;
+        crate::metrics::checkpoint(started.elapsed());
+        Ok(())
+    }
+
+    /// Reopens redb if it failed, applies the groups logged since its last durable commit,
+    /// commits durably and rewinds the log.
+    fn recover(&mut self) -> Result<(), StoreError> {
         if self.broken {
             self.store.reopen()?;
             self.broken = false;
         }
-        let mut txn = self.store.db()?.begin_write().map_err(StoreError::redb)?;
-        // Quick repair: reopening after a crash takes milliseconds instead of a full scan.
-        txn.set_quick_repair(true);
-        if !durable {
-            txn.set_durability(redb::Durability::None)
+        let applied = self.applied_commit()?;
+        let pending: Vec<_> = self
+            .wal
+            .scan()?
+            .into_iter()
+            .filter(|l| l.commit > applied)
+            .collect();
+        if let Some(first) = pending.first().filter(|l| l.commit != applied + 1) {
+            return Err(StoreError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "write-ahead log starts at group {} but the database holds groups up to {applied}",
+                    first.commit
+                ),
+            )));
+        }
+        let last = pending.last().map_or(applied, |l| l.commit);
+        if !pending.is_empty() {
+            let started = Instant::now();
+            let txn = self.begin(redb::Durability::Immediate)?;
+            self.apply(&txn, pending.iter().flat_map(|l| &l.writes), Some(last))?;
+            txn.commit().map_err(|e| self.fail(e))?;
+            tracing::info!(
+                groups = pending.len(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "write-ahead log replayed"
+            );
+        }
+        self.wal.rewind();
+        self.commit_no = last;
+        self.dirty = false;
+        Ok(())
+    }
+
+    fn applied_commit(&self) -> Result<u64, StoreError> {
+        let txn = self.store.db()?.begin_read().map_err(StoreError::redb)?;
+        let meta = txn.open_table(META).map_err(StoreError::redb)?;
+        Ok(meta
+            .get(WAL_COMMIT)
+            .map_err(StoreError::redb)?
+            .map_or(0, |g| g.value()))
+    }
+
+    fn begin(
+        &mut self,
+        durability: redb::Durability,
+    ) -> Result<redb::WriteTransaction, StoreError> {
+        let mut txn = self.store.db()?.begin_write().map_err(|e| self.fail(e))?;
+        // Quick repair makes reopening after a crash take milliseconds instead of a full scan;
+        // it costs a second fsync, so only durable commits (checkpoints) carry it.
+        if matches!(durability, redb::Durability::Immediate) {
+            txn.set_quick_repair(true);
+        } else {
+            txn.set_durability(durability).map_err(|e| self.fail(e))?;
+        }
+        Ok(txn)
+    }
+
+    /// Marks the database for reopening: redb refuses everything after an I/O error.
+    fn fail(&mut self, e: impl Into<redb::Error>) -> StoreError {
+        self.broken = true;
+        StoreError::redb(e)
+    }
+
+    /// Writes `writes` into `txn`; records `commit` as the last applied log group.
+    fn apply<'a>(
+        &mut self,
+        txn: &redb::WriteTransaction,
+        writes: impl Iterator<Item = &'a RoomWrite>,
+        commit: Option<u64>,
+    ) -> Result<Vec<CommitInfo>, StoreError> {
+        apply(txn, writes, commit).inspect_err(|_| self.broken = true)
+    }
+}
+
+fn apply<'a>(
+    txn: &redb::WriteTransaction,
+    writes: impl Iterator<Item = &'a RoomWrite>,
+    commit: Option<u64>,
+) -> Result<Vec<CommitInfo>, StoreError> {
+    let mut infos = Vec::new();
+    let mut rooms = txn.open_table(ROOMS).map_err(StoreError::redb)?;
+    let mut log = txn.open_table(LOG).map_err(StoreError::redb)?;
+    let mut state = txn.open_table(STATE).map_err(StoreError::redb)?;
+    let mut meta = txn.open_table(META).map_err(StoreError::redb)?;
+    for w in writes {
+        let room_id = match &w.room {
+            RoomRef::Id(id) => *id,
+            RoomRef::New { name, epoch } => {
+                let next = meta
+                    .get(NEXT_ROOM_ID)
+                    .map_err(StoreError::redb)?
+                    .map_or(1, |g| g.value());
+                meta.insert(NEXT_ROOM_ID, next + 1)
+                    .map_err(StoreError::redb)?;
+                rooms
+                    .insert(&**name, (next, *epoch))
+                    .map_err(StoreError::redb)?;
+                next
+            }
+        };
+        for (seq, rec) in &w.entries {
+            log.insert((room_id, *seq), rec.as_slice())
                 .map_err(StoreError::redb)?;
         }
-        let mut infos = Vec::with_capacity(batches.len());
-        {
-            let mut rooms = txn.open_table(ROOMS).map_err(StoreError::redb)?;
-            let mut log = txn.open_table(LOG).map_err(StoreError::redb)?;
-            let mut state = txn.open_table(STATE).map_err(StoreError::redb)?;
-            let mut meta = txn.open_table(META).map_err(StoreError::redb)?;
-            for b in batches {
-                let room_id = match &b.room {
-                    RoomRef::Id(id) => *id,
-                    RoomRef::New { name, epoch } => {
-                        let next = meta
-                            .get(NEXT_ROOM_ID)
-                            .map_err(StoreError::redb)?
-                            .map_or(1, |g| g.value());
-                        meta.insert(NEXT_ROOM_ID, next + 1)
-                            .map_err(StoreError::redb)?;
-                        rooms
-                            .insert(&**name, (next, *epoch))
-                            .map_err(StoreError::redb)?;
-                        next
-                    }
-                };
-                for (seq, rec) in &b.entries {
-                    log.insert((room_id, *seq), rec.as_slice())
-                        .map_err(StoreError::redb)?;
-                }
-                for (key, rec) in &b.state {
-                    match rec {
-                        Some(rec) => state.insert((room_id, key.as_str()), rec.as_slice()),
-                        None => state.remove((room_id, key.as_str())),
-                    }
-                    .map_err(StoreError::redb)?;
-                }
-                let earliest = match b.trim {
-                    Some(t) => Some(trim(&mut log, room_id, t)?),
-                    None => None,
-                };
-                infos.push(CommitInfo { room_id, earliest });
+        for (key, rec) in &w.state {
+            match rec {
+                Some(rec) => state.insert((room_id, key.as_str()), rec.as_slice()),
+                None => state.remove((room_id, key.as_str())),
             }
+            .map_err(StoreError::redb)?;
         }
-        txn.commit().map_err(StoreError::redb)?;
-        Ok(infos)
+        let earliest = match w.trim {
+            Some(t) => Some(trim(&mut log, room_id, t)?),
+            None => None,
+        };
+        infos.push(CommitInfo { room_id, earliest });
     }
+    if let Some(commit) = commit {
+        meta.insert(WAL_COMMIT, commit).map_err(StoreError::redb)?;
+    }
+    Ok(infos)
 }
 
 /// Deletes the room's entries below the cut; returns the first retained seq.

@@ -1,0 +1,370 @@
+//! The write-ahead log of durable mode.
+//!
+//! Committing every group to redb durably costs two fsyncs (quick repair's two-phase commit)
+//! and rewrites one B-tree leaf per room it touches. Instead, durable mode appends the group to
+//! this log with one `fdatasync` (sequential bytes, usually into blocks the file already has),
+//! applies it to redb in a non-durable transaction (visible to readers at once, written later)
+//! and acknowledges. A periodic *checkpoint* makes redb durable (one quick-repair commit covering
+//! every group since the last one) and rewinds the log, so a room's leaf is written once per
+//! checkpoint instead of once per group. After a crash, redb comes back at its last checkpoint
+//! and the groups logged since then are applied again, in order.
+//!
+//! Layout: records back to back from offset 0, each `len u32 | crc32 u32 | commit u64 | body`
+//! (little-endian; `len` and the CRC cover `commit` and `body`). Commits are numbered consecutively; the
+//! number of the last one applied is stored in redb (`meta.wal_commit`) in the same transaction,
+//! so recovery knows where to start. A rewind does not clear the file: a scan stops at the first
+//! record that is torn, fails its CRC, or does not carry the next number, which is exactly where
+//! the newest writes end.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, ErrorKind};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::writer::{RoomRef, RoomWrite, Trim};
+
+const HEADER: usize = 16;
+/// The file grows in steps of this size, so most appends overwrite blocks it already has and
+/// `fdatasync` has no file size to journal.
+const GROW: u64 = 1 << 20;
+
+pub struct Wal {
+    file: File,
+    /// Where the next record goes.
+    offset: u64,
+    /// The file's length: zero-filled space up to here is already allocated.
+    len: u64,
+    buf: Vec<u8>,
+}
+
+/// A record found by [`Wal::scan`].
+pub struct Logged {
+    pub commit: u64,
+    pub writes: Vec<RoomWrite>,
+}
+
+impl Wal {
+    /// Opens (or creates, with a durable directory entry) `dir/roomd.wal`.
+    pub fn open(dir: &Path) -> io::Result<Wal> {
+        let path = dir.join("roomd.wal");
+        let existed = path.exists();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)?;
+        if !existed {
+            file.sync_all()?;
+            File::open(dir)?.sync_all()?;
+        }
+        let len = file.metadata()?.len();
+        Ok(Wal {
+            file,
+            offset: 0,
+            len,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Bytes logged since the last rewind.
+    pub fn size(&self) -> u64 {
+        self.offset
+    }
+
+    /// Reads the run of consecutive, intact records at the start of the file.
+    pub fn scan(&self) -> io::Result<Vec<Logged>> {
+        let mut raw = vec![0; self.len as usize];
+        self.file.read_exact_at(&mut raw, 0)?;
+        let mut out: Vec<Logged> = Vec::new();
+        let mut at = 0;
+        while let Some((commit, body, next)) = record_at(&raw, at) {
+            if out.last().is_some_and(|prev| prev.commit + 1 != commit) {
+                break;
+            }
+            let Some(writes) = decode_group(body) else {
+                return Err(io::Error::new(
+                    ErrorKind::InvalidData,
+                    format!("write-ahead log record {commit} passes its CRC but does not decode"),
+                ));
+            };
+            out.push(Logged { commit, writes });
+            at = next;
+        }
+        Ok(out)
+    }
+
+    /// Appends one group as commit number `commit` and waits until it is on disk.
+    pub fn append<'a>(
+        &mut self,
+        commit: u64,
+        writes: impl ExactSizeIterator<Item = &'a RoomWrite>,
+    ) -> io::Result<()> {
+        self.buf.clear();
+        self.buf.extend_from_slice(&[0; 8]);
+        self.buf.extend_from_slice(&commit.to_le_bytes());
+        encode_group(writes, &mut self.buf);
+        let covered = (self.buf.len() - 8) as u32;
+        let crc = crc32fast::hash(&self.buf[8..]);
+        self.buf[..4].copy_from_slice(&covered.to_le_bytes());
+        self.buf[4..8].copy_from_slice(&crc.to_le_bytes());
+        let end = self.offset + self.buf.len() as u64;
+        let res = self.grow_to(end).and_then(|()| {
+            self.file.write_all_at(&self.buf, self.offset)?;
+            self.file.sync_data()
+        });
+        match res {
+            Ok(()) => {
+                self.offset = end;
+                Ok(())
+            }
+            Err(e) => {
+                self.invalidate_tail();
+                Err(e)
+            }
+        }
+    }
+
+    /// Makes a record written at the current offset unreadable (best effort): it was not
+    /// acknowledged, so recovery must not apply it.
+    pub fn invalidate_tail(&mut self) {
+        if self.offset + HEADER as u64 <= self.len {
+            let _ = self.file.write_all_at(&[0; HEADER], self.offset);
+            let _ = self.file.sync_data();
+        }
+    }
+
+    /// Forgets the last appended record (its group could not be applied).
+    pub fn undo_last(&mut self, start: u64) {
+        self.offset = start;
+        self.invalidate_tail();
+    }
+
+    /// Starts over at offset 0 once everything logged is durable in redb.
+    pub fn rewind(&mut self) {
+        self.offset = 0;
+    }
+
+    fn grow_to(&mut self, end: u64) -> io::Result<()> {
+        if end <= self.len {
+            return Ok(());
+        }
+        let new_len = end.div_ceil(GROW) * GROW;
+        let zeros = vec![0; (new_len - self.len) as usize];
+        self.file.write_all_at(&zeros, self.len)?;
+        self.file.sync_all()?;
+        self.len = new_len;
+        Ok(())
+    }
+}
+
+/// `(commit, body, next offset)` of an intact record at `at`.
+fn record_at(raw: &[u8], at: usize) -> Option<(u64, &[u8], usize)> {
+    let head = raw.get(at..at + HEADER)?;
+    let len = u32::from_le_bytes(head[..4].try_into().ok()?) as usize;
+    let crc = u32::from_le_bytes(head[4..8].try_into().ok()?);
+    let commit = u64::from_le_bytes(head[8..16].try_into().ok()?);
+    if len < 8 || commit == 0 {
+        return None;
+    }
+    let end = at.checked_add(8 + len)?;
+    let covered = raw.get(at + 8..end)?;
+    (crc32fast::hash(covered) == crc).then(|| (commit, &covered[8..], end))
+}
+
+fn encode_group<'a>(writes: impl ExactSizeIterator<Item = &'a RoomWrite>, out: &mut Vec<u8>) {
+    put_u32(out, writes.len());
+    for w in writes {
+        match &w.room {
+            RoomRef::Id(id) => {
+                out.push(0);
+                out.extend_from_slice(&id.to_le_bytes());
+            }
+            RoomRef::New { name, epoch } => {
+                out.push(1);
+                put_bytes(out, name.as_bytes());
+                out.extend_from_slice(&epoch.to_le_bytes());
+            }
+        }
+        put_u32(out, w.entries.len());
+        for (seq, rec) in &w.entries {
+            out.extend_from_slice(&seq.to_le_bytes());
+            put_bytes(out, rec);
+        }
+        put_u32(out, w.state.len());
+        for (key, rec) in &w.state {
+            put_bytes(out, key.as_bytes());
+            match rec {
+                Some(rec) => {
+                    out.push(1);
+                    put_bytes(out, rec);
+                }
+                None => out.push(0),
+            }
+        }
+        match w.trim {
+            Some(t) => {
+                out.push(1);
+                out.extend_from_slice(&t.before_seq.to_le_bytes());
+                out.extend_from_slice(&t.older_than_ms.map_or(u64::MAX, |v| v).to_le_bytes());
+                out.extend_from_slice(&t.head.to_le_bytes());
+            }
+            None => out.push(0),
+        }
+    }
+}
+
+fn put_u32(out: &mut Vec<u8>, n: usize) {
+    out.extend_from_slice(&(n as u32).to_le_bytes());
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    put_u32(out, b.len());
+    out.extend_from_slice(b);
+}
+
+/// Reads what [`encode_group`] wrote; `None` if it is not well formed.
+fn decode_group(body: &[u8]) -> Option<Vec<RoomWrite>> {
+    let mut r = Reader(body);
+    let n = r.u32()?;
+    let mut writes = Vec::with_capacity(n.min(4096) as usize);
+    for _ in 0..n {
+        let room = match r.u8()? {
+            0 => RoomRef::Id(r.u64()?),
+            1 => {
+                let name: Arc<str> = std::str::from_utf8(r.bytes()?).ok()?.into();
+                RoomRef::New {
+                    name,
+                    epoch: r.u64()?,
+                }
+            }
+            _ => return None,
+        };
+        let entries = (0..r.u32()?)
+            .map(|_| Some((r.u64()?, r.bytes()?.to_vec())))
+            .collect::<Option<Vec<_>>>()?;
+        let state = (0..r.u32()?)
+            .map(|_| {
+                let key = std::str::from_utf8(r.bytes()?).ok()?.to_string();
+                let rec = match r.u8()? {
+                    0 => None,
+                    1 => Some(r.bytes()?.to_vec()),
+                    _ => return None,
+                };
+                Some((key, rec))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let trim = match r.u8()? {
+            0 => None,
+            1 => Some(Trim {
+                before_seq: r.u64()?,
+                older_than_ms: Some(r.u64()?).filter(|v| *v != u64::MAX),
+                head: r.u64()?,
+            }),
+            _ => return None,
+        };
+        writes.push(RoomWrite {
+            room,
+            entries,
+            state,
+            trim,
+        });
+    }
+    r.0.is_empty().then_some(writes)
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn bytes(&mut self) -> Option<&'a [u8]> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(id: u64, seqs: std::ops::Range<u64>) -> RoomWrite {
+        RoomWrite {
+            room: RoomRef::Id(id),
+            entries: seqs.map(|s| (s, vec![s as u8; 10])).collect(),
+            state: vec![("k".into(), Some(vec![1, 2])), ("gone".into(), None)],
+            trim: Some(Trim {
+                before_seq: 2,
+                older_than_ms: None,
+                head: 9,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_scan_returns_the_run_of_appended_records_and_stops_at_older_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::open(dir.path()).unwrap();
+        for c in 1..=5 {
+            wal.append(c, [write(c, 0..c)].iter()).unwrap();
+        }
+        let new_room = RoomWrite {
+            room: RoomRef::New {
+                name: "lobby".into(),
+                epoch: 7,
+            },
+            entries: vec![],
+            state: vec![],
+            trim: None,
+        };
+        wal.append(6, [write(1, 0..1), new_room].iter()).unwrap();
+        let all = Wal::open(dir.path()).unwrap().scan().unwrap();
+        assert_eq!(
+            all.iter().map(|l| l.commit).collect::<Vec<_>>(),
+            [1, 2, 3, 4, 5, 6]
+        );
+        assert_eq!(all[2].writes[0].entries.len(), 3);
+        assert_eq!(all[2].writes[0].state[1], ("gone".to_string(), None));
+        assert!(
+            matches!(&all[5].writes[1].room, RoomRef::New { name, epoch: 7 } if &**name == "lobby")
+        );
+
+        // After a rewind, new records overwrite the old ones; the scan ends where they end.
+        wal.rewind();
+        wal.append(7, [write(2, 0..1)].iter()).unwrap();
+        let after = Wal::open(dir.path()).unwrap().scan().unwrap();
+        assert_eq!(after.iter().map(|l| l.commit).collect::<Vec<_>>(), [7]);
+    }
+
+    #[test]
+    fn a_torn_or_invalidated_record_ends_the_scan() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::open(dir.path()).unwrap();
+        wal.append(1, [write(1, 0..3)].iter()).unwrap();
+        let second = wal.size();
+        wal.append(2, [write(1, 3..6)].iter()).unwrap();
+        // Flip one byte of the second record's body.
+        wal.file.write_all_at(&[0xff], second + 30).unwrap();
+        let got = Wal::open(dir.path()).unwrap().scan().unwrap();
+        assert_eq!(got.len(), 1);
+
+        wal.undo_last(0);
+        assert!(Wal::open(dir.path()).unwrap().scan().unwrap().is_empty());
+    }
+}
