@@ -17,7 +17,8 @@ pub mod writer;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use redb::{Database, TableDefinition};
@@ -62,6 +63,15 @@ pub struct Store {
     db: Arc<RwLock<Option<Arc<Database>>>>,
     path: PathBuf,
     cache_bytes: usize,
+    catch_up: Arc<CatchUp>,
+}
+
+/// How a reader gets the writer to apply groups that are logged (and acknowledged) but not yet
+/// in redb.
+#[derive(Default)]
+struct CatchUp {
+    pending: AtomicBool,
+    writer: OnceLock<tokio::sync::mpsc::Sender<writer::WriteReq>>,
 }
 
 impl Store {
@@ -83,6 +93,7 @@ impl Store {
             db: Arc::new(RwLock::new(Some(Arc::new(db)))),
             path,
             cache_bytes,
+            catch_up: Arc::default(),
         };
         store.create_tables()?;
         Ok(store)
@@ -91,6 +102,35 @@ impl Store {
     /// The data directory.
     pub fn dir(&self) -> &Path {
         self.path.parent().unwrap_or(Path::new("."))
+    }
+
+    pub(crate) fn connect_writer(&self, tx: tokio::sync::mpsc::Sender<writer::WriteReq>) {
+        let _ = self.catch_up.writer.set(tx);
+    }
+
+    /// Set by the writer before it acknowledges a group it has not applied yet.
+    pub(crate) fn set_pending(&self, pending: bool) {
+        self.catch_up.pending.store(pending, Ordering::Release);
+    }
+
+    /// Makes every acknowledged write visible to the next read: if some are only in the
+    /// write-ahead log, asks the writer to apply them and waits. Blocking; every reader calls
+    /// it first, so a read sees everything acknowledged before it started.
+    pub(crate) fn catch_up(&self) -> Result<(), StoreError> {
+        if !self.catch_up.pending.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let Some(tx) = self.catch_up.writer.get() else {
+            return Ok(());
+        };
+        let (done, wait) = tokio::sync::oneshot::channel();
+        tx.blocking_send(writer::WriteReq::Sync(done))
+            .map_err(|_| StoreError::Closed)?;
+        match wait.blocking_recv() {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(StoreError::Io(std::io::Error::other(e.to_string()))),
+            Err(_) => Err(StoreError::Closed),
+        }
     }
 
     /// The open database, or an error while it is being reopened.

@@ -1,7 +1,9 @@
 //! Blocking reads of the database; callers run them on tokio's blocking pool.
 //!
 //! Readers see committed transactions only, so they never return an entry that a crash could
-//! take back (in the default durable mode, committed means fsynced).
+//! take back (in the default durable mode a group is committed to redb only after it is fsynced
+//! in the write-ahead log). Every read first has the writer apply the groups that are logged
+//! but not yet in redb ([`Store::catch_up`]), so it sees every acknowledged write.
 
 use bytes::Bytes;
 use redb::{ReadableDatabase, ReadableTable};
@@ -33,8 +35,13 @@ pub struct LoadLimits {
 }
 
 impl Store {
+    fn read_txn(&self) -> Result<redb::ReadTransaction, StoreError> {
+        self.catch_up()?;
+        self.db()?.begin_read().map_err(StoreError::redb)
+    }
+
     pub fn load_room(&self, name: &str, lim: &LoadLimits) -> Result<RoomSnapshot, StoreError> {
-        let txn = self.db()?.begin_read().map_err(StoreError::redb)?;
+        let txn = self.read_txn()?;
         let rooms = txn.open_table(ROOMS).map_err(StoreError::redb)?;
         let Some((id, epoch)) = rooms
             .get(name)
@@ -110,7 +117,7 @@ impl Store {
         from: u64,
         limit: usize,
     ) -> Result<Vec<(u64, Bytes)>, StoreError> {
-        let txn = self.db()?.begin_read().map_err(StoreError::redb)?;
+        let txn = self.read_txn()?;
         let log = txn.open_table(LOG).map_err(StoreError::redb)?;
         let mut out = Vec::with_capacity(limit.min(1024));
         for entry in log
@@ -137,7 +144,7 @@ impl Store {
         before: Option<u64>,
         limit: usize,
     ) -> Result<(Vec<Bytes>, bool), StoreError> {
-        let txn = self.db()?.begin_read().map_err(StoreError::redb)?;
+        let txn = self.read_txn()?;
         let rooms = txn.open_table(ROOMS).map_err(StoreError::redb)?;
         let Some((id, _)) = rooms
             .get(name)
@@ -186,7 +193,7 @@ impl Store {
 
     /// Every stored room: (name, id).
     pub fn rooms(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        let txn = self.db()?.begin_read().map_err(StoreError::redb)?;
+        let txn = self.read_txn()?;
         let rooms = txn.open_table(ROOMS).map_err(StoreError::redb)?;
         let mut out = Vec::new();
         for entry in rooms.iter().map_err(StoreError::redb)? {
@@ -198,7 +205,7 @@ impl Store {
 
     /// (first seq, its ts, last seq) of a room's log, if it has entries.
     pub fn log_bounds(&self, room: u64) -> Result<Option<(u64, u64, u64)>, StoreError> {
-        let txn = self.db()?.begin_read().map_err(StoreError::redb)?;
+        let txn = self.read_txn()?;
         let log = txn.open_table(LOG).map_err(StoreError::redb)?;
         let mut range = log
             .range((room, 0)..=(room, u64::MAX))

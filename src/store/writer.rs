@@ -68,10 +68,13 @@ pub struct CommitInfo {
     pub earliest: Option<u64>,
 }
 
-enum WriteReq {
+pub(crate) enum WriteReq {
     Batch(RoomBatch),
-    /// Make every earlier commit durable (relaxed mode's periodic fsync).
+    /// Make every earlier commit durable (relaxed mode's periodic fsync, durable mode's
+    /// checkpoint).
     Flush,
+    /// Apply every logged group to redb so a reader sees it (see [`Store::catch_up`]).
+    Sync(oneshot::Sender<Result<(), Arc<StoreError>>>),
     Stop(oneshot::Sender<()>),
 }
 
@@ -87,8 +90,12 @@ impl WriterHandle {
     pub fn spawn(store: Store, cfg: &StorageConfig) -> Result<WriterHandle, StoreError> {
         let (tx, rx) = mpsc::channel(cfg.queue);
         let wal = Wal::open(store.dir())?;
+        store.connect_writer(tx.clone());
         let mut writer = Writer {
             store,
+            pending: Vec::new(),
+            pending_bytes: 0,
+            apply_bytes: cfg.apply_bytes,
             broken: false,
             relaxed: cfg.durability == Durability::Relaxed,
             dirty: false,
@@ -129,6 +136,13 @@ impl WriterHandle {
 
 struct Writer {
     store: Store,
+    /// Durable mode: groups that are in the log (and acknowledged) but not yet in redb. They
+    /// are applied together, so a room's B-tree leaf is rewritten once per apply rather than once
+    /// per group; readers ask for them first ([`Store::catch_up`]).
+    pending: Vec<(u64, Vec<RoomWrite>)>,
+    pending_bytes: usize,
+    /// Apply the pending groups once they hold this many bytes.
+    apply_bytes: usize,
     /// A redb operation failed: reopen the database (and replay the log) before the next one.
     broken: bool,
     relaxed: bool,
@@ -164,29 +178,45 @@ impl Writer {
 
     /// Writes one group; returns the stop request if one was in it.
     fn process(&mut self, reqs: &mut Vec<WriteReq>) -> Option<oneshot::Sender<()>> {
-        let mut batches = Vec::with_capacity(reqs.len());
+        let mut writes = Vec::with_capacity(reqs.len());
+        let mut dones = Vec::with_capacity(reqs.len());
+        let mut syncs = Vec::new();
         let mut flush = false;
         let mut stop = None;
         for req in reqs.drain(..) {
             match req {
-                WriteReq::Batch(b) => batches.push(b),
+                WriteReq::Batch(b) => {
+                    writes.push(b.write);
+                    dones.push(b.done);
+                }
                 WriteReq::Flush => flush = true,
+                WriteReq::Sync(s) => syncs.push(s),
                 WriteReq::Stop(s) => stop = Some(s),
             }
         }
-        if !batches.is_empty() {
+        if !writes.is_empty() {
             let started = Instant::now();
+            let entries = writes.iter().map(|w| w.entries.len() + w.state.len()).sum();
             let res = if self.broken { self.recover() } else { Ok(()) }.and_then(|()| {
                 if self.relaxed {
-                    self.commit_relaxed(&batches)
+                    self.commit_relaxed(writes)
                 } else {
-                    self.commit_logged(&batches)
+                    self.commit_logged(writes)
                 }
             });
-            self.report(batches, res, started);
+            report(dones, res, entries, started);
+        }
+        if !syncs.is_empty() || self.pending_bytes >= self.apply_bytes {
+            let res = self.apply_pending().map_err(Arc::new);
+            if let Err(e) = &res {
+                tracing::error!(error = %e, "applying logged groups failed; retrying after the next group");
+            }
+            for s in syncs {
+                let _ = s.send(res.clone());
+            }
         }
         let checkpoint_due = flush || stop.is_some() || self.wal.size() >= self.checkpoint_bytes;
-        if checkpoint_due && self.dirty && !self.broken {
+        if checkpoint_due && (self.dirty || !self.pending.is_empty()) && !self.broken {
             if let Err(e) = self.checkpoint() {
                 tracing::error!(error = %e, "checkpoint failed; retrying after the next group");
                 crate::metrics::commit_failed();
@@ -196,68 +226,99 @@ impl Writer {
         stop
     }
 
-    fn report(
-        &mut self,
-        batches: Vec<RoomBatch>,
-        res: Result<Vec<CommitInfo>, StoreError>,
-        started: Instant,
-    ) {
-        match res {
-            Ok(infos) => {
-                let entries = batches
-                    .iter()
-                    .map(|b| b.write.entries.len() + b.write.state.len())
-                    .sum();
-                crate::metrics::commit(entries, batches.len(), started.elapsed());
-                for (b, info) in batches.into_iter().zip(infos) {
-                    let _ = b.done.send(Ok(info));
-                }
+    /// Durable mode: log the group with one fsync and acknowledge it. Its application to redb
+    /// waits in `pending`, unless the rooms need something only redb can tell them now (a new
+    /// room's id, the first seq left after a trim).
+    fn commit_logged(&mut self, writes: Vec<RoomWrite>) -> Result<Vec<CommitInfo>, StoreError> {
+        let n = self.commit_no + 1;
+        let needs_redb = writes
+            .iter()
+            .any(|w| matches!(w.room, RoomRef::New { .. }) || w.trim.is_some());
+        if needs_redb {
+            let txn = self.begin(redb::Durability::None)?;
+            let pending = std::mem::take(&mut self.pending);
+            let applied = self.apply(&txn, pending.iter().flat_map(|(_, w)| w), None);
+            self.pending = pending;
+            applied?;
+            let infos = self.apply(&txn, writes.iter(), Some(n))?;
+            let start = self.wal.size();
+            // On a log failure the transaction is dropped, which aborts it: redb stays as it was.
+            self.wal.append(n, writes.iter())?;
+            if let Err(e) = txn.commit() {
+                self.wal.undo_last(start);
+                self.broken = true;
+                return Err(StoreError::redb(e));
             }
-            Err(e) => {
-                tracing::error!(error = %e, batches = batches.len(), "commit failed; nothing in it was stored");
-                crate::metrics::commit_failed();
-                let e = Arc::new(e);
-                for b in batches {
-                    let _ = b.done.send(Err(e.clone()));
-                }
-                // Let a transient condition (a full disk being cleaned) pass before the next try.
-                std::thread::sleep(Duration::from_millis(10));
-            }
+            self.clear_pending();
+            self.commit_no = n;
+            self.dirty = true;
+            return Ok(infos);
         }
+        self.wal.append(n, writes.iter())?;
+        self.commit_no = n;
+        let infos = writes
+            .iter()
+            .map(|w| CommitInfo {
+                room_id: match w.room {
+                    RoomRef::Id(id) => id,
+                    RoomRef::New { .. } => unreachable!("a new room is applied at once"),
+                },
+                earliest: None,
+            })
+            .collect();
+        self.pending_bytes += writes.iter().map(write_bytes).sum::<usize>();
+        self.pending.push((n, writes));
+        self.store.set_pending(true);
+        Ok(infos)
     }
 
-    /// Durable mode: apply without fsync, log with one, then publish the transaction.
-    fn commit_logged(&mut self, batches: &[RoomBatch]) -> Result<Vec<CommitInfo>, StoreError> {
-        let n = self.commit_no + 1;
-        let txn = self.begin(redb::Durability::None)?;
-        let infos = self.apply(&txn, batches.iter().map(|b| &b.write), Some(n))?;
-        let start = self.wal.size();
-        // On a log failure the transaction is dropped, which aborts it: redb stays as it was.
-        self.wal.append(n, batches.iter().map(|b| &b.write))?;
-        if let Err(e) = txn.commit() {
-            self.wal.undo_last(start);
-            self.broken = true;
-            return Err(StoreError::redb(e));
+    /// Applies the pending groups to redb (not durably: they are in the log).
+    fn apply_pending(&mut self) -> Result<(), StoreError> {
+        let Some(&(last, _)) = self.pending.last() else {
+            return Ok(());
+        };
+        if self.broken {
+            // Recovery replays them from the log.
+            return self.recover();
         }
-        self.commit_no = n;
+        let txn = self.begin(redb::Durability::None)?;
+        let pending = std::mem::take(&mut self.pending);
+        let applied = self.apply(&txn, pending.iter().flat_map(|(_, w)| w), Some(last));
+        self.pending = pending;
+        applied?;
+        txn.commit().map_err(|e| self.fail(e))?;
+        self.clear_pending();
         self.dirty = true;
-        Ok(infos)
+        Ok(())
+    }
+
+    fn clear_pending(&mut self) {
+        self.pending.clear();
+        self.pending_bytes = 0;
+        self.store.set_pending(false);
     }
 
     /// Relaxed mode: apply without fsync; the flush timer makes it durable.
-    fn commit_relaxed(&mut self, batches: &[RoomBatch]) -> Result<Vec<CommitInfo>, StoreError> {
+    fn commit_relaxed(&mut self, writes: Vec<RoomWrite>) -> Result<Vec<CommitInfo>, StoreError> {
         let txn = self.begin(redb::Durability::None)?;
-        let infos = self.apply(&txn, batches.iter().map(|b| &b.write), None)?;
+        let infos = self.apply(&txn, writes.iter(), None)?;
         txn.commit().map_err(|e| self.fail(e))?;
         self.dirty = true;
         Ok(infos)
     }
 
-    /// Makes every applied group durable in redb, so the log can start over.
+    /// Makes every applied or pending group durable in redb, so the log can start over.
     fn checkpoint(&mut self) -> Result<(), StoreError> {
         let started = Instant::now();
         let txn = self.begin(redb::Durability::Immediate)?;
+        if let Some(&(last, _)) = self.pending.last() {
+            let pending = std::mem::take(&mut self.pending);
+            let applied = self.apply(&txn, pending.iter().flat_map(|(_, w)| w), Some(last));
+            self.pending = pending;
+            applied?;
+        }
         txn.commit().map_err(|e| self.fail(e))?;
+        self.clear_pending();
         self.wal.rewind();
         self.dirty = false;
         crate::metrics::checkpoint(started.elapsed());
@@ -271,6 +332,8 @@ impl Writer {
             self.store.reopen()?;
             self.broken = false;
         }
+        // Whatever was pending is in the log: the replay below applies it.
+        self.clear_pending();
         let applied = self.applied_commit()?;
         let pending: Vec<_> = self
             .wal
@@ -344,6 +407,44 @@ impl Writer {
     ) -> Result<Vec<CommitInfo>, StoreError> {
         apply(txn, writes, commit).inspect_err(|_| self.broken = true)
     }
+}
+
+/// Sends each room its group's outcome.
+fn report(
+    dones: Vec<oneshot::Sender<Result<CommitInfo, Arc<StoreError>>>>,
+    res: Result<Vec<CommitInfo>, StoreError>,
+    entries: usize,
+    started: Instant,
+) {
+    match res {
+        Ok(infos) => {
+            crate::metrics::commit(entries, dones.len(), started.elapsed());
+            for (done, info) in dones.into_iter().zip(infos) {
+                let _ = done.send(Ok(info));
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, batches = dones.len(), "commit failed; nothing in it was stored");
+            crate::metrics::commit_failed();
+            let e = Arc::new(e);
+            for done in dones {
+                let _ = done.send(Err(e.clone()));
+            }
+            // Let a transient condition (a full disk being cleaned) pass before the next try.
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Roughly what a write holds in memory while it is pending.
+fn write_bytes(w: &RoomWrite) -> usize {
+    let entries: usize = w.entries.iter().map(|(_, r)| r.len() + 32).sum();
+    let state: usize = w
+        .state
+        .iter()
+        .map(|(k, r)| k.len() + r.as_ref().map_or(0, Vec::len) + 48)
+        .sum();
+    entries + state + 64
 }
 
 fn apply<'a>(
