@@ -94,7 +94,7 @@ pub struct RoomsConfig {
 pub enum Durability {
     /// Ack after fsync (of the write-ahead log; redb is checkpointed periodically).
     Durable,
-    /// Ack after the commit reaches the OS; fsync every `flush_interval_ms`.
+    /// Ack after the write-ahead log append reaches the OS; fsync every `flush_interval_ms`.
     Relaxed,
 }
 
@@ -112,11 +112,11 @@ pub struct StorageConfig {
 }
 
 impl StorageConfig {
-    /// How often applied writes are made durable in redb: relaxed mode's loss window, durable
-    /// mode's checkpoint period.
+    /// The writer's tick: relaxed mode fsyncs the log on it (its loss window); checkpoints
+    /// are taken on the first tick after `checkpoint_interval_ms`.
     pub fn flush_every(&self) -> Duration {
         Duration::from_millis(match self.durability {
-            Durability::Relaxed => self.flush_interval_ms,
+            Durability::Relaxed => self.flush_interval_ms.min(self.checkpoint_interval_ms),
             Durability::Durable => self.checkpoint_interval_ms,
         })
     }

@@ -95,11 +95,12 @@ impl Wal {
         Ok(out)
     }
 
-    /// Appends one group as commit number `commit` and waits until it is on disk.
+    /// Appends one group as commit number `commit`; with `sync`, waits until it is on disk.
     pub fn append<'a>(
         &mut self,
         commit: u64,
         writes: impl ExactSizeIterator<Item = &'a RoomWrite>,
+        sync: bool,
     ) -> io::Result<()> {
         self.buf.clear();
         self.buf.extend_from_slice(&[0; 8]);
@@ -112,7 +113,10 @@ impl Wal {
         let end = self.offset + self.buf.len() as u64;
         let res = self.grow_to(end).and_then(|()| {
             self.file.write_all_at(&self.buf, self.offset)?;
-            self.file.sync_data()
+            if sync {
+                self.file.sync_data()?;
+            }
+            Ok(())
         });
         match res {
             Ok(()) => {
@@ -124,6 +128,11 @@ impl Wal {
                 Err(e)
             }
         }
+    }
+
+    /// Waits until everything appended is on disk (relaxed mode's periodic fsync).
+    pub fn sync(&self) -> io::Result<()> {
+        self.file.sync_data()
     }
 
     /// Makes a record written at the current offset unreadable (best effort): it was not
@@ -322,7 +331,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut wal = Wal::open(dir.path()).unwrap();
         for c in 1..=5 {
-            wal.append(c, [write(c, 0..c)].iter()).unwrap();
+            wal.append(c, [write(c, 0..c)].iter(), true).unwrap();
         }
         let new_room = RoomWrite {
             room: RoomRef::New {
@@ -333,7 +342,8 @@ mod tests {
             state: vec![],
             trim: None,
         };
-        wal.append(6, [write(1, 0..1), new_room].iter()).unwrap();
+        wal.append(6, [write(1, 0..1), new_room].iter(), true)
+            .unwrap();
         let all = Wal::open(dir.path()).unwrap().scan().unwrap();
         assert_eq!(
             all.iter().map(|l| l.commit).collect::<Vec<_>>(),
@@ -347,7 +357,7 @@ mod tests {
 
         // After a rewind, new records overwrite the old ones; the scan ends where they end.
         wal.rewind();
-        wal.append(7, [write(2, 0..1)].iter()).unwrap();
+        wal.append(7, [write(2, 0..1)].iter(), true).unwrap();
         let after = Wal::open(dir.path()).unwrap().scan().unwrap();
         assert_eq!(after.iter().map(|l| l.commit).collect::<Vec<_>>(), [7]);
     }
@@ -356,9 +366,9 @@ mod tests {
     fn a_torn_or_invalidated_record_ends_the_scan() {
         let dir = tempfile::tempdir().unwrap();
         let mut wal = Wal::open(dir.path()).unwrap();
-        wal.append(1, [write(1, 0..3)].iter()).unwrap();
+        wal.append(1, [write(1, 0..3)].iter(), true).unwrap();
         let second = wal.size();
-        wal.append(2, [write(1, 3..6)].iter()).unwrap();
+        wal.append(2, [write(1, 3..6)].iter(), true).unwrap();
         // Flip one byte of the second record's body.
         wal.file.write_all_at(&[0xff], second + 30).unwrap();
         let got = Wal::open(dir.path()).unwrap().scan().unwrap();

@@ -6,11 +6,13 @@
 //! the next accumulates, so throughput grows with concurrency instead of paying one fsync per
 //! message.
 //!
-//! - durable mode: the group is applied to redb without an fsync and appended to the
-//!   write-ahead log with one `fdatasync` ([`super::wal`]); redb is made durable by periodic
-//!   checkpoints, after which the log starts over.
-//! - relaxed mode: the group is applied to redb without an fsync and acknowledged; a durable
-//!   commit follows on the flush timer (`storage.flush_interval_ms`).
+//! Each group is appended to the write-ahead log ([`super::wal`]) and acknowledged; it is
+//! applied to redb later, many groups at once ([`Writer::apply_pending`]), and redb is made
+//! durable by periodic checkpoints, after which the log starts over.
+//! - durable mode: the append is followed by one `fdatasync` before the acks.
+//! - relaxed mode: the append is only written (it survives a crash of the process at once); the
+//!   log is fsynced on the flush timer (`storage.flush_interval_ms`), so a power cut can lose
+//!   that last interval.
 //!
 //! The writer never waits on a room: completions go back through oneshot channels, so there is
 //! no cycle of awaited bounded queues.
@@ -70,8 +72,7 @@ pub struct CommitInfo {
 
 pub(crate) enum WriteReq {
     Batch(RoomBatch),
-    /// Make every earlier commit durable (relaxed mode's periodic fsync, durable mode's
-    /// checkpoint).
+    /// The flush tick: relaxed mode fsyncs the log; a checkpoint follows if one is due.
     Flush,
     /// Apply every logged group to redb so a reader sees it (see [`Store::catch_up`]).
     Sync(oneshot::Sender<Result<(), Arc<StoreError>>>),
@@ -103,6 +104,8 @@ impl WriterHandle {
             wal,
             commit_no: 0,
             checkpoint_bytes: cfg.checkpoint_bytes,
+            checkpoint_every: Duration::from_millis(cfg.checkpoint_interval_ms),
+            last_checkpoint: Instant::now(),
         };
         writer.recover()?;
         std::thread::Builder::new()
@@ -119,8 +122,7 @@ impl WriterHandle {
             .map_err(|_| StoreError::Closed)
     }
 
-    /// Asks for a durable commit of everything applied so far: relaxed mode's periodic fsync,
-    /// durable mode's checkpoint.
+    /// The flush tick: relaxed mode's periodic fsync of the log, and checkpoints when due.
     pub async fn flush(&self) {
         let _ = self.tx.send(WriteReq::Flush).await;
     }
@@ -136,7 +138,7 @@ impl WriterHandle {
 
 struct Writer {
     store: Store,
-    /// Durable mode: groups that are in the log (and acknowledged) but not yet in redb. They
+    /// Groups that are in the log (and acknowledged) but not yet in redb. They
     /// are applied together, so a room's B-tree leaf is rewritten once per apply rather than once
     /// per group; readers ask for them first ([`Store::catch_up`]).
     pending: Vec<(u64, Vec<RoomWrite>)>,
@@ -146,14 +148,17 @@ struct Writer {
     /// A redb operation failed: reopen the database (and replay the log) before the next one.
     broken: bool,
     relaxed: bool,
-    /// A non-durable commit happened since the last durable one.
+    /// A non-durable redb commit happened since the last durable one.
     dirty: bool,
     max_batch: usize,
     wal: Wal,
-    /// The number of the last group applied to redb (durable mode's log numbering).
+    /// The number of the last group logged.
     commit_no: u64,
-    /// Checkpoint once the log holds this many bytes.
+    /// Checkpoint once the log holds this many bytes...
     checkpoint_bytes: u64,
+    /// ... or on the first flush tick this long after the last checkpoint.
+    checkpoint_every: Duration,
+    last_checkpoint: Instant,
 }
 
 impl Writer {
@@ -197,13 +202,8 @@ impl Writer {
         if !writes.is_empty() {
             let started = Instant::now();
             let entries = writes.iter().map(|w| w.entries.len() + w.state.len()).sum();
-            let res = if self.broken { self.recover() } else { Ok(()) }.and_then(|()| {
-                if self.relaxed {
-                    self.commit_relaxed(writes)
-                } else {
-                    self.commit_logged(writes)
-                }
-            });
+            let res = if self.broken { self.recover() } else { Ok(()) }
+                .and_then(|()| self.commit_logged(writes));
             report(dones, res, entries, started);
         }
         if !syncs.is_empty() || self.pending_bytes >= self.apply_bytes {
@@ -215,7 +215,14 @@ impl Writer {
                 let _ = s.send(res.clone());
             }
         }
-        let checkpoint_due = flush || stop.is_some() || self.wal.size() >= self.checkpoint_bytes;
+        if flush && self.relaxed && self.wal.size() > 0 {
+            if let Err(e) = self.wal.sync() {
+                tracing::error!(error = %e, "write-ahead log fsync failed");
+            }
+        }
+        let checkpoint_due = (flush && self.last_checkpoint.elapsed() >= self.checkpoint_every)
+            || stop.is_some()
+            || self.wal.size() >= self.checkpoint_bytes;
         if checkpoint_due && (self.dirty || !self.pending.is_empty()) && !self.broken {
             if let Err(e) = self.checkpoint() {
                 tracing::error!(error = %e, "checkpoint failed; retrying after the next group");
@@ -226,7 +233,7 @@ impl Writer {
         stop
     }
 
-    /// Durable mode: log the group with one fsync and acknowledge it. Its application to redb
+    /// Logs the group (durable mode: with one fsync) and acknowledges it. Its application to redb
     /// waits in `pending`, unless the rooms need something only redb can tell them now (a new
     /// room's id, the first seq left after a trim).
     fn commit_logged(&mut self, writes: Vec<RoomWrite>) -> Result<Vec<CommitInfo>, StoreError> {
@@ -243,7 +250,7 @@ impl Writer {
             let infos = self.apply(&txn, writes.iter(), Some(n))?;
             let start = self.wal.size();
             // On a log failure the transaction is dropped, which aborts it: redb stays as it was.
-            self.wal.append(n, writes.iter())?;
+            self.wal.append(n, writes.iter(), !self.relaxed)?;
             if let Err(e) = txn.commit() {
                 self.wal.undo_last(start);
                 self.broken = true;
@@ -254,7 +261,7 @@ impl Writer {
             self.dirty = true;
             return Ok(infos);
         }
-        self.wal.append(n, writes.iter())?;
+        self.wal.append(n, writes.iter(), !self.relaxed)?;
         self.commit_no = n;
         let infos = writes
             .iter()
@@ -298,15 +305,6 @@ impl Writer {
         self.store.set_pending(false);
     }
 
-    /// Relaxed mode: apply without fsync; the flush timer makes it durable.
-    fn commit_relaxed(&mut self, writes: Vec<RoomWrite>) -> Result<Vec<CommitInfo>, StoreError> {
-        let txn = self.begin(redb::Durability::None)?;
-        let infos = self.apply(&txn, writes.iter(), None)?;
-        txn.commit().map_err(|e| self.fail(e))?;
-        self.dirty = true;
-        Ok(infos)
-    }
-
     /// Makes every applied or pending group durable in redb, so the log can start over.
     fn checkpoint(&mut self) -> Result<(), StoreError> {
         let started = Instant::now();
@@ -321,6 +319,7 @@ impl Writer {
         self.clear_pending();
         self.wal.rewind();
         self.dirty = false;
+        self.last_checkpoint = Instant::now();
         crate::metrics::checkpoint(started.elapsed());
         Ok(())
     }
