@@ -37,6 +37,8 @@ pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta")
 pub(crate) const NEXT_ROOM_ID: &str = "next_room_id";
 /// The number of the last write-ahead log group applied (see [`wal`]).
 pub(crate) const WAL_COMMIT: &str = "wal_commit";
+/// The salt of the write-ahead log's current cycle (see [`wal`]).
+pub(crate) const WAL_SALT: &str = "wal_salt";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -10,11 +10,14 @@
 //! and the groups logged since then are applied again, in order.
 //!
 //! Layout: records back to back from offset 0, each `len u32 | crc32 u32 | commit u64 | body`
-//! (little-endian; `len` and the CRC cover `commit` and `body`). Commits are numbered consecutively; the
-//! number of the last one applied is stored in redb (`meta.wal_commit`) in the same transaction,
-//! so recovery knows where to start. A rewind does not clear the file: a scan stops at the first
-//! record that is torn, fails its CRC, or does not carry the next number, which is exactly where
-//! the newest writes end.
+//! (little-endian; `len` covers `commit` and `body`, the CRC covers the cycle's salt, `commit`
+//! and `body`). Commits are numbered consecutively; the number of the last one applied is stored
+//! in redb (`meta.wal_commit`) in the same transaction, so recovery knows where to start. A
+//! rewind does not clear the file: a scan stops at the first record that is torn, fails its CRC,
+//! or does not carry the next number, which is exactly where the newest writes end. Each cycle
+//! (from one checkpoint to the next) has its own random salt, recorded in redb by the checkpoint
+//! that starts it (`meta.wal_salt`), so a record left from an earlier cycle never passes for a
+//! new one, even where its number is used again.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, ErrorKind};
@@ -35,6 +38,8 @@ pub struct Wal {
     offset: u64,
     /// The file's length: zero-filled space up to here is already allocated.
     len: u64,
+    /// The current cycle's salt, mixed into every record's CRC.
+    salt: u64,
     buf: Vec<u8>,
 }
 
@@ -64,6 +69,7 @@ impl Wal {
             file,
             offset: 0,
             len,
+            salt: 0,
             buf: Vec::new(),
         })
     }
@@ -73,13 +79,14 @@ impl Wal {
         self.offset
     }
 
-    /// Reads the run of consecutive, intact records at the start of the file.
-    pub fn scan(&self) -> io::Result<Vec<Logged>> {
+    /// Reads the run of consecutive, intact records of the cycle with this salt at the start of
+    /// the file.
+    pub fn scan(&self, salt: u64) -> io::Result<Vec<Logged>> {
         let mut raw = vec![0; self.len as usize];
         self.file.read_exact_at(&mut raw, 0)?;
         let mut out: Vec<Logged> = Vec::new();
         let mut at = 0;
-        while let Some((commit, body, next)) = record_at(&raw, at) {
+        while let Some((commit, body, next)) = record_at(&raw, at, salt) {
             if out.last().is_some_and(|prev| prev.commit + 1 != commit) {
                 break;
             }
@@ -107,7 +114,7 @@ impl Wal {
         self.buf.extend_from_slice(&commit.to_le_bytes());
         encode_group(writes, &mut self.buf);
         let covered = (self.buf.len() - 8) as u32;
-        let crc = crc32fast::hash(&self.buf[8..]);
+        let crc = checksum(self.salt, &self.buf[8..]);
         self.buf[..4].copy_from_slice(&covered.to_le_bytes());
         self.buf[4..8].copy_from_slice(&crc.to_le_bytes());
         let end = self.offset + self.buf.len() as u64;
@@ -150,9 +157,10 @@ impl Wal {
         self.invalidate_tail();
     }
 
-    /// Starts over at offset 0 once everything logged is durable in redb.
-    pub fn rewind(&mut self) {
+    /// Starts a new cycle with `salt` at offset 0, once everything logged is durable in redb.
+    pub fn rewind(&mut self, salt: u64) {
         self.offset = 0;
+        self.salt = salt;
     }
 
     fn grow_to(&mut self, end: u64) -> io::Result<()> {
@@ -169,7 +177,14 @@ impl Wal {
 }
 
 /// `(commit, body, next offset)` of an intact record at `at`.
-fn record_at(raw: &[u8], at: usize) -> Option<(u64, &[u8], usize)> {
+fn checksum(salt: u64, covered: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&salt.to_le_bytes());
+    h.update(covered);
+    h.finalize()
+}
+
+fn record_at(raw: &[u8], at: usize, salt: u64) -> Option<(u64, &[u8], usize)> {
     let head = raw.get(at..at + HEADER)?;
     let len = u32::from_le_bytes(head[..4].try_into().ok()?) as usize;
     let crc = u32::from_le_bytes(head[4..8].try_into().ok()?);
@@ -179,7 +194,7 @@ fn record_at(raw: &[u8], at: usize) -> Option<(u64, &[u8], usize)> {
     }
     let end = at.checked_add(8 + len)?;
     let covered = raw.get(at + 8..end)?;
-    (crc32fast::hash(covered) == crc).then(|| (commit, &covered[8..], end))
+    (checksum(salt, covered) == crc).then(|| (commit, &covered[8..], end))
 }
 
 fn encode_group<'a>(writes: impl ExactSizeIterator<Item = &'a RoomWrite>, out: &mut Vec<u8>) {
@@ -344,7 +359,7 @@ mod tests {
         };
         wal.append(6, [write(1, 0..1), new_room].iter(), true)
             .unwrap();
-        let all = Wal::open(dir.path()).unwrap().scan().unwrap();
+        let all = Wal::open(dir.path()).unwrap().scan(0).unwrap();
         assert_eq!(
             all.iter().map(|l| l.commit).collect::<Vec<_>>(),
             [1, 2, 3, 4, 5, 6]
@@ -356,9 +371,9 @@ mod tests {
         );
 
         // After a rewind, new records overwrite the old ones; the scan ends where they end.
-        wal.rewind();
+        wal.rewind(7);
         wal.append(7, [write(2, 0..1)].iter(), true).unwrap();
-        let after = Wal::open(dir.path()).unwrap().scan().unwrap();
+        let after = Wal::open(dir.path()).unwrap().scan(7).unwrap();
         assert_eq!(after.iter().map(|l| l.commit).collect::<Vec<_>>(), [7]);
     }
 
@@ -371,10 +386,36 @@ mod tests {
         wal.append(2, [write(1, 3..6)].iter(), true).unwrap();
         // Flip one byte of the second record's body.
         wal.file.write_all_at(&[0xff], second + 30).unwrap();
-        let got = Wal::open(dir.path()).unwrap().scan().unwrap();
+        let got = Wal::open(dir.path()).unwrap().scan(0).unwrap();
         assert_eq!(got.len(), 1);
 
         wal.undo_last(0);
-        assert!(Wal::open(dir.path()).unwrap().scan().unwrap().is_empty());
+        assert!(Wal::open(dir.path()).unwrap().scan(0).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_record_of_an_earlier_cycle_never_continues_a_new_run() {
+        // Cycle 1 logs groups 5, 6, 7 (say, unsynced, in relaxed mode); a power loss keeps only
+        // group 5, so after recovery the numbers 6 and 7 are used again. Same-sized records put
+        // the old group 6 right where the new run ends.
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::open(dir.path()).unwrap();
+        wal.rewind(1);
+        for c in 5..=7 {
+            wal.append(c, [write(1, 0..2)].iter(), true).unwrap();
+        }
+        wal.rewind(2);
+        wal.append(5, [write(1, 0..2)].iter(), true).unwrap();
+        let got = Wal::open(dir.path()).unwrap().scan(2).unwrap();
+        assert_eq!(got.iter().map(|l| l.commit).collect::<Vec<_>>(), [5]);
+        // With one salt for both cycles the stale records would pass.
+        let mut same = Wal::open(dir.path()).unwrap();
+        same.rewind(1);
+        same.append(5, [write(1, 0..2)].iter(), true).unwrap();
+        let stale = Wal::open(dir.path()).unwrap().scan(1).unwrap();
+        assert_eq!(
+            stale.iter().map(|l| l.commit).collect::<Vec<_>>(),
+            [5, 6, 7]
+        );
     }
 }

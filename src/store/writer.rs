@@ -24,7 +24,9 @@ use redb::{ReadableDatabase, ReadableTable};
 use tokio::sync::{mpsc, oneshot};
 
 use super::wal::Wal;
-use super::{record, Store, StoreError, LOG, META, NEXT_ROOM_ID, ROOMS, STATE, WAL_COMMIT};
+use super::{
+    record, Store, StoreError, LOG, META, NEXT_ROOM_ID, ROOMS, STATE, WAL_COMMIT, WAL_SALT,
+};
 use crate::config::{Durability, StorageConfig};
 
 /// Which room a batch belongs to. A room gets its id in the transaction of its first write.
@@ -315,9 +317,10 @@ impl Writer {
             self.pending = pending;
             applied?;
         }
+        let salt = new_salt(&txn)?;
         txn.commit().map_err(|e| self.fail(e))?;
         self.clear_pending();
-        self.wal.rewind();
+        self.wal.rewind(salt);
         self.dirty = false;
         self.last_checkpoint = Instant::now();
         crate::metrics::checkpoint(started.elapsed());
@@ -333,10 +336,10 @@ impl Writer {
         }
         // Whatever was pending is in the log: the replay below applies it.
         self.clear_pending();
-        let applied = self.applied_commit()?;
+        let (applied, salt) = self.log_position()?;
         let pending: Vec<_> = self
             .wal
-            .scan()?
+            .scan(salt)?
             .into_iter()
             .filter(|l| l.commit > applied)
             .collect();
@@ -350,30 +353,38 @@ impl Writer {
             )));
         }
         let last = pending.last().map_or(applied, |l| l.commit);
+        let started = Instant::now();
+        let txn = self.begin(redb::Durability::Immediate)?;
+        self.apply(&txn, pending.iter().flat_map(|l| &l.writes), Some(last))?;
+        // A new salt for the log's next cycle: records left from this one (say, the unsynced
+        // tail of a relaxed-mode log cut by a power loss, whose numbers will be used again)
+        // then fail their CRC instead of passing for new ones.
+        let salt = new_salt(&txn)?;
+        txn.commit().map_err(|e| self.fail(e))?;
         if !pending.is_empty() {
-            let started = Instant::now();
-            let txn = self.begin(redb::Durability::Immediate)?;
-            self.apply(&txn, pending.iter().flat_map(|l| &l.writes), Some(last))?;
-            txn.commit().map_err(|e| self.fail(e))?;
             tracing::info!(
                 groups = pending.len(),
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "write-ahead log replayed"
             );
         }
-        self.wal.rewind();
+        self.wal.rewind(salt);
         self.commit_no = last;
         self.dirty = false;
         Ok(())
     }
 
-    fn applied_commit(&self) -> Result<u64, StoreError> {
+    /// The last group applied to the durable database, and the salt of the log's cycle.
+    fn log_position(&self) -> Result<(u64, u64), StoreError> {
         let txn = self.store.db()?.begin_read().map_err(StoreError::redb)?;
         let meta = txn.open_table(META).map_err(StoreError::redb)?;
-        Ok(meta
-            .get(WAL_COMMIT)
-            .map_err(StoreError::redb)?
-            .map_or(0, |g| g.value()))
+        let get = |key| -> Result<u64, StoreError> {
+            Ok(meta
+                .get(key)
+                .map_err(StoreError::redb)?
+                .map_or(0, |g| g.value()))
+        };
+        Ok((get(WAL_COMMIT)?, get(WAL_SALT)?))
     }
 
     fn begin(
@@ -406,6 +417,15 @@ impl Writer {
     ) -> Result<Vec<CommitInfo>, StoreError> {
         apply(txn, writes, commit).inspect_err(|_| self.broken = true)
     }
+}
+
+/// Picks the salt of the log's next cycle and records it in `txn` (a durable commit, after which
+/// the log starts over).
+fn new_salt(txn: &redb::WriteTransaction) -> Result<u64, StoreError> {
+    let salt = rand::random::<u64>();
+    let mut meta = txn.open_table(META).map_err(StoreError::redb)?;
+    meta.insert(WAL_SALT, salt).map_err(StoreError::redb)?;
+    Ok(salt)
 }
 
 /// Sends each room its group's outcome.
