@@ -245,10 +245,7 @@ impl Writer {
             .any(|w| matches!(w.room, RoomRef::New { .. }) || w.trim.is_some());
         if needs_redb {
             let txn = self.begin(redb::Durability::None)?;
-            let pending = std::mem::take(&mut self.pending);
-            let applied = self.apply(&txn, pending.iter().flat_map(|(_, w)| w), None);
-            self.pending = pending;
-            applied?;
+            self.write_pending(&txn, false)?;
             let infos = self.apply(&txn, writes.iter(), Some(n))?;
             let start = self.wal.size();
             // On a log failure the transaction is dropped, which aborts it: redb stays as it was.
@@ -283,22 +280,39 @@ impl Writer {
 
     /// Applies the pending groups to redb (not durably: they are in the log).
     fn apply_pending(&mut self) -> Result<(), StoreError> {
-        let Some(&(last, _)) = self.pending.last() else {
+        if self.pending.is_empty() {
             return Ok(());
-        };
+        }
         if self.broken {
             // Recovery replays them from the log.
             return self.recover();
         }
         let txn = self.begin(redb::Durability::None)?;
-        let pending = std::mem::take(&mut self.pending);
-        let applied = self.apply(&txn, pending.iter().flat_map(|(_, w)| w), Some(last));
-        self.pending = pending;
-        applied?;
+        self.write_pending(&txn, true)?;
         txn.commit().map_err(|e| self.fail(e))?;
         self.clear_pending();
         self.dirty = true;
         Ok(())
+    }
+
+    /// Writes the pending groups into `txn` (they stay pending until it commits); with
+    /// `record`, also the number of the last one as the last group applied.
+    fn write_pending(
+        &mut self,
+        txn: &redb::WriteTransaction,
+        record: bool,
+    ) -> Result<(), StoreError> {
+        let Some(&(last, _)) = self.pending.last() else {
+            return Ok(());
+        };
+        let pending = std::mem::take(&mut self.pending);
+        let res = self.apply(
+            txn,
+            pending.iter().flat_map(|(_, w)| w),
+            record.then_some(last),
+        );
+        self.pending = pending;
+        res.map(|_| ())
     }
 
     fn clear_pending(&mut self) {
@@ -311,12 +325,7 @@ impl Writer {
     fn checkpoint(&mut self) -> Result<(), StoreError> {
         let started = Instant::now();
         let txn = self.begin(redb::Durability::Immediate)?;
-        if let Some(&(last, _)) = self.pending.last() {
-            let pending = std::mem::take(&mut self.pending);
-            let applied = self.apply(&txn, pending.iter().flat_map(|(_, w)| w), Some(last));
-            self.pending = pending;
-            applied?;
-        }
+        self.write_pending(&txn, true)?;
         let salt = new_salt(&txn)?;
         txn.commit().map_err(|e| self.fail(e))?;
         self.clear_pending();
