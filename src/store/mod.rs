@@ -4,8 +4,8 @@
 //!   in flight into the next transaction (group commit), across rooms and connections.
 //! - [`reader`]: blocking reads (room load, history pages, replay) run on tokio's blocking pool.
 //! - [`record`]: the byte layout of log entries and state values.
-//! - [`wal`]: durable mode's write-ahead log, which makes a group durable with one sequential
-//!   append and `fdatasync`.
+//! - [`wal`]: the write-ahead log every group is appended to before it is acknowledged (in
+//!   durable mode with one `fdatasync`); redb receives the groups later, in bulk.
 //!
 //! Layout: log keys are `(room id, seq)`, so one room's entries are adjacent and a commit
 //! touches few pages per room; state keys are `(room id, key)`.
