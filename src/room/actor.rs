@@ -27,6 +27,9 @@ use crate::wire;
 
 type CommitResult = Result<CommitInfo, Arc<StoreError>>;
 
+/// Most commands taken from the inbox at once before a batch is formed.
+const DRAIN_MAX: usize = 1024;
+
 struct Sub {
     peer: Arc<Peer>,
     /// Receives live broadcasts; otherwise a replay is in progress.
@@ -250,6 +253,14 @@ impl Room {
                 }
             }
             if commit.is_none() && (!self.pending.is_empty() || self.trim_wanted) {
+                // Whatever else is already waiting joins this batch: one commit and one
+                // broadcast for all of it.
+                for _ in 0..DRAIN_MAX {
+                    match rx.try_recv() {
+                        Ok(cmd) => self.handle(*cmd),
+                        Err(_) => break,
+                    }
+                }
                 // Boxed: a batch's state is on the heap only while it is being formed.
                 commit = Box::pin(self.flush()).await;
             }
