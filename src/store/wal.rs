@@ -1,13 +1,14 @@
-//! The write-ahead log of durable mode.
+//! The write-ahead log.
 //!
 //! Committing every group to redb durably costs two fsyncs (quick repair's two-phase commit)
-//! and rewrites one B-tree leaf per room it touches. Instead, durable mode appends the group to
-//! this log with one `fdatasync` (sequential bytes, usually into blocks the file already has),
-//! applies it to redb in a non-durable transaction (visible to readers at once, written later)
-//! and acknowledges. A periodic *checkpoint* makes redb durable (one quick-repair commit covering
-//! every group since the last one) and rewinds the log, so a room's leaf is written once per
-//! checkpoint instead of once per group. After a crash, redb comes back at its last checkpoint
-//! and the groups logged since then are applied again, in order.
+//! and rewrites one B-tree leaf per room it touches. Instead, each group is appended to this log
+//! (sequential bytes, usually into blocks the file already has) and acknowledged: in durable mode
+//! after one `fdatasync`, in relaxed mode once written (fsynced on the flush timer). The groups
+//! reach redb later, many at once, in a non-durable transaction; a periodic *checkpoint* makes
+//! redb durable (one quick-repair commit covering every group since the last one) and rewinds the
+//! log, so a room's leaf is written once per apply instead of once per group. After a crash, redb
+//! comes back at its last checkpoint and the groups logged since then are applied again, in
+//! order.
 //!
 //! Layout: records back to back from offset 0, each `len u32 | crc32 u32 | commit u64 | body`
 //! (little-endian; `len` covers `commit` and `body`, the CRC covers the cycle's salt, `commit`
