@@ -145,7 +145,7 @@ impl Wal {
 
     /// Makes a record written at the current offset unreadable (best effort): it was not
     /// acknowledged, so recovery must not apply it.
-    pub fn invalidate_tail(&mut self) {
+    fn invalidate_tail(&mut self) {
         if self.offset + HEADER as u64 <= self.len {
             let _ = self.file.write_all_at(&[0; HEADER], self.offset);
             let _ = self.file.sync_data();
