@@ -62,11 +62,20 @@ test("publishes made while disconnected wait in the queue and are stored once", 
   const c = mk({ WebSocket: TrackedWebSocket, reconnect: { baseDelay: 400, maxDelay: 400 } });
   await c.ready();
   await c.room(room).publish("before");
+  // Publish from the state event itself: the reconnect delay is drawn from [0, 400) ms (full
+  // jitter), so polling for "reconnecting" can miss a short one.
+  let stateAtPublish = "";
+  const offline = new Promise<Promise<number>[]>((resolve) => {
+    const off = c.on("state", (s) => {
+      if (s !== "reconnecting") return;
+      off();
+      stateAtPublish = c.state;
+      resolve(["o1", "o2", "o3", "o4", "o5"].map((t) => c.room(room).publish(t)));
+    });
+  });
   TrackedWebSocket.latest().terminate();
-  await until(() => c.state === "reconnecting", "reconnecting");
-  const offline = ["o1", "o2", "o3", "o4", "o5"].map((t) => c.room(room).publish(t));
-  assert.equal(c.state, "reconnecting", "published while offline");
-  const seqs = await Promise.all(offline);
+  const seqs = await Promise.all(await offline);
+  assert.equal(stateAtPublish, "reconnecting", "published while offline");
   assert.deepEqual(seqs, [2, 3, 4, 5, 6]);
   const page = await c.room(room).history();
   assert.deepEqual(
