@@ -19,6 +19,9 @@ struct Hot {
     bytes_out: Counter,
     published: Counter,
     ack_latency: Histogram,
+    commit_seconds: Histogram,
+    commit_entries: Histogram,
+    room_logged: Counter,
 }
 
 static HOT: OnceLock<Hot> = OnceLock::new();
@@ -30,6 +33,9 @@ fn hot() -> &'static Hot {
         bytes_out: counter!("roomd_bytes_out_total"),
         published: counter!("roomd_messages_published_total"),
         ack_latency: histogram!("roomd_publish_ack_seconds"),
+        commit_seconds: histogram!("roomd_commit_seconds"),
+        commit_entries: histogram!("roomd_commit_batch_entries"),
+        room_logged: counter!("roomd_room_logged_batches_total"),
     })
 }
 
@@ -81,7 +87,7 @@ fn describe() {
     describe_gauge!("roomd_rooms_active", "rooms loaded in memory");
     describe_counter!(
         "roomd_messages_published_total",
-        "messages acknowledged after a durable commit"
+        "publishes acknowledged (logged: durable mode after its fsync)"
     );
     describe_counter!(
         "roomd_messages_delivered_total",
@@ -106,6 +112,10 @@ fn describe() {
         "roomd_commit_seconds",
         Unit::Seconds,
         "time of one group commit (durable mode: apply, write-ahead log append and fdatasync)"
+    );
+    describe_counter!(
+        "roomd_room_logged_batches_total",
+        "relaxed mode: batches a room appended to the write-ahead log itself instead of through the writer thread"
     );
     describe_histogram!(
         "roomd_checkpoint_seconds",
@@ -161,8 +171,15 @@ pub fn bytes_out(len: usize) {
 }
 
 pub fn commit(entries: usize, _batches: usize, took: Duration) {
-    histogram!("roomd_commit_seconds").record(took.as_secs_f64());
-    histogram!("roomd_commit_batch_entries").record(entries as f64);
+    let h = hot();
+    h.commit_seconds.record(took.as_secs_f64());
+    h.commit_entries.record(entries as f64);
+}
+
+/// A room logged its own batch (relaxed mode).
+pub fn room_logged(entries: usize, took: Duration) {
+    commit(entries, 1, took);
+    hot().room_logged.increment(1);
 }
 
 pub fn checkpoint(took: Duration) {

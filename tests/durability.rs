@@ -252,10 +252,22 @@ async fn settled(b: &Broker) -> Vec<(&'static str, u64, u64, Vec<u64>)> {
 /// and a room loaded again after an idle unload.
 #[tokio::test]
 async fn reads_see_acknowledged_writes_that_are_only_in_the_log() {
-    let b = Broker::start(
-        "[storage]\ncheckpoint_interval_ms = 3600000\ncheckpoint_bytes = 1073741824\n\
-         apply_bytes = 1073741824\n[rooms]\ncache_entries = 0\nidle_unload_secs = 1\n",
-    );
+    reads_see_log_only_writes("").await;
+}
+
+/// The same in relaxed mode, where rooms append their batches to the log themselves.
+#[tokio::test]
+async fn relaxed_reads_see_acknowledged_writes_that_rooms_logged_themselves() {
+    let b = reads_see_log_only_writes("durability = \"relaxed\"\n").await;
+    assert!(b.metric("roomd_room_logged_batches_total").await >= 20.0);
+}
+
+async fn reads_see_log_only_writes(storage: &str) -> Broker {
+    let b = Broker::start(&format!(
+        "[storage]\n{storage}checkpoint_interval_ms = 3600000\ncheckpoint_bytes = 1073741824\n\
+         flush_interval_ms = 3600000\napply_bytes = 1073741824\n\
+         [rooms]\ncache_entries = 0\nidle_unload_secs = 1\n",
+    ));
     let mut p = Client::connect(&b).await;
     let sent: Vec<(u64, Vec<u8>)> = {
         let mut out = Vec::new();
@@ -290,6 +302,7 @@ async fn reads_see_acknowledged_writes_that_are_only_in_the_log() {
         log.iter().map(|e| e.0).collect::<Vec<_>>(),
         (1..=26).collect::<Vec<_>>()
     );
+    b
 }
 
 /// room → seq → payload of every acknowledged publish.
@@ -317,7 +330,23 @@ async fn kill_9_with_no_checkpoint_recovers_everything_from_the_log() {
         .await;
 }
 
-async fn kill_9_loop(extra: &str) {
+/// Relaxed mode, where rooms log their own batches while the writer thread applies and
+/// checkpoints (every 16 KiB) around them: a crash of the process loses nothing acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_in_relaxed_mode_with_rooms_logging_around_checkpoints_loses_nothing() {
+    let b = kill_9_loop(
+        "[storage]\ndurability = \"relaxed\"\ncheckpoint_bytes = 16384\napply_bytes = 4096\n",
+    )
+    .await;
+    // Each round ended in a kill: show on the last process that rooms do log for themselves.
+    let mut c = Client::connect(&b).await;
+    for i in 0..5u8 {
+        c.publish_seq("crash-a", &[i]).await;
+    }
+    assert!(b.metric("roomd_room_logged_batches_total").await >= 5.0);
+}
+
+async fn kill_9_loop(extra: &str) -> Broker {
     let mut b = Broker::start(extra);
     let acked: Arc<Mutex<Acked>> = Arc::default();
     let rooms = ["crash-a", "crash-b", "crash-c", "crash-d"];
@@ -408,6 +437,7 @@ async fn kill_9_loop(extra: &str) {
             }
         }
     }
+    b
 }
 
 #[tokio::test]

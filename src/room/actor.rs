@@ -22,10 +22,8 @@ use super::state::{Effect, Overlay, RoomState};
 use super::{Command, Inbox, InboxSender, Mutation};
 use crate::peer::{Peer, ReplyError};
 use crate::store::reader::{LoadLimits, RoomSnapshot};
-use crate::store::{record, CommitInfo, RoomBatch, RoomRef, RoomWrite, StoreError, Trim};
+use crate::store::{record, CommitResult, RoomBatch, RoomRef, RoomWrite, StoreError, Trim};
 use crate::wire;
-
-type CommitResult = Result<CommitInfo, Arc<StoreError>>;
 
 /// Most commands taken from the inbox at once before a batch is formed.
 const DRAIN_MAX: usize = 1024;
@@ -470,17 +468,23 @@ impl Room {
                 epoch: self.epoch,
             },
         };
-        let (done, wait) = oneshot::channel();
-        let batch = RoomBatch {
-            write: RoomWrite {
-                room,
-                entries,
-                state,
-                trim,
-            },
-            done,
+        let write = RoomWrite {
+            room,
+            entries,
+            state,
+            trim,
         };
         self.in_flight = written;
+        // Relaxed mode: logged right here when the log is free, and done.
+        let write = match self.registry.writer.try_log(write) {
+            Ok(res) => {
+                self.on_commit(res);
+                return None;
+            }
+            Err(write) => write,
+        };
+        let (done, wait) = oneshot::channel();
+        let batch = RoomBatch { write, done };
         if let Err(e) = self.registry.writer.submit(batch).await {
             self.on_commit(Err(Arc::new(e)));
             return None;

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use redb::{Database, TableDefinition};
 
-pub use writer::{CommitInfo, RoomBatch, RoomRef, RoomWrite, Trim, WriterHandle};
+pub use writer::{CommitInfo, CommitResult, RoomBatch, RoomRef, RoomWrite, Trim, WriterHandle};
 
 /// Room name → (room id, epoch).
 pub(crate) const ROOMS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("rooms");
@@ -110,7 +110,7 @@ impl Store {
         let _ = self.catch_up.writer.set(tx);
     }
 
-    /// Set by the writer before it acknowledges a group it has not applied yet.
+    /// Set (under the log's lock) before a group that redb has not received is acknowledged.
     pub(crate) fn set_pending(&self, pending: bool) {
         self.catch_up.pending.store(pending, Ordering::Release);
     }

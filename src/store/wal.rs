@@ -34,7 +34,8 @@ const HEADER: usize = 16;
 const GROW: u64 = 1 << 20;
 
 pub struct Wal {
-    file: File,
+    /// Shared so the relaxed-mode fsync can run without holding the log.
+    file: Arc<File>,
     /// Where the next record goes.
     offset: u64,
     /// The file's length: zero-filled space up to here is already allocated.
@@ -67,7 +68,7 @@ impl Wal {
         }
         let len = file.metadata()?.len();
         Ok(Wal {
-            file,
+            file: Arc::new(file),
             offset: 0,
             len,
             salt: 0,
@@ -110,6 +111,30 @@ impl Wal {
         writes: impl ExactSizeIterator<Item = &'a RoomWrite>,
         sync: bool,
     ) -> io::Result<()> {
+        self.encode(commit, writes);
+        let end = self.offset + self.buf.len() as u64;
+        if let Err(e) = self.grow_to(end) {
+            self.invalidate_tail();
+            return Err(e);
+        }
+        self.write_encoded(sync)
+    }
+
+    /// Appends one group (without fsync) if it fits in the space the file already has; `false`
+    /// (nothing written) if the file would have to grow first.
+    pub fn append_in_place<'a>(
+        &mut self,
+        commit: u64,
+        writes: impl ExactSizeIterator<Item = &'a RoomWrite>,
+    ) -> io::Result<bool> {
+        self.encode(commit, writes);
+        if self.offset + self.buf.len() as u64 > self.len {
+            return Ok(false);
+        }
+        self.write_encoded(false).map(|()| true)
+    }
+
+    fn encode<'a>(&mut self, commit: u64, writes: impl ExactSizeIterator<Item = &'a RoomWrite>) {
         self.buf.clear();
         self.buf.extend_from_slice(&[0; 8]);
         self.buf.extend_from_slice(&commit.to_le_bytes());
@@ -118,14 +143,20 @@ impl Wal {
         let crc = checksum(self.salt, &self.buf[8..]);
         self.buf[..4].copy_from_slice(&covered.to_le_bytes());
         self.buf[4..8].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    /// Writes the record in `buf` at the end of the log.
+    fn write_encoded(&mut self, sync: bool) -> io::Result<()> {
         let end = self.offset + self.buf.len() as u64;
-        let res = self.grow_to(end).and_then(|()| {
-            self.file.write_all_at(&self.buf, self.offset)?;
-            if sync {
-                self.file.sync_data()?;
-            }
-            Ok(())
-        });
+        let res = self
+            .file
+            .write_all_at(&self.buf, self.offset)
+            .and_then(|()| {
+                if sync {
+                    self.file.sync_data()?;
+                }
+                Ok(())
+            });
         match res {
             Ok(()) => {
                 self.offset = end;
@@ -138,9 +169,9 @@ impl Wal {
         }
     }
 
-    /// Waits until everything appended is on disk (relaxed mode's periodic fsync).
-    pub fn sync(&self) -> io::Result<()> {
-        self.file.sync_data()
+    /// The file, for relaxed mode's periodic fsync.
+    pub fn file(&self) -> Arc<File> {
+        self.file.clone()
     }
 
     /// Makes a record written at the current offset unreadable (best effort): it was not

@@ -14,10 +14,15 @@
 //!   log is fsynced on the flush timer (`storage.flush_interval_ms`), so a power cut can lose
 //!   that last interval.
 //!
+//! In relaxed mode a room logs its batch itself when the log is free ([`WriterHandle::try_log`]):
+//! there is no fsync to share, and the two thread hand-offs of a trip through the writer thread
+//! and back cost more than the write. Batches that need redb at once (a new room, a trim) and
+//! batches that find the log busy still go through the thread.
+//!
 //! The writer never waits on a room: completions go back through oneshot channels, so there is
 //! no cycle of awaited bounded queues.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use redb::{ReadableDatabase, ReadableTable};
@@ -74,6 +79,8 @@ pub struct CommitInfo {
 
 pub(crate) enum WriteReq {
     Batch(RoomBatch),
+    /// Rooms logged enough by themselves that an apply or a checkpoint may be due.
+    Nudge,
     /// The flush tick: relaxed mode fsyncs the log; a checkpoint follows if one is due.
     Flush,
     /// Apply every logged group to redb so a reader sees it (see [`Store::catch_up`]).
@@ -81,10 +88,63 @@ pub(crate) enum WriteReq {
     Stop(oneshot::Sender<()>),
 }
 
+/// The outcome of a room's batch.
+pub type CommitResult = Result<CommitInfo, Arc<StoreError>>;
+
 /// A cloneable handle to the writer thread.
 #[derive(Clone)]
 pub struct WriterHandle {
     tx: mpsc::Sender<WriteReq>,
+    shared: Arc<Shared>,
+}
+
+/// What rooms and the writer thread share.
+struct Shared {
+    log: Mutex<Log>,
+    store: Store,
+    relaxed: bool,
+    apply_bytes: usize,
+    checkpoint_bytes: u64,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Log> {
+        self.log.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether the log holds enough for an apply or a checkpoint.
+    fn due(&self, log: &Log) -> bool {
+        log.pending_bytes >= self.apply_bytes || log.wal.size() >= self.checkpoint_bytes
+    }
+}
+
+/// The write-ahead log and the groups in it that redb has not received yet. Commit numbers are
+/// given out under its lock, so they follow the order of the records in the file.
+struct Log {
+    wal: Wal,
+    /// The number of the last group logged.
+    commit_no: u64,
+    /// Groups that are in the log (and acknowledged) but not yet in redb. They are applied
+    /// together, so a room's B-tree leaf is rewritten once per apply rather than once per group;
+    /// readers ask for them first ([`Store::catch_up`]).
+    pending: Vec<(u64, Vec<RoomWrite>)>,
+    pending_bytes: usize,
+    /// A room has asked the writer thread to look at the log since it last did.
+    nudged: bool,
+}
+
+impl Log {
+    fn push_pending(&mut self, store: &Store, n: u64, writes: Vec<RoomWrite>) {
+        self.pending_bytes += writes.iter().map(write_bytes).sum::<usize>();
+        self.pending.push((n, writes));
+        store.set_pending(true);
+    }
+
+    fn clear_pending(&mut self, store: &Store) {
+        self.pending.clear();
+        self.pending_bytes = 0;
+        store.set_pending(false);
+    }
 }
 
 impl WriterHandle {
@@ -94,26 +154,77 @@ impl WriterHandle {
         let (tx, rx) = mpsc::channel(cfg.queue);
         let wal = Wal::open(store.dir())?;
         store.connect_writer(tx.clone());
+        let shared = Arc::new(Shared {
+            log: Mutex::new(Log {
+                wal,
+                commit_no: 0,
+                pending: Vec::new(),
+                pending_bytes: 0,
+                nudged: false,
+            }),
+            store: store.clone(),
+            relaxed: cfg.durability == Durability::Relaxed,
+            apply_bytes: cfg.apply_bytes,
+            checkpoint_bytes: cfg.checkpoint_bytes,
+        });
         let mut writer = Writer {
             store,
-            pending: Vec::new(),
-            pending_bytes: 0,
-            apply_bytes: cfg.apply_bytes,
+            shared: shared.clone(),
             broken: false,
-            relaxed: cfg.durability == Durability::Relaxed,
             dirty: false,
             max_batch: cfg.max_batch,
-            wal,
-            commit_no: 0,
-            checkpoint_bytes: cfg.checkpoint_bytes,
             checkpoint_every: Duration::from_millis(cfg.checkpoint_interval_ms),
             last_checkpoint: Instant::now(),
         };
-        writer.recover()?;
+        writer.recover(&mut shared.lock())?;
         std::thread::Builder::new()
             .name("roomd-writer".into())
             .spawn(move || writer.run(rx))?;
-        Ok(WriterHandle { tx })
+        Ok(WriterHandle { tx, shared })
+    }
+
+    /// Relaxed mode: logs a room's batch on the caller's thread and returns its outcome, if the
+    /// log is free and the batch needs nothing from redb. Otherwise gives the write back, to be
+    /// submitted: durable mode (the writer thread shares one fsync among everything waiting),
+    /// a new room or a trim (their outcome comes from redb), a log someone else holds, or one
+    /// that must grow first (a zero-fill and an fsync: not for a runtime thread).
+    pub fn try_log(&self, write: RoomWrite) -> Result<CommitResult, RoomWrite> {
+        let shared = &*self.shared;
+        let RoomRef::Id(room_id) = write.room else {
+            return Err(write);
+        };
+        if !shared.relaxed || write.trim.is_some() {
+            return Err(write);
+        }
+        let Ok(mut log) = shared.log.try_lock() else {
+            return Err(write);
+        };
+        let started = Instant::now();
+        let n = log.commit_no + 1;
+        match log.wal.append_in_place(n, std::iter::once(&write)) {
+            Ok(true) => {}
+            Ok(false) => return Err(write),
+            Err(e) => {
+                crate::metrics::commit_failed();
+                tracing::error!(error = %e, "write-ahead log append failed; nothing in it was stored");
+                return Ok(Err(Arc::new(e.into())));
+            }
+        }
+        let entries = write.entries.len() + write.state.len();
+        log.commit_no = n;
+        log.push_pending(&shared.store, n, vec![write]);
+        let nudge = !log.nudged && shared.due(&log);
+        log.nudged |= nudge;
+        drop(log);
+        if nudge {
+            // A full queue means the thread is busy and looks at the log after its next group.
+            let _ = self.tx.try_send(WriteReq::Nudge);
+        }
+        crate::metrics::room_logged(entries, started.elapsed());
+        Ok(Ok(CommitInfo {
+            room_id,
+            earliest: None,
+        }))
     }
 
     /// Queues a batch; waits only while the queue is full (backpressure on busy rooms).
@@ -140,25 +251,14 @@ impl WriterHandle {
 
 struct Writer {
     store: Store,
-    /// Groups that are in the log (and acknowledged) but not yet in redb. They
-    /// are applied together, so a room's B-tree leaf is rewritten once per apply rather than once
-    /// per group; readers ask for them first ([`Store::catch_up`]).
-    pending: Vec<(u64, Vec<RoomWrite>)>,
-    pending_bytes: usize,
-    /// Apply the pending groups once they hold this many bytes.
-    apply_bytes: usize,
+    shared: Arc<Shared>,
     /// A redb operation failed: reopen the database (and replay the log) before the next one.
     broken: bool,
-    relaxed: bool,
     /// A non-durable redb commit happened since the last durable one.
     dirty: bool,
     max_batch: usize,
-    wal: Wal,
-    /// The number of the last group logged.
-    commit_no: u64,
-    /// Checkpoint once the log holds this many bytes...
-    checkpoint_bytes: u64,
-    /// ... or on the first flush tick this long after the last checkpoint.
+    /// Checkpoint once the log holds `storage.checkpoint_bytes`, or on the first flush tick
+    /// this long after the last checkpoint.
     checkpoint_every: Duration,
     last_checkpoint: Instant,
 }
@@ -185,6 +285,7 @@ impl Writer {
 
     /// Writes one group; returns the stop request if one was in it.
     fn process(&mut self, reqs: &mut Vec<WriteReq>) -> Option<oneshot::Sender<()>> {
+        let shared = self.shared.clone();
         let mut writes = Vec::with_capacity(reqs.len());
         let mut dones = Vec::with_capacity(reqs.len());
         let mut syncs = Vec::new();
@@ -196,6 +297,7 @@ impl Writer {
                     writes.push(b.write);
                     dones.push(b.done);
                 }
+                WriteReq::Nudge => {}
                 WriteReq::Flush => flush = true,
                 WriteReq::Sync(s) => syncs.push(s),
                 WriteReq::Stop(s) => stop = Some(s),
@@ -204,12 +306,31 @@ impl Writer {
         if !writes.is_empty() {
             let started = Instant::now();
             let entries = writes.iter().map(|w| w.entries.len() + w.state.len()).sum();
-            let res = if self.broken { self.recover() } else { Ok(()) }
-                .and_then(|()| self.commit_logged(writes));
+            let res = {
+                let mut log = shared.lock();
+                if self.broken {
+                    self.recover(&mut log)
+                } else {
+                    Ok(())
+                }
+                .and_then(|()| self.commit_logged(&mut log, writes))
+            };
             report(dones, res, entries, started);
         }
-        if !syncs.is_empty() || self.pending_bytes >= self.apply_bytes {
-            let res = self.apply_pending().map_err(Arc::new);
+        if flush && shared.relaxed {
+            // Outside the lock: rooms go on logging while the disk works.
+            let file = {
+                let log = shared.lock();
+                (log.wal.size() > 0).then(|| log.wal.file())
+            };
+            if let Some(Err(e)) = file.map(|f| f.sync_data()) {
+                tracing::error!(error = %e, "write-ahead log fsync failed");
+            }
+        }
+        let mut log = shared.lock();
+        log.nudged = false;
+        if !syncs.is_empty() || log.pending_bytes >= shared.apply_bytes {
+            let res = self.apply_pending(&mut log).map_err(Arc::new);
             if let Err(e) = &res {
                 tracing::error!(error = %e, "applying logged groups failed; retrying after the next group");
             }
@@ -217,16 +338,11 @@ impl Writer {
                 let _ = s.send(res.clone());
             }
         }
-        if flush && self.relaxed && self.wal.size() > 0 {
-            if let Err(e) = self.wal.sync() {
-                tracing::error!(error = %e, "write-ahead log fsync failed");
-            }
-        }
         let checkpoint_due = (flush && self.last_checkpoint.elapsed() >= self.checkpoint_every)
             || stop.is_some()
-            || self.wal.size() >= self.checkpoint_bytes;
-        if checkpoint_due && (self.dirty || !self.pending.is_empty()) && !self.broken {
-            if let Err(e) = self.checkpoint() {
+            || log.wal.size() >= shared.checkpoint_bytes;
+        if checkpoint_due && (self.dirty || !log.pending.is_empty()) && !self.broken {
+            if let Err(e) = self.checkpoint(&mut log) {
                 tracing::error!(error = %e, "checkpoint failed; retrying after the next group");
                 crate::metrics::commit_failed();
                 self.broken = true;
@@ -238,30 +354,35 @@ impl Writer {
     /// Logs the group (durable mode: with one fsync) and acknowledges it. Its application to redb
     /// waits in `pending`, unless the rooms need something only redb can tell them now (a new
     /// room's id, the first seq left after a trim).
-    fn commit_logged(&mut self, writes: Vec<RoomWrite>) -> Result<Vec<CommitInfo>, StoreError> {
-        let n = self.commit_no + 1;
+    fn commit_logged(
+        &mut self,
+        log: &mut Log,
+        writes: Vec<RoomWrite>,
+    ) -> Result<Vec<CommitInfo>, StoreError> {
+        let n = log.commit_no + 1;
+        let sync = !self.shared.relaxed;
         let needs_redb = writes
             .iter()
             .any(|w| matches!(w.room, RoomRef::New { .. }) || w.trim.is_some());
         if needs_redb {
             let txn = self.begin(redb::Durability::None)?;
-            self.write_pending(&txn, false)?;
+            self.write_pending(&txn, log, false)?;
             let infos = self.apply(&txn, writes.iter(), Some(n))?;
-            let start = self.wal.size();
+            let start = log.wal.size();
             // On a log failure the transaction is dropped, which aborts it: redb stays as it was.
-            self.wal.append(n, writes.iter(), !self.relaxed)?;
+            log.wal.append(n, writes.iter(), sync)?;
             if let Err(e) = txn.commit() {
-                self.wal.undo_last(start);
+                log.wal.undo_last(start);
                 self.broken = true;
                 return Err(StoreError::redb(e));
             }
-            self.clear_pending();
-            self.commit_no = n;
+            log.clear_pending(&self.store);
+            log.commit_no = n;
             self.dirty = true;
             return Ok(infos);
         }
-        self.wal.append(n, writes.iter(), !self.relaxed)?;
-        self.commit_no = n;
+        log.wal.append(n, writes.iter(), sync)?;
+        log.commit_no = n;
         let infos = writes
             .iter()
             .map(|w| CommitInfo {
@@ -272,25 +393,23 @@ impl Writer {
                 earliest: None,
             })
             .collect();
-        self.pending_bytes += writes.iter().map(write_bytes).sum::<usize>();
-        self.pending.push((n, writes));
-        self.store.set_pending(true);
+        log.push_pending(&self.store, n, writes);
         Ok(infos)
     }
 
     /// Applies the pending groups to redb (not durably: they are in the log).
-    fn apply_pending(&mut self) -> Result<(), StoreError> {
-        if self.pending.is_empty() {
+    fn apply_pending(&mut self, log: &mut Log) -> Result<(), StoreError> {
+        if log.pending.is_empty() {
             return Ok(());
         }
         if self.broken {
             // Recovery replays them from the log.
-            return self.recover();
+            return self.recover(log);
         }
         let txn = self.begin(redb::Durability::None)?;
-        self.write_pending(&txn, true)?;
+        self.write_pending(&txn, log, true)?;
         txn.commit().map_err(|e| self.fail(e))?;
-        self.clear_pending();
+        log.clear_pending(&self.store);
         self.dirty = true;
         Ok(())
     }
@@ -300,36 +419,25 @@ impl Writer {
     fn write_pending(
         &mut self,
         txn: &redb::WriteTransaction,
+        log: &Log,
         record: bool,
     ) -> Result<(), StoreError> {
-        let Some(&(last, _)) = self.pending.last() else {
+        let Some(&(last, _)) = log.pending.last() else {
             return Ok(());
         };
-        let pending = std::mem::take(&mut self.pending);
-        let res = self.apply(
-            txn,
-            pending.iter().flat_map(|(_, w)| w),
-            record.then_some(last),
-        );
-        self.pending = pending;
-        res.map(|_| ())
-    }
-
-    fn clear_pending(&mut self) {
-        self.pending.clear();
-        self.pending_bytes = 0;
-        self.store.set_pending(false);
+        let writes = log.pending.iter().flat_map(|(_, w)| w);
+        self.apply(txn, writes, record.then_some(last)).map(|_| ())
     }
 
     /// Makes every applied or pending group durable in redb, so the log can start over.
-    fn checkpoint(&mut self) -> Result<(), StoreError> {
+    fn checkpoint(&mut self, log: &mut Log) -> Result<(), StoreError> {
         let started = Instant::now();
         let txn = self.begin(redb::Durability::Immediate)?;
-        self.write_pending(&txn, true)?;
+        self.write_pending(&txn, log, true)?;
         let salt = new_salt(&txn)?;
         txn.commit().map_err(|e| self.fail(e))?;
-        self.clear_pending();
-        self.wal.rewind(salt);
+        log.clear_pending(&self.store);
+        log.wal.rewind(salt);
         self.dirty = false;
         self.last_checkpoint = Instant::now();
         crate::metrics::checkpoint(started.elapsed());
@@ -338,15 +446,15 @@ impl Writer {
 
     /// Reopens redb if it failed, applies the groups logged since its last durable commit,
     /// commits durably and rewinds the log.
-    fn recover(&mut self) -> Result<(), StoreError> {
+    fn recover(&mut self, log: &mut Log) -> Result<(), StoreError> {
         if self.broken {
             self.store.reopen()?;
             self.broken = false;
         }
         // Whatever was pending is in the log: the replay below applies it.
-        self.clear_pending();
+        log.clear_pending(&self.store);
         let (applied, salt) = self.log_position()?;
-        let pending: Vec<_> = self
+        let pending: Vec<_> = log
             .wal
             .scan(salt)?
             .into_iter()
@@ -377,8 +485,8 @@ impl Writer {
                 "write-ahead log replayed"
             );
         }
-        self.wal.rewind(salt);
-        self.commit_no = last;
+        log.wal.rewind(salt);
+        log.commit_no = last;
         self.dirty = false;
         Ok(())
     }
