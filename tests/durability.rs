@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{Broker, Client};
 use roomd_protocol::{ClientFrame, ServerFrame, Value};
@@ -494,6 +494,76 @@ async fn graceful_shutdown_acknowledges_in_flight_publishes_and_closes_with_1001
     b.restart();
     let mut c = Client::connect(&b).await;
     assert_eq!(read_all(&mut c, "g").await.len(), 50);
+}
+
+/// Groups go on being logged and acknowledged while a checkpoint commits (held here for 4 s by
+/// fault injection): they go to the log's other file. A crash before the checkpoint commits
+/// loses none of them: recovery follows the log from the file of the last committed checkpoint
+/// into the other one.
+#[tokio::test]
+async fn kill_9_while_a_checkpoint_commits_loses_nothing_logged_meanwhile() {
+    kill_9_during_checkpoint("").await;
+}
+
+#[tokio::test]
+async fn relaxed_kill_9_while_a_checkpoint_commits_loses_nothing_logged_meanwhile() {
+    kill_9_during_checkpoint("durability = \"relaxed\"\n").await;
+}
+
+async fn kill_9_during_checkpoint(storage: &str) {
+    let mut b = Broker::start_env(
+        tempfile::tempdir().unwrap(),
+        &format!(
+            "[storage]\n{storage}checkpoint_interval_ms = 100\nflush_interval_ms = 20\n\
+             checkpoint_bytes = 1073741824\n"
+        ),
+        &[("ROOMD_TEST_CHECKPOINT_HOLD_MS", "4000")],
+    );
+    let mut c = Client::connect(&b).await;
+    // Creating the room is a redb write: the next flush tick starts a checkpoint, held.
+    assert_eq!(c.publish_seq("held", &[0]).await, 1);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let started = Instant::now();
+    for i in 1..=50u8 {
+        c.publish_seq("held", &[i]).await;
+    }
+    let id = c.id();
+    let r = c
+        .request(ClientFrame::Put {
+            id,
+            room: "held".into(),
+            key: "k".into(),
+            value: Value::from(7),
+        })
+        .await;
+    assert!(
+        matches!(r, ServerFrame::Done { seq: Some(52), .. }),
+        "{r:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(2000),
+        "writes waited for the checkpoint"
+    );
+    assert_eq!(b.metric("roomd_checkpoint_seconds_count").await, 0.0);
+    b.kill9();
+    b.restart();
+    let mut c = Client::connect(&b).await;
+    let log = read_all(&mut c, "held").await;
+    assert_eq!(
+        log.iter().map(|e| e.0).collect::<Vec<_>>(),
+        (1..=52).collect::<Vec<_>>()
+    );
+    assert_eq!(log[50].1, vec![50]);
+    let id = c.id();
+    let r = c
+        .request(ClientFrame::Get {
+            id,
+            room: "held".into(),
+            key: "k".into(),
+        })
+        .await;
+    assert!(matches!(r, ServerFrame::Val { ver: 1, .. }), "{r:?}");
+    assert_eq!(c.publish_seq("held", b"next").await, 53);
 }
 
 /// Relaxed mode acks before the fsync, but after the write-ahead log append: a crash of the

@@ -39,6 +39,8 @@ pub(crate) const NEXT_ROOM_ID: &str = "next_room_id";
 pub(crate) const WAL_COMMIT: &str = "wal_commit";
 /// The salt of the write-ahead log's current cycle (see [`wal`]).
 pub(crate) const WAL_SALT: &str = "wal_salt";
+/// Which of the two write-ahead log files the current cycle is in, 0 or 1 (see [`wal`]).
+pub(crate) const WAL_FILE: &str = "wal_file";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -34,12 +34,14 @@ const HEADER: usize = 16;
 const GROW: u64 = 1 << 20;
 
 pub struct Wal {
-    /// Shared so the relaxed-mode fsync can run without holding the log.
-    file: Arc<File>,
+    /// `roomd.wal.0` and `roomd.wal.1`; shared so fsyncs can run without holding the log.
+    files: [Arc<File>; 2],
+    /// Each file's length: zero-filled space up to here is already allocated.
+    lens: [u64; 2],
+    /// The file records go to.
+    active: usize,
     /// Where the next record goes.
     offset: u64,
-    /// The file's length: zero-filled space up to here is already allocated.
-    len: u64,
     /// The current cycle's salt, mixed into every record's CRC.
     salt: u64,
     buf: Vec<u8>,
@@ -51,41 +53,78 @@ pub struct Logged {
     pub writes: Vec<RoomWrite>,
 }
 
+/// The salt of the cycle that follows one with `salt` in the other file. Derived, not drawn, so
+/// recovery finds the records of a cycle whose checkpoint never committed (and so never
+/// recorded anything about it).
+pub fn next_salt(salt: u64) -> u64 {
+    // splitmix64: a bijection, so successive cycles' salts do not repeat.
+    let mut z = salt.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 impl Wal {
-    /// Opens (or creates, with a durable directory entry) `dir/roomd.wal`.
+    /// Opens (or creates, with a durable directory entry) `dir/roomd.wal.0` and `.1`.
     pub fn open(dir: &Path) -> io::Result<Wal> {
-        let path = dir.join("roomd.wal");
-        let existed = path.exists();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)?;
-        if !existed {
-            file.sync_all()?;
+        let mut created = false;
+        let mut open = |i: usize| -> io::Result<File> {
+            let path = dir.join(format!("roomd.wal.{i}"));
+            let new = !path.exists();
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)?;
+            if new {
+                file.sync_all()?;
+                created = true;
+            }
+            Ok(file)
+        };
+        let files = [open(0)?, open(1)?];
+        if created {
             File::open(dir)?.sync_all()?;
         }
-        let len = file.metadata()?.len();
+        let lens = [files[0].metadata()?.len(), files[1].metadata()?.len()];
         Ok(Wal {
-            file: Arc::new(file),
+            files: files.map(Arc::new),
+            lens,
+            active: 0,
             offset: 0,
-            len,
             salt: 0,
             buf: Vec::new(),
         })
     }
 
-    /// Bytes logged since the last rewind.
+    /// Bytes logged since the last rewind or switch.
     pub fn size(&self) -> u64 {
         self.offset
     }
 
-    /// Reads the run of consecutive, intact records of the cycle with this salt at the start of
-    /// the file.
-    pub fn scan(&self, salt: u64) -> io::Result<Vec<Logged>> {
-        let mut raw = vec![0; self.len as usize];
-        self.file.read_exact_at(&mut raw, 0)?;
+    /// The file records go to, and the salt of its cycle.
+    pub fn position(&self) -> (usize, u64) {
+        (self.active, self.salt)
+    }
+
+    /// The groups logged after `applied`, for recovery: the run of consecutive, intact records
+    /// of the cycle `salt` at the start of `file`, continued by the run at the start of the other
+    /// file when a checkpoint had switched files but not committed.
+    pub fn scan(&self, file: usize, salt: u64, applied: u64) -> io::Result<Vec<Logged>> {
+        let mut out = self.scan_file(file, salt)?;
+        let next = out.last().map_or(applied + 1, |l| l.commit + 1);
+        let more = self.scan_file(1 - file, next_salt(salt))?;
+        if more.first().is_some_and(|l| l.commit == next) {
+            out.extend(more);
+        }
+        Ok(out)
+    }
+
+    /// The run of consecutive, intact records of the cycle with this salt at the start of a file.
+    fn scan_file(&self, file: usize, salt: u64) -> io::Result<Vec<Logged>> {
+        let mut raw = vec![0; self.lens[file] as usize];
+        self.files[file].read_exact_at(&mut raw, 0)?;
         let mut out: Vec<Logged> = Vec::new();
         let mut at = 0;
         while let Some((commit, body, next)) = record_at(&raw, at, salt) {
@@ -128,7 +167,7 @@ impl Wal {
         writes: impl ExactSizeIterator<Item = &'a RoomWrite>,
     ) -> io::Result<bool> {
         self.encode(commit, writes);
-        if self.offset + self.buf.len() as u64 > self.len {
+        if self.offset + self.buf.len() as u64 > self.lens[self.active] {
             return Ok(false);
         }
         self.write_encoded(false).map(|()| true)
@@ -148,15 +187,13 @@ impl Wal {
     /// Writes the record in `buf` at the end of the log.
     fn write_encoded(&mut self, sync: bool) -> io::Result<()> {
         let end = self.offset + self.buf.len() as u64;
-        let res = self
-            .file
-            .write_all_at(&self.buf, self.offset)
-            .and_then(|()| {
-                if sync {
-                    self.file.sync_data()?;
-                }
-                Ok(())
-            });
+        let file = &self.files[self.active];
+        let res = file.write_all_at(&self.buf, self.offset).and_then(|()| {
+            if sync {
+                file.sync_data()?;
+            }
+            Ok(())
+        });
         match res {
             Ok(()) => {
                 self.offset = end;
@@ -169,17 +206,18 @@ impl Wal {
         }
     }
 
-    /// The file, for relaxed mode's periodic fsync.
+    /// The file records go to, for relaxed mode's periodic fsync.
     pub fn file(&self) -> Arc<File> {
-        self.file.clone()
+        self.files[self.active].clone()
     }
 
     /// Makes a record written at the current offset unreadable (best effort): it was not
     /// acknowledged, so recovery must not apply it.
     fn invalidate_tail(&mut self) {
-        if self.offset + HEADER as u64 <= self.len {
-            let _ = self.file.write_all_at(&[0; HEADER], self.offset);
-            let _ = self.file.sync_data();
+        let file = &self.files[self.active];
+        if self.offset + HEADER as u64 <= self.lens[self.active] {
+            let _ = file.write_all_at(&[0; HEADER], self.offset);
+            let _ = file.sync_data();
         }
     }
 
@@ -189,21 +227,35 @@ impl Wal {
         self.invalidate_tail();
     }
 
-    /// Starts a new cycle with `salt` at offset 0, once everything logged is durable in redb.
-    pub fn rewind(&mut self, salt: u64) {
+    /// Starts a new cycle with `salt` at the start of `file`, once everything logged is durable
+    /// in redb (after recovery).
+    pub fn rewind(&mut self, file: usize, salt: u64) {
+        self.active = file;
         self.offset = 0;
         self.salt = salt;
     }
 
+    /// Starts the next cycle at the start of the other file (its salt follows from this one's),
+    /// while a checkpoint makes everything logged so far durable in redb: records go on being
+    /// appended meanwhile, and none that recovery may still need is overwritten. Returns the
+    /// file left.
+    pub fn switch(&mut self) -> Arc<File> {
+        let left = self.files[self.active].clone();
+        let next = next_salt(self.salt);
+        self.rewind(1 - self.active, next);
+        left
+    }
+
     fn grow_to(&mut self, end: u64) -> io::Result<()> {
-        if end <= self.len {
+        let (file, len) = (&self.files[self.active], self.lens[self.active]);
+        if end <= len {
             return Ok(());
         }
         let new_len = end.div_ceil(GROW) * GROW;
-        let zeros = vec![0; (new_len - self.len) as usize];
-        self.file.write_all_at(&zeros, self.len)?;
-        self.file.sync_all()?;
-        self.len = new_len;
+        let zeros = vec![0; (new_len - len) as usize];
+        file.write_all_at(&zeros, len)?;
+        file.sync_all()?;
+        self.lens[self.active] = new_len;
         Ok(())
     }
 }
@@ -391,7 +443,7 @@ mod tests {
         };
         wal.append(6, [write(1, 0..1), new_room].iter(), true)
             .unwrap();
-        let all = Wal::open(dir.path()).unwrap().scan(0).unwrap();
+        let all = Wal::open(dir.path()).unwrap().scan(0, 0, 0).unwrap();
         assert_eq!(
             all.iter().map(|l| l.commit).collect::<Vec<_>>(),
             [1, 2, 3, 4, 5, 6]
@@ -403,9 +455,9 @@ mod tests {
         );
 
         // After a rewind, new records overwrite the old ones; the scan ends where they end.
-        wal.rewind(7);
+        wal.rewind(0, 7);
         wal.append(7, [write(2, 0..1)].iter(), true).unwrap();
-        let after = Wal::open(dir.path()).unwrap().scan(7).unwrap();
+        let after = Wal::open(dir.path()).unwrap().scan(0, 7, 0).unwrap();
         assert_eq!(after.iter().map(|l| l.commit).collect::<Vec<_>>(), [7]);
     }
 
@@ -417,12 +469,16 @@ mod tests {
         let second = wal.size();
         wal.append(2, [write(1, 3..6)].iter(), true).unwrap();
         // Flip one byte of the second record's body.
-        wal.file.write_all_at(&[0xff], second + 30).unwrap();
-        let got = Wal::open(dir.path()).unwrap().scan(0).unwrap();
+        wal.files[0].write_all_at(&[0xff], second + 30).unwrap();
+        let got = Wal::open(dir.path()).unwrap().scan(0, 0, 0).unwrap();
         assert_eq!(got.len(), 1);
 
         wal.undo_last(0);
-        assert!(Wal::open(dir.path()).unwrap().scan(0).unwrap().is_empty());
+        assert!(Wal::open(dir.path())
+            .unwrap()
+            .scan(0, 0, 0)
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
@@ -432,22 +488,57 @@ mod tests {
         // the old group 6 right where the new run ends.
         let dir = tempfile::tempdir().unwrap();
         let mut wal = Wal::open(dir.path()).unwrap();
-        wal.rewind(1);
+        wal.rewind(0, 1);
         for c in 5..=7 {
             wal.append(c, [write(1, 0..2)].iter(), true).unwrap();
         }
-        wal.rewind(2);
+        wal.rewind(0, 2);
         wal.append(5, [write(1, 0..2)].iter(), true).unwrap();
-        let got = Wal::open(dir.path()).unwrap().scan(2).unwrap();
+        let got = Wal::open(dir.path()).unwrap().scan(0, 2, 0).unwrap();
         assert_eq!(got.iter().map(|l| l.commit).collect::<Vec<_>>(), [5]);
         // With one salt for both cycles the stale records would pass.
         let mut same = Wal::open(dir.path()).unwrap();
-        same.rewind(1);
+        same.rewind(0, 1);
         same.append(5, [write(1, 0..2)].iter(), true).unwrap();
-        let stale = Wal::open(dir.path()).unwrap().scan(1).unwrap();
+        let stale = Wal::open(dir.path()).unwrap().scan(0, 1, 0).unwrap();
         assert_eq!(
             stale.iter().map(|l| l.commit).collect::<Vec<_>>(),
             [5, 6, 7]
         );
+    }
+
+    #[test]
+    fn a_scan_follows_a_switch_whose_checkpoint_did_not_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::open(dir.path()).unwrap();
+        // Cycle 1 (salt 5, file 0) logs 1..=3, then a checkpoint switches to file 1.
+        wal.rewind(0, 5);
+        for c in 1..=3 {
+            wal.append(c, [write(1, 0..1)].iter(), true).unwrap();
+        }
+        wal.switch();
+        assert_eq!(wal.position(), (1, next_salt(5)));
+        for c in 4..=5 {
+            wal.append(c, [write(1, 0..1)].iter(), true).unwrap();
+        }
+        let commits = |file, salt, applied| -> Vec<u64> {
+            let wal = Wal::open(dir.path()).unwrap();
+            let got = wal.scan(file, salt, applied).unwrap();
+            got.iter().map(|l| l.commit).collect()
+        };
+        // The checkpoint did not commit: redb still points at cycle 1.
+        assert_eq!(commits(0, 5, 0), [1, 2, 3, 4, 5]);
+        // It committed: redb holds 1..=3 and points at file 1.
+        assert_eq!(commits(1, next_salt(5), 3), [4, 5]);
+
+        // The next switch goes back to file 0, whose old records belong to another cycle.
+        wal.switch();
+        wal.append(6, [write(1, 0..1)].iter(), true).unwrap();
+        assert_eq!(commits(1, next_salt(5), 3), [4, 5, 6]);
+        assert_eq!(commits(0, next_salt(next_salt(5)), 5), [6]);
+        // Nothing follows in the other file: a stale run there is not taken for a continuation.
+        wal.rewind(1, 9);
+        assert!(commits(1, 9, 6).is_empty());
+        assert_eq!(commits(0, next_salt(next_salt(5)), 5), [6]);
     }
 }

@@ -28,9 +28,10 @@ use std::time::{Duration, Instant};
 use redb::{ReadableDatabase, ReadableTable};
 use tokio::sync::{mpsc, oneshot};
 
-use super::wal::Wal;
+use super::wal::{next_salt, Wal};
 use super::{
-    record, Store, StoreError, LOG, META, NEXT_ROOM_ID, ROOMS, STATE, WAL_COMMIT, WAL_SALT,
+    record, Store, StoreError, LOG, META, NEXT_ROOM_ID, ROOMS, STATE, WAL_COMMIT, WAL_FILE,
+    WAL_SALT,
 };
 use crate::config::{Durability, StorageConfig};
 
@@ -175,6 +176,8 @@ impl WriterHandle {
             max_batch: cfg.max_batch,
             checkpoint_every: Duration::from_millis(cfg.checkpoint_interval_ms),
             last_checkpoint: Instant::now(),
+            checkpointer: Checkpointer::spawn(tx.clone())?,
+            checkpointing: false,
         };
         writer.recover(&mut shared.lock())?;
         std::thread::Builder::new()
@@ -254,13 +257,70 @@ struct Writer {
     shared: Arc<Shared>,
     /// A redb operation failed: reopen the database (and replay the log) before the next one.
     broken: bool,
-    /// A non-durable redb commit happened since the last durable one.
+    /// A non-durable redb commit happened since the last checkpoint began.
     dirty: bool,
     max_batch: usize,
     /// Checkpoint once the log holds `storage.checkpoint_bytes`, or on the first flush tick
-    /// this long after the last checkpoint.
+    /// this long after the last checkpoint began.
     checkpoint_every: Duration,
     last_checkpoint: Instant,
+    checkpointer: Checkpointer,
+    /// A checkpoint is committing on the checkpointer thread; it holds redb's write lock.
+    checkpointing: bool,
+}
+
+/// The thread that commits checkpoints, so that the writer goes on logging (and acknowledging)
+/// groups while redb writes and fsyncs everything applied since the last one.
+struct Checkpointer {
+    jobs: std::sync::mpsc::Sender<Checkpoint>,
+    done: std::sync::mpsc::Receiver<Result<Duration, StoreError>>,
+}
+
+/// See [`Checkpointer::spawn`].
+const CHECKPOINT_HOLD_ENV: &str = "ROOMD_TEST_CHECKPOINT_HOLD_MS";
+
+/// A checkpoint's transaction, ready to commit.
+struct Checkpoint {
+    txn: redb::WriteTransaction,
+    /// Relaxed mode: the log file just left, fsynced first so a power cut during the commit
+    /// cannot leave a hole before the records that follow in the other file.
+    left: Option<Arc<std::fs::File>>,
+    started: Instant,
+}
+
+impl Checkpointer {
+    /// Starts the thread; it pokes the writer (`wake`) when a checkpoint is done.
+    fn spawn(wake: mpsc::Sender<WriteReq>) -> std::io::Result<Checkpointer> {
+        let (jobs, rx) = std::sync::mpsc::channel::<Checkpoint>();
+        let (tx, done) = std::sync::mpsc::channel();
+        // Fault injection for the crash tests: hold each checkpoint this long before committing
+        // it, so the server can be killed while one is in flight.
+        let hold = std::env::var(CHECKPOINT_HOLD_ENV)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(Duration::from_millis);
+        std::thread::Builder::new()
+            .name("roomd-checkpoint".into())
+            .spawn(move || {
+                for job in rx {
+                    if let Some(hold) = hold {
+                        std::thread::sleep(hold);
+                    }
+                    let res = job
+                        .left
+                        .map_or(Ok(()), |f| f.sync_data())
+                        .map_err(StoreError::Io)
+                        .and_then(|()| job.txn.commit().map_err(StoreError::redb))
+                        .map(|()| job.started.elapsed());
+                    if tx.send(res).is_err() {
+                        return;
+                    }
+                    // A full queue means the writer is busy: it looks for this after its group.
+                    let _ = wake.try_send(WriteReq::Nudge);
+                }
+            })?;
+        Ok(Checkpointer { jobs, done })
+    }
 }
 
 impl Writer {
@@ -303,6 +363,11 @@ impl Writer {
                 WriteReq::Stop(s) => stop = Some(s),
             }
         }
+        if self.checkpointing {
+            if let Ok(res) = self.checkpointer.done.try_recv() {
+                self.checkpoint_done(&mut shared.lock(), res);
+            }
+        }
         if !writes.is_empty() {
             let started = Instant::now();
             let entries = writes.iter().map(|w| w.entries.len() + w.state.len()).sum();
@@ -329,7 +394,10 @@ impl Writer {
         }
         let mut log = shared.lock();
         log.nudged = false;
-        if !syncs.is_empty() || log.pending_bytes >= shared.apply_bytes {
+        // While a checkpoint commits, redb is busy: pending groups wait for it unless a reader
+        // needs them now.
+        let apply_due = log.pending_bytes >= shared.apply_bytes && !self.checkpointing;
+        if !syncs.is_empty() || apply_due {
             let res = self.apply_pending(&mut log).map_err(Arc::new);
             if let Err(e) = &res {
                 tracing::error!(error = %e, "applying logged groups failed; retrying after the next group");
@@ -339,14 +407,11 @@ impl Writer {
             }
         }
         let checkpoint_due = (flush && self.last_checkpoint.elapsed() >= self.checkpoint_every)
-            || stop.is_some()
             || log.wal.size() >= shared.checkpoint_bytes;
-        if checkpoint_due && (self.dirty || !log.pending.is_empty()) && !self.broken {
-            if let Err(e) = self.checkpoint(&mut log) {
-                tracing::error!(error = %e, "checkpoint failed; retrying after the next group");
-                crate::metrics::commit_failed();
-                self.broken = true;
-            }
+        if stop.is_some() {
+            self.final_checkpoint(&mut log);
+        } else if checkpoint_due && !self.checkpointing {
+            self.start_checkpoint(&mut log);
         }
         stop
     }
@@ -365,7 +430,7 @@ impl Writer {
             .iter()
             .any(|w| matches!(w.room, RoomRef::New { .. }) || w.trim.is_some());
         if needs_redb {
-            let txn = self.begin(redb::Durability::None)?;
+            let txn = self.begin(log, redb::Durability::None)?;
             self.write_pending(&txn, log, false)?;
             let infos = self.apply(&txn, writes.iter(), Some(n))?;
             let start = log.wal.size();
@@ -397,16 +462,18 @@ impl Writer {
         Ok(infos)
     }
 
-    /// Applies the pending groups to redb (not durably: they are in the log).
+    /// Applies the pending groups to redb (not durably: they are in the log), after any
+    /// checkpoint still committing.
     fn apply_pending(&mut self, log: &mut Log) -> Result<(), StoreError> {
+        self.await_checkpoint(log);
+        if self.broken {
+            // Recovery replays them (and whatever a failed checkpoint held) from the log.
+            return self.recover(log);
+        }
         if log.pending.is_empty() {
             return Ok(());
         }
-        if self.broken {
-            // Recovery replays them from the log.
-            return self.recover(log);
-        }
-        let txn = self.begin(redb::Durability::None)?;
+        let txn = self.begin(log, redb::Durability::None)?;
         self.write_pending(&txn, log, true)?;
         txn.commit().map_err(|e| self.fail(e))?;
         log.clear_pending(&self.store);
@@ -429,37 +496,103 @@ impl Writer {
         self.apply(txn, writes, record.then_some(last)).map(|_| ())
     }
 
-    /// Makes every applied or pending group durable in redb, so the log can start over.
-    fn checkpoint(&mut self, log: &mut Log) -> Result<(), StoreError> {
+    /// Begins a checkpoint: a durable transaction with every pending group, which records that
+    /// the log's next cycle starts in the other file; the log switches files at once and the
+    /// checkpointer thread commits. Until then the groups stay unreadable from redb, so
+    /// readers still ask for them (the pending flag stays up).
+    fn start_checkpoint(&mut self, log: &mut Log) {
+        let nothing_new = !self.dirty && log.pending.is_empty();
+        if self.broken || nothing_new {
+            return;
+        }
         let started = Instant::now();
-        let txn = self.begin(redb::Durability::Immediate)?;
-        self.write_pending(&txn, log, true)?;
-        let salt = new_salt(&txn)?;
-        txn.commit().map_err(|e| self.fail(e))?;
-        log.clear_pending(&self.store);
-        log.wal.rewind(salt);
+        let res = self
+            .begin(log, redb::Durability::Immediate)
+            .and_then(|txn| {
+                self.write_pending(&txn, log, true)?;
+                let (file, salt) = log.wal.position();
+                record_cycle(&txn, 1 - file, next_salt(salt))?;
+                Ok(txn)
+            });
+        let txn = match res {
+            Ok(txn) => txn,
+            Err(e) => return self.checkpoint_failed(&e),
+        };
+        let left = log.wal.switch();
+        log.pending.clear();
+        log.pending_bytes = 0;
+        let job = Checkpoint {
+            txn,
+            left: self.shared.relaxed.then_some(left),
+            started,
+        };
+        if self.checkpointer.jobs.send(job).is_err() {
+            return self.checkpoint_failed(&StoreError::Closed);
+        }
+        self.checkpointing = true;
         self.dirty = false;
         self.last_checkpoint = Instant::now();
-        crate::metrics::checkpoint(started.elapsed());
-        Ok(())
+    }
+
+    /// Waits for the checkpoint in flight, if any.
+    fn await_checkpoint(&mut self, log: &mut Log) {
+        if self.checkpointing {
+            let res = self
+                .checkpointer
+                .done
+                .recv()
+                .unwrap_or(Err(StoreError::Closed));
+            self.checkpoint_done(log, res);
+        }
+    }
+
+    fn checkpoint_done(&mut self, log: &mut Log, res: Result<Duration, StoreError>) {
+        self.checkpointing = false;
+        match res {
+            Ok(took) => {
+                crate::metrics::checkpoint(took);
+                if log.pending.is_empty() {
+                    self.store.set_pending(false);
+                }
+            }
+            // Recovery replays the groups it held from the log: both files are intact.
+            Err(e) => self.checkpoint_failed(&e),
+        }
+    }
+
+    fn checkpoint_failed(&mut self, e: &StoreError) {
+        tracing::error!(error = %e, "checkpoint failed; retrying after the next group");
+        crate::metrics::commit_failed();
+        self.broken = true;
+    }
+
+    /// At shutdown: makes everything logged durable in redb.
+    fn final_checkpoint(&mut self, log: &mut Log) {
+        self.await_checkpoint(log);
+        if self.broken {
+            if let Err(e) = self.recover(log) {
+                tracing::error!(error = %e, "final recovery failed; the log is replayed at the next start");
+                return;
+            }
+        }
+        self.start_checkpoint(log);
+        self.await_checkpoint(log);
     }
 
     /// Reopens redb if it failed, applies the groups logged since its last durable commit,
     /// commits durably and rewinds the log.
     fn recover(&mut self, log: &mut Log) -> Result<(), StoreError> {
+        self.await_checkpoint(log);
         if self.broken {
             self.store.reopen()?;
             self.broken = false;
         }
-        // Whatever was pending is in the log: the replay below applies it.
-        log.clear_pending(&self.store);
-        let (applied, salt) = self.log_position()?;
-        let pending: Vec<_> = log
-            .wal
-            .scan(salt)?
-            .into_iter()
-            .filter(|l| l.commit > applied)
-            .collect();
+        // Whatever was pending is in the log: the replay below applies it. (The pending flag
+        // stays up until then, so readers wait for it.)
+        log.pending.clear();
+        log.pending_bytes = 0;
+        let (applied, file, salt) = self.log_position()?;
+        let pending = log.wal.scan(file, salt, applied)?;
         if let Some(first) = pending.first().filter(|l| l.commit != applied + 1) {
             return Err(StoreError::Io(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
@@ -471,12 +604,13 @@ impl Writer {
         }
         let last = pending.last().map_or(applied, |l| l.commit);
         let started = Instant::now();
-        let txn = self.begin(redb::Durability::Immediate)?;
+        let txn = self.begin(log, redb::Durability::Immediate)?;
         self.apply(&txn, pending.iter().flat_map(|l| &l.writes), Some(last))?;
         // A new salt for the log's next cycle: records left from this one (say, the unsynced
         // tail of a relaxed-mode log cut by a power loss, whose numbers will be used again)
         // then fail their CRC instead of passing for new ones.
-        let salt = new_salt(&txn)?;
+        let salt = rand::random::<u64>();
+        record_cycle(&txn, file, salt)?;
         txn.commit().map_err(|e| self.fail(e))?;
         if !pending.is_empty() {
             tracing::info!(
@@ -485,14 +619,16 @@ impl Writer {
                 "write-ahead log replayed"
             );
         }
-        log.wal.rewind(salt);
+        log.wal.rewind(file, salt);
         log.commit_no = last;
+        self.store.set_pending(false);
         self.dirty = false;
         Ok(())
     }
 
-    /// The last group applied to the durable database, and the salt of the log's cycle.
-    fn log_position(&self) -> Result<(u64, u64), StoreError> {
+    /// The last group applied to the durable database, and the file and salt of the log's
+    /// cycle that follows it.
+    fn log_position(&self) -> Result<(u64, usize, u64), StoreError> {
         let txn = self.store.db()?.begin_read().map_err(StoreError::redb)?;
         let meta = txn.open_table(META).map_err(StoreError::redb)?;
         let get = |key| -> Result<u64, StoreError> {
@@ -501,13 +637,18 @@ impl Writer {
                 .map_err(StoreError::redb)?
                 .map_or(0, |g| g.value()))
         };
-        Ok((get(WAL_COMMIT)?, get(WAL_SALT)?))
+        let file = usize::from(get(WAL_FILE)? == 1);
+        Ok((get(WAL_COMMIT)?, file, get(WAL_SALT)?))
     }
 
+    /// Begins a write transaction, after any checkpoint still committing (which holds redb's
+    /// write lock).
     fn begin(
         &mut self,
+        log: &mut Log,
         durability: redb::Durability,
     ) -> Result<redb::WriteTransaction, StoreError> {
+        self.await_checkpoint(log);
         let mut txn = self.store.db()?.begin_write().map_err(|e| self.fail(e))?;
         // Quick repair makes reopening after a crash take milliseconds instead of a full scan;
         // it costs a second fsync, so only durable commits (checkpoints) carry it.
@@ -536,13 +677,14 @@ impl Writer {
     }
 }
 
-/// Picks the salt of the log's next cycle and records it in `txn` (a durable commit, after which
-/// the log starts over).
-fn new_salt(txn: &redb::WriteTransaction) -> Result<u64, StoreError> {
-    let salt = rand::random::<u64>();
+/// Records in `txn` (a durable commit) where the log's next cycle starts: at the start of `file`,
+/// with `salt`.
+fn record_cycle(txn: &redb::WriteTransaction, file: usize, salt: u64) -> Result<(), StoreError> {
     let mut meta = txn.open_table(META).map_err(StoreError::redb)?;
     meta.insert(WAL_SALT, salt).map_err(StoreError::redb)?;
-    Ok(salt)
+    meta.insert(WAL_FILE, file as u64)
+        .map_err(StoreError::redb)?;
+    Ok(())
 }
 
 /// Sends each room its group's outcome.

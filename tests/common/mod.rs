@@ -22,6 +22,8 @@ pub struct Broker {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
     pub addr: String,
+    /// Extra environment for the roomd process (fault injection).
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -33,12 +35,21 @@ impl Broker {
     }
 
     pub fn start_in(dir: tempfile::TempDir, extra: &str) -> Broker {
+        Broker::start_env(dir, extra, &[])
+    }
+
+    /// Starts roomd with `extra` appended to a minimal config and `env` in its environment.
+    pub fn start_env(dir: tempfile::TempDir, extra: &str, env: &[(&str, &str)]) -> Broker {
         let config = dir.path().join("roomd.toml");
         std::fs::write(&config, extra).unwrap();
         let mut b = Broker {
             dir,
             config,
             addr: String::new(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             child: None,
         };
         b.spawn("127.0.0.1:0");
@@ -66,6 +77,7 @@ impl Broker {
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
             )
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
