@@ -8,7 +8,10 @@
 //!
 //! Each group is appended to the write-ahead log ([`super::wal`]) and acknowledged; it is
 //! applied to redb later, many groups at once ([`Writer::apply_pending`]), and redb is made
-//! durable by periodic checkpoints, after which the log starts over.
+//! durable by periodic checkpoints. A checkpoint is prepared here (a transaction with everything
+//! pending; the log switches files) and committed by a second thread ([`Checkpointer`]), so
+//! groups go on being logged and acknowledged meanwhile; anything else that needs redb's write
+//! lock waits for the checkpoint first.
 //! - durable mode: the append is followed by one `fdatasync` before the acks.
 //! - relaxed mode: the append is only written (it survives a crash of the process at once); the
 //!   log is fsynced on the flush timer (`storage.flush_interval_ms`), so a power cut can lose
