@@ -92,6 +92,9 @@ pub(crate) enum WriteReq {
     Stop(oneshot::Sender<()>),
 }
 
+/// Larger batches are logged by the writer thread: a runtime thread does only small writes.
+const ROOM_LOG_MAX: usize = 256 * 1024;
+
 /// The outcome of a room's batch.
 pub type CommitResult = Result<CommitInfo, Arc<StoreError>>;
 
@@ -181,6 +184,7 @@ impl WriterHandle {
             last_checkpoint: Instant::now(),
             checkpointer: Checkpointer::spawn(tx.clone())?,
             checkpointing: false,
+            deferred_syncs: Vec::new(),
         };
         writer.recover(&mut shared.lock())?;
         std::thread::Builder::new()
@@ -192,14 +196,15 @@ impl WriterHandle {
     /// Relaxed mode: logs a room's batch on the caller's thread and returns its outcome, if the
     /// log is free and the batch needs nothing from redb. Otherwise gives the write back, to be
     /// submitted: durable mode (the writer thread shares one fsync among everything waiting),
-    /// a new room or a trim (their outcome comes from redb), a log someone else holds, or one
-    /// that must grow first (a zero-fill and an fsync: not for a runtime thread).
+    /// a new room or a trim (their outcome comes from redb), a batch over [`ROOM_LOG_MAX`], a
+    /// log someone else holds, or one that must grow first (a zero-fill and an fsync: not for a
+    /// runtime thread).
     pub fn try_log(&self, write: RoomWrite) -> Result<CommitResult, RoomWrite> {
         let shared = &*self.shared;
         let RoomRef::Id(room_id) = write.room else {
             return Err(write);
         };
-        if !shared.relaxed || write.trim.is_some() {
+        if !shared.relaxed || write.trim.is_some() || write_bytes(&write) > ROOM_LOG_MAX {
             return Err(write);
         }
         let Ok(mut log) = shared.log.try_lock() else {
@@ -270,6 +275,8 @@ struct Writer {
     checkpointer: Checkpointer,
     /// A checkpoint is committing on the checkpointer thread; it holds redb's write lock.
     checkpointing: bool,
+    /// Readers' requests that came while a checkpoint was committing.
+    deferred_syncs: Vec<oneshot::Sender<Result<(), Arc<StoreError>>>>,
 }
 
 /// The thread that commits checkpoints, so that the writer goes on logging (and acknowledging)
@@ -397,8 +404,14 @@ impl Writer {
         }
         let mut log = shared.lock();
         log.nudged = false;
-        // While a checkpoint commits, redb is busy: pending groups wait for it unless a reader
-        // needs them now.
+        // While a checkpoint commits, redb is busy and the groups it holds are not readable yet:
+        // applies wait, and so do readers' requests, answered once it is done (the writer goes
+        // on logging meanwhile).
+        if self.checkpointing {
+            self.deferred_syncs.append(&mut syncs);
+        } else {
+            syncs.append(&mut self.deferred_syncs);
+        }
         let apply_due = log.pending_bytes >= shared.apply_bytes && !self.checkpointing;
         if !syncs.is_empty() || apply_due {
             let res = self.apply_pending(&mut log).map_err(Arc::new);
@@ -413,6 +426,13 @@ impl Writer {
             || log.wal.size() >= shared.checkpoint_bytes;
         if stop.is_some() {
             self.final_checkpoint(&mut log);
+            for s in self.deferred_syncs.drain(..) {
+                let _ = s.send(if self.broken {
+                    Err(Arc::new(StoreError::Closed))
+                } else {
+                    Ok(())
+                });
+            }
         } else if checkpoint_due && !self.checkpointing {
             self.start_checkpoint(&mut log);
         }
