@@ -1,8 +1,11 @@
 //! Starting and stopping the servers under test: each cell of the matrix gets a fresh process
-//! with a fresh data directory, stopped by PID (SIGTERM, then SIGKILL after a deadline).
+//! with a fresh data directory, stopped by PID (SIGTERM, then SIGKILL after a deadline). Each
+//! server runs in its own process group and the signals go to the group, so a wrapper
+//! (`--roomd-wrapper`) that does not pass signals on cannot leave the server running.
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -85,9 +88,7 @@ impl Server {
 
     /// Stops the server by PID and removes its directory.
     pub fn stop(mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.pid.to_string()])
-            .status();
+        signal_group(self.pid, "TERM");
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             match self.child.try_wait() {
@@ -101,7 +102,7 @@ impl Server {
                         self.broker.name(),
                         self.pid
                     );
-                    let _ = self.child.kill();
+                    signal_group(self.pid, "KILL");
                     let _ = self.child.wait();
                     break;
                 }
@@ -114,6 +115,13 @@ impl Server {
     pub fn log_tail(&self) -> String {
         log_tail(&self.dir)
     }
+}
+
+/// Sends `signal` to the process group the server leads.
+fn signal_group(pid: u32, signal: &str) {
+    let _ = Command::new("kill")
+        .args([&format!("-{signal}"), "--", &format!("-{pid}")])
+        .status();
 }
 
 fn log_tail(dir: &Path) -> String {
@@ -176,6 +184,7 @@ fn start_roomd(
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(&data)
         .env("RUST_LOG", "warn")
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log)
@@ -197,7 +206,7 @@ fn start_roomd(
         Ok(addr) => addr,
         Err(_) => {
             let tail = log_tail(&dir);
-            let _ = child.kill();
+            signal_group(child.id(), "KILL");
             let _ = child.wait();
             return Err(BenchError::Setup(format!(
                 "roomd did not print `listening on http://ADDR` within 60 s; log:\n{tail}"
@@ -240,6 +249,7 @@ fn start_nats(bin: &Path, dir: PathBuf) -> Result<Server, BenchError> {
     let mut child = Command::new(bin)
         .arg("-c")
         .arg(&path)
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
@@ -251,7 +261,7 @@ fn start_nats(bin: &Path, dir: PathBuf) -> Result<Server, BenchError> {
     while TcpStream::connect_timeout(&ws_addr, Duration::from_millis(200)).is_err() {
         if Instant::now() > deadline || matches!(child.try_wait(), Ok(Some(_))) {
             let tail = log_tail(&dir);
-            let _ = child.kill();
+            signal_group(child.id(), "KILL");
             let _ = child.wait();
             return Err(BenchError::Setup(format!(
                 "nats-server did not open its websocket port; log:\n{tail}"
