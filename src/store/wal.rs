@@ -75,6 +75,7 @@ pub fn next_salt(salt: u64) -> u64 {
 impl Wal {
     /// Opens (or creates, with a durable directory entry) `dir/roomd.wal.0` and `.1`.
     pub fn open(dir: &Path) -> io::Result<Wal> {
+        adopt_single_file_log(dir)?;
         let mut created = false;
         let mut open = |i: usize| -> io::Result<File> {
             let path = dir.join(format!("roomd.wal.{i}"));
@@ -266,6 +267,20 @@ impl Wal {
         self.lens[self.active] = new_len;
         Ok(())
     }
+}
+
+/// Data directories written before the log had two files hold one `roomd.wal`, with the same
+/// records, in what is now file 0 (the database names no file, which reads as 0). After a crash
+/// it holds acknowledged groups not yet in redb, so it becomes `roomd.wal.0` rather than being
+/// ignored.
+fn adopt_single_file_log(dir: &Path) -> io::Result<()> {
+    let old = dir.join("roomd.wal");
+    let new = dir.join("roomd.wal.0");
+    if old.exists() && !new.exists() {
+        std::fs::rename(&old, &new)?;
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// `(commit, body, next offset)` of an intact record at `at`.
@@ -548,5 +563,22 @@ mod tests {
         wal.rewind(1, 9);
         assert!(commits(1, 9, 6).is_empty());
         assert_eq!(commits(0, next_salt(next_salt(5)), 5), [6]);
+    }
+
+    #[test]
+    fn a_log_from_before_the_two_files_is_read_as_file_0() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::open(dir.path()).unwrap();
+        wal.rewind(0, 3);
+        for c in 1..=2 {
+            wal.append(c, [write(1, 0..1)].iter(), true).unwrap();
+        }
+        drop(wal);
+        std::fs::remove_file(dir.path().join("roomd.wal.1")).unwrap();
+        std::fs::rename(dir.path().join("roomd.wal.0"), dir.path().join("roomd.wal")).unwrap();
+        let wal = Wal::open(dir.path()).unwrap();
+        let got = wal.scan(0, 3, 0).unwrap();
+        assert_eq!(got.iter().map(|l| l.commit).collect::<Vec<_>>(), [1, 2]);
+        assert!(!dir.path().join("roomd.wal").exists());
     }
 }
