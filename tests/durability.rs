@@ -562,6 +562,42 @@ async fn kill_9_during_checkpoint(storage: &str) {
     assert_eq!(c.publish_seq("held", b"next").await, 53);
 }
 
+/// While a checkpoint commits, logged groups wait in memory for redb; past their bound
+/// (`checkpoint_bytes`) new writes wait for the checkpoint instead of piling up, in both modes.
+#[tokio::test]
+async fn groups_waiting_for_a_checkpoint_are_bounded() {
+    bounded_during_checkpoint("").await;
+}
+
+#[tokio::test]
+async fn relaxed_groups_waiting_for_a_checkpoint_are_bounded() {
+    bounded_during_checkpoint("durability = \"relaxed\"\n").await;
+}
+
+async fn bounded_during_checkpoint(storage: &str) {
+    let b = Broker::start_env(
+        tempfile::tempdir().unwrap(),
+        &format!(
+            "[storage]\n{storage}checkpoint_interval_ms = 100\nflush_interval_ms = 20\n\
+             checkpoint_bytes = 65536\napply_bytes = 4096\n"
+        ),
+        &[("ROOMD_TEST_CHECKPOINT_HOLD_MS", "5000")],
+    );
+    let mut c = Client::connect(&b).await;
+    c.publish_seq("bounded", b"first").await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // About 400 KiB of log: far past the bound, and quick to send unless writes wait.
+    let payload = vec![7u8; 200];
+    for _ in 0..2000 {
+        c.publish_seq("bounded", &payload).await;
+    }
+    assert!(
+        b.metric("roomd_checkpoint_seconds_count").await >= 1.0,
+        "every write was acknowledged while the checkpoint was held: nothing bounded them"
+    );
+    assert_eq!(read_all(&mut c, "bounded").await.len(), 2001);
+}
+
 /// A read that comes while a checkpoint commits waits for it (the groups it holds become
 /// readable only then) without holding up the writes that follow, and sees every write
 /// acknowledged before it.

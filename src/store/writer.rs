@@ -123,6 +123,12 @@ impl Shared {
     fn due(&self, log: &Log) -> bool {
         log.pending_bytes >= self.apply_bytes || log.wal.size() >= self.checkpoint_bytes
     }
+
+    /// Whether the groups waiting for redb reached their bound (they pile up while a checkpoint
+    /// commits): nothing more is logged until they are applied.
+    fn full(&self, log: &Log) -> bool {
+        log.pending_bytes as u64 >= self.checkpoint_bytes.max(self.apply_bytes as u64)
+    }
 }
 
 /// The write-ahead log and the groups in it that redb has not received yet. Commit numbers are
@@ -210,6 +216,9 @@ impl WriterHandle {
         let Ok(mut log) = shared.log.try_lock() else {
             return Err(write);
         };
+        if shared.full(&log) {
+            return Err(write);
+        }
         let started = Instant::now();
         let n = log.commit_no + 1;
         match log.wal.append_in_place(n, std::iter::once(&write)) {
@@ -303,9 +312,9 @@ impl Checkpointer {
     fn spawn(wake: mpsc::Sender<WriteReq>) -> std::io::Result<Checkpointer> {
         let (jobs, rx) = std::sync::mpsc::channel::<Checkpoint>();
         let (tx, done) = std::sync::mpsc::channel();
-        // Fault injection for the crash tests: hold each checkpoint this long before committing
-        // it, so the server can be killed while one is in flight.
-        let hold = std::env::var(CHECKPOINT_HOLD_ENV)
+        // Fault injection for the tests: hold the first checkpoint this long before committing
+        // it, so the server can be killed (or read from, or loaded) while one is in flight.
+        let mut hold = std::env::var(CHECKPOINT_HOLD_ENV)
             .ok()
             .and_then(|v| v.parse().ok())
             .map(Duration::from_millis);
@@ -313,7 +322,7 @@ impl Checkpointer {
             .name("roomd-checkpoint".into())
             .spawn(move || {
                 for job in rx {
-                    if let Some(hold) = hold {
+                    if let Some(hold) = hold.take() {
                         std::thread::sleep(hold);
                     }
                     let res = job
@@ -383,12 +392,15 @@ impl Writer {
             let entries = writes.iter().map(|w| w.entries.len() + w.state.len()).sum();
             let res = {
                 let mut log = shared.lock();
-                if self.broken {
+                let ready = if self.broken {
                     self.recover(&mut log)
+                } else if shared.full(&log) {
+                    // Back-pressure: the queue fills and rooms wait until the checkpoint is done.
+                    self.apply_pending(&mut log)
                 } else {
                     Ok(())
-                }
-                .and_then(|()| self.commit_logged(&mut log, writes))
+                };
+                ready.and_then(|()| self.commit_logged(&mut log, writes))
             };
             report(dones, res, entries, started);
         }
