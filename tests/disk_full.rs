@@ -31,6 +31,20 @@ async fn full_disk_during_checkpoints_keeps_acknowledged_data_and_recovers() {
     full_disk("[storage]\ncheckpoint_bytes = 200000\napply_bytes = 60000\n").await;
 }
 
+/// Relaxed mode, where rooms append to the log themselves: the same guarantees.
+#[tokio::test]
+async fn relaxed_full_disk_gives_507_keeps_acknowledged_data_and_recovers() {
+    full_disk("[storage]\ndurability = \"relaxed\"\n").await;
+}
+
+#[tokio::test]
+async fn relaxed_full_disk_during_checkpoints_keeps_acknowledged_data_and_recovers() {
+    full_disk(
+        "[storage]\ndurability = \"relaxed\"\ncheckpoint_bytes = 200000\napply_bytes = 60000\n",
+    )
+    .await;
+}
+
 async fn full_disk(storage: &str) {
     let dir = tempfile::tempdir().unwrap();
     let mnt = dir.path().join("small");
@@ -99,6 +113,9 @@ async fn full_disk(storage: &str) {
     }
     let next = next.expect("writes did not recover after space was freed");
     assert_eq!(next, acked.last().unwrap().0 + 1);
+    if storage.contains("relaxed") {
+        assert!(b.metric("roomd_room_logged_batches_total").await > 0.0);
+    }
 
     // Every acknowledged message is there after a crash and restart.
     b.kill9();
