@@ -340,10 +340,12 @@ async fn kill_9_in_relaxed_mode_with_rooms_logging_around_checkpoints_loses_noth
     .await;
     // Each round ended in a kill: show on the last process that rooms do log for themselves.
     let mut c = Client::connect(&b).await;
-    for i in 0..5u8 {
+    for i in 0..20u8 {
         c.publish_seq("crash-a", &[i]).await;
     }
-    assert!(b.metric("roomd_room_logged_batches_total").await >= 5.0);
+    // (The first one after a restart goes through the writer thread: the log was emptied by
+    // recovery and must grow first.)
+    assert!(b.metric("roomd_room_logged_batches_total").await >= 10.0);
 }
 
 async fn kill_9_loop(extra: &str) -> Broker {

@@ -40,6 +40,8 @@ const HEADER: usize = 16;
 /// The file grows in steps of this size, so most appends overwrite blocks it already has and
 /// `fdatasync` has no file size to journal.
 const GROW: u64 = 1 << 20;
+/// The page size the log is zero-filled in.
+const PAGE: usize = 4096;
 
 pub struct Wal {
     /// `roomd.wal.0` and `roomd.wal.1`; shared so fsyncs can run without holding the log.
@@ -244,6 +246,20 @@ impl Wal {
         self.salt = salt;
     }
 
+    /// Starts a cycle with `salt` in `file` and empties both files, after recovery has made
+    /// everything logged durable in redb. Truncating drops the files' cached pages too: the
+    /// recovery scan read them into large page-cache folios, and appending into those costs far
+    /// more than into the single pages the log is regrown in (see `grow_to`). Best effort: a
+    /// file that cannot be truncated keeps its old records, which carry other salts.
+    pub fn reset(&mut self, file: usize, salt: u64) {
+        self.rewind(file, salt);
+        for (f, len) in self.files.iter().zip(self.lens.iter_mut()) {
+            if f.set_len(0).is_ok() {
+                *len = 0;
+            }
+        }
+    }
+
     /// Starts the next cycle at the start of the other file (its salt follows from this one's),
     /// while a checkpoint makes everything logged so far durable in redb: records go on being
     /// appended meanwhile, and none that recovery may still need is overwritten. Returns the
@@ -261,8 +277,15 @@ impl Wal {
             return Ok(());
         }
         let new_len = end.div_ceil(GROW) * GROW;
-        let zeros = vec![0; (new_len - len) as usize];
-        file.write_all_at(&zeros, len)?;
+        // One page per write: the page cache then holds the log in small folios, and each
+        // record appended later dirties one page rather than a large folio whose every block
+        // the filesystem walks on each write and writeback.
+        let zeros = [0; PAGE];
+        let mut at = len;
+        while at < new_len {
+            file.write_all_at(&zeros, at)?;
+            at += PAGE as u64;
+        }
         file.sync_all()?;
         self.lens[self.active] = new_len;
         Ok(())
@@ -580,5 +603,25 @@ mod tests {
         let got = wal.scan(0, 3, 0).unwrap();
         assert_eq!(got.iter().map(|l| l.commit).collect::<Vec<_>>(), [1, 2]);
         assert!(!dir.path().join("roomd.wal").exists());
+    }
+
+    #[test]
+    fn a_reset_empties_both_files_and_starts_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::open(dir.path()).unwrap();
+        wal.rewind(0, 5);
+        wal.append(1, [write(1, 0..1)].iter(), true).unwrap();
+        wal.switch();
+        wal.append(2, [write(1, 0..1)].iter(), true).unwrap();
+        wal.reset(1, 9);
+        for i in 0..2 {
+            let path = dir.path().join(format!("roomd.wal.{i}"));
+            assert_eq!(std::fs::metadata(path).unwrap().len(), 0);
+        }
+        assert_eq!(wal.position(), (1, 9));
+        assert!(!wal.append_in_place(3, [write(1, 0..1)].iter()).unwrap());
+        wal.append(3, [write(1, 0..1)].iter(), true).unwrap();
+        let got = Wal::open(dir.path()).unwrap().scan(1, 9, 2).unwrap();
+        assert_eq!(got.iter().map(|l| l.commit).collect::<Vec<_>>(), [3]);
     }
 }

@@ -654,7 +654,7 @@ impl Writer {
                 "write-ahead log replayed"
             );
         }
-        log.wal.rewind(file, salt);
+        log.wal.reset(file, salt);
         log.commit_no = last;
         self.store.set_pending(false);
         self.dirty = false;
