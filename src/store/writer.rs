@@ -71,7 +71,7 @@ pub struct RoomWrite {
 /// A room's write and where to report its outcome.
 pub struct RoomBatch {
     pub write: RoomWrite,
-    pub done: oneshot::Sender<Result<CommitInfo, Arc<StoreError>>>,
+    pub done: oneshot::Sender<CommitResult>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -88,7 +88,7 @@ pub(crate) enum WriteReq {
     /// The flush tick: relaxed mode fsyncs the log; a checkpoint follows if one is due.
     Flush,
     /// Apply every logged group to redb so a reader sees it (see [`Store::catch_up`]).
-    Sync(oneshot::Sender<Result<(), Arc<StoreError>>>),
+    Sync(SyncReply),
     Stop(oneshot::Sender<()>),
 }
 
@@ -285,7 +285,7 @@ struct Writer {
     /// A checkpoint is committing on the checkpointer thread; it holds redb's write lock.
     checkpointing: bool,
     /// Readers' requests that came while a checkpoint was committing.
-    deferred_syncs: Vec<oneshot::Sender<Result<(), Arc<StoreError>>>>,
+    deferred_syncs: Vec<SyncReply>,
 }
 
 /// The thread that commits checkpoints, so that the writer goes on logging (and acknowledging)
@@ -342,6 +342,55 @@ impl Checkpointer {
     }
 }
 
+/// Where a reader's request for the pending groups is answered.
+type SyncReply = oneshot::Sender<Result<(), Arc<StoreError>>>;
+
+/// One turn's requests, by kind.
+struct Requests {
+    writes: Vec<RoomWrite>,
+    dones: Vec<oneshot::Sender<CommitResult>>,
+    syncs: Vec<SyncReply>,
+    flush: bool,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Requests {
+    fn sort(reqs: &mut Vec<WriteReq>) -> Requests {
+        let mut out = Requests {
+            writes: Vec::with_capacity(reqs.len()),
+            dones: Vec::with_capacity(reqs.len()),
+            syncs: Vec::new(),
+            flush: false,
+            stop: None,
+        };
+        for req in reqs.drain(..) {
+            match req {
+                WriteReq::Batch(b) => {
+                    out.writes.push(b.write);
+                    out.dones.push(b.done);
+                }
+                WriteReq::Nudge => {}
+                WriteReq::Flush => out.flush = true,
+                WriteReq::Sync(s) => out.syncs.push(s),
+                WriteReq::Stop(s) => out.stop = Some(s),
+            }
+        }
+        out
+    }
+}
+
+/// Relaxed mode's periodic fsync of the log, outside the lock: rooms go on logging while the
+/// disk works.
+fn sync_log(shared: &Shared) {
+    let file = {
+        let log = shared.lock();
+        (log.wal.size() > 0).then(|| log.wal.file())
+    };
+    if let Some(Err(e)) = file.map(|f| f.sync_data()) {
+        tracing::error!(error = %e, "write-ahead log fsync failed");
+    }
+}
+
 impl Writer {
     fn run(&mut self, mut rx: mpsc::Receiver<WriteReq>) {
         let mut reqs = Vec::with_capacity(self.max_batch);
@@ -365,90 +414,82 @@ impl Writer {
     /// Writes one group; returns the stop request if one was in it.
     fn process(&mut self, reqs: &mut Vec<WriteReq>) -> Option<oneshot::Sender<()>> {
         let shared = self.shared.clone();
-        let mut writes = Vec::with_capacity(reqs.len());
-        let mut dones = Vec::with_capacity(reqs.len());
-        let mut syncs = Vec::new();
-        let mut flush = false;
-        let mut stop = None;
-        for req in reqs.drain(..) {
-            match req {
-                WriteReq::Batch(b) => {
-                    writes.push(b.write);
-                    dones.push(b.done);
-                }
-                WriteReq::Nudge => {}
-                WriteReq::Flush => flush = true,
-                WriteReq::Sync(s) => syncs.push(s),
-                WriteReq::Stop(s) => stop = Some(s),
-            }
-        }
+        let Requests {
+            writes,
+            dones,
+            syncs,
+            flush,
+            stop,
+        } = Requests::sort(reqs);
         if self.checkpointing {
             if let Ok(res) = self.checkpointer.done.try_recv() {
                 self.checkpoint_done(&mut shared.lock(), res);
             }
         }
         if !writes.is_empty() {
-            let started = Instant::now();
-            let entries = writes.iter().map(|w| w.entries.len() + w.state.len()).sum();
-            let res = {
-                let mut log = shared.lock();
-                let ready = if self.broken {
-                    self.recover(&mut log)
-                } else if shared.full(&log) {
-                    // Back-pressure: the queue fills and rooms wait until the checkpoint is done.
-                    self.apply_pending(&mut log)
-                } else {
-                    Ok(())
-                };
-                ready.and_then(|()| self.commit_logged(&mut log, writes))
-            };
-            report(dones, res, entries, started);
+            self.log_group(&shared, writes, dones);
         }
         if flush && shared.relaxed {
-            // Outside the lock: rooms go on logging while the disk works.
-            let file = {
-                let log = shared.lock();
-                (log.wal.size() > 0).then(|| log.wal.file())
-            };
-            if let Some(Err(e)) = file.map(|f| f.sync_data()) {
-                tracing::error!(error = %e, "write-ahead log fsync failed");
-            }
+            sync_log(&shared);
         }
         let mut log = shared.lock();
         log.nudged = false;
-        // While a checkpoint commits, redb is busy and the groups it holds are not readable yet:
-        // applies wait, and so do readers' requests, answered once it is done (the writer goes
-        // on logging meanwhile).
+        self.answer_syncs(&mut log, syncs);
+        if stop.is_some() {
+            self.final_checkpoint(&mut log);
+        } else if !self.checkpointing
+            && ((flush && self.last_checkpoint.elapsed() >= self.checkpoint_every)
+                || log.wal.size() >= shared.checkpoint_bytes)
+        {
+            self.start_checkpoint(&mut log);
+        }
+        stop
+    }
+
+    /// Logs a group and reports its outcome to its rooms.
+    fn log_group(
+        &mut self,
+        shared: &Shared,
+        writes: Vec<RoomWrite>,
+        dones: Vec<oneshot::Sender<CommitResult>>,
+    ) {
+        let started = Instant::now();
+        let entries = writes.iter().map(|w| w.entries.len() + w.state.len()).sum();
+        let res = {
+            let mut log = shared.lock();
+            let ready = if self.broken {
+                self.recover(&mut log)
+            } else if shared.full(&log) {
+                // Back-pressure: the queue fills and rooms wait until the checkpoint is done.
+                self.apply_pending(&mut log)
+            } else {
+                Ok(())
+            };
+            ready.and_then(|()| self.commit_logged(&mut log, writes))
+        };
+        report(dones, res, entries, started);
+    }
+
+    /// Applies the pending groups if they are due or a reader asked, and answers the readers.
+    /// While a checkpoint commits, redb is busy and the groups it holds are not readable yet:
+    /// applies wait, and so do readers, answered once it is done (the log goes on meanwhile).
+    fn answer_syncs(&mut self, log: &mut Log, mut syncs: Vec<SyncReply>) {
         if self.checkpointing {
             self.deferred_syncs.append(&mut syncs);
         } else {
             syncs.append(&mut self.deferred_syncs);
         }
-        let apply_due = log.pending_bytes >= shared.apply_bytes && !self.checkpointing;
-        if !syncs.is_empty() || apply_due {
-            let res = self.apply_pending(&mut log).map_err(Arc::new);
-            if let Err(e) = &res {
-                tracing::error!(error = %e, "applying logged groups failed; retrying after the next group");
-            }
-            for s in syncs {
-                let _ = s.send(res.clone());
-            }
+        let apply_due = log.pending_bytes >= self.shared.apply_bytes && !self.checkpointing;
+        if syncs.is_empty() && !apply_due {
+            return;
         }
-        let checkpoint_due = (flush && self.last_checkpoint.elapsed() >= self.checkpoint_every)
-            || log.wal.size() >= shared.checkpoint_bytes;
-        if stop.is_some() {
-            self.final_checkpoint(&mut log);
-            for s in self.deferred_syncs.drain(..) {
-                let _ = s.send(if self.broken {
-                    Err(Arc::new(StoreError::Closed))
-                } else {
-                    Ok(())
-                });
-            }
-        } else if checkpoint_due && !self.checkpointing {
-            self.start_checkpoint(&mut log);
+        let res = self.apply_pending(log).map_err(Arc::new);
+        if let Err(e) = &res {
+            tracing::error!(error = %e, "applying logged groups failed; retrying after the next group");
         }
-        stop
+        for s in syncs {
+            let _ = s.send(res.clone());
+        }
     }
 
     /// Logs the group (durable mode: with one fsync) and acknowledges it. Its application to redb
@@ -612,6 +653,14 @@ impl Writer {
         }
         self.start_checkpoint(log);
         self.await_checkpoint(log);
+        let res = if self.broken {
+            Err(Arc::new(StoreError::Closed))
+        } else {
+            Ok(())
+        };
+        for s in self.deferred_syncs.drain(..) {
+            let _ = s.send(res.clone());
+        }
     }
 
     /// Reopens redb if it failed, applies the groups logged since its last durable commit,
@@ -724,7 +773,7 @@ fn record_cycle(txn: &redb::WriteTransaction, file: usize, salt: u64) -> Result<
 
 /// Sends each room its group's outcome.
 fn report(
-    dones: Vec<oneshot::Sender<Result<CommitInfo, Arc<StoreError>>>>,
+    dones: Vec<oneshot::Sender<CommitResult>>,
     res: Result<Vec<CommitInfo>, StoreError>,
     entries: usize,
     started: Instant,
