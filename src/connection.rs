@@ -3,10 +3,13 @@
 //! Writes are batched: everything queued in the outbox is fed to the socket and flushed once,
 //! so a burst of broadcasts costs one syscall, not one per frame.
 
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use bytes::{Buf, Bytes};
+use futures_util::{Sink, SinkExt, StreamExt};
 use roomd_protocol::CloseCode;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
@@ -194,7 +197,9 @@ where
     let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
 }
 
-/// Writes a batch, giving up after `limit` (the peer is not reading: a slow consumer).
+/// Writes a batch, giving up after `limit` (the peer is not reading: a slow consumer). A batch
+/// that the socket takes at once (the usual case) is written without arming a timer; only the
+/// rest of one that has to wait for the peer is.
 async fn write_batch<S>(
     ws: &mut WebSocketStream<S>,
     batch: &mut Vec<Bytes>,
@@ -203,48 +208,88 @@ async fn write_batch<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    Box::pin(tokio::time::timeout(limit, write_all(ws, batch))).await
+    let total: usize = batch.iter().map(Bytes::len).sum();
+    let res = match std::future::poll_fn(|cx| Poll::Ready(write_ready(ws, cx, batch))).await {
+        Ok(true) => Ok(Ok(())),
+        Ok(false) => Box::pin(tokio::time::timeout(limit, write_rest(ws, batch))).await,
+        Err(e) => Ok(Err(e)),
+    };
+    if let Ok(Ok(())) = res {
+        crate::metrics::bytes_out(total);
+    }
+    res
 }
 
-/// Writes queued WebSocket frames straight to the socket with vectored writes: many frames,
-/// few syscalls, no copy into the WebSocket library's buffer.
-async fn write_all<S>(ws: &mut WebSocketStream<S>, batch: &mut Vec<Bytes>) -> Result<(), WsError>
+/// Writes the rest of a batch as the socket drains.
+async fn write_rest<S>(ws: &mut WebSocketStream<S>, batch: &mut Vec<Bytes>) -> Result<(), WsError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    use tokio::io::AsyncWriteExt;
+    std::future::poll_fn(|cx| match write_ready(ws, cx, batch) {
+        Ok(true) => Poll::Ready(Ok(())),
+        Ok(false) => Poll::Pending,
+        Err(e) => Poll::Ready(Err(e)),
+    })
+    .await
+}
+
+/// Writes as much of the batch as the socket takes now, straight from the queued frames with
+/// vectored writes (many frames, few syscalls, no copy into the WebSocket library's buffer),
+/// and removes what went out. `Ok(true)` once all of it is written; `Ok(false)` means the
+/// socket is full and `cx` will be woken when it drains.
+fn write_ready<S>(
+    ws: &mut WebSocketStream<S>,
+    cx: &mut Context<'_>,
+    batch: &mut Vec<Bytes>,
+) -> Result<bool, WsError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     // Anything the library has buffered (a pong) goes first, so frames never interleave.
-    ws.flush().await?;
-    let io = ws.get_mut();
-    let total: usize = batch.iter().map(Bytes::len).sum();
-    let (mut first, mut offset) = (0, 0);
-    while first < batch.len() {
-        let slices: Vec<std::io::IoSlice<'_>> = std::iter::once(&batch[first][offset..])
-            .chain(batch[first + 1..].iter().map(|b| &b[..]))
-            .take(MAX_IOV)
-            .map(std::io::IoSlice::new)
-            .collect();
-        let mut n = io.write_vectored(&slices).await?;
-        if n == 0 {
-            return Err(WsError::Io(std::io::ErrorKind::WriteZero.into()));
+    match Pin::new(&mut *ws).poll_flush(cx) {
+        Poll::Ready(res) => res?,
+        Poll::Pending => return Ok(false),
+    }
+    let mut io = Pin::new(ws.get_mut());
+    let mut sent = 0;
+    let mut done = true;
+    while sent < batch.len() {
+        let mut slices = [IoSlice::new(&[]); IOV_PER_WRITE];
+        let n = slices.len().min(batch.len() - sent);
+        for (slice, frame) in slices.iter_mut().zip(&batch[sent..]) {
+            *slice = IoSlice::new(frame);
         }
-        while n > 0 {
-            let left = batch[first].len() - offset;
-            if n >= left {
-                n -= left;
-                first += 1;
-                offset = 0;
+        let mut written = match io.as_mut().poll_write_vectored(cx, &slices[..n]) {
+            Poll::Ready(Ok(0)) => return Err(WsError::Io(std::io::ErrorKind::WriteZero.into())),
+            Poll::Ready(Ok(written)) => written,
+            Poll::Ready(Err(e)) => return Err(e.into()),
+            Poll::Pending => {
+                done = false;
+                break;
+            }
+        };
+        while written > 0 {
+            let frame = &mut batch[sent];
+            if written >= frame.len() {
+                written -= frame.len();
+                sent += 1;
             } else {
-                offset += n;
-                n = 0;
+                frame.advance(written);
+                written = 0;
             }
         }
     }
-    io.flush().await?;
-    batch.clear();
-    crate::metrics::bytes_out(total);
-    Ok(())
+    batch.drain(..sent);
+    if done {
+        if let Poll::Ready(res) = io.poll_flush(cx) {
+            res?;
+        } else {
+            return Ok(false);
+        }
+    }
+    Ok(done)
 }
 
-/// Linux's limit on buffers per vectored write.
-const MAX_IOV: usize = 1024;
+/// Frames per vectored write: an array of this many slices lives on the stack. A room's commit
+/// is one frame however many messages it carries, so a batch rarely holds more.
+const IOV_PER_WRITE: usize = 64;

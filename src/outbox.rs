@@ -84,18 +84,29 @@ impl Outbox {
 
     /// Queues a frame. Over the bound, closes the connection as a slow consumer.
     pub fn push(&self, frame: Bytes) -> Result<(), Rejected> {
-        self.push_all(std::slice::from_ref(&frame))
+        self.push_frames(1, frame.len(), std::iter::once(frame))
     }
 
     /// Queues frames in order, under one lock. Over the bound, closes the connection as a slow
     /// consumer (and queues none of them).
     pub fn push_all(&self, frames: &[Bytes]) -> Result<(), Rejected> {
+        let len = frames.iter().map(Bytes::len).sum();
+        self.push_frames(frames.len(), len, frames.iter().cloned())
+    }
+
+    /// Queues `count` frames of `len` bytes in all (taken, not cloned: a frame with one owner
+    /// stays unshared).
+    fn push_frames(
+        &self,
+        count: usize,
+        len: usize,
+        frames: impl Iterator<Item = Bytes>,
+    ) -> Result<(), Rejected> {
         let mut q = self.lock();
         if q.closed.is_some() {
             return Err(Rejected);
         }
-        let len: usize = frames.iter().map(Bytes::len).sum();
-        let fits = q.frames.len() + frames.len() <= self.shared.max_frames
+        let fits = q.frames.len() + count <= self.shared.max_frames
             && q.bytes + len <= self.shared.max_bytes;
         if !fits && !q.frames.is_empty() {
             // The subscriber will resume from the last seq it processed, so what it has not
@@ -112,7 +123,7 @@ impl Outbox {
         }
         let was_empty = q.frames.is_empty();
         q.bytes += len;
-        q.frames.extend(frames.iter().cloned());
+        q.frames.extend(frames);
         drop(q);
         if was_empty {
             self.shared.ready.notify_one();

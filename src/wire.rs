@@ -5,26 +5,44 @@
 //! outbox holds a reference to it. The socket task writes queued frames with vectored writes,
 //! bypassing the WebSocket library's per-frame copy; reads still go through the library.
 
+use std::cell::RefCell;
+
 use bytes::Bytes;
 use roomd_protocol::{codec, ServerFrame};
 
 /// Room for the longest header: opcode byte, 127 and a 64-bit length.
 const MAX_HEADER: usize = 10;
 
-/// Encodes a frame straight into a WebSocket binary frame.
-pub fn encode(frame: &ServerFrame) -> Bytes {
-    let mut buf = Vec::with_capacity(128);
-    buf.resize(MAX_HEADER, 0);
-    codec::encode_into(frame, &mut buf);
-    finish(buf)
+thread_local! {
+    /// Where frames are encoded before they are copied out at their exact size.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Wraps an encoded MessagePack frame (as stored in the log) in a WebSocket frame.
+/// Frames encoded larger than this do not keep the scratch buffer at their size.
+const SCRATCH_KEEP: usize = 64 * 1024;
+
+/// Encodes a frame straight into a WebSocket binary frame.
+pub fn encode(frame: &ServerFrame) -> Bytes {
+    SCRATCH.with_borrow_mut(|body| {
+        body.clear();
+        codec::encode_into(frame, body);
+        let out = wrap(body);
+        if body.capacity() > SCRATCH_KEEP {
+            *body = Vec::new();
+        }
+        out
+    })
+}
+
+/// Wraps an encoded MessagePack frame (as stored in the log) in a WebSocket frame: one
+/// allocation of exactly its size (a `Bytes` made from a full `Vec` needs no separate reference
+/// count until it is shared).
 pub fn wrap(payload: &[u8]) -> Bytes {
-    let mut buf = Vec::with_capacity(MAX_HEADER + payload.len());
-    buf.resize(MAX_HEADER, 0);
-    buf.extend_from_slice(payload);
-    finish(buf)
+    let (header, len) = header(payload.len());
+    let mut frame = Vec::with_capacity(len + payload.len());
+    frame.extend_from_slice(&header[..len]);
+    frame.extend_from_slice(payload);
+    Bytes::from(frame)
 }
 
 /// The MessagePack body of a frame built here.
@@ -32,28 +50,28 @@ pub fn payload(frame: &[u8]) -> &[u8] {
     &frame[header_len(frame)..]
 }
 
-/// Writes the header in front of the body that starts at `MAX_HEADER`.
-fn finish(mut buf: Vec<u8>) -> Bytes {
-    let len = buf.len() - MAX_HEADER;
-    let start = match len {
+/// The header of an unmasked final binary frame with a body of `len` bytes, and its length.
+fn header(len: usize) -> ([u8; MAX_HEADER], usize) {
+    let mut h = [0u8; MAX_HEADER];
+    // FIN, binary opcode.
+    h[0] = 0x82;
+    let used = match len {
         0..=125 => {
-            buf[MAX_HEADER - 1] = len as u8;
-            MAX_HEADER - 2
+            h[1] = len as u8;
+            2
         }
         126..=0xffff => {
-            buf[MAX_HEADER - 3] = 126;
-            buf[MAX_HEADER - 2..MAX_HEADER].copy_from_slice(&(len as u16).to_be_bytes());
-            MAX_HEADER - 4
+            h[1] = 126;
+            h[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+            4
         }
         _ => {
-            buf[1] = 127;
-            buf[2..MAX_HEADER].copy_from_slice(&(len as u64).to_be_bytes());
-            0
+            h[1] = 127;
+            h[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+            10
         }
     };
-    // FIN, binary opcode.
-    buf[start] = 0x82;
-    Bytes::from(buf).slice(start..)
+    (h, used)
 }
 
 fn header_len(frame: &[u8]) -> usize {

@@ -75,3 +75,74 @@ async fn slow_subscriber_is_closed_with_4000_and_resumes_losslessly() {
         assert_eq!(again.msg().await.0, seq);
     }
 }
+
+/// A subscriber that stops reading while its queue is still under the bound: once a write to
+/// it makes no progress for `websocket.write_timeout_ms`, the connection is dropped (a frame may
+/// be half written, so no close frame can follow), counted as a slow consumer, and nobody else
+/// is held up. What it did receive is whole and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stuck_writes_drop_the_connection_after_the_write_timeout() {
+    let b = Broker::start("[limits]\npayload_bytes = 4096\n[websocket]\nmax_frame_bytes = 8192\nwrite_timeout_ms = 300\n[outbox]\nmax_frames = 100000\nmax_bytes = 67108864\n");
+    let mut stuck = Client::connect(&b).await;
+    stuck.sub("pile", None).await;
+    let mut fast = Client::connect(&b).await;
+    fast.sub("pile", None).await;
+    // ~16 MB: more than the two socket buffers on loopback hold.
+    let total = 4_000u64;
+    let mut p = Client::connect(&b).await;
+    for chunk in (0..total).collect::<Vec<_>>().chunks(32) {
+        for i in chunk {
+            let mut data = vec![0u8; 4000];
+            data[..8].copy_from_slice(&i.to_be_bytes());
+            let id = p.id();
+            p.send(&roomd_protocol::ClientFrame::Pub {
+                id,
+                room: "pile".into(),
+                data,
+                mid: None,
+            })
+            .await;
+        }
+        for _ in chunk {
+            assert!(matches!(p.event().await, ServerFrame::Ack { .. }));
+        }
+        for _ in chunk {
+            fast.msg().await;
+        }
+    }
+    // The write has been stuck for longer than the timeout by now.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while b.metric("roomd_slow_consumers_total").await < 1.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stuck write was never given up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let mut last_seen = 0;
+    loop {
+        match futures_util::StreamExt::next(&mut stuck.ws).await {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Binary(bytes))) => {
+                if let ServerFrame::Msg { seq, data, .. } =
+                    roomd_protocol::decode_server(&bytes).unwrap()
+                {
+                    assert_eq!(seq, last_seen + 1);
+                    assert_eq!(&data[..8], &(seq - 1).to_be_bytes()[..]);
+                    last_seen = seq;
+                }
+            }
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(f))) => {
+                panic!("a close frame after a stuck write: {f:?}")
+            }
+            Some(Ok(_)) => {}
+            // Dropped: the end of the stream, without a closing handshake.
+            Some(Err(_)) | None => break,
+        }
+    }
+    assert!(last_seen < total, "the subscriber was never stuck");
+    // Everyone else goes on.
+    assert!(
+        matches!(p.publish("pile", b"after").await, ServerFrame::Ack { seq, .. } if seq == total + 1)
+    );
+    assert_eq!(fast.msg().await, (total + 1, b"after".to_vec()));
+}

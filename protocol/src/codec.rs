@@ -93,19 +93,25 @@ pub fn decode_server(bytes: &[u8]) -> Result<ServerFrame, DecodeError> {
     })
 }
 
-fn decode_exact<T: serde::de::DeserializeOwned>(
-    bytes: &[u8],
-) -> Result<T, rmp_serde::decode::Error> {
-    let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(bytes));
+/// Decodes exactly one value from `bytes`. The deserializer borrows from the input, so the
+/// keys and strings that serde buffers to find an internally tagged frame's `t` are not copied.
+fn decode_exact<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, rmp_serde::decode::Error> {
+    let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
     // Deeply nested values (in `info` or state values) are refused rather than recursed into.
     de.set_max_depth(64);
     let value = T::deserialize(&mut de)?;
-    if de.position() as usize != bytes.len() {
-        return Err(rmp_serde::decode::Error::Syntax(
+    // A borrowing deserializer does not tell its position: anything but the end of the input
+    // where a next value would start means trailing bytes.
+    match serde::de::IgnoredAny::deserialize(&mut de) {
+        Err(rmp_serde::decode::Error::InvalidMarkerRead(e))
+            if e.kind() == std::io::ErrorKind::UnexpectedEof =>
+        {
+            Ok(value)
+        }
+        _ => Err(rmp_serde::decode::Error::Syntax(
             "trailing bytes after the first MessagePack value".into(),
-        ));
+        )),
     }
-    Ok(value)
 }
 
 /// The two fields every request has, read leniently to decide the error code.

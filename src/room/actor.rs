@@ -226,6 +226,11 @@ impl Room {
         let idle_after = Duration::from_secs(self.registry.config.rooms.idle_unload_secs);
         let mut commit: Option<oneshot::Receiver<CommitResult>> = None;
         let mut idle_since = Instant::now();
+        // One timer for the room's life, re-armed only when it fires: arming a fresh one each
+        // time the room goes quiet (after every commit of a room nobody subscribes to) would
+        // cost a timer-wheel insert and removal per batch.
+        let idle_timer = tokio::time::sleep(idle_after);
+        tokio::pin!(idle_timer);
         loop {
             let quiet = commit.is_none() && self.pending.is_empty();
             if quiet && self.shutting_down {
@@ -242,12 +247,15 @@ impl Room {
                     Some(cmd) => self.handle(*cmd),
                     None => return false,
                 },
-                _ = tokio::time::sleep_until((idle_since + idle_after).into()), if idle => {
-                    if self.registry.remove_if_idle(&self.name, rx) {
+                () = &mut idle_timer, if idle => {
+                    let due = idle_since + idle_after;
+                    if Instant::now() >= due && self.registry.remove_if_idle(&self.name, rx) {
                         rx.close();
                         self.forward_leftovers(rx);
                         return true;
                     }
+                    // Busy since the timer was armed, or a command just came in.
+                    idle_timer.as_mut().reset(due.into());
                 }
             }
             if commit.is_none() && (!self.pending.is_empty() || self.trim_wanted) {
