@@ -287,13 +287,18 @@ fn upgrade(mut req: Request<Incoming>, shared: Arc<Shared>) -> Response<Full<Byt
             Err(e) => return tracing::debug!(error = %e, "upgrade failed"),
         };
         // The setup runs boxed and ends; the task then holds only the connection's own future.
-        let serve = Box::pin(accept(
-            TokioIo::new(upgraded),
-            shared,
-            identity,
-            query.client,
-        ))
-        .await;
+        // The connection gets the socket itself when it can, rather than hyper's layers
+        // between it and every read and write.
+        let serve = match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
+            Ok(parts) => {
+                let io = parts.io.into_inner();
+                Box::pin(accept(io, parts.read_buf, shared, identity, query.client)).await
+            }
+            Err(upgraded) => {
+                let io = TokioIo::new(upgraded);
+                Box::pin(accept(io, Bytes::new(), shared, identity, query.client)).await
+            }
+        };
         if let Some(serve) = serve {
             serve.await;
         }
@@ -349,8 +354,10 @@ impl Query {
 type ConnFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// Sets up a WebSocket connection (hello, limits, auth); returns the future that serves it.
+/// `read` holds what the client sent after its handshake and the HTTP layer already read.
 async fn accept<S>(
     io: S,
+    read: Bytes,
     shared: Arc<Shared>,
     identity: Result<Option<String>, AuthError>,
     client: Option<String>,
@@ -365,7 +372,11 @@ where
         .max_write_buffer_size(ws_cfg.write_buffer_bytes.max(ws_cfg.max_frame_bytes) * 4)
         .max_message_size(Some(ws_cfg.max_frame_bytes))
         .max_frame_size(Some(ws_cfg.max_frame_bytes));
-    let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(cfg)).await;
+    let ws = if read.is_empty() {
+        WebSocketStream::from_raw_socket(io, Role::Server, Some(cfg)).await
+    } else {
+        WebSocketStream::from_partially_read(io, read.to_vec(), Role::Server, Some(cfg)).await
+    };
     let user = match identity {
         Ok(user) => user.map(Arc::from),
         Err(e) => {

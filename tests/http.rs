@@ -96,3 +96,55 @@ async fn the_broker_embeds_as_a_library() {
     server.shutdown().await;
     assert!(std::path::Path::new(&dir.path().join("data/roomd.redb")).exists());
 }
+
+/// A client may send its first frames right behind the handshake, before it reads the `101`:
+/// those bytes reach the HTTP layer's buffer, not the socket, and must still be read as frames.
+#[tokio::test]
+async fn frames_sent_with_the_handshake_are_not_lost() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let b = Broker::start("");
+    let url = b.ws_url("");
+    let addr = url
+        .trim_start_matches("ws://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut bytes = format!(
+        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .into_bytes();
+    let body = roomd_protocol::codec::encode(&roomd_protocol::ClientFrame::Ping { id: 7 });
+    let mask = [0x12u8, 0x34, 0x56, 0x78];
+    bytes.extend_from_slice(&[0x82, 0x80 | body.len() as u8]);
+    bytes.extend_from_slice(&mask);
+    bytes.extend(body.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    tcp.write_all(&bytes).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        tcp.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        tokio_tungstenite::MaybeTlsStream::Plain(tcp),
+        tokio_tungstenite::tungstenite::protocol::Role::Client,
+        None,
+    )
+    .await;
+    assert!(matches!(
+        common::read_frame(&mut ws).await,
+        Some(ServerFrame::Hello { .. })
+    ));
+    assert_eq!(
+        common::read_frame(&mut ws).await,
+        Some(ServerFrame::Pong { id: 7 })
+    );
+}

@@ -338,7 +338,7 @@ impl Room {
             }
             Command::Who { peer, id } => peer.send(&ServerFrame::Who {
                 id,
-                room: self.name.to_string(),
+                room: String::from(&*self.name),
                 members: self.members.values().cloned().collect(),
             }),
             Command::ReplayPage {
@@ -408,10 +408,10 @@ impl Room {
                 } => {
                     seq += 1;
                     let frame = wire::encode(&ServerFrame::Msg {
-                        room: self.name.to_string(),
+                        room: String::from(&*self.name),
                         seq,
                         ts,
-                        from: peer.id.to_string(),
+                        from: String::from(&*peer.id),
                         uid: peer.user.as_deref().map(str::to_string),
                         data,
                     });
@@ -441,10 +441,10 @@ impl Room {
                     Ok(Some(effect)) => {
                         seq += 1;
                         let frame = wire::encode(&ServerFrame::State {
-                            room: self.name.to_string(),
+                            room: String::from(&*self.name),
                             seq,
                             ts,
-                            from: peer.id.to_string(),
+                            from: String::from(&*peer.id),
                             uid: peer.user.as_deref().map(str::to_string),
                             key: effect.key.clone(),
                             ver: effect.ver,
@@ -660,12 +660,12 @@ impl Room {
         };
         if let Some(info) = info {
             let member = Member {
-                conn: peer.id.to_string(),
+                conn: String::from(&*peer.id),
                 user: peer.user.as_deref().map(str::to_string),
                 info: Some(info),
             };
             self.presence_event(&ServerFrame::Join {
-                room: self.name.to_string(),
+                room: String::from(&*self.name),
                 conn: member.conn.clone(),
                 user: member.user.clone(),
                 info: member.info.clone(),
@@ -674,7 +674,7 @@ impl Room {
         }
         peer.send(&ServerFrame::Subbed {
             id,
-            room: self.name.to_string(),
+            room: String::from(&*self.name),
             epoch: self.epoch,
             last,
             first,
@@ -799,7 +799,7 @@ impl Room {
         }
         if let Some(member) = self.members.remove(conn) {
             self.presence_event(&ServerFrame::Leave {
-                room: self.name.to_string(),
+                room: String::from(&*self.name),
                 conn: member.conn,
                 user: member.user,
             });
