@@ -569,7 +569,7 @@ impl Writer {
             return Ok(());
         };
         let writes = log.pending.iter().flat_map(|(_, w)| w);
-        self.apply(txn, writes, record.then_some(last)).map(|_| ())
+        apply_logged(txn, writes, record.then_some(last)).inspect_err(|_| self.broken = true)
     }
 
     /// Begins a checkpoint: a durable transaction with every pending group, which records that
@@ -856,6 +856,51 @@ fn apply<'a>(
         meta.insert(WAL_COMMIT, commit).map_err(StoreError::redb)?;
     }
     Ok(infos)
+}
+
+/// Applies logged groups of rooms that already have an id and carry no trim (everything that
+/// waits in `pending`). Their messages are inserted in key order, one room's run after
+/// another, rather than interleaved as the groups arrived: each insert then finds the path to
+/// its leaf already in cache, usually the leaf the previous one wrote. State changes keep their
+/// order.
+fn apply_logged<'a>(
+    txn: &redb::WriteTransaction,
+    writes: impl Iterator<Item = &'a RoomWrite> + Clone,
+    commit: Option<u64>,
+) -> Result<(), StoreError> {
+    let mut entries: Vec<(u64, u64, &[u8])> = Vec::new();
+    for w in writes.clone() {
+        let RoomRef::Id(room) = w.room else {
+            unreachable!("a new room is applied at once")
+        };
+        debug_assert!(w.trim.is_none(), "a trim is applied at once");
+        entries.extend(
+            w.entries
+                .iter()
+                .map(|(seq, rec)| (room, *seq, rec.as_slice())),
+        );
+    }
+    entries.sort_unstable_by_key(|&(room, seq, _)| (room, seq));
+    let mut log = txn.open_table(LOG).map_err(StoreError::redb)?;
+    for (room, seq, rec) in entries {
+        log.insert((room, seq), rec).map_err(StoreError::redb)?;
+    }
+    let mut state = txn.open_table(STATE).map_err(StoreError::redb)?;
+    for w in writes {
+        let RoomRef::Id(room) = w.room else { continue };
+        for (key, rec) in &w.state {
+            match rec {
+                Some(rec) => state.insert((room, key.as_str()), rec.as_slice()),
+                None => state.remove((room, key.as_str())),
+            }
+            .map_err(StoreError::redb)?;
+        }
+    }
+    if let Some(commit) = commit {
+        let mut meta = txn.open_table(META).map_err(StoreError::redb)?;
+        meta.insert(WAL_COMMIT, commit).map_err(StoreError::redb)?;
+    }
+    Ok(())
 }
 
 /// Deletes the room's entries below the cut; returns the first retained seq.
