@@ -12,7 +12,6 @@ use bytes::{Buf, Bytes};
 use futures_util::{Sink, SinkExt, StreamExt};
 use roomd_protocol::CloseCode;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -43,7 +42,6 @@ enum Event {
     Text,
     Ping,
     Tick,
-    Draining,
     End(End),
 }
 
@@ -53,7 +51,6 @@ pub async fn run<S, G: Send>(
     mut ws: WebSocketStream<S>,
     mut session: Session,
     timing: Timing,
-    mut draining: watch::Receiver<bool>,
     guard: G,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -62,7 +59,6 @@ pub async fn run<S, G: Send>(
     let mut batch: Vec<Bytes> = Vec::new();
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + timing.ping, timing.ping);
     let mut last_heard = Instant::now();
-    let mut refusing = *draining.borrow();
     let end = loop {
         let closing = outbox.drain(&mut batch);
         if !batch.is_empty() {
@@ -80,17 +76,15 @@ pub async fn run<S, G: Send>(
             _ = outbox.ready() => Event::Ready,
             msg = ws.next() => classify(msg),
             _ = ping.tick() => Event::Tick,
-            changed = draining.changed(), if !refusing => match changed {
-                Ok(()) if !*draining.borrow() => Event::Ready,
-                _ => Event::Draining,
-            },
         };
         match event {
             Event::Ready => {}
             Event::Frame(bytes) => {
                 last_heard = Instant::now();
                 crate::metrics::frame_in(bytes.len());
-                if refusing {
+                // Shutdown: new requests get 503; the outbox is closed with 1001 once every
+                // request taken before has been answered.
+                if outbox.is_refusing() {
                     session.refuse(&bytes);
                 } else {
                     // Boxed: the request path's state lives on the heap only while a request
@@ -114,9 +108,6 @@ pub async fn run<S, G: Send>(
                     break End::PeerGone;
                 }
             }
-            // Shutdown: new requests get 503; the outbox is closed with 1001 once every
-            // request taken before has been answered.
-            Event::Draining => refusing = true,
             Event::End(end) => break end,
         }
     };

@@ -6,6 +6,7 @@
 //! is encoded once and queued by reference in every subscriber's outbox.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -55,6 +56,8 @@ struct Shared {
     drained: Notify,
     max_frames: usize,
     max_bytes: usize,
+    /// The server is shutting down: the connection answers new requests with 503.
+    refusing: AtomicBool,
 }
 
 #[derive(Default)]
@@ -73,6 +76,7 @@ impl Outbox {
                 drained: Notify::new(),
                 max_frames,
                 max_bytes,
+                refusing: AtomicBool::new(false),
             }),
         }
     }
@@ -166,6 +170,18 @@ impl Outbox {
         drop(q);
         self.shared.ready.notify_one();
         self.shared.drained.notify_waiters();
+    }
+
+    /// From now on the connection refuses new requests (the server is draining); wakes its
+    /// task so it notices even while idle. A flag rather than a shared shutdown signal that
+    /// every connection would poll on every turn of its loop.
+    pub fn refuse_requests(&self) {
+        self.shared.refusing.store(true, Ordering::Release);
+        self.shared.ready.notify_one();
+    }
+
+    pub fn is_refusing(&self) -> bool {
+        self.shared.refusing.load(Ordering::Acquire)
     }
 
     pub fn is_closed(&self) -> bool {

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -61,9 +61,10 @@ struct Shared {
     permits: Arc<Semaphore>,
     conns: Mutex<HashMap<u64, Outbox>>,
     conns_done: Notify,
+    /// The server is shutting down; set under the `conns` lock.
+    draining: AtomicBool,
     next_conn: AtomicU64,
     boot: u32,
-    stop: watch::Receiver<bool>,
 }
 
 impl Server {
@@ -93,9 +94,9 @@ impl Server {
             permits: Arc::new(Semaphore::new(config.server.max_connections)),
             conns: Mutex::new(HashMap::new()),
             conns_done: Notify::new(),
+            draining: AtomicBool::new(false),
             next_conn: AtomicU64::new(1),
             boot: rand::random(),
-            stop: stop_rx.clone(),
             config: config.clone(),
             registry: registry.clone(),
         });
@@ -161,6 +162,13 @@ async fn serve(
         }
     }
     drop(listener);
+    {
+        let conns = shared.lock_conns();
+        shared.draining.store(true, Ordering::Relaxed);
+        for outbox in conns.values() {
+            outbox.refuse_requests();
+        }
+    }
     // Lame duck: connections stay open answering 503 while load balancers move clients away.
     tokio::time::sleep(Duration::from_millis(shared.config.server.lame_duck_ms)).await;
     let deadline = Duration::from_millis(shared.config.server.shutdown_timeout_ms);
@@ -413,7 +421,15 @@ where
         ping: shared.config.websocket.ping_interval_secs,
         limits: shared.config.wire_limits(),
     });
-    shared.lock_conns().insert(n, outbox);
+    {
+        let mut conns = shared.lock_conns();
+        // Checked under the lock that the shutdown's walk over the connections takes: one that
+        // registers after the walk refuses requests from the start.
+        if shared.draining.load(Ordering::Relaxed) {
+            outbox.refuse_requests();
+        }
+        conns.insert(n, outbox);
+    }
     crate::metrics::connection_opened();
     tracing::debug!(conn = %id, user = ?peer.user, "connection opened");
     let session = Session::new(peer, shared.registry.clone(), shared.config.clone());
@@ -421,13 +437,12 @@ where
         ping: shared.config.ping_interval(),
         write_timeout: Duration::from_millis(shared.config.websocket.write_timeout_ms),
     };
-    let stop = shared.stop.clone();
     let guard = ConnGuard {
         shared,
         n,
         _permit: permit,
     };
-    Some(Box::pin(connection::run(ws, session, timing, stop, guard)))
+    Some(Box::pin(connection::run(ws, session, timing, guard)))
 }
 
 /// Unregisters a connection when its task ends, however it ends.
