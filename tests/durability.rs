@@ -673,3 +673,48 @@ async fn relaxed_mode_loses_nothing_acknowledged_when_the_process_crashes() {
     );
     assert_eq!(c.publish_seq("relaxed", b"next").await, 101);
 }
+
+/// With a writer queue of one batch, rooms whose batches find it full wait for room (while a
+/// held checkpoint stops the writer, most of them do) and every write still lands, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_wait_for_a_full_writer_queue_and_lose_nothing() {
+    let b = Broker::start_env(
+        tempfile::tempdir().unwrap(),
+        "[storage]\nqueue = 1\ncheckpoint_interval_ms = 100\nflush_interval_ms = 20\n\
+         checkpoint_bytes = 65536\napply_bytes = 4096\n",
+        &[("ROOMD_TEST_CHECKPOINT_HOLD_MS", "2000")],
+    );
+    let mut first = Client::connect(&b).await;
+    first.publish_seq("full-0", b"first").await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let mut tasks = Vec::new();
+    for r in 0..8 {
+        let url = b.ws_url("");
+        tasks.push(tokio::spawn(async move {
+            let mut c = Client::connect_url(&url).await;
+            let room = format!("full-{r}");
+            let payload = vec![r as u8; 200];
+            let mut seqs = Vec::new();
+            for _ in 0..300 {
+                seqs.push(c.publish_seq(&room, &payload).await);
+            }
+            seqs
+        }));
+    }
+    for (r, t) in tasks.into_iter().enumerate() {
+        let seqs = t.await.unwrap();
+        let first_seq = if r == 0 { 2 } else { 1 };
+        assert_eq!(
+            seqs,
+            (first_seq..first_seq + 300).collect::<Vec<u64>>(),
+            "room {r}"
+        );
+    }
+    for r in 0..8 {
+        let expected = if r == 0 { 301 } else { 300 };
+        assert_eq!(
+            read_all(&mut first, &format!("full-{r}")).await.len(),
+            expected
+        );
+    }
+}

@@ -178,6 +178,16 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// What became of a room's pending requests.
+enum Flushed {
+    /// Nothing to write, logged already (relaxed mode), or failed: answered.
+    Done,
+    /// With the writer: the outcome comes through this.
+    Queued(oneshot::Receiver<CommitResult>),
+    /// The writer's queue is full: the batch waits to be queued.
+    QueueFull(RoomBatch, oneshot::Receiver<CommitResult>),
+}
+
 async fn recv_commit(rx: &mut Option<oneshot::Receiver<CommitResult>>) -> CommitResult {
     match rx {
         Some(r) => r
@@ -267,8 +277,13 @@ impl Room {
                         Err(_) => break,
                     }
                 }
-                // Boxed: a batch's state is on the heap only while it is being formed.
-                commit = Box::pin(self.flush()).await;
+                commit = match self.flush() {
+                    Flushed::Done => None,
+                    Flushed::Queued(wait) => Some(wait),
+                    // Boxed: the state of a wait for the writer's queue is on the heap only
+                    // while the queue is full.
+                    Flushed::QueueFull(batch, wait) => Box::pin(self.submit(batch, wait)).await,
+                };
             }
             if !idle {
                 idle_since = Instant::now();
@@ -388,8 +403,9 @@ impl Room {
         });
     }
 
-    /// Forms the next batch from everything pending and hands it to the writer.
-    async fn flush(&mut self) -> Option<oneshot::Receiver<CommitResult>> {
+    /// Forms the next batch from everything pending and hands it to the writer, unless the
+    /// writer's queue is full.
+    fn flush(&mut self) -> Flushed {
         let ts = now_ms();
         let max_keys = self.registry.config.limits.keys_per_room;
         let mut seq = self.head;
@@ -397,7 +413,9 @@ impl Room {
         let mut state = Vec::new();
         let mut written = Vec::new();
         let mut overlay = Overlay::new(&self.state, max_keys);
-        for op in std::mem::take(&mut self.pending) {
+        // Taken and given back, so its capacity is kept from batch to batch.
+        let mut pending = std::mem::take(&mut self.pending);
+        for op in pending.drain(..) {
             match op {
                 Pending::Publish {
                     peer,
@@ -465,9 +483,10 @@ impl Room {
                 },
             }
         }
+        self.pending = pending;
         let trim = self.take_trim();
         if written.is_empty() && trim.is_none() {
-            return None;
+            return Flushed::Done;
         }
         let room = match self.id {
             Some(id) => RoomRef::Id(id),
@@ -487,12 +506,27 @@ impl Room {
         let write = match self.registry.writer.try_log(write) {
             Ok(res) => {
                 self.on_commit(res);
-                return None;
+                return Flushed::Done;
             }
             Err(write) => write,
         };
         let (done, wait) = oneshot::channel();
-        let batch = RoomBatch { write, done };
+        match self.registry.writer.try_submit(RoomBatch { write, done }) {
+            Ok(Ok(())) => Flushed::Queued(wait),
+            Ok(Err(e)) => {
+                self.on_commit(Err(Arc::new(e)));
+                Flushed::Done
+            }
+            Err(batch) => Flushed::QueueFull(batch, wait),
+        }
+    }
+
+    /// Waits for room in the writer's queue (backpressure on a busy room).
+    async fn submit(
+        &mut self,
+        batch: RoomBatch,
+        wait: oneshot::Receiver<CommitResult>,
+    ) -> Option<oneshot::Receiver<CommitResult>> {
         if let Err(e) = self.registry.writer.submit(batch).await {
             self.on_commit(Err(Arc::new(e)));
             return None;

@@ -247,6 +247,15 @@ impl WriterHandle {
         }))
     }
 
+    /// Queues a batch if the queue has room; gives it back if the queue is full.
+    pub fn try_submit(&self, batch: RoomBatch) -> Result<Result<(), StoreError>, RoomBatch> {
+        match self.tx.try_send(WriteReq::Batch(batch)) {
+            Ok(()) => Ok(Ok(())),
+            Err(mpsc::error::TrySendError::Full(WriteReq::Batch(batch))) => Err(batch),
+            Err(_) => Ok(Err(StoreError::Closed)),
+        }
+    }
+
     /// Queues a batch; waits only while the queue is full (backpressure on busy rooms).
     pub async fn submit(&self, batch: RoomBatch) -> Result<(), StoreError> {
         self.tx
