@@ -86,10 +86,10 @@ pub async fn run<S, G: Send>(
                 // request taken before has been answered.
                 if outbox.is_refusing() {
                     session.refuse(&bytes);
-                } else {
-                    // Boxed: the request path's state lives on the heap only while a request
-                    // is being handed over, not in every idle connection.
-                    Box::pin(session.on_frame(&bytes)).await;
+                } else if let Some(blocked) = session.on_frame(&bytes) {
+                    // Boxed: the state of a wait for a full inbox lives on the heap only while
+                    // it lasts, not in every idle connection.
+                    Box::pin(session.send_when_room(blocked)).await;
                 }
             }
             Event::Text => {

@@ -11,7 +11,15 @@ use roomd_protocol::{
 
 use crate::config::Config;
 use crate::peer::{Peer, ReplyError};
+use crate::room::registry::{ShuttingDown, TrySend};
 use crate::room::{Command, Mutation, Registry};
+
+/// A request waiting for room in its room's inbox.
+pub struct Blocked {
+    id: u32,
+    room: String,
+    cmd: Box<Command>,
+}
 
 pub struct Session {
     pub peer: Arc<Peer>,
@@ -32,18 +40,45 @@ impl Session {
     }
 
     /// Handles one binary frame. Errors are answered on the connection, which stays open.
-    pub async fn on_frame(&mut self, bytes: &[u8]) {
+    /// Returns a request whose room's inbox is full: the caller hands it to
+    /// [`Session::send_when_room`], which waits (backpressure on this connection). The usual
+    /// path does not wait at all, so it needs no future of its own.
+    pub fn on_frame(&mut self, bytes: &[u8]) -> Option<Blocked> {
         match decode_client(bytes) {
-            Err(e) => self
-                .peer
-                .send_err(e.id(), ReplyError::new(e.code(), e.to_string())),
+            Err(e) => {
+                self.peer
+                    .send_err(e.id(), ReplyError::new(e.code(), e.to_string()));
+                None
+            }
             Ok(frame) => {
                 let id = frame.id();
-                if let Err(e) = self.dispatch(frame).await {
-                    self.peer.send_err(Some(id), e);
+                match self.dispatch(frame) {
+                    Ok(blocked) => blocked,
+                    Err(e) => {
+                        self.peer.send_err(Some(id), e);
+                        None
+                    }
                 }
             }
         }
+    }
+
+    /// Sends a request that found its room's inbox full, once there is room.
+    pub async fn send_when_room(&mut self, blocked: Blocked) {
+        let Blocked { id, room, cmd } = blocked;
+        let subscribing = matches!(*cmd, Command::Subscribe { .. });
+        if let Err(e) = self.registry.send_boxed(&room, cmd).await {
+            let e = self.unsent(&room, subscribing, e);
+            self.peer.send_err(Some(id), e);
+        }
+    }
+
+    /// A request that could not reach its room: a subscription it was to make is undone.
+    fn unsent(&mut self, room: &str, subscribing: bool, e: ShuttingDown) -> ReplyError {
+        if subscribing {
+            self.subs.remove(room);
+        }
+        ReplyError::new(ErrorCode::Unavailable, e.to_string())
     }
 
     /// The server is shutting down: answer 503 without acting, so the client retries elsewhere
@@ -70,7 +105,8 @@ impl Session {
         );
     }
 
-    async fn dispatch(&mut self, frame: ClientFrame) -> Result<(), ReplyError> {
+    fn dispatch(&mut self, frame: ClientFrame) -> Result<Option<Blocked>, ReplyError> {
+        let id = frame.id();
         if let Some(room) = frame.room() {
             validate_room_name(room, self.config.limits.room_name_bytes)
                 .map_err(|e| ReplyError::new(ErrorCode::BadRoom, e.to_string()))?;
@@ -79,7 +115,7 @@ impl Session {
         let (room, cmd) = match frame {
             ClientFrame::Ping { id } => {
                 peer.send(&ServerFrame::Pong { id });
-                return Ok(());
+                return Ok(None);
             }
             ClientFrame::Sub {
                 id,
@@ -134,7 +170,7 @@ impl Session {
             } => {
                 let limit = self.page_limit(limit)?;
                 self.history(id, room, after, before, limit);
-                return Ok(());
+                return Ok(None);
             }
             ClientFrame::Get { id, room, key } => {
                 self.check_key(&key)?;
@@ -232,12 +268,11 @@ impl Session {
             ClientFrame::Who { id, room } => (room, Command::Who { peer, id }),
         };
         let subscribing = matches!(cmd, Command::Subscribe { .. });
-        self.registry.send(&room, cmd).await.map_err(|e| {
-            if subscribing {
-                self.subs.remove(room.as_str());
-            }
-            ReplyError::new(ErrorCode::Unavailable, e.to_string())
-        })
+        match self.registry.try_send(&room, cmd) {
+            Ok(()) => Ok(None),
+            Err(TrySend::Full(cmd)) => Ok(Some(Blocked { id, room, cmd })),
+            Err(TrySend::ShuttingDown(e)) => Err(self.unsent(&room, subscribing, e)),
+        }
     }
 
     fn check_sub(&mut self, room: &str, info: Option<&Value>) -> Result<(), ReplyError> {

@@ -276,3 +276,55 @@ async fn ping_pong_and_hello_limits() {
         ServerFrame::Pong { id }
     );
 }
+
+/// With a room inbox of one request, requests that find it full wait on their connection (the
+/// connection reads nothing more meanwhile) and go in order: every publish is acknowledged
+/// and delivered, each connection's in the order it sent them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_wait_for_a_full_room_inbox_in_order() {
+    let b = Broker::start("[rooms]\ninbox = 1\n");
+    let mut sub = Client::connect(&b).await;
+    sub.sub("busy", None).await;
+    let (pubs, each) = (8u8, 100u8);
+    let mut tasks = Vec::new();
+    for p in 0..pubs {
+        let url = b.ws_url("");
+        tasks.push(tokio::spawn(async move {
+            let mut c = Client::connect_url(&url).await;
+            // All sent before any ack is read: the inbox is full most of the time.
+            for i in 0..each {
+                let id = c.id();
+                c.send(&ClientFrame::Pub {
+                    id,
+                    room: "busy".into(),
+                    data: vec![p, i],
+                    mid: None,
+                })
+                .await;
+            }
+            let mut seqs = Vec::new();
+            for _ in 0..each {
+                match c.event().await {
+                    ServerFrame::Ack { seq, .. } => seqs.push(seq),
+                    other => panic!("{other:?}"),
+                }
+            }
+            seqs
+        }));
+    }
+    for t in tasks {
+        let seqs = t.await.unwrap();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    }
+    let mut next = vec![0u8; pubs as usize];
+    for seq in 1..=u64::from(pubs) * u64::from(each) {
+        let (s, data) = sub.msg().await;
+        assert_eq!(s, seq);
+        assert_eq!(
+            data[1], next[data[0] as usize],
+            "publisher {}'s order",
+            data[0]
+        );
+        next[data[0] as usize] += 1;
+    }
+}

@@ -18,6 +18,13 @@ use crate::store::{Store, WriterHandle};
 #[error("the server is shutting down")]
 pub struct ShuttingDown;
 
+/// Why [`Registry::try_send`] did not send.
+pub enum TrySend {
+    /// The room's inbox is full: the command, to send when there is room.
+    Full(Box<Command>),
+    ShuttingDown(ShuttingDown),
+}
+
 pub struct Registry {
     rooms: Mutex<HashMap<Arc<str>, InboxSender>>,
     pub(crate) store: Store,
@@ -48,7 +55,29 @@ impl Registry {
     /// Sends a command to the named room, loading it if needed. Waits while the room's inbox is
     /// full (backpressure on the sending connection).
     pub async fn send(self: &Arc<Self>, name: &str, cmd: Command) -> Result<(), ShuttingDown> {
+        self.send_boxed(name, Box::new(cmd)).await
+    }
+
+    /// [`Registry::send`] without waiting: a command that finds the room's inbox full is given
+    /// back, to be sent with [`Registry::send_boxed`].
+    pub fn try_send(self: &Arc<Self>, name: &str, cmd: Command) -> Result<(), TrySend> {
         let mut cmd = Box::new(cmd);
+        loop {
+            let tx = self.handle(name).map_err(TrySend::ShuttingDown)?;
+            match tx.try_send(cmd) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::TrySendError::Full(back)) => return Err(TrySend::Full(back)),
+                // The room unloaded between lookup and send: look it up again.
+                Err(mpsc::error::TrySendError::Closed(back)) => cmd = back,
+            }
+        }
+    }
+
+    pub async fn send_boxed(
+        self: &Arc<Self>,
+        name: &str,
+        mut cmd: Box<Command>,
+    ) -> Result<(), ShuttingDown> {
         loop {
             let tx = self.handle(name)?;
             match tx.send(cmd).await {
