@@ -15,28 +15,7 @@ async fn slow_subscriber_is_closed_with_4000_and_resumes_losslessly() {
     fast.sub("flood", None).await;
     // The slow client reads nothing while ~24 MB are published (far beyond socket buffers).
     let total = 6_000u64;
-    let url = b.ws_url("");
-    let publisher = tokio::spawn(async move {
-        let mut p = Client::connect_url(&url).await;
-        // 32 publishes in flight at a time.
-        for chunk in (0..total).collect::<Vec<_>>().chunks(32) {
-            for i in chunk {
-                let mut data = vec![0u8; 4000];
-                data[..8].copy_from_slice(&i.to_be_bytes());
-                let id = p.id();
-                p.send(&roomd_protocol::ClientFrame::Pub {
-                    id,
-                    room: "flood".into(),
-                    data,
-                    mid: None,
-                })
-                .await;
-            }
-            for _ in chunk {
-                assert!(matches!(p.event().await, ServerFrame::Ack { .. }));
-            }
-        }
-    });
+    let publisher = spawn_publisher(&b, "flood", total);
     // The fast subscriber keeps up and sees everything in order.
     for seq in 1..=total {
         let (s, data) = fast.msg().await;
@@ -44,23 +23,7 @@ async fn slow_subscriber_is_closed_with_4000_and_resumes_losslessly() {
     }
     publisher.await.unwrap();
     // The slow one got some prefix, then the close.
-    let mut last_seen = 0;
-    let code = loop {
-        match futures_util::StreamExt::next(&mut slow.ws).await {
-            Some(Ok(tokio_tungstenite::tungstenite::Message::Binary(bytes))) => {
-                if let ServerFrame::Msg { seq, .. } = roomd_protocol::decode_server(&bytes).unwrap()
-                {
-                    assert_eq!(seq, last_seen + 1);
-                    last_seen = seq;
-                }
-            }
-            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(f))) => {
-                break f.map(|f| u16::from(f.code))
-            }
-            Some(Ok(_)) => {}
-            other => panic!("{other:?}"),
-        }
-    };
+    let (last_seen, code) = read_until_closed(&mut slow).await;
     assert_eq!(code, Some(4000));
     assert!(last_seen < total, "the slow consumer was never slow");
     assert!(b.metric("roomd_slow_consumers_total").await >= 1.0);
@@ -89,27 +52,11 @@ async fn stuck_writes_drop_the_connection_after_the_write_timeout() {
     fast.sub("pile", None).await;
     // ~16 MB: more than the two socket buffers on loopback hold.
     let total = 4_000u64;
-    let mut p = Client::connect(&b).await;
-    for chunk in (0..total).collect::<Vec<_>>().chunks(32) {
-        for i in chunk {
-            let mut data = vec![0u8; 4000];
-            data[..8].copy_from_slice(&i.to_be_bytes());
-            let id = p.id();
-            p.send(&roomd_protocol::ClientFrame::Pub {
-                id,
-                room: "pile".into(),
-                data,
-                mid: None,
-            })
-            .await;
-        }
-        for _ in chunk {
-            assert!(matches!(p.event().await, ServerFrame::Ack { .. }));
-        }
-        for _ in chunk {
-            fast.msg().await;
-        }
+    let publisher = spawn_publisher(&b, "pile", total);
+    for seq in 1..=total {
+        assert_eq!(fast.msg().await.0, seq);
     }
+    let mut p = publisher.await.unwrap();
     // The write has been stuck for longer than the timeout by now.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while b.metric("roomd_slow_consumers_total").await < 1.0 {
@@ -119,10 +66,53 @@ async fn stuck_writes_drop_the_connection_after_the_write_timeout() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    // Dropped: the stream ends without a closing handshake.
+    let (last_seen, code) = read_until_closed(&mut stuck).await;
+    assert_eq!(code, None, "a close frame after a stuck write");
+    assert!(last_seen < total, "the subscriber was never stuck");
+    // Everyone else goes on.
+    assert!(
+        matches!(p.publish("pile", b"after").await, ServerFrame::Ack { seq, .. } if seq == total + 1)
+    );
+    assert_eq!(fast.msg().await, (total + 1, b"after".to_vec()));
+}
+
+/// Publishes `total` messages of 4,000 bytes to `room` from a new connection, 32 in flight at a
+/// time; the first 8 bytes of each hold its index. Returns the publisher's client.
+fn spawn_publisher(b: &Broker, room: &'static str, total: u64) -> tokio::task::JoinHandle<Client> {
+    let url = b.ws_url("");
+    tokio::spawn(async move {
+        let mut p = Client::connect_url(&url).await;
+        for chunk in (0..total).collect::<Vec<_>>().chunks(32) {
+            for i in chunk {
+                let mut data = vec![0u8; 4000];
+                data[..8].copy_from_slice(&i.to_be_bytes());
+                let id = p.id();
+                p.send(&roomd_protocol::ClientFrame::Pub {
+                    id,
+                    room: room.into(),
+                    data,
+                    mid: None,
+                })
+                .await;
+            }
+            for _ in chunk {
+                assert!(matches!(p.event().await, ServerFrame::Ack { .. }));
+            }
+        }
+        p
+    })
+}
+
+/// Reads everything a subscriber that had stopped reading was sent, checking that the messages
+/// are whole and in order, to the end of the connection. Returns the last seq received and the
+/// close code, if the server sent a close frame.
+async fn read_until_closed(c: &mut Client) -> (u64, Option<u16>) {
+    use tokio_tungstenite::tungstenite::Message;
     let mut last_seen = 0;
     loop {
-        match futures_util::StreamExt::next(&mut stuck.ws).await {
-            Some(Ok(tokio_tungstenite::tungstenite::Message::Binary(bytes))) => {
+        match futures_util::StreamExt::next(&mut c.ws).await {
+            Some(Ok(Message::Binary(bytes))) => {
                 if let ServerFrame::Msg { seq, data, .. } =
                     roomd_protocol::decode_server(&bytes).unwrap()
                 {
@@ -131,18 +121,9 @@ async fn stuck_writes_drop_the_connection_after_the_write_timeout() {
                     last_seen = seq;
                 }
             }
-            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(f))) => {
-                panic!("a close frame after a stuck write: {f:?}")
-            }
+            Some(Ok(Message::Close(f))) => return (last_seen, f.map(|f| u16::from(f.code))),
             Some(Ok(_)) => {}
-            // Dropped: the end of the stream, without a closing handshake.
-            Some(Err(_)) | None => break,
+            Some(Err(_)) | None => return (last_seen, None),
         }
     }
-    assert!(last_seen < total, "the subscriber was never stuck");
-    // Everyone else goes on.
-    assert!(
-        matches!(p.publish("pile", b"after").await, ServerFrame::Ack { seq, .. } if seq == total + 1)
-    );
-    assert_eq!(fast.msg().await, (total + 1, b"after".to_vec()));
 }
