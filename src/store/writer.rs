@@ -848,13 +848,7 @@ fn apply<'a>(
             log.insert((room_id, *seq), rec.as_slice())
                 .map_err(StoreError::redb)?;
         }
-        for (key, rec) in &w.state {
-            match rec {
-                Some(rec) => state.insert((room_id, key.as_str()), rec.as_slice()),
-                None => state.remove((room_id, key.as_str())),
-            }
-            .map_err(StoreError::redb)?;
-        }
+        apply_state(&mut state, room_id, &w.state)?;
         let earliest = match w.trim {
             Some(t) => Some(trim(&mut log, room_id, t)?),
             None => None,
@@ -896,18 +890,29 @@ fn apply_logged<'a>(
     }
     let mut state = txn.open_table(STATE).map_err(StoreError::redb)?;
     for w in writes {
-        let RoomRef::Id(room) = w.room else { continue };
-        for (key, rec) in &w.state {
-            match rec {
-                Some(rec) => state.insert((room, key.as_str()), rec.as_slice()),
-                None => state.remove((room, key.as_str())),
-            }
-            .map_err(StoreError::redb)?;
+        if let RoomRef::Id(room) = w.room {
+            apply_state(&mut state, room, &w.state)?;
         }
     }
     if let Some(commit) = commit {
         let mut meta = txn.open_table(META).map_err(StoreError::redb)?;
         meta.insert(WAL_COMMIT, commit).map_err(StoreError::redb)?;
+    }
+    Ok(())
+}
+
+/// Writes a room's state changes (a new record, or `None` to delete the key), in order.
+fn apply_state(
+    state: &mut redb::Table<(u64, &str), &[u8]>,
+    room: u64,
+    changes: &[(String, Option<Vec<u8>>)],
+) -> Result<(), StoreError> {
+    for (key, rec) in changes {
+        match rec {
+            Some(rec) => state.insert((room, key.as_str()), rec.as_slice()),
+            None => state.remove((room, key.as_str())),
+        }
+        .map_err(StoreError::redb)?;
     }
     Ok(())
 }
