@@ -73,6 +73,7 @@ impl Registry {
         }
     }
 
+    /// [`Registry::send`] of a command already boxed (as [`TrySend::Full`] gives it back).
     pub async fn send_boxed(
         self: &Arc<Self>,
         name: &str,
