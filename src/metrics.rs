@@ -123,6 +123,11 @@ fn describe() {
         "time of one durable redb commit (durable mode's checkpoint, relaxed mode's flush)"
     );
     describe_histogram!(
+        "roomd_apply_seconds",
+        Unit::Seconds,
+        "time of one non-durable apply of logged groups to redb (on its own thread, beside the writer)"
+    );
+    describe_histogram!(
         "roomd_commit_batch_entries",
         "log entries written by one group commit"
     );
@@ -180,6 +185,10 @@ pub fn commit(entries: usize, _batches: usize, took: Duration) {
 pub fn room_logged(entries: usize, took: Duration) {
     commit(entries, 1, took);
     hot().room_logged.increment(1);
+}
+
+pub fn applied(took: Duration) {
+    histogram!("roomd_apply_seconds").record(took.as_secs_f64());
 }
 
 pub fn checkpoint(took: Duration) {

@@ -5,11 +5,13 @@
 //! - [`reader`]: blocking reads (room load, history pages, replay) run on tokio's blocking pool.
 //! - [`record`]: the byte layout of log entries and state values.
 //! - [`wal`]: the write-ahead log every group is appended to before it is acknowledged (in
-//!   durable mode with one `fdatasync`); redb receives the groups later, in bulk.
+//!   durable mode with one `fdatasync`); redb receives the groups later, in bulk, from
+//!   [`applier`]'s thread.
 //!
 //! Layout: log keys are `(room id, seq)`, so one room's entries are adjacent and a commit
 //! touches few pages per room; state keys are `(room id, key)`.
 
+mod applier;
 pub mod reader;
 pub mod record;
 pub mod wal;

@@ -6,12 +6,11 @@
 //! the next accumulates, so throughput grows with concurrency instead of paying one fsync per
 //! message.
 //!
-//! Each group is appended to the write-ahead log ([`super::wal`]) and acknowledged; it is
-//! applied to redb later, many groups at once ([`Writer::apply_pending`]), and redb is made
-//! durable by periodic checkpoints. A checkpoint is prepared here (a transaction with everything
-//! pending; the log switches files) and committed by a second thread ([`Checkpointer`]), so
-//! groups go on being logged and acknowledged meanwhile; anything else that needs redb's write
-//! lock waits for the checkpoint first.
+//! Each group is appended to the write-ahead log ([`super::wal`]) and acknowledged; it reaches
+//! redb later, many groups at once, and redb is made durable by periodic checkpoints. Both are
+//! done by a second thread ([`super::applier`]), one job at a time, so groups go on being logged
+//! and acknowledged meanwhile ([`Writer::schedule`]); the rare group that needs redb's write
+//! lock itself (a new room, a trim) waits for the job first.
 //! - durable mode: the append is followed by one `fdatasync` before the acks.
 //! - relaxed mode: the append is only written (it survives a crash of the process at once); the
 //!   log is fsynced on the flush timer (`storage.flush_interval_ms`), so a power cut can lose
@@ -31,6 +30,7 @@ use std::time::{Duration, Instant};
 use redb::{ReadableDatabase, ReadableTable};
 use tokio::sync::{mpsc, oneshot};
 
+use super::applier::{apply_logged, apply_state, record_cycle, Applier, Job, NextCycle};
 use super::wal::{next_salt, Wal};
 use super::{
     record, Store, StoreError, LOG, META, NEXT_ROOM_ID, ROOMS, STATE, WAL_COMMIT, WAL_FILE,
@@ -147,6 +147,12 @@ struct Log {
 }
 
 impl Log {
+    /// The pending groups, on their way to redb (the pending flag stays up until they are in).
+    fn take_pending(&mut self) -> Vec<(u64, Vec<RoomWrite>)> {
+        self.pending_bytes = 0;
+        std::mem::take(&mut self.pending)
+    }
+
     fn push_pending(&mut self, store: &Store, n: u64, writes: Vec<RoomWrite>) {
         self.pending_bytes += writes.iter().map(write_bytes).sum::<usize>();
         self.pending.push((n, writes));
@@ -181,16 +187,17 @@ impl WriterHandle {
             checkpoint_bytes: cfg.checkpoint_bytes,
         });
         let mut writer = Writer {
-            store,
             shared: shared.clone(),
             broken: false,
             dirty: false,
             max_batch: cfg.max_batch,
             checkpoint_every: Duration::from_millis(cfg.checkpoint_interval_ms),
             last_checkpoint: Instant::now(),
-            checkpointer: Checkpointer::spawn(tx.clone())?,
-            checkpointing: false,
-            deferred_syncs: Vec::new(),
+            applier: Applier::spawn(store.clone(), tx.clone())?,
+            job: None,
+            applied: 0,
+            syncs: Vec::new(),
+            store,
         };
         writer.recover(&mut shared.lock())?;
         std::thread::Builder::new()
@@ -290,65 +297,21 @@ struct Writer {
     /// this long after the last checkpoint began.
     checkpoint_every: Duration,
     last_checkpoint: Instant,
-    checkpointer: Checkpointer,
-    /// A checkpoint is committing on the checkpointer thread; it holds redb's write lock.
-    checkpointing: bool,
-    /// Readers' requests that came while a checkpoint was committing.
-    deferred_syncs: Vec<SyncReply>,
+    applier: Applier,
+    /// The job the applier thread is on; meanwhile it holds redb's write lock.
+    job: Option<Running>,
+    /// The last group in redb (committed, durably or not).
+    applied: u64,
+    /// Readers waiting for groups to reach redb, each with the last group logged when it asked.
+    syncs: Vec<(u64, SyncReply)>,
 }
 
-/// The thread that commits checkpoints, so that the writer goes on logging (and acknowledging)
-/// groups while redb writes and fsyncs everything applied since the last one.
-struct Checkpointer {
-    jobs: std::sync::mpsc::Sender<Checkpoint>,
-    done: std::sync::mpsc::Receiver<Result<Duration, StoreError>>,
-}
-
-/// See [`Checkpointer::spawn`].
-const CHECKPOINT_HOLD_ENV: &str = "ROOMD_TEST_CHECKPOINT_HOLD_MS";
-
-/// A checkpoint's transaction, ready to commit.
-struct Checkpoint {
-    txn: redb::WriteTransaction,
-    /// Relaxed mode: the log file just left, fsynced first so a power cut during the commit
-    /// cannot leave a hole before the records that follow in the other file.
-    left: Option<Arc<std::fs::File>>,
-    started: Instant,
-}
-
-impl Checkpointer {
-    /// Starts the thread; it pokes the writer (`wake`) when a checkpoint is done.
-    fn spawn(wake: mpsc::Sender<WriteReq>) -> std::io::Result<Checkpointer> {
-        let (jobs, rx) = std::sync::mpsc::channel::<Checkpoint>();
-        let (tx, done) = std::sync::mpsc::channel();
-        // Fault injection for the tests: hold the first checkpoint this long before committing
-        // it, so the server can be killed (or read from, or loaded) while one is in flight.
-        let mut hold = std::env::var(CHECKPOINT_HOLD_ENV)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .map(Duration::from_millis);
-        std::thread::Builder::new()
-            .name("roomd-checkpoint".into())
-            .spawn(move || {
-                for job in rx {
-                    if let Some(hold) = hold.take() {
-                        std::thread::sleep(hold);
-                    }
-                    let res = job
-                        .left
-                        .map_or(Ok(()), |f| f.sync_data())
-                        .map_err(StoreError::Io)
-                        .and_then(|()| job.txn.commit().map_err(StoreError::redb))
-                        .map(|()| job.started.elapsed());
-                    if tx.send(res).is_err() {
-                        return;
-                    }
-                    // A full queue means the writer is busy: it looks for this after its group.
-                    let _ = wake.try_send(WriteReq::Nudge);
-                }
-            })?;
-        Ok(Checkpointer { jobs, done })
-    }
+/// What the applier thread is doing.
+#[derive(Clone, Copy)]
+struct Running {
+    checkpoint: bool,
+    /// The last group in the job.
+    last: u64,
 }
 
 /// Where a reader's request for the pending groups is answered.
@@ -430,9 +393,9 @@ impl Writer {
             flush,
             stop,
         } = Requests::sort(reqs);
-        if self.checkpointing {
-            if let Ok(res) = self.checkpointer.done.try_recv() {
-                self.checkpoint_done(&mut shared.lock(), res);
+        if self.job.is_some() {
+            if let Some(res) = self.applier.try_done() {
+                self.job_done(&mut shared.lock(), res);
             }
         }
         if !writes.is_empty() {
@@ -443,16 +406,58 @@ impl Writer {
         }
         let mut log = shared.lock();
         log.nudged = false;
-        self.answer_syncs(&mut log, syncs);
+        let logged = log.commit_no;
+        self.syncs.extend(syncs.into_iter().map(|s| (logged, s)));
         if stop.is_some() {
             self.final_checkpoint(&mut log);
-        } else if !self.checkpointing
-            && ((flush && self.last_checkpoint.elapsed() >= self.checkpoint_every)
-                || log.wal.size() >= shared.checkpoint_bytes)
-        {
-            self.start_checkpoint(&mut log);
+        } else {
+            self.schedule(&mut log, flush);
         }
         stop
+    }
+
+    /// Gives the applier thread its next job if it is free and one is due: a checkpoint (on the
+    /// flush tick once `checkpoint_every` has passed, or once the log holds `checkpoint_bytes`),
+    /// else an apply (once the pending groups hold `apply_bytes`, or a reader waits for them).
+    /// Readers are answered once nothing they may need is left outside redb.
+    fn schedule(&mut self, log: &mut Log, flush: bool) {
+        if self.job.is_some() {
+            return;
+        }
+        if self.broken {
+            if !self.syncs.is_empty() {
+                let res = self.recover(log).map_err(Arc::new);
+                if let Err(e) = &res {
+                    tracing::error!(error = %e, "recovery for a reader failed; retrying after the next group");
+                }
+                self.answer_syncs(u64::MAX, &res);
+            }
+            return;
+        }
+        let checkpoint_due = (flush && self.last_checkpoint.elapsed() >= self.checkpoint_every)
+            || log.wal.size() >= self.shared.checkpoint_bytes;
+        if checkpoint_due && self.start_checkpoint(log) {
+            return;
+        }
+        if log.pending.is_empty() {
+            self.answer_syncs(u64::MAX, &Ok(()));
+        } else if log.pending_bytes >= self.shared.apply_bytes || !self.syncs.is_empty() {
+            self.start_apply(log);
+        }
+    }
+
+    /// Answers the readers that need no group after `applied`.
+    fn answer_syncs(&mut self, applied: u64, res: &Result<(), Arc<StoreError>>) {
+        if self.syncs.is_empty() {
+            return;
+        }
+        let (ready, waiting) = std::mem::take(&mut self.syncs)
+            .into_iter()
+            .partition::<Vec<_>, _>(|&(needed, _)| needed <= applied);
+        self.syncs = waiting;
+        for (_, reply) in ready {
+            let _ = reply.send(res.clone());
+        }
     }
 
     /// Logs a group and reports its outcome to its rooms.
@@ -479,28 +484,6 @@ impl Writer {
         report(dones, res, entries, started);
     }
 
-    /// Applies the pending groups if they are due or a reader asked, and answers the readers.
-    /// While a checkpoint commits, redb is busy and the groups it holds are not readable yet:
-    /// applies wait, and so do readers, answered once it is done (the log goes on meanwhile).
-    fn answer_syncs(&mut self, log: &mut Log, mut syncs: Vec<SyncReply>) {
-        if self.checkpointing {
-            self.deferred_syncs.append(&mut syncs);
-        } else {
-            syncs.append(&mut self.deferred_syncs);
-        }
-        let apply_due = log.pending_bytes >= self.shared.apply_bytes && !self.checkpointing;
-        if syncs.is_empty() && !apply_due {
-            return;
-        }
-        let res = self.apply_pending(log).map_err(Arc::new);
-        if let Err(e) = &res {
-            tracing::error!(error = %e, "applying logged groups failed; retrying after the next group");
-        }
-        for s in syncs {
-            let _ = s.send(res.clone());
-        }
-    }
-
     /// Logs the group (durable mode: with one fsync) and acknowledges it. Its application to redb
     /// waits in `pending`, unless the rooms need something only redb can tell them now (a new
     /// room's id, the first seq left after a trim).
@@ -515,6 +498,12 @@ impl Writer {
             .iter()
             .any(|w| matches!(w.room, RoomRef::New { .. }) || w.trim.is_some());
         if needs_redb {
+            // The groups of a failed job are only in the log: replayed first, or the commit
+            // below would record this group as applied without them.
+            self.await_job(log);
+            if self.broken {
+                self.recover(log)?;
+            }
             let txn = self.begin(log, redb::Durability::None)?;
             self.write_pending(&txn, log, false)?;
             let infos = self.apply(&txn, writes.iter(), Some(n))?;
@@ -528,6 +517,7 @@ impl Writer {
             }
             log.clear_pending(&self.store);
             log.commit_no = n;
+            self.applied = n;
             self.dirty = true;
             return Ok(infos);
         }
@@ -547,22 +537,18 @@ impl Writer {
         Ok(infos)
     }
 
-    /// Applies the pending groups to redb (not durably: they are in the log), after any
-    /// checkpoint still committing.
+    /// Applies the pending groups to redb now (back-pressure: they reached their bound while a
+    /// checkpoint committed).
     fn apply_pending(&mut self, log: &mut Log) -> Result<(), StoreError> {
-        self.await_checkpoint(log);
+        self.await_job(log);
+        if !self.broken && !log.pending.is_empty() {
+            self.start_apply(log);
+            self.await_job(log);
+        }
         if self.broken {
-            // Recovery replays them (and whatever a failed checkpoint held) from the log.
+            // Recovery replays them (and whatever a failed job held) from the log.
             return self.recover(log);
         }
-        if log.pending.is_empty() {
-            return Ok(());
-        }
-        let txn = self.begin(log, redb::Durability::None)?;
-        self.write_pending(&txn, log, true)?;
-        txn.commit().map_err(|e| self.fail(e))?;
-        log.clear_pending(&self.store);
-        self.dirty = true;
         Ok(())
     }
 
@@ -581,101 +567,125 @@ impl Writer {
         apply_logged(txn, writes, record.then_some(last)).inspect_err(|_| self.broken = true)
     }
 
-    /// Begins a checkpoint: a durable transaction with every pending group, which records that
-    /// the log's next cycle starts in the other file; the log switches files at once and the
-    /// checkpointer thread commits. Until then the groups stay unreadable from redb, so
-    /// readers still ask for them (the pending flag stays up).
-    fn start_checkpoint(&mut self, log: &mut Log) {
+    /// Hands the pending groups to the applier thread, to be written to redb without an fsync
+    /// (they are in the log). Until that commits they are not readable from redb, so readers
+    /// still ask for them (the pending flag stays up).
+    fn start_apply(&mut self, log: &mut Log) {
+        let groups = log.take_pending();
+        let last = groups.last().map_or(self.applied, |&(n, _)| n);
+        let job = Job {
+            groups,
+            checkpoint: None,
+            started: Instant::now(),
+        };
+        if self.send_job(job, last, false) {
+            self.dirty = true;
+        }
+    }
+
+    /// Begins a checkpoint, unless nothing changed since the last one: the log switches to its
+    /// other file at once, and the applier thread commits every pending group durably with the
+    /// record that the log's next cycle starts there. Returns whether one began.
+    fn start_checkpoint(&mut self, log: &mut Log) -> bool {
         let nothing_new = !self.dirty && log.pending.is_empty();
         if self.broken || nothing_new {
-            return;
+            return false;
         }
         let started = Instant::now();
-        let res = self
-            .begin(log, redb::Durability::Immediate)
-            .and_then(|txn| {
-                self.write_pending(&txn, log, true)?;
-                let (file, salt) = log.wal.position();
-                record_cycle(&txn, 1 - file, next_salt(salt))?;
-                Ok(txn)
-            });
-        let txn = match res {
-            Ok(txn) => txn,
-            Err(e) => return self.checkpoint_failed(&e),
-        };
+        let (file, salt) = log.wal.position();
         let left = log.wal.switch();
-        log.pending.clear();
-        log.pending_bytes = 0;
-        let job = Checkpoint {
-            txn,
+        let groups = log.take_pending();
+        let last = groups.last().map_or(self.applied, |&(n, _)| n);
+        let next = NextCycle {
+            file: 1 - file,
+            salt: next_salt(salt),
             left: self.shared.relaxed.then_some(left),
+        };
+        let job = Job {
+            groups,
+            checkpoint: Some(next),
             started,
         };
-        if self.checkpointer.jobs.send(job).is_err() {
-            return self.checkpoint_failed(&StoreError::Closed);
+        if !self.send_job(job, last, true) {
+            return false;
         }
-        self.checkpointing = true;
         self.dirty = false;
         self.last_checkpoint = Instant::now();
+        true
     }
 
-    /// Waits for the checkpoint in flight, if any.
-    fn await_checkpoint(&mut self, log: &mut Log) {
-        if self.checkpointing {
-            let res = self
-                .checkpointer
-                .done
-                .recv()
-                .unwrap_or(Err(StoreError::Closed));
-            self.checkpoint_done(log, res);
+    fn send_job(&mut self, job: Job, last: u64, checkpoint: bool) -> bool {
+        if let Err(e) = self.applier.send(job) {
+            self.job_failed(&e);
+            return false;
+        }
+        self.job = Some(Running { checkpoint, last });
+        true
+    }
+
+    /// Waits for the applier's job, if any.
+    fn await_job(&mut self, log: &mut Log) {
+        if self.job.is_some() {
+            let res = self.applier.wait();
+            self.job_done(log, res);
         }
     }
 
-    fn checkpoint_done(&mut self, log: &mut Log, res: Result<Duration, StoreError>) {
-        self.checkpointing = false;
+    fn job_done(&mut self, log: &mut Log, res: Result<Duration, StoreError>) {
+        let Some(job) = self.job.take() else {
+            return;
+        };
         match res {
             Ok(took) => {
-                crate::metrics::checkpoint(took);
+                if job.checkpoint {
+                    crate::metrics::checkpoint(took);
+                } else {
+                    crate::metrics::applied(took);
+                }
+                self.applied = job.last;
                 if log.pending.is_empty() {
                     self.store.set_pending(false);
                 }
+                self.answer_syncs(job.last, &Ok(()));
             }
             // Recovery replays the groups it held from the log: both files are intact.
-            Err(e) => self.checkpoint_failed(&e),
+            Err(e) => {
+                self.job_failed(&e);
+                self.answer_syncs(u64::MAX, &Err(Arc::new(e)));
+            }
         }
     }
 
-    fn checkpoint_failed(&mut self, e: &StoreError) {
-        tracing::error!(error = %e, "checkpoint failed; retrying after the next group");
+    fn job_failed(&mut self, e: &StoreError) {
+        tracing::error!(error = %e, "writing logged groups to redb failed; replaying the log after the next group");
         crate::metrics::commit_failed();
         self.broken = true;
     }
 
     /// At shutdown: makes everything logged durable in redb.
     fn final_checkpoint(&mut self, log: &mut Log) {
-        self.await_checkpoint(log);
+        self.await_job(log);
         if self.broken {
             if let Err(e) = self.recover(log) {
                 tracing::error!(error = %e, "final recovery failed; the log is replayed at the next start");
+                self.answer_syncs(u64::MAX, &Err(Arc::new(e)));
                 return;
             }
         }
         self.start_checkpoint(log);
-        self.await_checkpoint(log);
+        self.await_job(log);
         let res = if self.broken {
             Err(Arc::new(StoreError::Closed))
         } else {
             Ok(())
         };
-        for s in self.deferred_syncs.drain(..) {
-            let _ = s.send(res.clone());
-        }
+        self.answer_syncs(u64::MAX, &res);
     }
 
     /// Reopens redb if it failed, applies the groups logged since its last durable commit,
     /// commits durably and rewinds the log.
     fn recover(&mut self, log: &mut Log) -> Result<(), StoreError> {
-        self.await_checkpoint(log);
+        self.await_job(log);
         if self.broken {
             self.store.reopen()?;
             self.broken = false;
@@ -714,6 +724,7 @@ impl Writer {
         }
         log.wal.reset(file, salt);
         log.commit_no = last;
+        self.applied = last;
         self.store.set_pending(false);
         self.dirty = false;
         Ok(())
@@ -734,14 +745,14 @@ impl Writer {
         Ok((get(WAL_COMMIT)?, file, get(WAL_SALT)?))
     }
 
-    /// Begins a write transaction, after any checkpoint still committing (which holds redb's
-    /// write lock).
+    /// Begins a write transaction, after the applier's job, if any (it holds redb's write
+    /// lock).
     fn begin(
         &mut self,
         log: &mut Log,
         durability: redb::Durability,
     ) -> Result<redb::WriteTransaction, StoreError> {
-        self.await_checkpoint(log);
+        self.await_job(log);
         let mut txn = self.store.db()?.begin_write().map_err(|e| self.fail(e))?;
         // Quick repair makes reopening after a crash take milliseconds instead of a full scan;
         // it costs a second fsync, so only durable commits (checkpoints) carry it.
@@ -768,16 +779,6 @@ impl Writer {
     ) -> Result<Vec<CommitInfo>, StoreError> {
         apply(txn, writes, commit).inspect_err(|_| self.broken = true)
     }
-}
-
-/// Records in `txn` (a durable commit) where the log's next cycle starts: at the start of `file`,
-/// with `salt`.
-fn record_cycle(txn: &redb::WriteTransaction, file: usize, salt: u64) -> Result<(), StoreError> {
-    let mut meta = txn.open_table(META).map_err(StoreError::redb)?;
-    meta.insert(WAL_SALT, salt).map_err(StoreError::redb)?;
-    meta.insert(WAL_FILE, file as u64)
-        .map_err(StoreError::redb)?;
-    Ok(())
 }
 
 /// Sends each room its group's outcome.
@@ -859,62 +860,6 @@ fn apply<'a>(
         meta.insert(WAL_COMMIT, commit).map_err(StoreError::redb)?;
     }
     Ok(infos)
-}
-
-/// Applies logged groups of rooms that already have an id and carry no trim (everything that
-/// waits in `pending`). Their messages are inserted in key order, one room's run after
-/// another, rather than interleaved as the groups arrived: each insert then finds the path to
-/// its leaf already in cache, usually the leaf the previous one wrote. State changes keep their
-/// order.
-fn apply_logged<'a>(
-    txn: &redb::WriteTransaction,
-    writes: impl Iterator<Item = &'a RoomWrite> + Clone,
-    commit: Option<u64>,
-) -> Result<(), StoreError> {
-    let mut entries: Vec<(u64, u64, &[u8])> = Vec::new();
-    for w in writes.clone() {
-        let RoomRef::Id(room) = w.room else {
-            unreachable!("a new room is applied at once")
-        };
-        debug_assert!(w.trim.is_none(), "a trim is applied at once");
-        entries.extend(
-            w.entries
-                .iter()
-                .map(|(seq, rec)| (room, *seq, rec.as_slice())),
-        );
-    }
-    entries.sort_unstable_by_key(|&(room, seq, _)| (room, seq));
-    let mut log = txn.open_table(LOG).map_err(StoreError::redb)?;
-    for (room, seq, rec) in entries {
-        log.insert((room, seq), rec).map_err(StoreError::redb)?;
-    }
-    let mut state = txn.open_table(STATE).map_err(StoreError::redb)?;
-    for w in writes {
-        if let RoomRef::Id(room) = w.room {
-            apply_state(&mut state, room, &w.state)?;
-        }
-    }
-    if let Some(commit) = commit {
-        let mut meta = txn.open_table(META).map_err(StoreError::redb)?;
-        meta.insert(WAL_COMMIT, commit).map_err(StoreError::redb)?;
-    }
-    Ok(())
-}
-
-/// Writes a room's state changes (a new record, or `None` to delete the key), in order.
-fn apply_state(
-    state: &mut redb::Table<(u64, &str), &[u8]>,
-    room: u64,
-    changes: &[(String, Option<Vec<u8>>)],
-) -> Result<(), StoreError> {
-    for (key, rec) in changes {
-        match rec {
-            Some(rec) => state.insert((room, key.as_str()), rec.as_slice()),
-            None => state.remove((room, key.as_str())),
-        }
-        .map_err(StoreError::redb)?;
-    }
-    Ok(())
 }
 
 /// Deletes the room's entries below the cut; returns the first retained seq.
