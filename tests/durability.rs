@@ -654,6 +654,40 @@ async fn a_read_during_a_checkpoint_sees_its_groups_and_does_not_hold_up_writes(
     );
 }
 
+/// Room ids are given out by the writer and reach redb only when their groups are applied: after
+/// a restart, whether the creations were checkpointed or only in the log, new rooms must get
+/// ids of their own, or their entries would land in (and overwrite) another room's log.
+#[tokio::test]
+async fn rooms_created_after_a_restart_get_ids_of_their_own() {
+    let mut b = Broker::start(
+        "[storage]\ncheckpoint_interval_ms = 3600000\ncheckpoint_bytes = 1073741824\n\
+         apply_bytes = 1073741824\n",
+    );
+    let mut c = Client::connect(&b).await;
+    for room in ["ids-a", "ids-b"] {
+        c.publish_seq(room, room.as_bytes()).await;
+    }
+    drop(c);
+    // The creations are only in the log: replayed at the start.
+    b.kill9();
+    b.restart();
+    let mut c = Client::connect(&b).await;
+    c.publish_seq("ids-c", b"ids-c").await;
+    drop(c);
+    // Checkpointed by the graceful stop this time.
+    assert_eq!(b.terminate(), Some(0));
+    b.restart();
+    let mut c = Client::connect(&b).await;
+    c.publish_seq("ids-d", b"ids-d").await;
+    for room in ["ids-a", "ids-b", "ids-c", "ids-d"] {
+        assert_eq!(
+            read_all(&mut c, room).await,
+            [(1, room.as_bytes().to_vec())],
+            "room {room}"
+        );
+    }
+}
+
 /// Logged groups reach redb on the applier thread while the writer goes on logging: with an
 /// apply after every group (`apply_bytes = 1`), reads keep arriving while one runs and newer
 /// groups wait behind it. Each read must still see every write acknowledged before it was

@@ -11,10 +11,13 @@ use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use redb::ReadableTable;
 use tokio::sync::mpsc;
 
 use super::writer::{RoomRef, RoomWrite, WriteReq};
-use super::{Store, StoreError, LOG, META, STATE, WAL_COMMIT, WAL_FILE, WAL_SALT};
+use super::{
+    Store, StoreError, LOG, META, NEXT_ROOM_ID, ROOMS, STATE, WAL_COMMIT, WAL_FILE, WAL_SALT,
+};
 
 /// Fault injection for the tests: the first checkpoint is held this long before it commits,
 /// so the server can be killed (or read from, or loaded) while one is in flight.
@@ -124,9 +127,22 @@ pub(super) fn apply_logged<'a>(
     commit: Option<u64>,
 ) -> Result<(), StoreError> {
     let mut entries: Vec<(u64, u64, &[u8])> = Vec::new();
+    let mut created = writes
+        .clone()
+        .filter(|w| matches!(w.room, RoomRef::Created { .. }))
+        .peekable();
+    if created.peek().is_some() {
+        let mut rooms = txn.open_table(ROOMS).map_err(StoreError::redb)?;
+        let mut meta = txn.open_table(META).map_err(StoreError::redb)?;
+        for w in created {
+            if let RoomRef::Created { id, name, epoch } = &w.room {
+                create_room(&mut rooms, &mut meta, name, *id, *epoch)?;
+            }
+        }
+    }
     for w in writes.clone() {
-        let RoomRef::Id(room) = w.room else {
-            unreachable!("a new room is applied at once")
+        let Some(room) = w.room.id() else {
+            unreachable!("the writer gives new rooms their ids before logging them")
         };
         debug_assert!(w.trim.is_none(), "a trim is applied at once");
         entries.extend(
@@ -142,7 +158,7 @@ pub(super) fn apply_logged<'a>(
     }
     let mut state = txn.open_table(STATE).map_err(StoreError::redb)?;
     for w in writes {
-        if let RoomRef::Id(room) = w.room {
+        if let Some(room) = w.room.id() {
             apply_state(&mut state, room, &w.state)?;
         }
     }
@@ -151,6 +167,33 @@ pub(super) fn apply_logged<'a>(
         meta.insert(WAL_COMMIT, commit).map_err(StoreError::redb)?;
     }
     Ok(())
+}
+
+/// Records a room the writer created (with the id it gave it), and that ids below it are taken.
+pub(super) fn create_room(
+    rooms: &mut redb::Table<&str, (u64, u64)>,
+    meta: &mut redb::Table<&str, u64>,
+    name: &str,
+    id: u64,
+    epoch: u64,
+) -> Result<(), StoreError> {
+    rooms.insert(name, (id, epoch)).map_err(StoreError::redb)?;
+    let next = meta
+        .get(NEXT_ROOM_ID)
+        .map_err(StoreError::redb)?
+        .map_or(1, |g| g.value());
+    if next <= id {
+        meta.insert(NEXT_ROOM_ID, id + 1)
+            .map_err(StoreError::redb)?;
+    }
+    Ok(())
+}
+
+/// The id the next new room gets, as redb has it.
+pub(super) fn next_room_id(txn: &redb::WriteTransaction) -> Result<u64, StoreError> {
+    let meta = txn.open_table(META).map_err(StoreError::redb)?;
+    let next = meta.get(NEXT_ROOM_ID).map_err(StoreError::redb)?;
+    Ok(next.map_or(1, |g| g.value()))
 }
 
 /// Writes a room's state changes (a new record, or `None` to delete the key), in order.

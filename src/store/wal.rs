@@ -436,6 +436,12 @@ fn encode_group<'a>(writes: impl ExactSizeIterator<Item = &'a RoomWrite>, out: &
                 put_bytes(out, name.as_bytes());
                 out.extend_from_slice(&epoch.to_le_bytes());
             }
+            RoomRef::Created { id, name, epoch } => {
+                out.push(2);
+                out.extend_from_slice(&id.to_le_bytes());
+                put_bytes(out, name.as_bytes());
+                out.extend_from_slice(&epoch.to_le_bytes());
+            }
         }
         put_u32(out, w.entries.len());
         for (seq, rec) in &w.entries {
@@ -485,6 +491,15 @@ fn decode_group(body: &[u8]) -> Option<Vec<RoomWrite>> {
             1 => {
                 let name: Arc<str> = std::str::from_utf8(r.bytes()?).ok()?.into();
                 RoomRef::New {
+                    name,
+                    epoch: r.u64()?,
+                }
+            }
+            2 => {
+                let id = r.u64()?;
+                let name: Arc<str> = std::str::from_utf8(r.bytes()?).ok()?.into();
+                RoomRef::Created {
+                    id,
                     name,
                     epoch: r.u64()?,
                 }
@@ -583,7 +598,17 @@ mod tests {
             state: vec![],
             trim: None,
         };
-        wal.append(6, [write(1, 0..1), new_room].iter(), true)
+        let created = RoomWrite {
+            room: RoomRef::Created {
+                id: 42,
+                name: "hall".into(),
+                epoch: 9,
+            },
+            entries: vec![(1, b"first".to_vec())],
+            state: vec![],
+            trim: None,
+        };
+        wal.append(6, [write(1, 0..1), new_room, created].iter(), true)
             .unwrap();
         let all = Wal::open(dir.path()).unwrap().scan(0, 0, 0).unwrap();
         assert_eq!(
@@ -595,6 +620,10 @@ mod tests {
         assert!(
             matches!(&all[5].writes[1].room, RoomRef::New { name, epoch: 7 } if &**name == "lobby")
         );
+        assert!(
+            matches!(&all[5].writes[2].room, RoomRef::Created { id: 42, name, epoch: 9 } if &**name == "hall")
+        );
+        assert_eq!(all[5].writes[2].entries, [(1, b"first".to_vec())]);
 
         // After a rewind, new records overwrite the old ones; the scan ends where they end.
         wal.rewind(0, 7);

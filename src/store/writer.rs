@@ -30,7 +30,9 @@ use std::time::{Duration, Instant};
 use redb::{ReadableDatabase, ReadableTable};
 use tokio::sync::{mpsc, oneshot};
 
-use super::applier::{apply_logged, apply_state, record_cycle, Applier, Job, NextCycle};
+use super::applier::{
+    apply_logged, apply_state, create_room, next_room_id, record_cycle, Applier, Job, NextCycle,
+};
 use super::wal::{next_salt, Wal};
 use super::{
     record, Store, StoreError, LOG, META, NEXT_ROOM_ID, ROOMS, STATE, WAL_COMMIT, WAL_FILE,
@@ -38,11 +40,34 @@ use super::{
 };
 use crate::config::{Durability, StorageConfig};
 
-/// Which room a batch belongs to. A room gets its id in the transaction of its first write.
+/// Which room a batch belongs to. A room gets its id with its first write.
 #[derive(Debug, Clone)]
 pub enum RoomRef {
     Id(u64),
-    New { name: Arc<str>, epoch: u64 },
+    /// A room's first write, as a room sends it.
+    New {
+        name: Arc<str>,
+        epoch: u64,
+    },
+    /// A room's first write with the id the writer gave it, as it is logged: the room is
+    /// created in redb when the group is applied, so creating one costs no redb transaction
+    /// on the writer thread. (Logs written before this variant existed hold `New`, which
+    /// recovery still applies by drawing the id from redb.)
+    Created {
+        id: u64,
+        name: Arc<str>,
+        epoch: u64,
+    },
+}
+
+impl RoomRef {
+    /// The room's id, once it has one.
+    pub fn id(&self) -> Option<u64> {
+        match self {
+            RoomRef::Id(id) | RoomRef::Created { id, .. } => Some(*id),
+            RoomRef::New { .. } => None,
+        }
+    }
 }
 
 /// Retention applied to one room inside its batch's transaction.
@@ -137,6 +162,9 @@ struct Log {
     wal: Wal,
     /// The number of the last group logged.
     commit_no: u64,
+    /// The id the next new room gets (redb's `meta.next_room_id` lags behind until the groups
+    /// that created rooms are applied).
+    next_room_id: u64,
     /// Groups that are in the log (and acknowledged) but not yet in redb. They are applied
     /// together, so a room's B-tree leaf is rewritten once per apply rather than once per group;
     /// readers ask for them first ([`Store::catch_up`]).
@@ -177,6 +205,7 @@ impl WriterHandle {
             log: Mutex::new(Log {
                 wal,
                 commit_no: 0,
+                next_room_id: 1,
                 pending: Vec::new(),
                 pending_bytes: 0,
                 nudged: false,
@@ -255,6 +284,9 @@ impl WriterHandle {
     }
 
     /// Queues a batch if the queue has room; gives it back if the queue is full.
+    // The batch comes back by move in the rare full case; boxing it to shrink the `Err` would
+    // cost an allocation for every batch.
+    #[allow(clippy::result_large_err)]
     pub fn try_submit(&self, batch: RoomBatch) -> Result<Result<(), StoreError>, RoomBatch> {
         match self.tx.try_send(WriteReq::Batch(batch)) {
             Ok(()) => Ok(Ok(())),
@@ -494,9 +526,19 @@ impl Writer {
     ) -> Result<Vec<CommitInfo>, StoreError> {
         let n = log.commit_no + 1;
         let sync = !self.shared.relaxed;
-        let needs_redb = writes
-            .iter()
-            .any(|w| matches!(w.room, RoomRef::New { .. }) || w.trim.is_some());
+        let mut writes = writes;
+        for w in &mut writes {
+            if let RoomRef::New { name, epoch } = &w.room {
+                w.room = RoomRef::Created {
+                    id: log.next_room_id,
+                    name: name.clone(),
+                    epoch: *epoch,
+                };
+                log.next_room_id += 1;
+            }
+        }
+        // A trim's outcome (the first seq left) comes from redb.
+        let needs_redb = writes.iter().any(|w| w.trim.is_some());
         if needs_redb {
             // The groups of a failed job are only in the log: replayed first, or the commit
             // below would record this group as applied without them.
@@ -526,10 +568,7 @@ impl Writer {
         let infos = writes
             .iter()
             .map(|w| CommitInfo {
-                room_id: match w.room {
-                    RoomRef::Id(id) => id,
-                    RoomRef::New { .. } => unreachable!("a new room is applied at once"),
-                },
+                room_id: w.room.id().expect("new rooms were given ids above"),
                 earliest: None,
             })
             .collect();
@@ -709,6 +748,7 @@ impl Writer {
         let started = Instant::now();
         let txn = self.begin(log, redb::Durability::Immediate)?;
         self.apply(&txn, pending.iter().flat_map(|l| &l.writes), Some(last))?;
+        log.next_room_id = next_room_id(&txn)?;
         // A new salt for the log's next cycle: records left from this one (say, the unsynced
         // tail of a relaxed-mode log cut by a power loss, whose numbers will be used again)
         // then fail their CRC instead of passing for new ones.
@@ -832,6 +872,10 @@ fn apply<'a>(
     for w in writes {
         let room_id = match &w.room {
             RoomRef::Id(id) => *id,
+            RoomRef::Created { id, name, epoch } => {
+                create_room(&mut rooms, &mut meta, name, *id, *epoch)?;
+                *id
+            }
             RoomRef::New { name, epoch } => {
                 let next = meta
                     .get(NEXT_ROOM_ID)
