@@ -59,6 +59,9 @@ pub struct Wal {
     grower: Grower,
     /// The zero-fill the grower is doing: (file, its length once done).
     growing: Option<(usize, u64)>,
+    /// The grower's last zero-fill failed (a full disk, say): no more are asked for until one
+    /// done on the spot succeeds, rather than one failing per append.
+    ahead_failed: bool,
 }
 
 /// Zero-fills log space ahead of the appends, on its own thread. Growing the file by [`GROW`]
@@ -152,6 +155,7 @@ impl Wal {
             buf: Vec::new(),
             grower: Grower::spawn()?,
             growing: None,
+            ahead_failed: false,
         })
     }
 
@@ -300,6 +304,7 @@ impl Wal {
     /// file that cannot be truncated keeps its old records, which carry other salts.
     pub fn reset(&mut self, file: usize, salt: u64) {
         self.settle_grow(true);
+        self.ahead_failed = false;
         self.rewind(file, salt);
         for (f, len) in self.files.iter().zip(self.lens.iter_mut()) {
             if f.set_len(0).is_ok() {
@@ -335,6 +340,7 @@ impl Wal {
         let new_len = end.div_ceil(GROW) * GROW;
         zero_fill(file, len, new_len)?;
         self.lens[self.active] = new_len;
+        self.ahead_failed = false;
         Ok(())
     }
 
@@ -343,7 +349,7 @@ impl Wal {
     /// first appends after a switch do too. Never waits.
     fn grow_ahead(&mut self) {
         self.settle_grow(false);
-        if self.growing.is_some() {
+        if self.growing.is_some() || self.ahead_failed {
             return;
         }
         let (active, other) = (self.active, 1 - self.active);
@@ -380,7 +386,8 @@ impl Wal {
                 match res {
                     Ok(()) => self.lens[file] = self.lens[file].max(to),
                     Err(e) => {
-                        tracing::warn!(error = %e, "growing the write-ahead log ahead failed")
+                        tracing::warn!(error = %e, "growing the write-ahead log ahead failed; it grows as appends need space until that works");
+                        self.ahead_failed = true;
                     }
                 }
             }
@@ -756,6 +763,36 @@ mod tests {
         assert_eq!(len, 2 * GROW);
         let got = wal.scan(0, 5, 0).unwrap();
         assert_eq!(got.iter().map(|l| l.commit).collect::<Vec<_>>(), [1, 2]);
+    }
+
+    #[test]
+    fn a_failed_zero_fill_ahead_is_not_asked_again_until_one_on_the_spot_works() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::open(dir.path()).unwrap();
+        wal.reset(0, 5);
+        wal.settle_grow(true);
+        // The other file can no longer be written (as on a full disk): its zero-fill fails.
+        wal.files[1] = Arc::new(File::open(dir.path().join("roomd.wal.1")).unwrap());
+        wal.append(1, [write(1, 0..1)].iter(), true).unwrap();
+        wal.settle_grow(true);
+        assert!(wal.ahead_failed);
+        wal.append(2, [write(1, 0..1)].iter(), true).unwrap();
+        assert!(wal.growing.is_none(), "asked again after a failure");
+        // A record that does not fit makes the active file grow on the spot; that works, so
+        // growing ahead resumes.
+        let big = RoomWrite {
+            room: RoomRef::Id(1),
+            entries: vec![(3, vec![7; GROW as usize])],
+            state: Vec::new(),
+            trim: None,
+        };
+        wal.append(3, std::iter::once(&big), true).unwrap();
+        assert!(
+            wal.growing.is_some(),
+            "not asked again after growing on the spot"
+        );
+        let got = wal.scan(0, 5, 0).unwrap();
+        assert_eq!(got.iter().map(|l| l.commit).collect::<Vec<_>>(), [1, 2, 3]);
     }
 
     #[test]
