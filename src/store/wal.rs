@@ -737,23 +737,34 @@ mod tests {
         assert!(!dir.path().join("roomd.wal").exists());
     }
 
+    /// A log started afresh (cycle salt 5 in file 0), once the grower has filled its first step.
+    fn grown_log(dir: &Path) -> Wal {
+        let mut wal = Wal::open(dir).unwrap();
+        wal.reset(0, 5);
+        wal.settle_grow(true);
+        wal
+    }
+
+    /// One room's write of a single entry of `len` bytes.
+    fn sized(seq: u64, len: usize) -> RoomWrite {
+        RoomWrite {
+            room: RoomRef::Id(1),
+            entries: vec![(seq, vec![7; len])],
+            state: Vec::new(),
+            trim: None,
+        }
+    }
+
     #[test]
     fn space_is_grown_ahead_of_the_appends_in_both_files() {
         let dir = tempfile::tempdir().unwrap();
-        let mut wal = Wal::open(dir.path()).unwrap();
-        wal.reset(0, 5);
-        wal.settle_grow(true);
+        let mut wal = grown_log(dir.path());
         assert_eq!(wal.lens[0], GROW, "the active file is grown after a reset");
         wal.append(1, [write(1, 0..1)].iter(), true).unwrap();
         wal.settle_grow(true);
         assert_eq!(wal.lens[1], GROW, "then the other one, for the next switch");
         // Past half of the first step, appends find the next one zero-filled for them.
-        let big = RoomWrite {
-            room: RoomRef::Id(1),
-            entries: vec![(2, vec![7; GROW as usize / 2])],
-            state: Vec::new(),
-            trim: None,
-        };
+        let big = sized(2, GROW as usize / 2);
         assert!(wal.append_in_place(2, std::iter::once(&big)).unwrap());
         wal.settle_grow(true);
         assert_eq!(wal.lens[0], 2 * GROW);
@@ -768,9 +779,7 @@ mod tests {
     #[test]
     fn a_failed_zero_fill_ahead_is_not_asked_again_until_one_on_the_spot_works() {
         let dir = tempfile::tempdir().unwrap();
-        let mut wal = Wal::open(dir.path()).unwrap();
-        wal.reset(0, 5);
-        wal.settle_grow(true);
+        let mut wal = grown_log(dir.path());
         // The other file can no longer be written (as on a full disk): its zero-fill fails.
         wal.files[1] = Arc::new(File::open(dir.path().join("roomd.wal.1")).unwrap());
         wal.append(1, [write(1, 0..1)].iter(), true).unwrap();
@@ -780,13 +789,8 @@ mod tests {
         assert!(wal.growing.is_none(), "asked again after a failure");
         // A record that does not fit makes the active file grow on the spot; that works, so
         // growing ahead resumes.
-        let big = RoomWrite {
-            room: RoomRef::Id(1),
-            entries: vec![(3, vec![7; GROW as usize])],
-            state: Vec::new(),
-            trim: None,
-        };
-        wal.append(3, std::iter::once(&big), true).unwrap();
+        wal.append(3, std::iter::once(&sized(3, GROW as usize)), true)
+            .unwrap();
         assert!(
             wal.growing.is_some(),
             "not asked again after growing on the spot"
