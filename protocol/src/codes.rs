@@ -3,90 +3,64 @@
 //! Both are part of the contract (SPEC.md sections 6 and 7): clients decide whether to retry or
 //! reconnect from the number alone.
 
-/// The code of an `err` frame. The numbers follow HTTP where a close analogue exists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ErrorCode {
-    Malformed,
-    Unauthorized,
-    NotSubscribed,
-    UnknownRequest,
-    BadRequest,
-    Conflict,
-    AlreadySubscribed,
-    TooLarge,
-    BadRoom,
-    NotInteger,
-    Limit,
-    Unavailable,
-    Storage,
+/// Declares [`ErrorCode`] from one table: each row is a code's variant, number, SPEC.md name and
+/// whether the same request may succeed when retried. One table rather than a match per property,
+/// so a new code cannot get a number and no name.
+macro_rules! error_codes {
+    ($($variant:ident = $num:literal, $name:literal, $retry:literal;)*) => {
+        /// The code of an `err` frame. The numbers follow HTTP where a close analogue exists.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum ErrorCode {
+            $($variant,)*
+        }
+
+        impl ErrorCode {
+            /// Every code, for documentation tests and metrics.
+            pub const ALL: [ErrorCode; [$($num),*].len()] = [$(ErrorCode::$variant,)*];
+
+            pub const fn as_u16(self) -> u16 {
+                match self {
+                    $(ErrorCode::$variant => $num,)*
+                }
+            }
+
+            /// The snake_case name used in SPEC.md and in metrics labels.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $name,)*
+                }
+            }
+
+            /// Whether sending the same request again later can succeed without changing it.
+            pub const fn retryable(self) -> bool {
+                match self {
+                    $(ErrorCode::$variant => $retry,)*
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    Malformed = 400, "malformed", false;
+    Unauthorized = 401, "unauthorized", false;
+    NotSubscribed = 404, "not_subscribed", false;
+    UnknownRequest = 405, "unknown_request", false;
+    BadRequest = 406, "bad_request", false;
+    Conflict = 409, "conflict", true;
+    AlreadySubscribed = 410, "already_subscribed", false;
+    TooLarge = 413, "too_large", false;
+    BadRoom = 414, "bad_room", false;
+    NotInteger = 422, "not_integer", false;
+    Limit = 429, "limit", false;
+    Unavailable = 503, "unavailable", true;
+    Storage = 507, "storage", true;
 }
 
 impl ErrorCode {
-    /// Every code, for documentation tests and metrics.
-    pub const ALL: [ErrorCode; 13] = [
-        ErrorCode::Malformed,
-        ErrorCode::Unauthorized,
-        ErrorCode::NotSubscribed,
-        ErrorCode::UnknownRequest,
-        ErrorCode::BadRequest,
-        ErrorCode::Conflict,
-        ErrorCode::AlreadySubscribed,
-        ErrorCode::TooLarge,
-        ErrorCode::BadRoom,
-        ErrorCode::NotInteger,
-        ErrorCode::Limit,
-        ErrorCode::Unavailable,
-        ErrorCode::Storage,
-    ];
-
-    pub const fn as_u16(self) -> u16 {
-        match self {
-            ErrorCode::Malformed => 400,
-            ErrorCode::Unauthorized => 401,
-            ErrorCode::NotSubscribed => 404,
-            ErrorCode::UnknownRequest => 405,
-            ErrorCode::BadRequest => 406,
-            ErrorCode::Conflict => 409,
-            ErrorCode::AlreadySubscribed => 410,
-            ErrorCode::TooLarge => 413,
-            ErrorCode::BadRoom => 414,
-            ErrorCode::NotInteger => 422,
-            ErrorCode::Limit => 429,
-            ErrorCode::Unavailable => 503,
-            ErrorCode::Storage => 507,
-        }
-    }
-
     pub fn from_u16(code: u16) -> Option<ErrorCode> {
         ErrorCode::ALL.into_iter().find(|c| c.as_u16() == code)
-    }
-
-    /// The snake_case name used in SPEC.md and in metrics labels.
-    pub const fn name(self) -> &'static str {
-        match self {
-            ErrorCode::Malformed => "malformed",
-            ErrorCode::Unauthorized => "unauthorized",
-            ErrorCode::NotSubscribed => "not_subscribed",
-            ErrorCode::UnknownRequest => "unknown_request",
-            ErrorCode::BadRequest => "bad_request",
-            ErrorCode::Conflict => "conflict",
-            ErrorCode::AlreadySubscribed => "already_subscribed",
-            ErrorCode::TooLarge => "too_large",
-            ErrorCode::BadRoom => "bad_room",
-            ErrorCode::NotInteger => "not_integer",
-            ErrorCode::Limit => "limit",
-            ErrorCode::Unavailable => "unavailable",
-            ErrorCode::Storage => "storage",
-        }
-    }
-
-    /// Whether sending the same request again later can succeed without changing it.
-    pub const fn retryable(self) -> bool {
-        matches!(
-            self,
-            ErrorCode::Conflict | ErrorCode::Unavailable | ErrorCode::Storage
-        )
     }
 }
 
