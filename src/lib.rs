@@ -15,9 +15,12 @@
 pub mod auth;
 pub mod config;
 pub mod connection;
+pub mod error;
+pub mod lifecycle;
 pub mod metrics;
 pub mod outbox;
 pub mod peer;
+pub mod request;
 pub mod retention;
 pub mod room;
 pub mod server;

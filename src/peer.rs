@@ -2,8 +2,9 @@
 
 use std::sync::Arc;
 
-use roomd_protocol::{ErrorCode, ServerFrame};
+use roomd_protocol::ServerFrame;
 
+pub use crate::error::ReplyError;
 use crate::outbox::Outbox;
 
 pub struct Peer {
@@ -32,35 +33,5 @@ impl Peer {
             ver: err.ver,
             max: err.max,
         });
-    }
-}
-
-/// An `err` frame's content (SPEC.md section 6).
-#[derive(Debug, Clone)]
-pub struct ReplyError {
-    pub code: ErrorCode,
-    pub msg: String,
-    pub ver: Option<u64>,
-    pub max: Option<u64>,
-}
-
-impl ReplyError {
-    pub fn new(code: ErrorCode, msg: impl Into<String>) -> ReplyError {
-        ReplyError {
-            code,
-            msg: msg.into(),
-            ver: None,
-            max: None,
-        }
-    }
-
-    pub fn too_large(what: &str, len: usize, max: usize) -> ReplyError {
-        ReplyError {
-            max: Some(max as u64),
-            ..ReplyError::new(
-                ErrorCode::TooLarge,
-                format!("{what} is {len} bytes, limit {max}"),
-            )
-        }
     }
 }

@@ -7,17 +7,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
-
+use crate::lifecycle::Lifecycle;
 use crate::room::{actor::now_ms, Command, Registry};
 
-pub async fn sweep(registry: Arc<Registry>, mut stop: watch::Receiver<bool>) {
+pub async fn sweep(registry: Arc<Registry>, lifecycle: Lifecycle) {
     let every = Duration::from_secs(registry.config.retention.sweep_interval_secs.max(1));
     let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = stop.changed() => return,
+            _ = lifecycle.stopping() => return,
         }
         let store = registry.store.clone();
         let cfg = registry.config.retention.clone();

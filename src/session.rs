@@ -3,16 +3,16 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Instant;
 
-use roomd_protocol::{
-    codec, decode_client, validate_room_name, ClientFrame, ErrorCode, ServerFrame, Value,
-};
+use roomd_protocol::{decode_client, ClientFrame, ErrorCode, ServerFrame};
 
 use crate::config::Config;
-use crate::peer::{Peer, ReplyError};
+use crate::error::ReplyError;
+use crate::lifecycle::Lifecycle;
+use crate::peer::Peer;
+use crate::request::Requests;
 use crate::room::registry::{ShuttingDown, TrySend};
-use crate::room::{Command, Mutation, Registry};
+use crate::room::{Command, Registry};
 
 /// A request waiting for room in its room's inbox.
 pub struct Blocked {
@@ -25,16 +25,24 @@ pub struct Session {
     pub peer: Arc<Peer>,
     registry: Arc<Registry>,
     config: Arc<Config>,
+    /// History reads run as background tasks that shutdown waits for.
+    lifecycle: Lifecycle,
     /// Rooms this connection is subscribed to (for the limit and for cleanup on close).
     subs: HashSet<Arc<str>>,
 }
 
 impl Session {
-    pub fn new(peer: Arc<Peer>, registry: Arc<Registry>, config: Arc<Config>) -> Session {
+    pub fn new(
+        peer: Arc<Peer>,
+        registry: Arc<Registry>,
+        config: Arc<Config>,
+        lifecycle: Lifecycle,
+    ) -> Session {
         Session {
             peer,
             registry,
             config,
+            lifecycle,
             subs: HashSet::new(),
         }
     }
@@ -105,16 +113,32 @@ impl Session {
         );
     }
 
+    /// Routes one request: per-connection checks here, the request's own checks and its room
+    /// command in [`Requests`].
     fn dispatch(&mut self, frame: ClientFrame) -> Result<Option<Blocked>, ReplyError> {
         let id = frame.id();
+        let req = Requests {
+            limits: &self.config.limits,
+            peer: &self.peer,
+        };
         if let Some(room) = frame.room() {
-            validate_room_name(room, self.config.limits.room_name_bytes)
-                .map_err(|e| ReplyError::new(ErrorCode::BadRoom, e.to_string()))?;
+            req.check_room(room)?;
         }
-        let peer = self.peer.clone();
         let (room, cmd) = match frame {
             ClientFrame::Ping { id } => {
-                peer.send(&ServerFrame::Pong { id });
+                self.peer.send(&ServerFrame::Pong { id });
+                return Ok(None);
+            }
+            ClientFrame::Hist {
+                id,
+                room,
+                after,
+                before,
+                limit,
+            } => {
+                let read =
+                    req.history(self.registry.store.clone(), id, room, after, before, limit)?;
+                self.lifecycle.spawn_background(read);
                 return Ok(None);
             }
             ClientFrame::Sub {
@@ -125,15 +149,15 @@ impl Session {
                 presence,
                 info,
             } => {
-                self.check_sub(&room, info.as_ref())?;
-                let cmd = Command::Subscribe {
-                    peer,
+                self.check_sub(&room)?;
+                let cmd = req.subscribe(
                     id,
                     since,
-                    state: state.unwrap_or(false),
-                    presence: presence.unwrap_or(false),
+                    state.unwrap_or(false),
+                    presence.unwrap_or(false),
                     info,
-                };
+                )?;
+                self.subs.insert(Arc::from(room.as_str()));
                 (room, cmd)
             }
             ClientFrame::Unsub { id, room } => {
@@ -143,130 +167,49 @@ impl Session {
                         "not subscribed to this room",
                     ));
                 }
-                (room, Command::Unsubscribe { peer, id })
+                (room, req.unsubscribe(id))
             }
             ClientFrame::Pub {
                 id,
                 room,
                 data,
                 mid,
-            } => {
-                self.check_pub(&data, mid.as_deref())?;
-                let cmd = Command::Publish {
-                    peer,
-                    id,
-                    data,
-                    mid,
-                    received: Instant::now(),
-                };
-                (room, cmd)
-            }
-            ClientFrame::Hist {
-                id,
-                room,
-                after,
-                before,
-                limit,
-            } => {
-                let limit = self.page_limit(limit)?;
-                self.history(id, room, after, before, limit);
-                return Ok(None);
-            }
-            ClientFrame::Get { id, room, key } => {
-                self.check_key(&key)?;
-                (room, Command::Get { peer, id, key })
-            }
+            } => (room, req.publish(id, data, mid)?),
+            ClientFrame::Get { id, room, key } => (room, req.get(id, key)?),
             ClientFrame::List {
                 id,
                 room,
                 prefix,
                 after,
                 limit,
-            } => {
-                let limit = self.page_limit(limit)?;
-                let prefix = prefix.unwrap_or_default();
-                (
-                    room,
-                    Command::List {
-                        peer,
-                        id,
-                        prefix,
-                        after,
-                        limit,
-                    },
-                )
-            }
+            } => (room, req.list(id, prefix, after, limit)?),
             ClientFrame::Put {
                 id,
                 room,
                 key,
                 value,
-            } => {
-                self.check_key(&key)?;
-                let encoded = self.encode_value(&value)?;
-                (
-                    room,
-                    Command::Mutate {
-                        peer,
-                        id,
-                        op: Mutation::Put {
-                            key,
-                            value,
-                            encoded,
-                        },
-                    },
-                )
-            }
-            ClientFrame::Del { id, room, key } => {
-                self.check_key(&key)?;
-                (
-                    room,
-                    Command::Mutate {
-                        peer,
-                        id,
-                        op: Mutation::Del { key },
-                    },
-                )
-            }
+            } => (room, req.put(id, key, value)?),
+            ClientFrame::Del { id, room, key } => (room, req.del(id, key)?),
             ClientFrame::Cas {
                 id,
                 room,
                 key,
                 ver,
                 value,
-            } => {
-                self.check_key(&key)?;
-                let encoded = self.encode_value(&value)?;
-                (
-                    room,
-                    Command::Mutate {
-                        peer,
-                        id,
-                        op: Mutation::Cas {
-                            key,
-                            ver,
-                            value,
-                            encoded,
-                        },
-                    },
-                )
-            }
-            ClientFrame::Incr { id, room, key, by } => {
-                self.check_key(&key)?;
-                (
-                    room,
-                    Command::Mutate {
-                        peer,
-                        id,
-                        op: Mutation::Incr {
-                            key,
-                            by: by.unwrap_or(1),
-                        },
-                    },
-                )
-            }
-            ClientFrame::Who { id, room } => (room, Command::Who { peer, id }),
+            } => (room, req.cas(id, key, ver, value)?),
+            ClientFrame::Incr { id, room, key, by } => (room, req.incr(id, key, by)?),
+            ClientFrame::Who { id, room } => (room, req.who(id)),
         };
+        self.route(id, room, cmd)
+    }
+
+    /// Hands a command to its room without waiting; a full inbox gives it back to wait for.
+    fn route(
+        &mut self,
+        id: u32,
+        room: String,
+        cmd: Command,
+    ) -> Result<Option<Blocked>, ReplyError> {
         let subscribing = matches!(cmd, Command::Subscribe { .. });
         match self.registry.try_send(&room, cmd) {
             Ok(()) => Ok(None),
@@ -275,7 +218,8 @@ impl Session {
         }
     }
 
-    fn check_sub(&mut self, room: &str, info: Option<&Value>) -> Result<(), ReplyError> {
+    /// The connection's own limits on subscribing.
+    fn check_sub(&self, room: &str) -> Result<(), ReplyError> {
         if self.subs.contains(room) {
             return Err(ReplyError::new(
                 ErrorCode::AlreadySubscribed,
@@ -292,100 +236,7 @@ impl Session {
                 )
             });
         }
-        if let Some(info) = info {
-            let len = encoded_len(info);
-            if len > self.config.limits.info_bytes {
-                return Err(ReplyError::too_large(
-                    "info",
-                    len,
-                    self.config.limits.info_bytes,
-                ));
-            }
-        }
-        self.subs.insert(Arc::from(room));
         Ok(())
-    }
-
-    fn check_pub(&self, data: &[u8], mid: Option<&str>) -> Result<(), ReplyError> {
-        let l = &self.config.limits;
-        if data.len() > l.payload_bytes {
-            return Err(ReplyError::too_large("data", data.len(), l.payload_bytes));
-        }
-        match mid {
-            Some("") => Err(ReplyError::new(
-                ErrorCode::BadRequest,
-                "mid must not be empty",
-            )),
-            Some(m) if m.len() > l.mid_bytes => {
-                Err(ReplyError::too_large("mid", m.len(), l.mid_bytes))
-            }
-            _ => Ok(()),
-        }
-    }
-
-    fn check_key(&self, key: &str) -> Result<(), ReplyError> {
-        let max = self.config.limits.key_bytes;
-        match key.len() {
-            0 => Err(ReplyError::new(
-                ErrorCode::BadRequest,
-                "key must not be empty",
-            )),
-            n if n > max => Err(ReplyError::too_large("key", n, max)),
-            _ => Ok(()),
-        }
-    }
-
-    fn encode_value(&self, value: &Value) -> Result<Vec<u8>, ReplyError> {
-        let mut encoded = Vec::new();
-        rmpv::encode::write_value(&mut encoded, value).expect("write to Vec");
-        let max = self.config.limits.value_bytes;
-        if encoded.len() > max {
-            return Err(ReplyError::too_large("value", encoded.len(), max));
-        }
-        Ok(encoded)
-    }
-
-    fn page_limit(&self, limit: Option<u32>) -> Result<usize, ReplyError> {
-        let page = self.config.limits.page;
-        match limit {
-            Some(0) => Err(ReplyError::new(
-                ErrorCode::BadRequest,
-                "limit must be at least 1",
-            )),
-            Some(n) => Ok((n as usize).min(page)),
-            None => Ok(page),
-        }
-    }
-
-    /// History is read from disk off the connection's task, so a slow read delays only its
-    /// own reply.
-    fn history(
-        &self,
-        id: u32,
-        room: String,
-        after: Option<u64>,
-        before: Option<u64>,
-        limit: usize,
-    ) {
-        let (store, peer) = (self.registry.store.clone(), self.peer.clone());
-        tokio::spawn(async move {
-            let name = room.clone();
-            let read =
-                tokio::task::spawn_blocking(move || store.history(&name, after, before, limit))
-                    .await;
-            match read {
-                Ok(Ok((frames, more))) => {
-                    let bytes = codec::encode_hist_raw(id, &room, &frames, more);
-                    let _ = peer.outbox.push(crate::wire::wrap(&bytes));
-                }
-                Ok(Err(e)) => {
-                    peer.send_err(Some(id), ReplyError::new(ErrorCode::Storage, e.to_string()))
-                }
-                Err(e) => {
-                    peer.send_err(Some(id), ReplyError::new(ErrorCode::Storage, e.to_string()))
-                }
-            }
-        });
     }
 
     /// The connection ended: leave every room, so presence and subscriber lists drop it.
@@ -402,10 +253,4 @@ impl Session {
                 .await;
         }
     }
-}
-
-fn encoded_len(v: &Value) -> usize {
-    let mut buf = Vec::new();
-    rmpv::encode::write_value(&mut buf, v).expect("write to Vec");
-    buf.len()
 }

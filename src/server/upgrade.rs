@@ -1,252 +1,33 @@
-//! The listener and its routes: `/ws`, `/metrics`, `/healthz` and the chat UI, on one port.
-//!
-//! Shutdown order matters for "no acknowledged message lost": stop accepting, stop reading
-//! requests, let every room commit and acknowledge what it has, stop the writer (final
-//! fsync), then close every socket with 1001 after its queued frames.
+//! The WebSocket upgrade: checks the handshake, authenticates, admits the connection under the
+//! connection limit, greets it with `hello`, and hands it to [`crate::connection`].
 
-use std::collections::HashMap;
-use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use roomd_protocol::{codec, ServerFrame};
-use tokio::net::TcpListener;
-use tokio::sync::{watch, Notify, Semaphore};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
-use crate::auth::{Auth, AuthError};
-use crate::config::Config;
+use super::http::text;
+use super::Shared;
+use crate::auth::AuthError;
 use crate::connection::{self, Timing};
-use crate::outbox::{CloseReason, Outbox};
-use crate::peer::{Peer, ReplyError};
-use crate::room::Registry;
+use crate::error::ReplyError;
+use crate::lifecycle::Phase;
+use crate::outbox::Outbox;
+use crate::peer::Peer;
 use crate::session::Session;
-use crate::store::{Store, StoreError, WriterHandle};
-
-#[derive(Debug, thiserror::Error)]
-pub enum ServerError {
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("cannot open the database: {0}")]
-    Store(#[from] StoreError),
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
-}
-
-/// A running broker. Dropping it does not stop it; call [`Server::shutdown`].
-pub struct Server {
-    addr: SocketAddr,
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-/// What every connection task shares.
-struct Shared {
-    config: Arc<Config>,
-    registry: Arc<Registry>,
-    auth: Auth,
-    permits: Arc<Semaphore>,
-    conns: Mutex<HashMap<u64, Outbox>>,
-    conns_done: Notify,
-    /// The server is shutting down; set under the `conns` lock.
-    draining: AtomicBool,
-    next_conn: AtomicU64,
-    boot: u32,
-}
-
-impl Server {
-    /// Opens the database, binds the listener and starts serving.
-    pub async fn start(config: Config) -> Result<Server, ServerError> {
-        crate::metrics::install();
-        let config = Arc::new(config);
-        let cfg = config.clone();
-        let (store, writer) = tokio::task::spawn_blocking(move || {
-            let store = Store::open(&cfg.server.data_dir, cfg.storage.cache_bytes)?;
-            let writer = WriterHandle::spawn(store.clone(), &cfg.storage)?;
-            Ok::<_, StoreError>((store, writer))
-        })
-        .await
-        .map_err(std::io::Error::other)??;
-        let listener = TcpListener::bind(config.server.listen)
-            .await
-            .map_err(|source| ServerError::Bind {
-                addr: config.server.listen,
-                source,
-            })?;
-        let addr = listener.local_addr()?;
-        let registry = Registry::new(store, writer.clone(), config.clone());
-        let (stop, stop_rx) = watch::channel(false);
-        let shared = Arc::new(Shared {
-            auth: Auth::new(&config.auth.jwt_secret),
-            permits: Arc::new(Semaphore::new(config.server.max_connections)),
-            conns: Mutex::new(HashMap::new()),
-            conns_done: Notify::new(),
-            draining: AtomicBool::new(false),
-            next_conn: AtomicU64::new(1),
-            boot: rand::random(),
-            config: config.clone(),
-            registry: registry.clone(),
-        });
-        tokio::spawn(flush_periodically(
-            writer.clone(),
-            config.storage.flush_every(),
-            stop_rx.clone(),
-        ));
-        if config.retention.max_messages > 0 || config.retention.max_age_secs > 0 {
-            tokio::spawn(crate::retention::sweep(registry.clone(), stop_rx.clone()));
-        }
-        let task = tokio::spawn(serve(listener, shared, writer, stop_rx));
-        tracing::info!(%addr, "roomd listening");
-        Ok(Server { addr, stop, task })
-    }
-
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Graceful shutdown: returns once every acknowledged write is durable and every socket is
-    /// closed (or the configured deadline passed).
-    pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        let _ = self.task.await;
-    }
-}
-
-async fn flush_periodically(
-    writer: WriterHandle,
-    every: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut tick = tokio::time::interval(every.max(Duration::from_millis(1)));
-    loop {
-        tokio::select! {
-            _ = tick.tick() => writer.flush().await,
-            _ = stop.changed() => return,
-        }
-    }
-}
-
-async fn serve(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    writer: WriterHandle,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let _ = stream.set_nodelay(true);
-                    tokio::spawn(serve_http(stream, shared.clone()));
-                }
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            _ = stop.changed() => break,
-        }
-    }
-    drop(listener);
-    {
-        let conns = shared.lock_conns();
-        shared.draining.store(true, Ordering::Relaxed);
-        for outbox in conns.values() {
-            outbox.refuse_requests();
-        }
-    }
-    // Lame duck: connections stay open answering 503 while load balancers move clients away.
-    tokio::time::sleep(Duration::from_millis(shared.config.server.lame_duck_ms)).await;
-    let deadline = Duration::from_millis(shared.config.server.shutdown_timeout_ms);
-    let graceful = async {
-        shared.registry.shutdown().await;
-        writer.stop().await;
-        let outboxes: Vec<Outbox> = shared.lock_conns().values().cloned().collect();
-        for o in outboxes {
-            o.close(CloseReason::GoingAway);
-        }
-        shared.wait_conns().await;
-    };
-    if tokio::time::timeout(deadline, graceful).await.is_err() {
-        tracing::warn!("shutdown deadline passed; closing remaining connections");
-        writer.stop().await;
-    }
-    tracing::info!("roomd stopped");
-}
-
-async fn serve_http(stream: tokio::net::TcpStream, shared: Arc<Shared>) {
-    let io = TokioIo::new(stream);
-    let service = hyper::service::service_fn(move |req| {
-        let shared = shared.clone();
-        async move { Ok::<_, Infallible>(route(req, shared)) }
-    });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .max_buf_size(16 * 1024)
-        .serve_connection(io, service)
-        .with_upgrades();
-    if let Err(e) = conn.await {
-        tracing::debug!(error = %e, "http connection error");
-    }
-}
-
-fn route(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Full<Bytes>> {
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        return text(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "only GET and HEAD are served\n",
-        );
-    }
-    match req.uri().path() {
-        "/ws" => upgrade(req, shared),
-        "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/metrics" => {
-            let mut r = Response::new(Full::new(Bytes::from(crate::metrics::render())));
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4"),
-            );
-            r
-        }
-        path => match crate::ui::asset(path) {
-            Some((body, mime)) => {
-                let mut r = Response::new(Full::new(Bytes::from_static(body)));
-                r.headers_mut()
-                    .insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));
-                r.headers_mut()
-                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-                r
-            }
-            None => text(StatusCode::NOT_FOUND, "not found\n"),
-        },
-    }
-}
-
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    r
-}
 
 /// Validates the WebSocket handshake, answers 101 and hands the upgraded socket to a task.
-fn upgrade(mut req: Request<Incoming>, shared: Arc<Shared>) -> Response<Full<Bytes>> {
+pub(super) fn upgrade(mut req: Request<Incoming>, shared: Arc<Shared>) -> Response<Full<Bytes>> {
     let h = req.headers();
     let is_upgrade = h
         .get(header::UPGRADE)
@@ -289,7 +70,8 @@ fn upgrade(mut req: Request<Incoming>, shared: Arc<Shared>) -> Response<Full<Byt
         query.user.as_deref(),
     );
     let on_upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(async move {
+    let lifecycle = shared.lifecycle.clone();
+    lifecycle.spawn_connection(async move {
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
             Err(e) => return tracing::debug!(error = %e, "upgrade failed"),
@@ -425,14 +207,19 @@ where
         let mut conns = shared.lock_conns();
         // Checked under the lock that the shutdown's walk over the connections takes: one that
         // registers after the walk refuses requests from the start.
-        if shared.draining.load(Ordering::Relaxed) {
+        if shared.lifecycle.phase() >= Phase::LameDuck {
             outbox.refuse_requests();
         }
         conns.insert(n, outbox);
     }
     crate::metrics::connection_opened();
     tracing::debug!(conn = %id, user = ?peer.user, "connection opened");
-    let session = Session::new(peer, shared.registry.clone(), shared.config.clone());
+    let session = Session::new(
+        peer,
+        shared.registry.clone(),
+        shared.config.clone(),
+        shared.lifecycle.clone(),
+    );
     let timing = Timing {
         ping: shared.config.ping_interval(),
         write_timeout: Duration::from_millis(shared.config.websocket.write_timeout_ms),
@@ -455,11 +242,7 @@ struct ConnGuard {
 impl Drop for ConnGuard {
     fn drop(&mut self) {
         crate::metrics::connection_closed();
-        let mut conns = self.shared.lock_conns();
-        conns.remove(&self.n);
-        if conns.is_empty() {
-            self.shared.conns_done.notify_waiters();
-        }
+        self.shared.lock_conns().remove(&self.n);
     }
 }
 
@@ -502,22 +285,4 @@ where
         reason: reason.into(),
     };
     let _ = tokio::time::timeout(Duration::from_secs(5), ws.close(Some(frame))).await;
-}
-
-impl Shared {
-    fn lock_conns(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Outbox>> {
-        self.conns.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    async fn wait_conns(&self) {
-        loop {
-            let done = self.conns_done.notified();
-            tokio::pin!(done);
-            done.as_mut().enable();
-            if self.lock_conns().is_empty() {
-                return;
-            }
-            done.await;
-        }
-    }
 }

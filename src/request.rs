@@ -1,0 +1,239 @@
+//! Each request kind as one method: it checks the request against the configured limits and
+//! produces the command its room runs. The WebSocket session calls these, and any other front
+//! door (the server API) calls the same ones, so a request is checked, ordered and answered the
+//! same way whichever way it came in. Replies go to the requesting [`Peer`]'s outbox.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use roomd_protocol::{codec, validate_room_name, ErrorCode, Value};
+
+use crate::config::LimitsConfig;
+use crate::error::ReplyError;
+use crate::peer::Peer;
+use crate::room::{Command, Mutation};
+use crate::store::Store;
+
+/// Builds the commands of one requester.
+pub struct Requests<'a> {
+    pub limits: &'a LimitsConfig,
+    pub peer: &'a Arc<Peer>,
+}
+
+impl Requests<'_> {
+    /// Every request that names a room checks the name first.
+    pub fn check_room(&self, room: &str) -> Result<(), ReplyError> {
+        validate_room_name(room, self.limits.room_name_bytes)
+            .map_err(|e| ReplyError::new(ErrorCode::BadRoom, e.to_string()))
+    }
+
+    pub fn subscribe(
+        &self,
+        id: u32,
+        since: Option<u64>,
+        state: bool,
+        presence: bool,
+        info: Option<Value>,
+    ) -> Result<Command, ReplyError> {
+        if let Some(info) = &info {
+            let len = encoded(info).len();
+            if len > self.limits.info_bytes {
+                return Err(ReplyError::too_large("info", len, self.limits.info_bytes));
+            }
+        }
+        Ok(Command::Subscribe {
+            peer: self.peer.clone(),
+            id,
+            since,
+            state,
+            presence,
+            info,
+        })
+    }
+
+    pub fn unsubscribe(&self, id: u32) -> Command {
+        Command::Unsubscribe {
+            peer: self.peer.clone(),
+            id,
+        }
+    }
+
+    pub fn publish(
+        &self,
+        id: u32,
+        data: Vec<u8>,
+        mid: Option<String>,
+    ) -> Result<Command, ReplyError> {
+        let l = self.limits;
+        if data.len() > l.payload_bytes {
+            return Err(ReplyError::too_large("data", data.len(), l.payload_bytes));
+        }
+        match mid.as_deref() {
+            Some("") => {
+                return Err(ReplyError::new(
+                    ErrorCode::BadRequest,
+                    "mid must not be empty",
+                ))
+            }
+            Some(m) if m.len() > l.mid_bytes => {
+                return Err(ReplyError::too_large("mid", m.len(), l.mid_bytes))
+            }
+            _ => {}
+        }
+        Ok(Command::Publish {
+            peer: self.peer.clone(),
+            id,
+            data,
+            mid,
+            received: Instant::now(),
+        })
+    }
+
+    pub fn get(&self, id: u32, key: String) -> Result<Command, ReplyError> {
+        self.check_key(&key)?;
+        Ok(Command::Get {
+            peer: self.peer.clone(),
+            id,
+            key,
+        })
+    }
+
+    pub fn list(
+        &self,
+        id: u32,
+        prefix: Option<String>,
+        after: Option<String>,
+        limit: Option<u32>,
+    ) -> Result<Command, ReplyError> {
+        Ok(Command::List {
+            peer: self.peer.clone(),
+            id,
+            prefix: prefix.unwrap_or_default(),
+            after,
+            limit: self.page_limit(limit)?,
+        })
+    }
+
+    pub fn put(&self, id: u32, key: String, value: Value) -> Result<Command, ReplyError> {
+        self.check_key(&key)?;
+        let encoded = self.check_value(&value)?;
+        Ok(self.mutate(
+            id,
+            Mutation::Put {
+                key,
+                value,
+                encoded,
+            },
+        ))
+    }
+
+    pub fn del(&self, id: u32, key: String) -> Result<Command, ReplyError> {
+        self.check_key(&key)?;
+        Ok(self.mutate(id, Mutation::Del { key }))
+    }
+
+    pub fn cas(&self, id: u32, key: String, ver: u64, value: Value) -> Result<Command, ReplyError> {
+        self.check_key(&key)?;
+        let encoded = self.check_value(&value)?;
+        Ok(self.mutate(
+            id,
+            Mutation::Cas {
+                key,
+                ver,
+                value,
+                encoded,
+            },
+        ))
+    }
+
+    pub fn incr(&self, id: u32, key: String, by: Option<i64>) -> Result<Command, ReplyError> {
+        self.check_key(&key)?;
+        let by = by.unwrap_or(1);
+        Ok(self.mutate(id, Mutation::Incr { key, by }))
+    }
+
+    pub fn who(&self, id: u32) -> Command {
+        Command::Who {
+            peer: self.peer.clone(),
+            id,
+        }
+    }
+
+    /// A history page is read from disk on the blocking pool, off the requester's task, so a
+    /// slow read delays only its own reply. Returns the read for the caller to run.
+    pub fn history(
+        &self,
+        store: Store,
+        id: u32,
+        room: String,
+        after: Option<u64>,
+        before: Option<u64>,
+        limit: Option<u32>,
+    ) -> Result<impl std::future::Future<Output = ()> + Send + 'static, ReplyError> {
+        let limit = self.page_limit(limit)?;
+        let peer = self.peer.clone();
+        Ok(async move {
+            let name = room.clone();
+            let read =
+                tokio::task::spawn_blocking(move || store.history(&name, after, before, limit))
+                    .await;
+            let page = match read {
+                Ok(Ok(page)) => page,
+                Ok(Err(e)) => return peer.send_err(Some(id), &e),
+                Err(e) => return peer.send_err(Some(id), e),
+            };
+            let (frames, more) = page;
+            let bytes = codec::encode_hist_raw(id, &room, &frames, more);
+            let _ = peer.outbox.push(crate::wire::wrap(&bytes));
+        })
+    }
+
+    fn mutate(&self, id: u32, op: Mutation) -> Command {
+        Command::Mutate {
+            peer: self.peer.clone(),
+            id,
+            op,
+        }
+    }
+
+    fn check_key(&self, key: &str) -> Result<(), ReplyError> {
+        let max = self.limits.key_bytes;
+        match key.len() {
+            0 => Err(ReplyError::new(
+                ErrorCode::BadRequest,
+                "key must not be empty",
+            )),
+            n if n > max => Err(ReplyError::too_large("key", n, max)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Returns the value's encoding, which the room stores as it is.
+    fn check_value(&self, value: &Value) -> Result<Vec<u8>, ReplyError> {
+        let encoded = encoded(value);
+        let max = self.limits.value_bytes;
+        if encoded.len() > max {
+            return Err(ReplyError::too_large("value", encoded.len(), max));
+        }
+        Ok(encoded)
+    }
+
+    fn page_limit(&self, limit: Option<u32>) -> Result<usize, ReplyError> {
+        let page = self.limits.page;
+        match limit {
+            Some(0) => Err(ReplyError::new(
+                ErrorCode::BadRequest,
+                "limit must be at least 1",
+            )),
+            Some(n) => Ok((n as usize).min(page)),
+            None => Ok(page),
+        }
+    }
+}
+
+fn encoded(v: &Value) -> Vec<u8> {
+    let mut buf = Vec::new();
+    // Writing to a Vec cannot fail.
+    let _ = rmpv::encode::write_value(&mut buf, v);
+    buf
+}

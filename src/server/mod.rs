@@ -1,0 +1,161 @@
+//! The server: one port for WebSocket, HTTP routes and metrics, and the order it stops in.
+//!
+//! - [`http`]: the routes (`/ws`, `/metrics`, `/healthz`, the chat UI).
+//! - [`upgrade`]: the WebSocket handshake, authentication and admission of a connection.
+//! - [`shutdown`]: the shutdown order that keeps every acknowledged message.
+
+mod http;
+mod shutdown;
+mod upgrade;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::auth::Auth;
+use crate::config::Config;
+use crate::lifecycle::Lifecycle;
+use crate::outbox::Outbox;
+use crate::room::Registry;
+use crate::store::{Store, StoreError, WriterHandle};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot open the database: {0}")]
+    Store(#[from] StoreError),
+    #[error("opening the database did not finish: {0}")]
+    Join(#[from] tokio::task::JoinError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A running broker. Dropping it does not stop it; call [`Server::shutdown`].
+pub struct Server {
+    addr: SocketAddr,
+    lifecycle: Lifecycle,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// What every connection task shares.
+struct Shared {
+    config: Arc<Config>,
+    registry: Arc<Registry>,
+    lifecycle: Lifecycle,
+    auth: Auth,
+    permits: Arc<Semaphore>,
+    /// Every open WebSocket's outbox, for shutdown to refuse requests and close them. A
+    /// connection registers under this lock after checking the phase (see [`shutdown`]).
+    conns: Mutex<HashMap<u64, Outbox>>,
+    next_conn: AtomicU64,
+    boot: u32,
+}
+
+impl Server {
+    /// Opens the database, binds the listener and starts serving.
+    pub async fn start(config: Config) -> Result<Server, ServerError> {
+        crate::metrics::install();
+        let config = Arc::new(config);
+        let cfg = config.clone();
+        let (store, writer) = tokio::task::spawn_blocking(move || {
+            let store = Store::open(&cfg.server.data_dir, cfg.storage.cache_bytes)?;
+            let writer = WriterHandle::spawn(store.clone(), &cfg.storage)?;
+            Ok::<_, StoreError>((store, writer))
+        })
+        .await??;
+        let listener = TcpListener::bind(config.server.listen)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: config.server.listen,
+                source,
+            })?;
+        let addr = listener.local_addr()?;
+        let lifecycle = Lifecycle::default();
+        let registry = Registry::new(store, writer.clone(), config.clone());
+        let shared = Arc::new(Shared {
+            auth: Auth::new(&config.auth.jwt_secret),
+            permits: Arc::new(Semaphore::new(config.server.max_connections)),
+            conns: Mutex::new(HashMap::new()),
+            next_conn: AtomicU64::new(1),
+            boot: rand::random(),
+            config: config.clone(),
+            registry: registry.clone(),
+            lifecycle: lifecycle.clone(),
+        });
+        lifecycle.spawn_background(flush_periodically(
+            writer.clone(),
+            config.storage.flush_every(),
+            lifecycle.clone(),
+        ));
+        if config.retention.max_messages > 0 || config.retention.max_age_secs > 0 {
+            lifecycle.spawn_background(crate::retention::sweep(registry, lifecycle.clone()));
+        }
+        let task = tokio::spawn(serve(listener, shared, writer));
+        tracing::info!(%addr, "roomd listening");
+        Ok(Server {
+            addr,
+            lifecycle,
+            task,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Graceful shutdown: returns once every acknowledged write is durable and every socket is
+    /// closed (or the configured deadline passed).
+    pub async fn shutdown(self) {
+        self.lifecycle.request_stop();
+        let _ = self.task.await;
+    }
+}
+
+/// The flush tick: relaxed mode's periodic fsync, and checkpoints when due.
+async fn flush_periodically(writer: WriterHandle, every: Duration, lifecycle: Lifecycle) {
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(1)));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => writer.flush().await,
+            _ = lifecycle.stopping() => return,
+        }
+    }
+}
+
+/// Accepts until shutdown is requested, then runs the shutdown order.
+async fn serve(listener: TcpListener, shared: Arc<Shared>, writer: WriterHandle) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    shared.lifecycle.spawn_connection(http::serve(stream, shared.clone()));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = shared.lifecycle.stopping() => break,
+        }
+    }
+    drop(listener);
+    shutdown::run(&shared, &writer).await;
+}
+
+impl Shared {
+    fn lock_conns(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Outbox>> {
+        self.conns.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
