@@ -44,6 +44,8 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub header_timeout_ms: u64,
     pub shutdown_timeout_ms: u64,
     pub lame_duck_ms: u64,
 }
@@ -142,6 +144,8 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7700)),
             data_dir: PathBuf::from("data"),
             max_connections: 19_000,
+            max_connections_per_ip: 0,
+            header_timeout_ms: 10_000,
             shutdown_timeout_ms: 10_000,
             lame_duck_ms: 0,
         }
@@ -239,7 +243,11 @@ impl Config {
     /// Rejects values that would make the broker misbehave rather than merely be slow.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
-        let checks: [(bool, &str); 9] = [
+        let checks: [(bool, &str); 10] = [
+            (
+                self.server.header_timeout_ms >= 1,
+                "server.header_timeout_ms must be at least 1",
+            ),
             (l.page >= 1, "limits.page must be at least 1"),
             (
                 l.room_name_bytes >= 1,

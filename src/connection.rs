@@ -128,7 +128,11 @@ fn classify(msg: Option<Result<Message, WsError>>) -> Event {
             CloseCode::MESSAGE_TOO_BIG,
             "message larger than limits.frame",
         )),
-        Some(Err(WsError::Protocol(_) | WsError::Utf8(_))) => Event::End(End::Closed(
+        Some(Err(WsError::Utf8(_))) => Event::End(End::Closed(
+            CloseCode::INVALID_PAYLOAD,
+            "text frame is not valid UTF-8",
+        )),
+        Some(Err(WsError::Protocol(_))) => Event::End(End::Closed(
             CloseCode::PROTOCOL_ERROR,
             "websocket protocol violation",
         )),
@@ -179,11 +183,18 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let drain = async {
-        while let Some(Ok(msg)) = ws.next().await {
-            if msg.is_close() {
-                break;
+        loop {
+            match ws.next().await {
+                Some(Ok(msg)) if msg.is_close() => return,
+                Some(Ok(_)) => {}
+                None => return,
+                // The stream is past a framing error (a message over the limit, say) and the
+                // client may still be sending it: read and drop raw bytes, so our close frame
+                // is not lost to a reset caused by unread data.
+                Some(Err(_)) => break,
             }
         }
+        let _ = tokio::io::copy(ws.get_mut(), &mut tokio::io::sink()).await;
     };
     let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
 }

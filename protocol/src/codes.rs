@@ -71,6 +71,7 @@ pub struct CloseCode;
 impl CloseCode {
     pub const GOING_AWAY: u16 = 1001;
     pub const PROTOCOL_ERROR: u16 = 1002;
+    pub const INVALID_PAYLOAD: u16 = 1007;
     pub const MESSAGE_TOO_BIG: u16 = 1009;
     pub const INTERNAL: u16 = 1011;
     pub const SLOW_CONSUMER: u16 = 4000;
@@ -105,7 +106,7 @@ mod tests {
             let row = format!("| {} | {} |", c.as_u16(), c.name());
             assert!(spec.contains(&row), "SPEC.md lacks a row for {row}");
         }
-        for code in [1001, 1002, 1009, 1011, 4000, 4001, 4002, 4401] {
+        for code in [1001, 1002, 1007, 1009, 1011, 4000, 4001, 4002, 4401] {
             assert!(
                 spec.contains(&format!("| {code} |")),
                 "SPEC.md lacks close code {code}"

@@ -3,34 +3,45 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 
+use super::admission::Slot;
 use super::{upgrade, Shared};
 use crate::lifecycle::Phase;
 
-/// Serves one TCP connection's HTTP requests until it closes or upgrades.
-pub(super) async fn serve(stream: tokio::net::TcpStream, shared: Arc<Shared>) {
+/// Serves one TCP connection's HTTP requests until it closes, upgrades, or stays silent past
+/// the header timeout. Without a `slot` it is over a connection limit (see [`super::admission`]).
+pub(super) async fn serve(
+    stream: tokio::net::TcpStream,
+    shared: Arc<Shared>,
+    slot: Option<Arc<Slot>>,
+) {
     let io = TokioIo::new(stream);
-    let shared_closing = shared.lifecycle.clone();
+    let lifecycle = shared.lifecycle.clone();
+    let header_timeout = Duration::from_millis(shared.config.server.header_timeout_ms);
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        // Hyper runs this timer whenever it waits for a request head: on a new connection and
+        // on an idle keep-alive one alike.
+        .header_read_timeout(header_timeout)
+        .max_buf_size(16 * 1024);
     let service = hyper::service::service_fn(move |req| {
-        let shared = shared.clone();
-        async move { Ok::<_, Infallible>(route(req, shared)) }
+        let (shared, slot) = (shared.clone(), slot.clone());
+        async move { Ok::<_, Infallible>(route(req, shared, slot)) }
     });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .max_buf_size(16 * 1024)
-        .serve_connection(io, service)
-        .with_upgrades();
+    let conn = builder.serve_connection(io, service).with_upgrades();
     tokio::pin!(conn);
-    let closing = shared_closing.reached(Phase::Closing);
     let res = tokio::select! {
         res = conn.as_mut() => res,
-        () = closing => {
+        () = lifecycle.reached(Phase::Closing) => {
             // Keep-alive connections would otherwise hold shutdown until its deadline.
             conn.as_mut().graceful_shutdown();
             conn.await
@@ -41,7 +52,11 @@ pub(super) async fn serve(stream: tokio::net::TcpStream, shared: Arc<Shared>) {
     }
 }
 
-fn route(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Full<Bytes>> {
+fn route(
+    req: Request<Incoming>,
+    shared: Arc<Shared>,
+    slot: Option<Arc<Slot>>,
+) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -49,7 +64,7 @@ fn route(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Full<Bytes>> {
         );
     }
     match req.uri().path() {
-        "/ws" => upgrade::upgrade(req, shared),
+        "/ws" => upgrade::upgrade(req, shared, slot),
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/metrics" => {
             let mut r = Response::new(Full::new(Bytes::from(crate::metrics::render())));
@@ -59,6 +74,10 @@ fn route(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Full<Bytes>> {
             );
             r
         }
+        _ if slot.is_none() => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server at its connection limit\n",
+        ),
         path => match crate::ui::asset(path) {
             Some((body, mime)) => {
                 let mut r = Response::new(Full::new(Bytes::from_static(body)));

@@ -4,6 +4,7 @@
 //! - [`upgrade`]: the WebSocket handshake, authentication and admission of a connection.
 //! - [`shutdown`]: the shutdown order that keeps every acknowledged message.
 
+mod admission;
 mod http;
 mod shutdown;
 mod upgrade;
@@ -15,8 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
+use self::admission::{Admission, Admitted};
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::lifecycle::Lifecycle;
@@ -53,7 +54,7 @@ struct Shared {
     registry: Arc<Registry>,
     lifecycle: Lifecycle,
     auth: Auth,
-    permits: Arc<Semaphore>,
+    admission: Arc<Admission>,
     /// Every open WebSocket's outbox, for shutdown to refuse requests and close them. A
     /// connection registers under this lock after checking the phase (see [`shutdown`]).
     conns: Mutex<HashMap<u64, Outbox>>,
@@ -84,7 +85,10 @@ impl Server {
         let registry = Registry::new(store, writer.clone(), config.clone());
         let shared = Arc::new(Shared {
             auth: Auth::new(&config.auth.jwt_secret),
-            permits: Arc::new(Semaphore::new(config.server.max_connections)),
+            admission: Admission::new(
+                config.server.max_connections,
+                config.server.max_connections_per_ip,
+            ),
             conns: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
             boot: rand::random(),
@@ -137,10 +141,7 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>, writer: WriterHandle)
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let _ = stream.set_nodelay(true);
-                    shared.lifecycle.spawn_connection(http::serve(stream, shared.clone()));
-                }
+                Ok((stream, addr)) => admit(&shared, stream, addr),
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
@@ -152,6 +153,27 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>, writer: WriterHandle)
     }
     drop(listener);
     shutdown::run(&shared, &writer).await;
+}
+
+/// Serves an accepted connection under the connection limits.
+fn admit(shared: &Arc<Shared>, stream: tokio::net::TcpStream, addr: SocketAddr) {
+    let slot = match shared.admission.admit(addr.ip()) {
+        Admitted::Slot(slot) => Some(slot),
+        Admitted::Refused(permit) => {
+            // One brief answer: the whole connection, keep-alive or not, is bounded in time.
+            let serve = http::serve(stream, shared.clone(), None);
+            shared.lifecycle.spawn_connection(async move {
+                let _ = tokio::time::timeout(admission::REFUSAL_LIFETIME, serve).await;
+                drop(permit);
+            });
+            return;
+        }
+        Admitted::Dropped => return,
+    };
+    let _ = stream.set_nodelay(true);
+    shared
+        .lifecycle
+        .spawn_connection(http::serve(stream, shared.clone(), slot));
 }
 
 impl Shared {

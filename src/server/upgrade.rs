@@ -5,17 +5,20 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
-use hyper::{Request, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::TokioIo;
 use roomd_protocol::{codec, ServerFrame};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
+use super::admission::Slot;
 use super::http::text;
 use super::Shared;
 use crate::auth::AuthError;
@@ -26,24 +29,60 @@ use crate::outbox::Outbox;
 use crate::peer::Peer;
 use crate::session::Session;
 
-/// Validates the WebSocket handshake, answers 101 and hands the upgraded socket to a task.
-pub(super) fn upgrade(mut req: Request<Incoming>, shared: Arc<Shared>) -> Response<Full<Bytes>> {
+/// What a valid handshake request selects.
+struct Handshake {
+    accept_key: String,
+    /// The client offered `roomd.v1`, so the reply names it.
+    subprotocol: bool,
+}
+
+/// A refused handshake: its HTTP status and a one-line reason.
+struct Refusal(StatusCode, &'static str);
+
+impl Refusal {
+    fn into_response(self) -> Response<Full<Bytes>> {
+        let mut r = text(self.0, self.1);
+        if self.0 == StatusCode::UPGRADE_REQUIRED {
+            // RFC 6455 4.4: name the versions this server speaks.
+            r.headers_mut().insert(
+                header::SEC_WEBSOCKET_VERSION,
+                HeaderValue::from_static("13"),
+            );
+        }
+        r
+    }
+}
+
+/// Checks an upgrade request against RFC 6455 section 4.2.1.
+fn check_handshake(req: &Request<Incoming>) -> Result<Handshake, Refusal> {
+    let bad = |body| Err(Refusal(StatusCode::BAD_REQUEST, body));
     let h = req.headers();
+    // An upgrade is a GET over HTTP/1.1 (a HEAD has no body to upgrade into).
+    if req.method() != Method::GET || req.version() < Version::HTTP_11 {
+        return bad("a WebSocket upgrade is a GET over HTTP/1.1\n");
+    }
     let is_upgrade = h
         .get(header::UPGRADE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    let key = h
-        .get(header::SEC_WEBSOCKET_KEY)
-        .map(|k| derive_accept_key(k.as_bytes()));
-    let version_ok = h
-        .get(header::SEC_WEBSOCKET_VERSION)
-        .is_some_and(|v| v == "13");
-    let (Some(accept_key), true, true) = (key, is_upgrade, version_ok) else {
-        return text(
-            StatusCode::BAD_REQUEST,
-            "expected a WebSocket upgrade (version 13)\n",
-        );
+    if !is_upgrade {
+        return bad("expected a WebSocket upgrade (version 13)\n");
+    }
+    if h.get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v != "13")
+    {
+        return Err(Refusal(
+            StatusCode::UPGRADE_REQUIRED,
+            "unsupported WebSocket version: this server speaks 13\n",
+        ));
+    }
+    // The key is 16 random bytes, base64-encoded.
+    let Some(key) = h.get(header::SEC_WEBSOCKET_KEY).filter(|k| {
+        STANDARD
+            .decode(k.as_bytes())
+            .is_ok_and(|raw| raw.len() == 16)
+    }) else {
+        return bad("Sec-WebSocket-Key must be 16 bytes in base64\n");
     };
     let offered: Vec<String> = h
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
@@ -52,13 +91,32 @@ pub(super) fn upgrade(mut req: Request<Incoming>, shared: Arc<Shared>) -> Respon
         .flat_map(|v| v.split(',').map(|p| p.trim().to_string()))
         .filter(|p| !p.is_empty())
         .collect();
-    let select = offered.iter().any(|p| p == roomd_protocol::SUBPROTOCOL);
-    if !offered.is_empty() && !select {
-        return text(
-            StatusCode::BAD_REQUEST,
-            "unsupported subprotocol: this server speaks roomd.v1\n",
-        );
+    let subprotocol = offered.iter().any(|p| p == roomd_protocol::SUBPROTOCOL);
+    if !offered.is_empty() && !subprotocol {
+        return bad("unsupported subprotocol: this server speaks roomd.v1\n");
     }
+    Ok(Handshake {
+        accept_key: derive_accept_key(key.as_bytes()),
+        subprotocol,
+    })
+}
+
+/// Validates the WebSocket handshake, answers 101 and hands the upgraded socket to a task.
+/// Without a `slot` (the server is at a connection limit) the socket is closed with 4002
+/// right after the upgrade.
+pub(super) fn upgrade(
+    mut req: Request<Incoming>,
+    shared: Arc<Shared>,
+    slot: Option<Arc<Slot>>,
+) -> Response<Full<Bytes>> {
+    let Handshake {
+        accept_key,
+        subprotocol: select,
+    } = match check_handshake(&req) {
+        Ok(handshake) => handshake,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let h = req.headers();
     let query = Query::parse(req.uri().query().unwrap_or(""));
     let bearer = h
         .get(header::AUTHORIZATION)
@@ -82,11 +140,27 @@ pub(super) fn upgrade(mut req: Request<Incoming>, shared: Arc<Shared>) -> Respon
         let serve = match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
             Ok(parts) => {
                 let io = parts.io.into_inner();
-                Box::pin(accept(io, parts.read_buf, shared, identity, query.client)).await
+                Box::pin(accept(
+                    io,
+                    parts.read_buf,
+                    shared,
+                    slot,
+                    identity,
+                    query.client,
+                ))
+                .await
             }
             Err(upgraded) => {
                 let io = TokioIo::new(upgraded);
-                Box::pin(accept(io, Bytes::new(), shared, identity, query.client)).await
+                Box::pin(accept(
+                    io,
+                    Bytes::new(),
+                    shared,
+                    slot,
+                    identity,
+                    query.client,
+                ))
+                .await
             }
         };
         if let Some(serve) = serve {
@@ -149,6 +223,7 @@ async fn accept<S>(
     io: S,
     read: Bytes,
     shared: Arc<Shared>,
+    slot: Option<Arc<Slot>>,
     identity: Result<Option<String>, AuthError>,
     client: Option<String>,
 ) -> Option<ConnFuture>
@@ -174,7 +249,7 @@ where
             return None;
         }
     };
-    let Ok(permit) = shared.permits.clone().try_acquire_owned() else {
+    let Some(slot) = slot else {
         close_now(
             ws,
             roomd_protocol::CloseCode::AT_CAPACITY,
@@ -227,7 +302,7 @@ where
     let guard = ConnGuard {
         shared,
         n,
-        _permit: permit,
+        _slot: slot,
     };
     Some(Box::pin(connection::run(ws, session, timing, guard)))
 }
@@ -236,7 +311,8 @@ where
 struct ConnGuard {
     shared: Arc<Shared>,
     n: u64,
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    /// The connection's place under the connection limits, taken at accept.
+    _slot: Arc<Slot>,
 }
 
 impl Drop for ConnGuard {
