@@ -19,7 +19,7 @@ import {
 } from "./errors.js";
 import { parseServerFrame, req, withId, type Hello, type Limits, type Reply, type Request, type ServerFrame } from "./frames.js";
 import { Requests, type Pending, type RequestKind } from "./requests.js";
-import { Room, type RoomHost } from "./room.js";
+import { Room } from "./room.js";
 import {
   defaultWebSocket,
   normalizeUrl,
@@ -87,7 +87,9 @@ function randomId(bytes: number): string {
   return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
 }
 
-export class Client extends Emitter<ClientEvents> implements RoomHost {
+// Rooms get the client as their RoomHost (`new Room(name, this)` checks that it fits); not an
+// `implements` clause, which would name the internal RoomHost in the published .d.ts.
+export class Client extends Emitter<ClientEvents> {
   /** The `client` id sent to the server; publishes are de-duplicated per (client, mid). */
   readonly clientId: string;
   readonly url: URL;
@@ -206,6 +208,7 @@ export class Client extends Emitter<ClientEvents> implements RoomHost {
   }
 
   /**
+   * @internal
    * `request` with callbacks, called synchronously when the reply is read: a room must apply
    * its `subbed` before the replayed events that follow in the same read are dispatched.
    */
@@ -225,16 +228,18 @@ export class Client extends Emitter<ClientEvents> implements RoomHost {
 
   // -- RoomHost ----------------------------------------------------------------------------
 
+  /** @internal Whether requests go out now (`state === "open"`). */
   get isOpen(): boolean {
     return this.stateValue === "open";
   }
 
-  /** A fresh client message id: unique per Client instance even when `clientId` is reused. */
+  /** @internal A fresh client message id: unique per Client instance even when `clientId` is reused. */
   nextMid(): string {
     this.midCounter++;
     return `${this.midPrefix}.${this.midCounter}`;
   }
 
+  /** @internal */
   checksLimits(): boolean {
     return this.opts.checkLimits !== false;
   }

@@ -22,6 +22,7 @@ export {
   type StateEntry,
   type ResetInfo,
   type GapInfo,
+  type SubscriptionState,
 } from "./room.js";
 export type { RequestKind } from "./requests.js";
 export { Message, StateChange, type LogEntry } from "./message.js";

@@ -15,6 +15,7 @@ export type RequestKind =
   /** The SDK's own (subscriptions, heartbeats): failed, the SDK redoes them itself. */
   | "internal";
 
+/** @internal A request waiting for the connection or for its reply. */
 export interface Pending {
   readonly request: Request;
   readonly expect: Reply["t"];
@@ -30,6 +31,7 @@ export interface Pending {
 
 const MAX_ID = 0xffff_ffff;
 
+/** @internal */
 export class Requests {
   private readonly waiting: Pending[] = [];
   private readonly inflight = new Map<number, Pending>();

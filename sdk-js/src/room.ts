@@ -6,6 +6,10 @@
  * (re)subscription asks for `since: lastSeq`, and any entry with seq ≤ lastSeq is dropped, so
  * the app sees each entry once and in order across reconnects and server restarts. A changed
  * epoch means the room's log was reset: the app gets a `reset` event and resumes live.
+ *
+ * The subscription is one state machine (`SubscriptionState`, changed only by `setState`, which
+ * emits `subscriptionState`): unsubscribed → subscribing → subscribed, and after a lost
+ * connection waiting → resubscribing → subscribed; `unsubscribe()` or a refusal ends it.
  */
 import { textToBytes, type Value } from "./codec.js";
 import { Emitter } from "./emitter.js";
@@ -28,7 +32,7 @@ import {
 import { Message, StateChange, toEntry, type LogEntry } from "./message.js";
 import type { RequestKind } from "./requests.js";
 
-/** What a Room needs from its Client. */
+/** @internal What a Room needs from its Client. */
 export interface RoomHost {
   readonly isOpen: boolean;
   readonly limits: Limits | undefined;
@@ -36,6 +40,18 @@ export interface RoomHost {
   call(r: Request, expect: Reply["t"], kind: RequestKind, resolve: (reply: Reply) => void, reject: (e: RoomdError) => void): void;
   nextMid(): string;
 }
+
+/**
+ * Where a room's subscription stands:
+ * - `unsubscribed`: not wanted (never subscribed, `unsubscribe()` called, or refused for good);
+ * - `waiting`: wanted, but no `sub` is on the wire: the connection is not open, an earlier
+ *   `unsub` is still being answered, or a retry after 503 or a timeout is due;
+ * - `subscribing`: the first `sub` is on the wire, the server has not confirmed it yet;
+ * - `subscribed`: confirmed on the current connection; entries and presence arrive;
+ * - `resubscribing`: a `sub` is on the wire again (resuming after `lastSeq`) after the
+ *   subscription was confirmed once and then lost.
+ */
+export type SubscriptionState = "unsubscribed" | "waiting" | "subscribing" | "subscribed" | "resubscribing";
 
 export interface SubscribeOptions {
   /** Replay every entry with seq > since before going live. Default: live only. */
@@ -93,6 +109,8 @@ export interface RoomEvents {
   gap: [info: GapInfo];
   /** The subscription failed for good (e.g. 414 or 429 on resubscribe). */
   error: [error: RoomdError];
+  /** The subscription's state changed (see `SubscriptionState`). */
+  subscriptionState: [state: SubscriptionState, previous: SubscriptionState];
 }
 
 export interface HistoryPage {
@@ -120,16 +138,19 @@ export class Room extends Emitter<RoomEvents> {
   /** How many replayed or repeated entries were dropped as already seen. */
   duplicatesDropped = 0;
 
+  /** The options of the wanted subscription; set exactly when the state is not `unsubscribed`. */
   private want: SubscribeOptions | undefined;
-  private wire: "none" | "subscribing" | "subscribed" = "none";
+  private stateValue: SubscriptionState = "unsubscribed";
   private generation = 0;
   private waiters: Waiter[] = [];
+  /** The latest confirmed position; set once confirmed, until unsubscribed or refused. */
   private sub: Subscription | undefined;
   private readonly memberMap = new Map<string, Member>();
   private readonly mirror = new Map<string, StateEntry>();
   private snapshotSeq = 0;
   private unsubscribing: Promise<void> | undefined;
 
+  /** @internal Rooms come from `client.room(name)`. */
   constructor(
     readonly name: string,
     private readonly host: RoomHost,
@@ -141,7 +162,12 @@ export class Room extends Emitter<RoomEvents> {
 
   /** Whether the app asked to be subscribed (the SDK keeps it so across reconnects). */
   get subscribed(): boolean {
-    return this.want !== undefined;
+    return this.stateValue !== "unsubscribed";
+  }
+
+  /** Where the subscription stands; every change is a `subscriptionState` event. */
+  get subscriptionState(): SubscriptionState {
+    return this.stateValue;
   }
 
   /** Who is here (when subscribed with `presence`), one entry per connection. */
@@ -160,63 +186,83 @@ export class Room extends Emitter<RoomEvents> {
    * again while subscribed resolves with the current position.
    */
   subscribe(options: SubscribeOptions = {}): Promise<Subscription> {
-    if (this.want !== undefined && this.wire === "subscribed" && this.sub !== undefined) return Promise.resolve(this.sub);
+    if (this.stateValue === "subscribed" && this.sub !== undefined) return Promise.resolve(this.sub);
     const p = new Promise<Subscription>((resolve, reject) => this.waiters.push({ resolve, reject }));
-    if (this.want === undefined) {
+    if (this.stateValue === "unsubscribed") {
       this.want = options;
       if (options.since !== undefined) this.lastSeq = options.since;
       if (this.host.isOpen && this.unsubscribing === undefined) this.sendSub();
-      else void this.unsubscribing?.then(() => this.host.isOpen && this.wire === "none" && this.want !== undefined && this.sendSub());
+      else {
+        const unsubscribing = this.unsubscribing;
+        this.setState("waiting");
+        void unsubscribing?.then(() => this.host.isOpen && this.stateValue === "waiting" && this.sendSub());
+      }
     }
     return p;
   }
 
   /** Stop the subscription. No event of this room is delivered after this is called. */
   async unsubscribe(): Promise<void> {
-    if (this.want === undefined) return;
+    if (this.stateValue === "unsubscribed") return;
+    const wasOnWire = this.stateValue !== "waiting"; // a `sub` was sent on this connection
     this.want = undefined;
     this.lastSeq = undefined; // a later subscribe starts live unless it gives `since`
     this.generation++;
-    const wasOnWire = this.wire !== "none";
-    this.wire = "none";
     this.sub = undefined;
     this.memberMap.clear();
     this.rejectWaiters(new RoomdError("closed", "unsubscribed before the subscription completed", false));
-    if (!wasOnWire || !this.host.isOpen) return;
+    if (!wasOnWire || !this.host.isOpen) return this.setState("unsubscribed");
     // `sub` and `unsub` on one connection are handled in order, so this cannot overtake it.
-    this.unsubscribing = this.host
+    const unsubscribing = this.host
       .request(req.unsub(this.name), "ok", "internal")
       .then(() => undefined)
       .catch(() => undefined) // disconnected: the new connection has no subscription anyway
       .finally(() => {
         this.unsubscribing = undefined;
       });
-    return this.unsubscribing;
+    this.unsubscribing = unsubscribing;
+    // After `unsub` went out: a handler that subscribes again sends its `sub` behind it.
+    this.setState("unsubscribed");
+    return unsubscribing;
+  }
+
+  /** The one place the subscription's state changes. */
+  private setState(next: SubscriptionState): void {
+    const prev = this.stateValue;
+    if (prev === next) return;
+    this.stateValue = next;
+    this.emit("subscriptionState", next, prev);
   }
 
   private sendSub(): void {
     const want = this.want;
     if (want === undefined) return;
     const gen = ++this.generation;
-    this.wire = "subscribing";
+    const next = this.sub === undefined ? "subscribing" : "resubscribing";
     const r = req.sub(this.name, {
       since: this.lastSeq,
       state: want.state || undefined,
       presence: want.presence || undefined,
       info: want.info,
     });
+    let answered = false;
     // Synchronous callbacks: the replay right behind `subbed` must find the room subscribed.
     this.host.call(
       r,
       "subbed",
       "internal",
       (reply) => {
+        answered = true;
         if (gen === this.generation && reply.t === "subbed") this.subbed(reply);
       },
       (e) => {
+        answered = true;
         if (gen === this.generation) this.subFailed(e);
       },
     );
+    // `sub` is on the wire now, unless the client refused it at once (closed, frame too large).
+    // The state changes after sending, so a handler that unsubscribes sends its `unsub` behind it.
+    if (!answered && gen === this.generation) this.setState(next);
   }
 
   private subbed(s: Subbed): void {
@@ -233,8 +279,10 @@ export class Room extends Emitter<RoomEvents> {
       this.lastSeq = s.first - 1;
     }
     this.epoch = s.epoch;
-    this.wire = "subscribed";
     this.sub = { epoch: s.epoch, last: s.last, earliest: s.earliest, complete: s.complete && !reset };
+    const gen = this.generation;
+    this.setState("subscribed");
+    if (gen !== this.generation) return; // a handler unsubscribed
     if (s.state !== undefined) this.loadSnapshot(s.state, s.last);
     if (s.presence !== undefined) {
       this.memberMap.clear();
@@ -253,18 +301,19 @@ export class Room extends Emitter<RoomEvents> {
   }
 
   private subFailed(e: RoomdError): void {
-    this.wire = "none";
-    if (e instanceof DisconnectedError || e.code === "disconnected") return; // resubscribed on the next open
+    if (e instanceof DisconnectedError || e.code === "disconnected") return this.setState("waiting"); // resubscribed on the next open
     if (e.retryable || e.code === "timeout") {
       // 503 and friends: try again shortly, while still wanted.
       const gen = this.generation;
       setTimeout(() => {
-        if (gen === this.generation && this.want !== undefined && this.wire === "none" && this.host.isOpen) this.sendSub();
+        if (gen === this.generation && this.stateValue === "waiting" && this.host.isOpen) this.sendSub();
       }, 1000);
-      return;
+      return this.setState("waiting");
     }
     this.want = undefined;
+    this.sub = undefined;
     this.rejectWaiters(e);
+    this.setState("unsubscribed");
     this.emit("error", e);
   }
 
@@ -276,14 +325,14 @@ export class Room extends Emitter<RoomEvents> {
 
   /** @internal A connection opened: resubscribe from the last seen seq. */
   handleOpen(): void {
-    if (this.want !== undefined) this.sendSub();
+    if (this.stateValue !== "unsubscribed") this.sendSub();
   }
 
   /** @internal The connection dropped: the server forgot this subscription. */
   handleDisconnect(): void {
     this.generation++;
-    this.wire = "none";
     this.unsubscribing = undefined;
+    if (this.stateValue !== "unsubscribed") this.setState("waiting");
   }
 
   /** @internal The client closed for good. */
@@ -294,7 +343,7 @@ export class Room extends Emitter<RoomEvents> {
 
   /** @internal An event for this room. */
   handleEvent(e: MsgEvent | StateEvent | JoinEvent | LeaveEvent): void {
-    if (this.want === undefined || this.wire !== "subscribed") return;
+    if (this.stateValue !== "subscribed") return;
     switch (e.t) {
       case "msg":
       case "state":

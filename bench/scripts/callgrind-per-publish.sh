@@ -2,7 +2,7 @@
 # Instructions roomd executes per published message, counted by valgrind's callgrind: a figure
 # that does not move with the machine's load, for comparing two builds on a noisy machine.
 #
-#   src/bench/scripts/callgrind-per-publish.sh [ROOMD_BIN] [durable|relaxed]
+#   bench/scripts/callgrind-per-publish.sh [ROOMD_BIN] [durable|relaxed]
 #
 # Runs `roomd-bench durable` with 64 publishers against roomd under callgrind. Counting starts
 # 4 s after roomd does (past start-up and warm-up); the message count is the difference of
@@ -12,7 +12,7 @@
 # Prints the total and the share of the connection tasks, the room tasks and the writer thread.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/../../.." && pwd)
+root=$(cd "$here/../.." && pwd)
 bin=${1:-$root/target/release/roomd}
 mode=${2:-durable}
 work=$(mktemp -d)

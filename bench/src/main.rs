@@ -73,7 +73,7 @@ struct Cli {
     )]
     brokers: Vec<String>,
     /// The roomd binary under test.
-    #[arg(long, global = true, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/release/roomd"))]
+    #[arg(long, global = true, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/roomd"))]
     roomd_bin: PathBuf,
     /// The nats-server binary (Debian package `nats-server`).
     #[arg(long, global = true, default_value = "nats-server")]
