@@ -2,11 +2,13 @@
 //! shutdown.
 //!
 //! The name map is behind a std `Mutex` held for a hash lookup, never across an `.await`. It is
-//! one of the few locks a request meets, with each connection's outbox queue (a `Mutex` held to
-//! push or drain frames, see [`crate::outbox`]) and, in relaxed mode, the write-ahead log's lock
-//! that a room takes with `try_lock` to log its own batch (see [`crate::store::writer`]). A room
-//! that has been idle removes itself here before it stops; a sender that raced with that sees a
-//! closed inbox and simply looks the name up again, which loads a fresh room from disk.
+//! not the only lock a request meets: every connection's outbox is a `Mutex`-guarded queue that
+//! rooms push to and the socket task drains (see [`crate::outbox`]), and in relaxed mode a room
+//! logs its own batch under the write-ahead log's lock, taken with `try_lock` so a room never
+//! waits for it (see [`crate::store::writer`]). None of them is held across an `.await`.
+//!
+//! A room that has been idle removes itself here before it stops; a sender that raced with that
+//! sees a closed inbox and simply looks the name up again, which loads a fresh room from disk.
 //!
 //! Rooms get what they need from the server through the [`RoomEnv`] the registry hands each
 //! one, not through the registry.
