@@ -1,8 +1,9 @@
 //! The room task: the single owner of a room's order, state, subscribers and presence.
 //!
 //! This file is the task's life (load, run loop, idle unload, stop) and the dispatch of its
-//! commands. What a command does lives by concern: writes and commits in [`super::commit`],
-//! subscribers and presence in [`super::subscribers`], the `mid` window in [`super::dedup`].
+//! commands. What a command does lives by concern: forming writes in [`super::batch`], their
+//! commits in [`super::commit`], subscribers and presence in [`super::subscribers`], the `mid`
+//! window in [`super::dedup`].
 //!
 //! Writes are pipelined through the store writer with at most one batch in flight per room:
 //! requests that arrive while a batch is being committed wait in `pending` and go out together
@@ -18,7 +19,8 @@ use bytes::Bytes;
 use roomd_protocol::{ErrorCode, Member, ServerFrame};
 use tokio::sync::oneshot;
 
-use super::commit::{recv_commit, Flushed, Pending, Written};
+use super::batch::{Pending, Written};
+use super::commit::{recv_commit, Flushed};
 use super::dedup::Dedup;
 use super::registry::Registry;
 use super::state::RoomState;

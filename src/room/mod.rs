@@ -3,14 +3,16 @@
 //! - [`registry`]: name → handle; loads rooms on first use and tracks them until they stop.
 //! - [`env`]: what every room needs from the server (store, writer, limits), built once.
 //! - [`actor`]: the room task: its run loop, command dispatch, idle unload.
-//! - [`commit`]: pending writes, the batch handed to the writer, and what a commit releases
-//!   (fan-out, acks, state), retention.
+//! - [`batch`]: pending writes and the next batch formed from them (seqs, encoding, retention).
+//! - [`commit`]: the batch handed to the writer, and what its commit releases (fan-out, acks,
+//!   state).
 //! - [`subscribers`]: subscribe, the replay-to-live switch, catch-up from the cache, presence.
 //! - [`dedup`]: the window of recently stored `mid`s.
 //! - [`state`]: the key/value state and its atomic operations.
 //! - [`replay`]: the task that pages a subscriber through history from disk.
 
 pub mod actor;
+mod batch;
 mod commit;
 mod dedup;
 pub mod env;

@@ -375,3 +375,73 @@ async fn a_subscriber_slightly_behind_catches_up_from_the_cache() {
     assert_eq!(seqs(&frames(&s)), [5, 6, 7]);
     f.env.writer.stop().await;
 }
+
+/// Requests that arrive while a batch is with the writer wait for the next one; a retry of a
+/// `mid` in the batch in flight is answered with that entry's seq once it is durable.
+#[tokio::test]
+async fn requests_during_a_commit_wait_for_the_next_batch_and_retries_share_its_seq() {
+    let mut f = Fixture::new(limits()).await;
+    let p = peer("p");
+    let publish_mid = |f: &mut Fixture, id: u32, mid: Option<&str>| {
+        f.room.handle(Command::Publish {
+            peer: p.clone(),
+            id,
+            data: vec![id as u8],
+            mid: mid.map(str::to_string),
+            received: Instant::now(),
+        })
+    };
+    publish_mid(&mut f, 1, Some("m"));
+    // Durable mode: the batch goes to the writer thread.
+    let Flushed::Queued(wait) = f.room.flush() else {
+        panic!("queued for the writer")
+    };
+    publish_mid(&mut f, 2, Some("m"));
+    publish_mid(&mut f, 3, None);
+    assert_eq!(
+        f.room.pending.len(),
+        1,
+        "the retry waits on the write, not in pending"
+    );
+    assert!(frames(&p).is_empty(), "nothing answered before the commit");
+
+    let res = recv_commit(&mut Some(wait)).await;
+    f.room.on_commit(res);
+    let answers = frames(&p);
+    assert!(matches!(
+        answers[..],
+        [
+            ServerFrame::Ack {
+                id: 1,
+                seq: 1,
+                dup: None
+            },
+            ServerFrame::Ack {
+                id: 2,
+                seq: 1,
+                dup: Some(true)
+            },
+        ]
+    ));
+    f.commit().await;
+    assert!(matches!(
+        frames(&p)[..],
+        [ServerFrame::Ack {
+            id: 3,
+            seq: 2,
+            dup: None
+        }]
+    ));
+    // And a later retry is answered from the window at once.
+    publish_mid(&mut f, 4, Some("m"));
+    assert!(matches!(
+        frames(&p)[..],
+        [ServerFrame::Ack {
+            id: 4,
+            seq: 1,
+            dup: Some(true)
+        }]
+    ));
+    assert!(f.room.pending.is_empty());
+    f.env.writer.stop().await;
+}
