@@ -1,15 +1,27 @@
 //! Rooms: each one a single-owner task that orders its log and state.
 //!
-//! - [`registry`]: name → handle, the only lock; loads rooms on first use.
-//! - [`actor`]: the room task: publish, group commit through the writer, fan-out, subscribe and
-//!   the replay-to-live switch, state, presence, retention, idle unload.
+//! - [`registry`]: name → handle; loads rooms on first use and tracks them until they stop.
+//! - [`env`]: what every room needs from the server (store, writer, limits), built once.
+//! - [`actor`]: the room task: its run loop, command dispatch, idle unload.
+//! - [`batch`]: pending writes and the next batch formed from them (seqs, encoding, retention).
+//! - [`commit`]: the batch handed to the writer, and what its commit releases (fan-out, acks,
+//!   state).
+//! - [`subscribers`]: subscribe, the replay-to-live switch, catch-up from the cache, presence.
+//! - [`dedup`]: the window of recently stored `mid`s.
 //! - [`state`]: the key/value state and its atomic operations.
 //! - [`replay`]: the task that pages a subscriber through history from disk.
 
 pub mod actor;
+mod batch;
+mod commit;
+mod dedup;
+pub mod env;
 pub mod registry;
 pub mod replay;
 pub mod state;
+mod subscribers;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,6 +32,7 @@ use tokio::sync::oneshot;
 
 use crate::peer::Peer;
 
+pub use env::{RoomEnv, RoomLimits};
 pub use registry::Registry;
 
 /// A state mutation request, validated by the connection.

@@ -1,8 +1,17 @@
-//! Room name → room task handle: the only lock on the request path.
+//! Room name → room task handle, and the rooms' lifecycle: loading on first use, idle unload,
+//! shutdown.
 //!
-//! The lock is a std `Mutex` held for a hash lookup, never across an `.await`. A room that has
-//! been idle removes itself here before it stops; a sender that raced with that sees a closed
-//! inbox and simply looks the name up again, which loads a fresh room from disk.
+//! The name map is behind a std `Mutex` held for a hash lookup, never across an `.await`. It is
+//! not the only lock a request meets: every connection's outbox is a `Mutex`-guarded queue that
+//! rooms push to and the socket task drains (see [`crate::outbox`]), and in relaxed mode a room
+//! logs its own batch under the write-ahead log's lock, taken with `try_lock` so a room never
+//! waits for it (see [`crate::store::writer`]). None of them is held across an `.await`.
+//!
+//! A room that has been idle removes itself here before it stops; a sender that raced with that
+//! sees a closed inbox and simply looks the name up again, which loads a fresh room from disk.
+//!
+//! Rooms get what they need from the server through the [`RoomEnv`] the registry hands each
+//! one, not through the registry.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -10,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{mpsc, Notify};
 
-use super::{actor, Command, Inbox, InboxSender};
+use super::{actor, Command, Inbox, InboxSender, RoomEnv};
 use crate::config::Config;
 use crate::store::{Store, WriterHandle};
 
@@ -27,8 +36,11 @@ pub enum TrySend {
 
 pub struct Registry {
     rooms: Mutex<HashMap<Arc<str>, InboxSender>>,
+    /// Handed to every room this spawns.
+    env: Arc<RoomEnv>,
+    /// For the connections' history reads and the retention sweep; rooms use `env`.
     pub(crate) store: Store,
-    pub(crate) writer: WriterHandle,
+    /// For the retention sweep and the inbox bound; rooms use `env`.
     pub(crate) config: Arc<Config>,
     closing: AtomicBool,
     running: AtomicUsize,
@@ -39,8 +51,8 @@ impl Registry {
     pub fn new(store: Store, writer: WriterHandle, config: Arc<Config>) -> Arc<Registry> {
         Arc::new(Registry {
             rooms: Mutex::new(HashMap::new()),
+            env: Arc::new(RoomEnv::new(store.clone(), writer, &config)),
             store,
-            writer,
             config,
             closing: AtomicBool::new(false),
             running: AtomicUsize::new(0),
@@ -131,6 +143,11 @@ impl Registry {
         if self.running.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.all_stopped.notify_waiters();
         }
+    }
+
+    /// The environment rooms run in.
+    pub(crate) fn env(&self) -> &Arc<RoomEnv> {
+        &self.env
     }
 
     pub(crate) fn sender(&self, name: &str) -> Option<InboxSender> {

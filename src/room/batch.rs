@@ -1,0 +1,248 @@
+//! Forming a room's next write: pending requests, seqs, and the encoded batch.
+//!
+//! Requests that arrive while a batch is with the writer wait in `pending`; the next batch takes
+//! them all, in arrival order. Seqs are given out here, from the last durable one, so a failed
+//! commit never leaves a hole: its seqs are simply reused by the next batch. State mutations are
+//! evaluated against the committed state plus the batch's earlier effects (see
+//! [`super::state::Overlay`]) and applied only once the batch is durable ([`super::commit`]).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use roomd_protocol::ServerFrame;
+
+use super::actor::{now_ms, Room};
+use super::dedup::Dedup;
+use super::state::{Effect, Overlay};
+use super::Mutation;
+use crate::peer::Peer;
+use crate::store::{record, RoomRef, RoomWrite, Trim};
+use crate::wire;
+
+/// A request waiting to be written.
+pub(super) enum Pending {
+    Publish {
+        peer: Arc<Peer>,
+        id: u32,
+        data: Vec<u8>,
+        dedup: Option<String>,
+        received: Instant,
+    },
+    Mutate {
+        peer: Arc<Peer>,
+        id: u32,
+        op: Mutation,
+    },
+}
+
+/// An entry of the batch in flight, with who to answer once it is durable.
+pub(super) struct Written {
+    pub(super) seq: u64,
+    pub(super) frame: Bytes,
+    pub(super) reply: Reply,
+}
+
+/// Who is answered for an entry once its batch is durable, and how.
+pub(super) enum Reply {
+    /// A publish: `ack` with the entry's seq.
+    Ack {
+        peer: Arc<Peer>,
+        id: u32,
+        dedup: Option<String>,
+        received: Instant,
+    },
+    /// A state mutation: `done`, and the effect is applied to the committed state.
+    Mutated {
+        peer: Arc<Peer>,
+        id: u32,
+        effect: Effect,
+    },
+}
+
+/// A batch being formed: its log entries and state records, and who to answer for each.
+struct BatchBuilder<'a> {
+    room: &'a str,
+    ts: u64,
+    /// The last seq given out.
+    seq: u64,
+    entries: Vec<(u64, Vec<u8>)>,
+    state: Vec<(String, Option<Vec<u8>>)>,
+    written: Vec<Written>,
+}
+
+impl BatchBuilder<'_> {
+    fn publish(
+        &mut self,
+        peer: Arc<Peer>,
+        id: u32,
+        data: Vec<u8>,
+        dedup: Option<String>,
+        received: Instant,
+    ) {
+        self.seq += 1;
+        let (seq, ts) = (self.seq, self.ts);
+        let frame = wire::encode(&ServerFrame::Msg {
+            room: String::from(self.room),
+            seq,
+            ts,
+            from: String::from(&*peer.id),
+            uid: peer.user.as_deref().map(str::to_string),
+            data,
+        });
+        self.entries.push((
+            seq,
+            record::encode_log(ts, dedup.as_deref(), wire::payload(&frame)),
+        ));
+        self.written.push(Written {
+            seq,
+            frame,
+            reply: Reply::Ack {
+                peer,
+                id,
+                dedup,
+                received,
+            },
+        });
+    }
+
+    fn mutation(&mut self, peer: Arc<Peer>, id: u32, effect: Effect) {
+        self.seq += 1;
+        let (seq, ts) = (self.seq, self.ts);
+        let frame = wire::encode(&ServerFrame::State {
+            room: String::from(self.room),
+            seq,
+            ts,
+            from: String::from(&*peer.id),
+            uid: peer.user.as_deref().map(str::to_string),
+            key: effect.key.clone(),
+            ver: effect.ver,
+            value: effect.entry.as_ref().map(|e| e.value.clone()),
+        });
+        self.entries
+            .push((seq, record::encode_log(ts, None, wire::payload(&frame))));
+        let rec = effect
+            .entry
+            .as_ref()
+            .map(|e| record::encode_state(e.ver, &e.encoded));
+        self.state.push((effect.key.clone(), rec));
+        self.written.push(Written {
+            seq,
+            frame,
+            reply: Reply::Mutated { peer, id, effect },
+        });
+    }
+}
+
+impl Room {
+    /// Queues a publish, unless its `mid` says it is a retry (see [`Dedup::admit`]).
+    pub(super) fn publish(
+        &mut self,
+        peer: Arc<Peer>,
+        id: u32,
+        data: Vec<u8>,
+        mid: Option<String>,
+        received: Instant,
+    ) {
+        let dedup = mid.map(|m| Dedup::key(&peer.client, &m));
+        let peer = match &dedup {
+            Some(key) => match self.dedup.admit(key, peer, id, now_ms(), &self.env.limits) {
+                Some(peer) => peer,
+                None => return,
+            },
+            None => peer,
+        };
+        self.pending.push(Pending::Publish {
+            peer,
+            id,
+            data,
+            dedup,
+            received,
+        });
+    }
+
+    /// Gives seqs to everything pending and encodes it; the entries become `in_flight`.
+    /// Mutations that fail or change nothing are answered here. `None`: nothing to write.
+    pub(super) fn form_batch(&mut self) -> Option<RoomWrite> {
+        let mut batch = BatchBuilder {
+            room: &self.name,
+            ts: now_ms(),
+            seq: self.head,
+            entries: Vec::new(),
+            state: Vec::new(),
+            written: Vec::new(),
+        };
+        let mut overlay = Overlay::new(&self.state, self.env.limits.keys_per_room);
+        // Taken and given back, so its capacity is kept from batch to batch.
+        let mut pending = std::mem::take(&mut self.pending);
+        for op in pending.drain(..) {
+            match op {
+                Pending::Publish {
+                    peer,
+                    id,
+                    data,
+                    dedup,
+                    received,
+                } => batch.publish(peer, id, data, dedup, received),
+                Pending::Mutate { peer, id, op } => match overlay.apply(op) {
+                    Err(e) => peer.send_err(Some(id), e),
+                    Ok(None) => peer.send(&ServerFrame::Done {
+                        id,
+                        seq: None,
+                        ver: 0,
+                        value: None,
+                    }),
+                    Ok(Some(effect)) => batch.mutation(peer, id, effect),
+                },
+            }
+        }
+        let BatchBuilder {
+            entries,
+            state,
+            written,
+            ..
+        } = batch;
+        self.pending = pending;
+        let trim = self.take_trim();
+        if written.is_empty() && trim.is_none() {
+            return None;
+        }
+        self.in_flight = written;
+        Some(RoomWrite {
+            room: self.room_ref(),
+            entries,
+            state,
+            trim,
+        })
+    }
+
+    fn room_ref(&self) -> RoomRef {
+        match self.id {
+            Some(id) => RoomRef::Id(id),
+            None => RoomRef::New {
+                name: self.name.clone(),
+                epoch: self.epoch,
+            },
+        }
+    }
+
+    /// Retention for this batch, if asked for and no subscriber is being replayed (a trim
+    /// under a replay could remove the entries it is about to read).
+    fn take_trim(&mut self) -> Option<Trim> {
+        if !std::mem::take(&mut self.trim_wanted) || self.replays > 0 || self.head == 0 {
+            return None;
+        }
+        let lim = &self.env.limits;
+        let before_seq = match lim.retain_messages {
+            0 => 0,
+            max => self.head.saturating_sub(max) + 1,
+        };
+        let older_than_ms =
+            (lim.retain_age_secs > 0).then(|| now_ms().saturating_sub(lim.retain_age_secs * 1000));
+        Some(Trim {
+            before_seq,
+            older_than_ms,
+            head: self.head,
+        })
+    }
+}

@@ -1,0 +1,185 @@
+//! Handing a room's batch to the writer, and what its commit releases.
+//!
+//! At most one batch per room is with the writer at a time, so a commit's outcome is handled in
+//! order. A durable batch is broadcast to live subscribers as one buffer, cached, and answered
+//! (acks, `done`s, state applied, `mid`s remembered); a failed one is answered with an error.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use roomd_protocol::{ErrorCode, ServerFrame};
+use tokio::sync::oneshot;
+
+use super::actor::{now_ms, Room};
+use super::batch::{Reply, Written};
+use crate::peer::ReplyError;
+use crate::store::{CommitResult, RoomBatch, RoomWrite, StoreError};
+
+/// What became of a room's pending requests.
+pub(super) enum Flushed {
+    /// Nothing to wait for: nothing to write, logged already (relaxed mode), or failed; all
+    /// answered.
+    Settled,
+    /// With the writer: the outcome comes through this.
+    Queued(oneshot::Receiver<CommitResult>),
+    /// The writer's queue is full: the batch waits to be queued.
+    QueueFull(RoomBatch, oneshot::Receiver<CommitResult>),
+}
+
+/// The outcome of the batch in flight; never resolves while there is none.
+pub(super) async fn recv_commit(rx: &mut Option<oneshot::Receiver<CommitResult>>) -> CommitResult {
+    match rx {
+        Some(r) => r
+            .await
+            .unwrap_or_else(|_| Err(Arc::new(StoreError::Closed))),
+        None => std::future::pending().await,
+    }
+}
+
+impl Room {
+    /// Forms the next batch from everything pending and hands it to the writer, unless the
+    /// writer's queue is full.
+    pub(super) fn flush(&mut self) -> Flushed {
+        match self.form_batch() {
+            Some(write) => self.hand_to_writer(write),
+            None => Flushed::Settled,
+        }
+    }
+
+    /// Relaxed mode logs the write right here when the log is free; otherwise it is queued for
+    /// the writer thread.
+    fn hand_to_writer(&mut self, write: RoomWrite) -> Flushed {
+        let write = match self.env.writer.try_log(write) {
+            Ok(res) => {
+                self.on_commit(res);
+                return Flushed::Settled;
+            }
+            Err(write) => write,
+        };
+        let (done, wait) = oneshot::channel();
+        match self.env.writer.try_submit(RoomBatch { write, done }) {
+            Ok(Ok(())) => Flushed::Queued(wait),
+            Ok(Err(e)) => {
+                self.on_commit(Err(Arc::new(e)));
+                Flushed::Settled
+            }
+            Err(batch) => Flushed::QueueFull(batch, wait),
+        }
+    }
+
+    /// Waits for room in the writer's queue (backpressure on a busy room).
+    pub(super) async fn submit(
+        &mut self,
+        batch: RoomBatch,
+        wait: oneshot::Receiver<CommitResult>,
+    ) -> Option<oneshot::Receiver<CommitResult>> {
+        if let Err(e) = self.env.writer.submit(batch).await {
+            self.on_commit(Err(Arc::new(e)));
+            return None;
+        }
+        Some(wait)
+    }
+
+    /// The batch in flight is durable (or failed): fan it out, cache it, answer it.
+    pub(super) fn on_commit(&mut self, res: CommitResult) {
+        let written = std::mem::take(&mut self.in_flight);
+        let info = match res {
+            Ok(info) => info,
+            Err(e) => return self.fail_written(written, &e),
+        };
+        self.id = Some(info.room_id);
+        if let Some(earliest) = info.earliest {
+            self.trimmed_to(earliest);
+        }
+        self.broadcast(&concat_frames(&written), written.len());
+        for Written { seq, frame, reply } in written {
+            self.head = seq;
+            self.cache_frame(seq, frame);
+            self.answer(seq, reply);
+        }
+    }
+
+    /// Retention removed everything before `earliest`.
+    fn trimmed_to(&mut self, earliest: u64) {
+        self.earliest = earliest;
+        while self.cache.front().is_some_and(|(s, _)| *s < earliest) {
+            self.cache.pop_front();
+        }
+    }
+
+    fn cache_frame(&mut self, seq: u64, frame: Bytes) {
+        let cache_max = self.env.limits.cache_entries;
+        if cache_max > 0 {
+            if self.cache.len() == cache_max {
+                self.cache.pop_front();
+            }
+            self.cache.push_back((seq, frame));
+        }
+    }
+
+    /// Acknowledges a durable entry to whoever wrote it.
+    fn answer(&mut self, seq: u64, reply: Reply) {
+        match reply {
+            Reply::Ack {
+                peer,
+                id,
+                dedup,
+                received,
+            } => {
+                crate::metrics::published(received.elapsed());
+                peer.send(&ServerFrame::Ack { id, seq, dup: None });
+                if let Some(key) = dedup {
+                    self.dedup.stored(key, seq, now_ms());
+                }
+            }
+            Reply::Mutated { peer, id, effect } => {
+                let value = effect
+                    .reply_value
+                    .then(|| effect.entry.as_ref().map(|e| e.value.clone()))
+                    .flatten();
+                peer.send(&ServerFrame::Done {
+                    id,
+                    seq: Some(seq),
+                    ver: effect.ver,
+                    value,
+                });
+                self.state.apply(effect);
+            }
+        }
+    }
+
+    /// The batch was not stored: answer everyone in it; its seqs will be reused.
+    fn fail_written(&mut self, written: Vec<Written>, e: &StoreError) {
+        let err = ReplyError::new(ErrorCode::Storage, format!("not stored: {e}"));
+        for w in written {
+            match w.reply {
+                Reply::Ack {
+                    peer, id, dedup, ..
+                } => {
+                    peer.send_err(Some(id), err.clone());
+                    let waiters = dedup.map(|k| self.dedup.failed(&k)).unwrap_or_default();
+                    for (peer, id) in waiters {
+                        peer.send_err(Some(id), err.clone());
+                    }
+                }
+                Reply::Mutated { peer, id, .. } => peer.send_err(Some(id), err.clone()),
+            }
+        }
+    }
+}
+
+/// The batch's frames are contiguous WebSocket frames: concatenated once, they cost each
+/// subscriber one reference, one queue slot and one wake-up, however many entries the commit
+/// carried.
+fn concat_frames(written: &[Written]) -> Bytes {
+    match written {
+        [one] => one.frame.clone(),
+        many => {
+            let mut all = BytesMut::with_capacity(many.iter().map(|w| w.frame.len()).sum());
+            for w in many {
+                all.extend_from_slice(&w.frame);
+            }
+            all.freeze()
+        }
+    }
+}

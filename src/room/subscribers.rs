@@ -1,0 +1,272 @@
+//! A room's subscribers: subscribe, the replay-to-live switch, fan-out, presence.
+//!
+//! A subscriber that resumes from `since` must see every entry after it exactly once, in order,
+//! then live entries. It is either *live* (receives every commit's broadcast) or *replaying*
+//! (its `next` seq is still to be queued). A replaying subscriber catches up from the room's
+//! cache when the cache holds everything it misses, or is paged through history from disk by a
+//! replay task ([`super::replay`]). Each page comes back through the room's inbox, so the room
+//! queues it and decides whether the subscriber is now live in one step of its single-owner
+//! loop: no commit can slip between the last page and the switch, and nothing is queued twice.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use roomd_protocol::{ErrorCode, Member, ServerFrame, Value};
+
+use super::actor::Room;
+use super::replay::Replay;
+use crate::peer::{Peer, ReplyError};
+use crate::wire;
+
+pub(super) struct Sub {
+    peer: Arc<Peer>,
+    /// Receives live broadcasts; otherwise a replay is in progress.
+    live: bool,
+    /// Next seq this subscriber must receive while replaying.
+    next: u64,
+    presence: bool,
+    /// Tells this subscription's replay pages from a previous one's.
+    token: u64,
+}
+
+impl Room {
+    pub(super) fn subscribe(
+        &mut self,
+        peer: Arc<Peer>,
+        id: u32,
+        since: Option<u64>,
+        want_state: bool,
+        want_presence: bool,
+        info: Option<Value>,
+    ) {
+        if self.subs.contains_key(&peer.id) {
+            return peer.send_err(
+                Some(id),
+                ReplyError::new(
+                    ErrorCode::AlreadySubscribed,
+                    "already subscribed to this room",
+                ),
+            );
+        }
+        let last = self.head;
+        let (first, complete) = self.resume_from(since);
+        if let Some(info) = info {
+            self.join(&peer, info);
+        }
+        peer.send(&ServerFrame::Subbed {
+            id,
+            room: String::from(&*self.name),
+            epoch: self.epoch,
+            last,
+            first,
+            earliest: self.earliest.min(last + 1),
+            complete,
+            state: want_state.then(|| self.state.snapshot()),
+            presence: want_presence.then(|| self.members.values().cloned().collect()),
+        });
+        self.next_token += 1;
+        let mut sub = Sub {
+            peer,
+            live: false,
+            next: first,
+            presence: want_presence,
+            token: self.next_token,
+        };
+        if !self.catch_up_from_cache(&mut sub) {
+            self.start_replay(&sub);
+        }
+        self.subs.insert(sub.peer.id.clone(), sub);
+    }
+
+    /// The first seq a subscriber resuming after `since` gets, and whether that is everything
+    /// it missed (retention may have removed the start of it).
+    fn resume_from(&self, since: Option<u64>) -> (u64, bool) {
+        match since {
+            Some(s) if s < self.head => {
+                let start = s + 1;
+                if start < self.earliest {
+                    (self.earliest, false)
+                } else {
+                    (start, true)
+                }
+            }
+            _ => (self.head + 1, true),
+        }
+    }
+
+    /// Adds a member to the room's presence and tells the presence subscribers.
+    fn join(&mut self, peer: &Peer, info: Value) {
+        let member = Member {
+            conn: String::from(&*peer.id),
+            user: peer.user.as_deref().map(str::to_string),
+            info: Some(info),
+        };
+        self.presence_event(&ServerFrame::Join {
+            room: String::from(&*self.name),
+            conn: member.conn.clone(),
+            user: member.user.clone(),
+            info: member.info.clone(),
+        });
+        self.members.insert(peer.id.clone(), member);
+    }
+
+    pub(super) fn unsubscribe(&mut self, peer: &Arc<Peer>, id: u32) {
+        if self.remove_sub(&peer.id) {
+            peer.send(&ServerFrame::Ok { id });
+        } else {
+            peer.send_err(
+                Some(id),
+                ReplyError::new(ErrorCode::NotSubscribed, "not subscribed"),
+            );
+        }
+    }
+
+    /// Queues the entries from `sub.next` to the head from the cache and makes the subscriber
+    /// live, if the cache holds them all and they are at most one page.
+    fn catch_up_from_cache(&self, sub: &mut Sub) -> bool {
+        if sub.next > self.head {
+            sub.live = true;
+            return true;
+        }
+        let missing = self.head - sub.next + 1;
+        let cached_from = self.cache.front().map_or(u64::MAX, |(s, _)| *s);
+        if cached_from > sub.next || missing > self.env.limits.page as u64 {
+            return false;
+        }
+        let skip = (sub.next - cached_from) as usize;
+        let bytes: usize = self.cache.iter().skip(skip).map(|(_, f)| f.len()).sum();
+        if bytes > self.env.limits.outbox_max_bytes / 2 {
+            return false;
+        }
+        for (_, frame) in self.cache.iter().skip(skip) {
+            let _ = sub.peer.outbox.push(frame.clone());
+        }
+        crate::metrics::delivered(missing as usize, 0);
+        sub.next = self.head + 1;
+        sub.live = true;
+        true
+    }
+
+    fn start_replay(&mut self, sub: &Sub) {
+        let Some(room_id) = self.id else { return };
+        self.replays += 1;
+        let replay = Replay {
+            store: self.env.store.clone(),
+            room_tx: self.tx.clone(),
+            room_id,
+            conn: sub.peer.id.clone(),
+            token: sub.token,
+            outbox: sub.peer.outbox.clone(),
+            from: sub.next,
+            page: self.env.limits.page,
+        };
+        tokio::spawn(replay.run());
+    }
+
+    /// Queues one replayed page; returns where the replay continues, or `None` once live.
+    pub(super) fn replay_page(
+        &mut self,
+        conn: &Arc<str>,
+        token: u64,
+        frames: Vec<(u64, Bytes)>,
+    ) -> Option<u64> {
+        let head = self.head;
+        let sub = self
+            .subs
+            .get_mut(conn)
+            .filter(|s| s.token == token && !s.live)?;
+        let read_any = !frames.is_empty();
+        let n = queue_page(sub, frames, head);
+        crate::metrics::delivered(n, 0);
+        if sub.peer.outbox.is_closed() {
+            self.remove_sub(conn);
+            return None;
+        }
+        let mut sub = self.subs.remove(conn)?;
+        if !self.catch_up_from_cache(&mut sub) && !read_any && n == 0 {
+            // Nothing readable at `next` although the head is past it. Retention cannot run
+            // during a replay, so this would be a bug: go live rather than loop forever.
+            tracing::warn!(room = %self.name, next = sub.next, head, "replay found no entries; going live");
+            sub.next = head + 1;
+            sub.live = true;
+        }
+        let (live, next) = (sub.live, sub.next);
+        self.subs.insert(conn.clone(), sub);
+        if live {
+            self.replays -= 1;
+            None
+        } else {
+            Some(next)
+        }
+    }
+
+    pub(super) fn remove_sub(&mut self, conn: &Arc<str>) -> bool {
+        let Some(sub) = self.subs.remove(conn) else {
+            return false;
+        };
+        if !sub.live {
+            self.replays = self.replays.saturating_sub(1);
+        }
+        if let Some(member) = self.members.remove(conn) {
+            self.presence_event(&ServerFrame::Leave {
+                room: String::from(&*self.name),
+                conn: member.conn,
+                user: member.user,
+            });
+        }
+        true
+    }
+
+    /// Queues `frames` (one or more complete WebSocket frames, `entries` log entries) to every
+    /// live subscriber.
+    pub(super) fn broadcast(&mut self, frames: &Bytes, entries: usize) {
+        let mut slow = Vec::new();
+        let mut n = 0;
+        for (conn, sub) in &self.subs {
+            if sub.live {
+                n += entries;
+                if sub.peer.outbox.push(frames.clone()).is_err() {
+                    slow.push(conn.clone());
+                }
+            }
+        }
+        crate::metrics::delivered(n, 0);
+        for conn in slow {
+            self.remove_sub(&conn);
+        }
+    }
+
+    /// Queues a join or leave to every subscriber that asked for presence.
+    fn presence_event(&mut self, frame: &ServerFrame) {
+        let bytes = wire::encode(frame);
+        let mut slow = Vec::new();
+        for (conn, sub) in &self.subs {
+            if sub.presence && sub.peer.outbox.push(bytes.clone()).is_err() {
+                slow.push(conn.clone());
+            }
+        }
+        for conn in slow {
+            self.remove_sub(&conn);
+        }
+    }
+}
+
+/// Queues a page's entries from `sub.next` up to `head` while the outbox has room for replay;
+/// returns how many. Entries past the head are committed but not yet broadcast: they come live.
+fn queue_page(sub: &mut Sub, frames: Vec<(u64, Bytes)>, head: u64) -> usize {
+    let mut n = 0;
+    for (seq, frame) in frames {
+        if seq < sub.next || seq > head {
+            continue;
+        }
+        match sub.peer.outbox.push_replay(&frame) {
+            Ok(true) => {
+                sub.next = seq + 1;
+                n += 1;
+            }
+            // The outbox is half full: the rest of this page is read again later.
+            Ok(false) | Err(_) => break,
+        }
+    }
+    n
+}
