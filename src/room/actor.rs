@@ -75,7 +75,7 @@ pub async fn run(name: Arc<str>, mut rx: Inbox, registry: Arc<Registry>) {
         }
         (_, Err(e)) => {
             tracing::error!(room = %name, error = %e, "room load failed");
-            fail_all(&mut rx, ErrorCode::Storage, &e.to_string());
+            fail_all(&mut rx, &ReplyError::storage_logged());
             false
         }
         (None, _) => false,
@@ -86,8 +86,10 @@ pub async fn run(name: Arc<str>, mut rx: Inbox, registry: Arc<Registry>) {
     if !unloaded {
         fail_all(
             &mut rx,
-            ErrorCode::Unavailable,
-            "room stopped; the server is shutting down",
+            &ReplyError::new(
+                ErrorCode::Unavailable,
+                "room stopped; the server is shutting down",
+            ),
         );
     }
     registry.stopped(&name, unloaded);
@@ -108,10 +110,10 @@ pub(super) async fn load(env: &RoomEnv, name: &Arc<str>) -> Result<RoomSnapshot,
 }
 
 /// Answers every command still queued for a room that stops without running them.
-fn fail_all(rx: &mut Inbox, code: ErrorCode, msg: &str) {
+fn fail_all(rx: &mut Inbox, err: &ReplyError) {
     while let Ok(cmd) = rx.try_recv() {
         if let Some((peer, id)) = requester(&cmd) {
-            peer.send_err(Some(id), ReplyError::new(code, msg));
+            peer.send_err(Some(id), err.clone());
         }
     }
 }
@@ -239,10 +241,7 @@ impl Room {
         }
         rx.close();
         while let Ok(cmd) = rx.try_recv() {
-            let (registry, name) = (registry.clone(), self.name.clone());
-            tokio::spawn(async move {
-                let _ = registry.send(&name, *cmd).await;
-            });
+            registry.forward(self.name.clone(), cmd);
         }
         true
     }

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use roomd_protocol::{ErrorCode, ServerFrame};
+use roomd_protocol::ServerFrame;
 use tokio::sync::oneshot;
 
 use super::actor::{now_ms, Room};
@@ -85,7 +85,8 @@ impl Room {
         let written = std::mem::take(&mut self.in_flight);
         let info = match res {
             Ok(info) => info,
-            Err(e) => return self.fail_written(written, &e),
+            // The writer logged the failure, once for its whole group.
+            Err(_) => return self.fail_written(written),
         };
         self.id = Some(info.room_id);
         if let Some(earliest) = info.earliest {
@@ -149,8 +150,8 @@ impl Room {
     }
 
     /// The batch was not stored: answer everyone in it; its seqs will be reused.
-    fn fail_written(&mut self, written: Vec<Written>, e: &StoreError) {
-        let err = ReplyError::new(ErrorCode::Storage, format!("not stored: {e}"));
+    fn fail_written(&mut self, written: Vec<Written>) {
+        let err = ReplyError::storage_logged();
         for w in written {
             match w.reply {
                 Reply::Ack {

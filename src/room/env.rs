@@ -7,6 +7,8 @@
 
 use std::time::Duration;
 
+use tokio_util::task::TaskTracker;
+
 use crate::config::Config;
 use crate::store::{Store, WriterHandle};
 
@@ -18,6 +20,9 @@ pub struct RoomEnv {
     /// Where the room's batches go.
     pub writer: WriterHandle,
     pub limits: RoomLimits,
+    /// Where a room spawns its subscribers' replay tasks, so shutdown waits for them (after
+    /// the sockets close, which ends any replay waiting for its subscriber to read).
+    pub background: TaskTracker,
 }
 
 /// The configuration values a room uses, copied out of [`Config`] so a room reads plain fields.
@@ -43,11 +48,17 @@ pub struct RoomLimits {
 }
 
 impl RoomEnv {
-    pub fn new(store: Store, writer: WriterHandle, config: &Config) -> RoomEnv {
+    pub fn new(
+        store: Store,
+        writer: WriterHandle,
+        config: &Config,
+        background: TaskTracker,
+    ) -> RoomEnv {
         RoomEnv {
             store,
             writer,
             limits: RoomLimits::from_config(config),
+            background,
         }
     }
 }

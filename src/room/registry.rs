@@ -14,10 +14,10 @@
 //! one, not through the registry.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
+use tokio_util::task::TaskTracker;
 
 use super::{actor, Command, Inbox, InboxSender, RoomEnv};
 use crate::config::Config;
@@ -42,21 +42,25 @@ pub struct Registry {
     pub(crate) store: Store,
     /// For the retention sweep and the inbox bound; rooms use `env`.
     pub(crate) config: Arc<Config>,
-    closing: AtomicBool,
-    running: AtomicUsize,
-    all_stopped: Notify,
+    /// Every room task and every forward of a command to a reloaded room. Closed at shutdown:
+    /// from then on no room is loaded.
+    tasks: TaskTracker,
 }
 
 impl Registry {
-    pub fn new(store: Store, writer: WriterHandle, config: Arc<Config>) -> Arc<Registry> {
+    /// `background` tracks the rooms' replay tasks (see [`RoomEnv::background`]).
+    pub fn new(
+        store: Store,
+        writer: WriterHandle,
+        config: Arc<Config>,
+        background: TaskTracker,
+    ) -> Arc<Registry> {
         Arc::new(Registry {
             rooms: Mutex::new(HashMap::new()),
-            env: Arc::new(RoomEnv::new(store.clone(), writer, &config)),
+            env: Arc::new(RoomEnv::new(store.clone(), writer, &config, background)),
             store,
             config,
-            closing: AtomicBool::new(false),
-            running: AtomicUsize::new(0),
-            all_stopped: Notify::new(),
+            tasks: TaskTracker::new(),
         })
     }
 
@@ -102,20 +106,21 @@ impl Registry {
     }
 
     fn handle(self: &Arc<Self>, name: &str) -> Result<InboxSender, ShuttingDown> {
-        if self.closing.load(Ordering::Acquire) {
+        let mut rooms = self.lock();
+        // Checked under the lock that shutdown's walk over the rooms takes: a room is either
+        // loaded before the walk (and told to shut down) or not at all.
+        if self.tasks.is_closed() {
             return Err(ShuttingDown);
         }
-        let mut rooms = self.lock();
         if let Some(tx) = rooms.get(name) {
             return Ok(tx.clone());
         }
         let (tx, rx) = mpsc::channel(self.config.rooms.inbox);
         let name: Arc<str> = Arc::from(name);
         rooms.insert(name.clone(), tx.clone());
-        self.running.fetch_add(1, Ordering::AcqRel);
         crate::metrics::rooms_active(rooms.len());
         drop(rooms);
-        tokio::spawn(actor::run(name, rx, self.clone()));
+        self.tasks.spawn(actor::run(name, rx, self.clone()));
         Ok(tx)
     }
 
@@ -140,9 +145,14 @@ impl Registry {
             }
             crate::metrics::rooms_active(rooms.len());
         }
-        if self.running.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.all_stopped.notify_waiters();
-        }
+    }
+
+    /// Sends a command that reached a room as it unloaded on to its next incarnation.
+    pub(crate) fn forward(self: &Arc<Self>, name: Arc<str>, cmd: Box<Command>) {
+        let registry = self.clone();
+        self.tasks.spawn(async move {
+            let _ = registry.send_boxed(&name, cmd).await;
+        });
     }
 
     /// The environment rooms run in.
@@ -166,19 +176,14 @@ impl Registry {
     /// Stops accepting commands, lets every room finish its pending writes, and waits for all
     /// room tasks to end.
     pub async fn shutdown(&self) {
-        self.closing.store(true, Ordering::Release);
-        let senders: Vec<_> = self.lock().values().cloned().collect();
+        let senders: Vec<_> = {
+            let rooms = self.lock();
+            self.tasks.close();
+            rooms.values().cloned().collect()
+        };
         for tx in senders {
             let _ = tx.send(Box::new(Command::Shutdown)).await;
         }
-        loop {
-            let stopped = self.all_stopped.notified();
-            tokio::pin!(stopped);
-            stopped.as_mut().enable();
-            if self.running.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            stopped.await;
-        }
+        self.tasks.wait().await;
     }
 }

@@ -160,7 +160,7 @@ impl Room {
             from: sub.next,
             page: self.env.limits.page,
         };
-        tokio::spawn(replay.run());
+        self.env.background.spawn(replay.run());
     }
 
     /// Queues one replayed page; returns where the replay continues, or `None` once live.

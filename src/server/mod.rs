@@ -82,7 +82,12 @@ impl Server {
             })?;
         let addr = listener.local_addr()?;
         let lifecycle = Lifecycle::default();
-        let registry = Registry::new(store, writer.clone(), config.clone());
+        let registry = Registry::new(
+            store,
+            writer.clone(),
+            config.clone(),
+            lifecycle.background().clone(),
+        );
         let shared = Arc::new(Shared {
             auth: Auth::new(&config.auth.jwt_secret),
             admission: Admission::new(
