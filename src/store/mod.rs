@@ -1,7 +1,7 @@
 //! Durable storage of every room's message log and state in one redb database.
 //!
 //! Modules, each importing only those listed before it (none imports one that imports it back):
-//! - [`error`]: [`StoreError`].
+//! - [`error`]: the error type, [`StoreError`].
 //! - [`tables`]: the redb tables and `META` counters.
 //! - [`record`]: the byte layout of message log entries and state values.
 //! - [`model`]: the write model, what rooms submit and are told back ([`RoomWrite`], ...).
