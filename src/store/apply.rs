@@ -246,3 +246,83 @@ pub(super) fn wal_position(db: &redb::Database) -> Result<(u64, usize, u64), Sto
     let file = usize::from(get(WAL_FILE)? == 1);
     Ok((get(WAL_COMMIT)?, file, get(WAL_SALT)?))
 }
+
+#[cfg(test)]
+mod tests {
+    use redb::{ReadableDatabase, ReadableTable};
+
+    use super::*;
+
+    fn write<R>(room: R, seqs: &[u64], trim: Option<Trim>) -> RoomWrite<R> {
+        RoomWrite {
+            room,
+            entries: seqs
+                .iter()
+                .map(|&s| (s, record::encode_log(s, None, b"x")))
+                .collect(),
+            state: vec![("k".into(), Some(vec![1]))],
+            trim,
+        }
+    }
+
+    #[test]
+    fn new_rooms_get_their_ids_and_a_trim_sees_the_entries_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = redb::Database::create(dir.path().join("t.redb")).unwrap();
+        create_tables(&db).unwrap();
+
+        // A log from before `Created`: the id comes from redb.
+        let legacy = [write(
+            RecoveredRoom::LegacyNew {
+                name: "old".into(),
+                epoch: 1,
+            },
+            &[1, 2],
+            None,
+        )];
+        let txn = db.begin_write().unwrap();
+        let infos = apply(&txn, legacy.iter(), Some(1)).unwrap();
+        txn.commit().unwrap();
+        assert_eq!(infos[0].room_id, 1);
+
+        let created = LoggedRoom::Created {
+            id: 5,
+            name: "new".into(),
+            epoch: 2,
+        };
+        let trim = Trim {
+            before_seq: 3,
+            older_than_ms: None,
+            head: 4,
+        };
+        let writes = [
+            write(created, &[1, 2, 3], None),
+            write(LoggedRoom::Id(5), &[4], Some(trim)),
+        ];
+        let txn = db.begin_write().unwrap();
+        let infos = apply(&txn, writes.iter(), Some(2)).unwrap();
+        assert_eq!(next_room_id(&txn).unwrap(), 6);
+        txn.commit().unwrap();
+        assert_eq!(
+            infos
+                .iter()
+                .map(|i| (i.room_id, i.earliest))
+                .collect::<Vec<_>>(),
+            [(5, None), (5, Some(3))]
+        );
+
+        let txn = db.begin_read().unwrap();
+        let rooms = txn.open_table(ROOMS).unwrap();
+        assert_eq!(rooms.get("old").unwrap().unwrap().value(), (1, 1));
+        assert_eq!(rooms.get("new").unwrap().unwrap().value(), (5, 2));
+        let entries = txn.open_table(ENTRIES).unwrap();
+        let kept: Vec<_> = entries
+            .range((5, 0)..=(5, u64::MAX))
+            .unwrap()
+            .map(|e| e.unwrap().0.value().1)
+            .collect();
+        assert_eq!(kept, [3, 4]);
+        drop((rooms, entries, txn));
+        assert_eq!(wal_position(&db).unwrap(), (2, 0, 0));
+    }
+}

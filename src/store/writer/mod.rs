@@ -13,17 +13,16 @@
 //! lock itself (a new room, a trim) waits for the job first.
 //! - durable mode: the append is followed by one `fdatasync` before the acks.
 //! - relaxed mode: the append is only written (it survives a crash of the process at once); the
-//!   write-ahead log is fsynced on the flush timer (`storage.flush_interval_ms`), so a power cut can lose
-//!   that last interval.
+//!   write-ahead log is fsynced on the flush timer's tick (`storage.flush_interval_ms`), so a
+//!   power cut can lose that last interval.
 //!
-//! In relaxed mode a room logs its batch itself when the log is free ([`WriterHandle::try_log`]):
+//! In relaxed mode a room logs its batch itself when the write-ahead log is free ([`WriterHandle::try_log`]):
 //! there is no fsync to share, and the two thread hand-offs of a trip through the writer thread
 //! and back cost more than the write. Batches that need redb at once (a new room, a trim) and
 //! batches that find the log busy still go through the thread.
 //!
 //! The writer never waits on a room: completions go back through oneshot channels, so there is
 //! no cycle of awaited bounded queues.
-
 //!
 //! Here: the handle rooms use and what they share with the thread; the thread's turn (`group`),
 //! its jobs for the applier thread (`jobs`) and recovery (`recover`) are in submodules.
@@ -71,7 +70,7 @@ impl Shared {
         self.wal.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Whether the log holds enough for an apply or a checkpoint.
+    /// Whether the write-ahead log holds enough for an apply or a checkpoint.
     fn due(&self, ws: &WalState) -> bool {
         ws.pending_bytes >= self.apply_bytes || ws.wal.size() >= self.checkpoint_bytes
     }
@@ -92,7 +91,7 @@ struct WalState {
     /// The id the next new room gets (redb's `meta.next_room_id` lags behind until the groups
     /// that created rooms are applied).
     next_room_id: u64,
-    /// Groups that are in the log (and acknowledged) but not yet in redb. They are applied
+    /// Groups that are in the write-ahead log (and acknowledged) but not yet in redb. They are applied
     /// together, so a room's B-tree leaf is rewritten once per apply rather than once per group;
     /// readers ask for them first ([`Store::catch_up`]).
     pending: Vec<(u64, Vec<LoggedWrite>)>,
@@ -246,6 +245,7 @@ impl WriterHandle {
     }
 }
 
+/// The writer thread's state.
 struct Writer {
     store: Store,
     shared: Arc<Shared>,
