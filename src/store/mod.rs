@@ -2,7 +2,7 @@
 //!
 //! Modules, each importing only those listed before it (none imports one that imports it back):
 //! - [`error`]: the error type, [`StoreError`].
-//! - [`tables`]: the redb tables and `META` counters.
+//! - `tables`: the redb tables and `META` counters.
 //! - [`record`]: the byte layout of message log entries and state values.
 //! - [`model`]: the write model, what rooms submit and are told back ([`RoomWrite`], ...).
 //! - `request`: what the writer thread is asked to do, including a reader's catch-up request.
@@ -17,7 +17,7 @@
 //!   in flight into the next transaction (group commit), across rooms and connections.
 //!
 //! "Log" alone means the write-ahead log here; a room's stored messages are its *entries*
-//! (table [`tables::ENTRIES`]).
+//! (table `tables::ENTRIES`).
 
 mod applier;
 mod apply;

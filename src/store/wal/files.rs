@@ -33,7 +33,7 @@ pub struct Wal {
 }
 
 /// A record found by [`Wal::scan`].
-pub struct Logged {
+pub struct ScannedGroup {
     pub commit: u64,
     pub writes: Vec<RoomWrite<RecoveredRoom>>,
 }
@@ -89,7 +89,12 @@ impl Wal {
     /// The groups logged after `applied`, for recovery: the run of consecutive, intact records
     /// of the cycle `salt` at the start of `file`, continued by the run at the start of the other
     /// file when a checkpoint had switched files but not committed.
-    pub fn scan(&self, file: usize, salt: u64, applied: u64) -> Result<Vec<Logged>, StoreError> {
+    pub fn scan(
+        &self,
+        file: usize,
+        salt: u64,
+        applied: u64,
+    ) -> Result<Vec<ScannedGroup>, StoreError> {
         let mut out = self.scan_file(file, salt)?;
         let next = out.last().map_or(applied + 1, |l| l.commit + 1);
         let more = self.scan_file(1 - file, next_salt(salt))?;
@@ -100,10 +105,10 @@ impl Wal {
     }
 
     /// The run of consecutive, intact records of the cycle with this salt at the start of a file.
-    fn scan_file(&self, file: usize, salt: u64) -> Result<Vec<Logged>, StoreError> {
+    fn scan_file(&self, file: usize, salt: u64) -> Result<Vec<ScannedGroup>, StoreError> {
         let mut raw = vec![0; self.lens[file] as usize];
         self.files[file].read_exact_at(&mut raw, 0)?;
-        let mut out: Vec<Logged> = Vec::new();
+        let mut out: Vec<ScannedGroup> = Vec::new();
         let mut at = 0;
         while let Some((commit, body, next)) = record_at(&raw, at, salt) {
             if out.last().is_some_and(|prev| prev.commit + 1 != commit) {
@@ -112,7 +117,7 @@ impl Wal {
             let Some(writes) = decode_group(body) else {
                 return Err(StoreError::CorruptRecord { commit });
             };
-            out.push(Logged { commit, writes });
+            out.push(ScannedGroup { commit, writes });
             at = next;
         }
         Ok(out)

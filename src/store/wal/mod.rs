@@ -28,7 +28,7 @@
 //! records of the new cycle: it reads the recorded cycle and goes on in the other file. After a
 //! recovery the log starts over with a random salt.
 //!
-//! Split as raft-engine splits its pipe log: [`format`] (records, checksum, encoding),
+//! Split as raft-engine splits its pipe log: `format` (records, checksum, encoding),
 //! `files` (open, append, switch, scan), `grower` (the zero-fill thread) and `legacy` (adoption
 //! of the single-file layout of pre-release data directories).
 
@@ -39,5 +39,5 @@ mod legacy;
 #[cfg(test)]
 mod tests;
 
-pub use files::{Logged, Wal};
+pub use files::{ScannedGroup, Wal};
 pub use format::next_salt;
