@@ -249,7 +249,7 @@ pub(super) fn wal_position(db: &redb::Database) -> Result<(u64, usize, u64), Sto
 
 #[cfg(test)]
 mod tests {
-    use redb::{ReadableDatabase, ReadableTable};
+    use redb::ReadableDatabase;
 
     use super::*;
 
