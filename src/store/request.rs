@@ -14,7 +14,7 @@ pub(crate) enum WriteReq {
     /// The flush timer's tick (`storage.flush_interval_ms`): relaxed mode fsyncs the write-ahead
     /// log; a checkpoint follows if one is due.
     Tick,
-    /// Apply every logged group to redb so a reader sees it (see [`super::db::Store::catch_up`]).
+    /// Apply every logged group to redb so a reader sees it (see `Store::catch_up` in `db`).
     CatchUp(CatchUpRequest),
     Stop(oneshot::Sender<()>),
 }
