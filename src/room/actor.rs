@@ -106,7 +106,7 @@ pub(super) async fn load(env: &RoomEnv, name: &Arc<str>) -> Result<RoomSnapshot,
     let (store, name) = (env.store.clone(), name.clone());
     tokio::task::spawn_blocking(move || store.load_room(&name, &lim))
         .await
-        .map_err(|e| StoreError::Io(std::io::Error::other(e)))?
+        .map_err(StoreError::Task)?
 }
 
 /// Answers every command still queued for a room that stops without running them.

@@ -8,7 +8,10 @@
 use bytes::Bytes;
 use redb::{ReadableDatabase, ReadableTable};
 
-use super::{record, Store, StoreError, LOG, ROOMS, STATE};
+use super::db::Store;
+use super::error::StoreError;
+use super::record;
+use super::tables::{ENTRIES, ROOMS, STATE};
 
 /// What a room needs in memory when it is loaded.
 #[derive(Debug, Default)]
@@ -37,39 +40,33 @@ pub struct LoadLimits {
 impl Store {
     fn read_txn(&self) -> Result<redb::ReadTransaction, StoreError> {
         self.catch_up()?;
-        self.db()?.begin_read().map_err(StoreError::redb)
+        Ok(self.db()?.begin_read()?)
     }
 
     pub fn load_room(&self, name: &str, lim: &LoadLimits) -> Result<RoomSnapshot, StoreError> {
         let txn = self.read_txn()?;
-        let rooms = txn.open_table(ROOMS).map_err(StoreError::redb)?;
-        let Some((id, epoch)) = rooms
-            .get(name)
-            .map_err(StoreError::redb)?
-            .map(|g| g.value())
-        else {
+        let rooms = txn.open_table(ROOMS)?;
+        let Some((id, epoch)) = rooms.get(name)?.map(|g| g.value()) else {
             return Ok(RoomSnapshot {
                 earliest: 1,
                 ..RoomSnapshot::default()
             });
         };
-        let log = txn.open_table(LOG).map_err(StoreError::redb)?;
+        let entries = txn.open_table(ENTRIES)?;
         let mut snap = RoomSnapshot {
             id: Some(id),
             epoch,
             ..RoomSnapshot::default()
         };
-        let mut range = log
-            .range((id, 0)..=(id, u64::MAX))
-            .map_err(StoreError::redb)?;
+        let mut range = entries.range((id, 0)..=(id, u64::MAX))?;
         snap.earliest = match range.next() {
-            Some(e) => e.map_err(StoreError::redb)?.0.value().1,
+            Some(e) => e?.0.value().1,
             None => 0,
         };
         // Walk back from the newest entry: the cache wants the last `recent`, dedup wants those
         // inside its window.
-        for entry in range_rev(&log, id)? {
-            let (k, v) = entry.map_err(StoreError::redb)?;
+        for entry in range_rev(&entries, id)? {
+            let (k, v) = entry?;
             let seq = k.value().1;
             let raw = v.value();
             if snap.head == 0 {
@@ -96,12 +93,9 @@ impl Store {
             // Retention always keeps a room's newest entry, so an empty log was never written.
             snap.earliest = 1;
         }
-        let state = txn.open_table(STATE).map_err(StoreError::redb)?;
-        for entry in state
-            .range((id, "")..(id + 1, ""))
-            .map_err(StoreError::redb)?
-        {
-            let (k, v) = entry.map_err(StoreError::redb)?;
+        let state = txn.open_table(STATE)?;
+        for entry in state.range((id, "")..(id + 1, ""))? {
+            let (k, v) = entry?;
             if let Some((ver, value)) = record::decode_state(v.value()) {
                 snap.state
                     .push((k.value().1.to_string(), ver, value.to_vec()));
@@ -118,16 +112,13 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<(u64, Bytes)>, StoreError> {
         let txn = self.read_txn()?;
-        let log = txn.open_table(LOG).map_err(StoreError::redb)?;
+        let entries = txn.open_table(ENTRIES)?;
         let mut out = Vec::with_capacity(limit.min(1024));
-        for entry in log
-            .range((room, from)..=(room, u64::MAX))
-            .map_err(StoreError::redb)?
-        {
+        for entry in entries.range((room, from)..=(room, u64::MAX))? {
             if out.len() == limit {
                 break;
             }
-            let (k, v) = entry.map_err(StoreError::redb)?;
+            let (k, v) = entry?;
             if let Some(frame) = record::wire_frame(v.value()) {
                 out.push((k.value().1, frame));
             }
@@ -145,21 +136,17 @@ impl Store {
         limit: usize,
     ) -> Result<(Vec<Bytes>, bool), StoreError> {
         let txn = self.read_txn()?;
-        let rooms = txn.open_table(ROOMS).map_err(StoreError::redb)?;
-        let Some((id, _)) = rooms
-            .get(name)
-            .map_err(StoreError::redb)?
-            .map(|g| g.value())
-        else {
+        let rooms = txn.open_table(ROOMS)?;
+        let Some((id, _)) = rooms.get(name)?.map(|g| g.value()) else {
             return Ok((Vec::new(), false));
         };
-        let log = txn.open_table(LOG).map_err(StoreError::redb)?;
+        let entries = txn.open_table(ENTRIES)?;
         let lo = after.map_or(0, |a| a.saturating_add(1));
         let hi = before.unwrap_or(u64::MAX);
         if lo >= hi {
             return Ok((Vec::new(), false));
         }
-        let range = log.range((id, lo)..(id, hi)).map_err(StoreError::redb)?;
+        let range = entries.range((id, lo)..(id, hi))?;
         let mut frames = Vec::with_capacity(limit.min(256));
         let mut more = false;
         let forward = after.is_some();
@@ -168,7 +155,7 @@ impl Store {
                 more = true;
                 return Ok(false);
             }
-            let (_, v) = entry.map_err(StoreError::redb)?;
+            let (_, v) = entry?;
             if let Some(f) = record::frame_bytes(v.value()) {
                 frames.push(f);
             }
@@ -194,10 +181,10 @@ impl Store {
     /// Every stored room: (name, id).
     pub fn rooms(&self) -> Result<Vec<(String, u64)>, StoreError> {
         let txn = self.read_txn()?;
-        let rooms = txn.open_table(ROOMS).map_err(StoreError::redb)?;
+        let rooms = txn.open_table(ROOMS)?;
         let mut out = Vec::new();
-        for entry in rooms.iter().map_err(StoreError::redb)? {
-            let (k, v) = entry.map_err(StoreError::redb)?;
+        for entry in rooms.iter()? {
+            let (k, v) = entry?;
             out.push((k.value().to_string(), v.value().0));
         }
         Ok(out)
@@ -206,18 +193,16 @@ impl Store {
     /// (first seq, its ts, last seq) of a room's log, if it has entries.
     pub fn log_bounds(&self, room: u64) -> Result<Option<(u64, u64, u64)>, StoreError> {
         let txn = self.read_txn()?;
-        let log = txn.open_table(LOG).map_err(StoreError::redb)?;
-        let mut range = log
-            .range((room, 0)..=(room, u64::MAX))
-            .map_err(StoreError::redb)?;
+        let entries = txn.open_table(ENTRIES)?;
+        let mut range = entries.range((room, 0)..=(room, u64::MAX))?;
         let Some(first) = range.next() else {
             return Ok(None);
         };
-        let (k, v) = first.map_err(StoreError::redb)?;
+        let (k, v) = first?;
         let ts = record::decode_log(v.value()).map_or(0, |r| r.ts);
         let first_seq = k.value().1;
         let last = match range.next_back() {
-            Some(e) => e.map_err(StoreError::redb)?.0.value().1,
+            Some(e) => e?.0.value().1,
             None => first_seq,
         };
         Ok(Some((first_seq, ts, last)))
@@ -234,11 +219,8 @@ type LogEntry<'a> = Result<
 type LogRange<'a> = redb::Range<'a, (u64, u64), &'static [u8]>;
 
 fn range_rev<'a>(
-    log: &'a redb::ReadOnlyTable<(u64, u64), &'static [u8]>,
+    entries: &'a redb::ReadOnlyTable<(u64, u64), &'static [u8]>,
     id: u64,
 ) -> Result<std::iter::Rev<LogRange<'a>>, StoreError> {
-    Ok(log
-        .range((id, 0)..=(id, u64::MAX))
-        .map_err(StoreError::redb)?
-        .rev())
+    Ok(entries.range((id, 0)..=(id, u64::MAX))?.rev())
 }

@@ -1,0 +1,49 @@
+//! The store's error type. Every redb error converts into it, so `?` works on redb calls.
+
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("storage: {0}")]
+    Redb(#[from] redb::Error),
+    #[error("storage i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("storage is unavailable (reopening after an I/O error, or shut down)")]
+    Closed,
+    /// Recovery found the write-ahead log does not continue where redb ends: groups between
+    /// the two are lost, so nothing is applied.
+    #[error(
+        "write-ahead log starts at group {first} but the database holds groups up to {applied}"
+    )]
+    LogGap { first: u64, applied: u64 },
+    /// A write-ahead log record whose CRC is right but whose body is not well formed.
+    #[error("write-ahead log record {commit} passes its CRC but does not decode")]
+    CorruptRecord { commit: u64 },
+    /// The writer could not bring redb up to date with the write-ahead log for a reader.
+    #[error("catching up with the write-ahead log: {0}")]
+    CatchUp(#[source] Arc<StoreError>),
+    /// A blocking storage task panicked or was cancelled.
+    #[error("storage task: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// redb's per-operation error types, each into [`StoreError::Redb`].
+macro_rules! from_redb {
+    ($($t:ident),* $(,)?) => {$(
+        impl From<redb::$t> for StoreError {
+            fn from(e: redb::$t) -> StoreError {
+                StoreError::Redb(e.into())
+            }
+        }
+    )*};
+}
+
+from_redb!(
+    DatabaseError,
+    TransactionError,
+    TableError,
+    StorageError,
+    CommitError,
+    SetDurabilityError,
+);

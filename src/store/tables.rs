@@ -1,0 +1,24 @@
+//! The redb tables and the named counters kept in `META`.
+//!
+//! Layout: entry keys are `(room id, seq)`, so one room's entries are adjacent and a commit
+//! touches few pages per room; state keys are `(room id, key)`.
+
+use redb::TableDefinition;
+
+/// Room name → (room id, epoch).
+pub(crate) const ROOMS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("rooms");
+/// (room id, seq) → the room's message log entry (see [`super::record`]). Named `ENTRIES` here
+/// so it is not confused with the write-ahead log; the table is called "log" on disk.
+pub(crate) const ENTRIES: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("log");
+/// (room id, key) → state record (see [`super::record`]).
+pub(crate) const STATE: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("state");
+/// Small named counters, e.g. the next room id.
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+pub(crate) const NEXT_ROOM_ID: &str = "next_room_id";
+/// The number of the last write-ahead log group applied (see [`super::wal`]).
+pub(crate) const WAL_COMMIT: &str = "wal_commit";
+/// The salt of the write-ahead log's current cycle (see [`super::wal`]).
+pub(crate) const WAL_SALT: &str = "wal_salt";
+/// Which of the two write-ahead log files the current cycle is in, 0 or 1 (see [`super::wal`]).
+pub(crate) const WAL_FILE: &str = "wal_file";
