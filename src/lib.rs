@@ -12,22 +12,22 @@
 //!
 //! Embedding: `Server::start(config).await?` serves until `server.shutdown().await`.
 
-pub mod auth;
+mod auth;
 pub mod config;
-pub mod connection;
-pub mod error;
-pub mod lifecycle;
-pub mod metrics;
-pub mod outbox;
-pub mod peer;
-pub mod request;
-pub mod retention;
-pub mod room;
-pub mod server;
-pub mod session;
-pub mod store;
-pub mod ui;
-pub mod wire;
+mod connection;
+mod error;
+mod lifecycle;
+mod metrics;
+mod outbox;
+mod peer;
+mod request;
+mod retention;
+mod room;
+mod server;
+mod session;
+mod store;
+mod ui;
+mod wire;
 
 pub use config::Config;
 pub use server::{Server, ServerError};
