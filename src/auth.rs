@@ -7,14 +7,14 @@ use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AuthError {
+pub(crate) enum AuthError {
     #[error("a token is required (query parameter `token` or an Authorization: Bearer header)")]
     Missing,
     #[error("invalid token: {0}")]
     Invalid(String),
 }
 
-pub struct Auth {
+pub(crate) struct Auth {
     key: Option<DecodingKey>,
     validation: Validation,
 }
@@ -25,7 +25,7 @@ struct Claims {
 }
 
 impl Auth {
-    pub fn new(secret: &str) -> Auth {
+    pub(crate) fn new(secret: &str) -> Auth {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_required_spec_claims(&["exp", "sub"]);
         // SPEC.md: an expired token is refused, with no grace period.
@@ -37,7 +37,7 @@ impl Auth {
     }
 
     /// The user id of a new connection, or why it is refused.
-    pub fn identify(
+    pub(crate) fn identify(
         &self,
         token: Option<&str>,
         declared_user: Option<&str>,

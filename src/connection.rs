@@ -29,7 +29,7 @@ enum End {
     Stuck,
 }
 
-pub struct Timing {
+pub(crate) struct Timing {
     pub ping: Duration,
     pub write_timeout: Duration,
 }
@@ -47,7 +47,7 @@ enum Event {
 
 /// Serves the connection until it ends; `guard` is dropped last (it unregisters the
 /// connection).
-pub async fn run<S, G: Send>(
+pub(crate) async fn run<S, G: Send>(
     mut ws: WebSocketStream<S>,
     mut session: Session,
     timing: Timing,
@@ -178,7 +178,7 @@ where
 /// Completes the closing handshake: reads (and drops) until the peer's close arrives, briefly.
 /// Dropping the socket at once would let a late pong from the peer provoke a TCP reset that
 /// discards our close frame, and with it the close code, before the peer reads it.
-pub async fn await_close_reply<S>(ws: &mut WebSocketStream<S>)
+pub(crate) async fn await_close_reply<S>(ws: &mut WebSocketStream<S>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {

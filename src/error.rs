@@ -14,7 +14,7 @@ pub(crate) const INTERNAL_MSG: &str = "storage unavailable; retry";
 
 /// An `err` frame's content (SPEC.md section 6).
 #[derive(Debug, Clone)]
-pub struct ReplyError {
+pub(crate) struct ReplyError {
     pub code: ErrorCode,
     pub msg: String,
     /// `conflict`: the key's current version.
@@ -24,7 +24,7 @@ pub struct ReplyError {
 }
 
 impl ReplyError {
-    pub fn new(code: ErrorCode, msg: impl Into<String>) -> ReplyError {
+    pub(crate) fn new(code: ErrorCode, msg: impl Into<String>) -> ReplyError {
         ReplyError {
             code,
             msg: msg.into(),
@@ -33,7 +33,7 @@ impl ReplyError {
         }
     }
 
-    pub fn too_large(what: &str, len: usize, max: usize) -> ReplyError {
+    pub(crate) fn too_large(what: &str, len: usize, max: usize) -> ReplyError {
         ReplyError {
             max: Some(max as u64),
             ..ReplyError::new(
@@ -45,14 +45,14 @@ impl ReplyError {
 
     /// An internal failure while serving `what`: logged with its detail, answered with
     /// [`INTERNAL_MSG`] and the retryable `storage` code.
-    pub fn internal(what: &'static str, e: &dyn std::error::Error) -> ReplyError {
+    pub(crate) fn internal(what: &'static str, e: &dyn std::error::Error) -> ReplyError {
         tracing::error!(error = %e, request = what, "request failed inside the server");
         ReplyError::new(ErrorCode::Storage, INTERNAL_MSG)
     }
 
     /// A storage failure that was already logged where it happened (a failed group commit is
     /// logged once by the writer, not once per request in it).
-    pub fn storage_logged() -> ReplyError {
+    pub(crate) fn storage_logged() -> ReplyError {
         ReplyError::new(ErrorCode::Storage, INTERNAL_MSG)
     }
 }

@@ -1,16 +1,24 @@
 //! roomd: a self-hosted realtime broker. Every room is a named, durable, ordered log with a
 //! small key/value state, served over WebSocket + MessagePack (see `protocol/SPEC.md`).
 //!
-//! - [`server`]: the listener, HTTP routes (`/ws`, `/metrics`, `/healthz`, `/`) and shutdown.
-//! - [`connection`]: socket I/O of one WebSocket; [`session`]: its requests and limits.
+//! The map (ARCHITECTURE.md has the threads, tasks and queues):
+//! - [`server`]: the listener and its routes, admission under the connection limits, the
+//!   WebSocket upgrade, and the shutdown order; [`lifecycle`]: the phases and task trackers.
+//! - [`connection`]: socket I/O of one WebSocket; [`session`]: its per-connection state;
+//!   [`request`]: each request kind checked and turned into its room's command.
 //! - [`outbox`]: the bounded per-connection queue; slow consumers are closed, never waited on.
+//! - [`peer`]: where a room's replies go; [`error`]: what a client is told when a request fails.
 //! - [`wire`]: outbound frames built once as complete WebSocket frames.
 //! - [`room`]: one single-owner task per room: ordering, fan-out, resume, state, presence.
-//! - [`store`]: redb storage with a group-committing writer thread.
+//! - [`store`]: the write-ahead log, its group-committing writer thread, and redb.
 //! - [`retention`]: background trimming; [`auth`]: JWT checks; [`metrics`]: Prometheus.
 //! - [`config`]: every limit, from `config/roomd.toml`.
 //!
-//! Embedding: `Server::start(config).await?` serves until `server.shutdown().await`.
+//! Only [`Server`], [`ServerError`] and [`Config`] are public: the embedding API.
+//! `Server::start(config).await?` serves until `server.shutdown().await`.
+
+// The map above links private modules: the docs are built with --document-private-items.
+#![allow(rustdoc::private_intra_doc_links)]
 
 mod auth;
 pub mod config;

@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 
 /// Where the server is in its life. Phases only move forward.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// Accepting connections and serving requests.
     Running,
     /// The listener is closed; open connections answer every request with 503 while load
@@ -31,7 +31,7 @@ pub enum Phase {
 
 /// A cloneable handle to the lifecycle.
 #[derive(Clone)]
-pub struct Lifecycle {
+pub(crate) struct Lifecycle {
     inner: Arc<Inner>,
 }
 
@@ -60,12 +60,12 @@ impl Default for Lifecycle {
 }
 
 impl Lifecycle {
-    pub fn phase(&self) -> Phase {
+    pub(crate) fn phase(&self) -> Phase {
         *self.inner.phase.borrow()
     }
 
     /// Moves to `phase` (never back); leaving [`Phase::Running`] cancels the stop token.
-    pub fn enter(&self, phase: Phase) {
+    pub(crate) fn enter(&self, phase: Phase) {
         self.inner.phase.send_if_modified(|now| {
             let forward = phase > *now;
             if forward {
@@ -80,34 +80,29 @@ impl Lifecycle {
     }
 
     /// Asks the server to shut down; the accept loop then walks the phases.
-    pub fn request_stop(&self) {
+    pub(crate) fn request_stop(&self) {
         self.inner.stop.cancel();
     }
 
     /// Resolves once the server has reached `phase`.
-    pub async fn reached(&self, phase: Phase) {
+    pub(crate) async fn reached(&self, phase: Phase) {
         let mut rx = self.inner.phase.subscribe();
         let _ = rx.wait_for(|now| *now >= phase).await;
     }
 
     /// Resolves once shutdown has begun.
-    pub fn stopping(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+    pub(crate) fn stopping(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
         self.inner.stop.cancelled()
     }
 
-    /// A clone of the stop token, for a task that outlives a borrow of the lifecycle.
-    pub fn stop_token(&self) -> CancellationToken {
-        self.inner.stop.clone()
-    }
-
-    pub fn spawn_connection<F>(&self, task: F)
+    pub(crate) fn spawn_connection<F>(&self, task: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
         self.inner.connections.spawn(task);
     }
 
-    pub fn spawn_background<F>(&self, task: F)
+    pub(crate) fn spawn_background<F>(&self, task: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
@@ -115,18 +110,18 @@ impl Lifecycle {
     }
 
     /// The tracker of background tasks, for a component that spawns its own (history reads).
-    pub fn background(&self) -> &TaskTracker {
+    pub(crate) fn background(&self) -> &TaskTracker {
         &self.inner.background
     }
 
     /// Waits until every connection task has ended.
-    pub async fn connections_done(&self) {
+    pub(crate) async fn connections_done(&self) {
         self.inner.connections.close();
         self.inner.connections.wait().await;
     }
 
     /// Waits until every background task has ended.
-    pub async fn background_done(&self) {
+    pub(crate) async fn background_done(&self) {
         self.inner.background.close();
         self.inner.background.wait().await;
     }

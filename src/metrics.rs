@@ -49,7 +49,7 @@ const BATCH_BUCKETS: &[f64] = &[
 
 /// Installs the process-wide recorder once. Several servers in one process (tests, embedding)
 /// share it; if the host application installed its own recorder, `/metrics` says so.
-pub fn install() {
+pub(crate) fn install() {
     HANDLE.get_or_init(|| {
         let builder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
@@ -69,7 +69,7 @@ pub fn install() {
 }
 
 /// The Prometheus text exposition of every metric.
-pub fn render() -> String {
+pub(crate) fn render() -> String {
     match HANDLE.get() {
         Some(Some(h)) => {
             h.run_upkeep();
@@ -142,68 +142,68 @@ fn describe() {
     describe_counter!("roomd_errors_total", "err frames sent, by code");
 }
 
-pub fn connection_opened() {
+pub(crate) fn connection_opened() {
     counter!("roomd_connections_total").increment(1);
     gauge!("roomd_connections").increment(1.0);
 }
 
-pub fn connection_closed() {
+pub(crate) fn connection_closed() {
     gauge!("roomd_connections").decrement(1.0);
 }
 
-pub fn rooms_active(n: usize) {
+pub(crate) fn rooms_active(n: usize) {
     gauge!("roomd_rooms_active").set(n as f64);
 }
 
-pub fn published(latency: Duration) {
+pub(crate) fn published(latency: Duration) {
     let h = hot();
     h.published.increment(1);
     h.ack_latency.record(latency.as_secs_f64());
 }
 
-pub fn delivered(n: usize, _frame_len: usize) {
+pub(crate) fn delivered(n: usize, _frame_len: usize) {
     if n > 0 {
         hot().delivered.increment(n as u64);
     }
 }
 
-pub fn frame_in(len: usize) {
+pub(crate) fn frame_in(len: usize) {
     hot().bytes_in.increment(len as u64);
 }
 
-pub fn bytes_out(len: usize) {
+pub(crate) fn bytes_out(len: usize) {
     hot().bytes_out.increment(len as u64);
 }
 
-pub fn commit(entries: usize, _batches: usize, took: Duration) {
+pub(crate) fn commit(entries: usize, _batches: usize, took: Duration) {
     let h = hot();
     h.commit_seconds.record(took.as_secs_f64());
     h.commit_entries.record(entries as f64);
 }
 
 /// A room logged its own batch (relaxed mode).
-pub fn room_logged(entries: usize, took: Duration) {
+pub(crate) fn room_logged(entries: usize, took: Duration) {
     commit(entries, 1, took);
     hot().room_logged.increment(1);
 }
 
-pub fn applied(took: Duration) {
+pub(crate) fn applied(took: Duration) {
     histogram!("roomd_apply_seconds").record(took.as_secs_f64());
 }
 
-pub fn checkpoint(took: Duration) {
+pub(crate) fn checkpoint(took: Duration) {
     histogram!("roomd_checkpoint_seconds").record(took.as_secs_f64());
 }
 
-pub fn commit_failed() {
+pub(crate) fn commit_failed() {
     counter!("roomd_commit_failures_total").increment(1);
 }
 
-pub fn slow_consumer() {
+pub(crate) fn slow_consumer() {
     counter!("roomd_slow_consumers_total").increment(1);
 }
 
-pub fn error(code: ErrorCode) {
+pub(crate) fn error(code: ErrorCode) {
     counter!("roomd_errors_total", "code" => code.as_u16().to_string(), "name" => code.name())
         .increment(1);
 }

@@ -15,14 +15,14 @@ use tokio::sync::Notify;
 
 /// Why the server is closing a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseReason {
+pub(crate) enum CloseReason {
     SlowConsumer,
     GoingAway,
     Internal,
 }
 
 impl CloseReason {
-    pub fn code(self) -> u16 {
+    pub(crate) fn code(self) -> u16 {
         match self {
             CloseReason::SlowConsumer => CloseCode::SLOW_CONSUMER,
             CloseReason::GoingAway => CloseCode::GOING_AWAY,
@@ -30,7 +30,7 @@ impl CloseReason {
         }
     }
 
-    pub fn text(self) -> &'static str {
+    pub(crate) fn text(self) -> &'static str {
         match self {
             CloseReason::SlowConsumer => "slow consumer: outbound queue full; resume with since",
             CloseReason::GoingAway => "server shutting down",
@@ -41,10 +41,10 @@ impl CloseReason {
 
 /// The queue is full (the connection is now closing) or already closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rejected;
+pub(crate) struct Rejected;
 
 #[derive(Clone)]
-pub struct Outbox {
+pub(crate) struct Outbox {
     shared: Arc<Shared>,
 }
 
@@ -68,7 +68,7 @@ struct Queue {
 }
 
 impl Outbox {
-    pub fn new(max_frames: usize, max_bytes: usize) -> Outbox {
+    pub(crate) fn new(max_frames: usize, max_bytes: usize) -> Outbox {
         Outbox {
             shared: Arc::new(Shared {
                 queue: Mutex::new(Queue::default()),
@@ -87,15 +87,8 @@ impl Outbox {
     }
 
     /// Queues a frame. Over the bound, closes the connection as a slow consumer.
-    pub fn push(&self, frame: Bytes) -> Result<(), Rejected> {
+    pub(crate) fn push(&self, frame: Bytes) -> Result<(), Rejected> {
         self.push_frames(1, frame.len(), std::iter::once(frame))
-    }
-
-    /// Queues frames in order, under one lock. Over the bound, closes the connection as a slow
-    /// consumer (and queues none of them).
-    pub fn push_all(&self, frames: &[Bytes]) -> Result<(), Rejected> {
-        let len = frames.iter().map(Bytes::len).sum();
-        self.push_frames(frames.len(), len, frames.iter().cloned())
     }
 
     /// Queues `count` frames of `len` bytes in all (taken, not cloned: a frame with one owner
@@ -138,7 +131,7 @@ impl Outbox {
     /// Queues a replayed frame only while the queue is at most half full (in frames and bytes),
     /// leaving the other half to live traffic. `Ok(false)`: no room now, try again after the
     /// queue drains; nothing is closed.
-    pub fn push_replay(&self, frame: &Bytes) -> Result<bool, Rejected> {
+    pub(crate) fn push_replay(&self, frame: &Bytes) -> Result<bool, Rejected> {
         let mut q = self.lock();
         if q.closed.is_some() {
             return Err(Rejected);
@@ -162,7 +155,7 @@ impl Outbox {
 
     /// Marks the outbox closed; queued frames (acks, say) are still written before the close
     /// frame.
-    pub fn close(&self, reason: CloseReason) {
+    pub(crate) fn close(&self, reason: CloseReason) {
         let mut q = self.lock();
         if q.closed.is_none() {
             q.closed = Some(reason);
@@ -175,22 +168,22 @@ impl Outbox {
     /// From now on the connection refuses new requests (the server is draining); wakes its
     /// task so it notices even while idle. A flag rather than a shared shutdown signal that
     /// every connection would poll on every turn of its loop.
-    pub fn refuse_requests(&self) {
+    pub(crate) fn refuse_requests(&self) {
         self.shared.refusing.store(true, Ordering::Release);
         self.shared.ready.notify_one();
     }
 
-    pub fn is_refusing(&self) -> bool {
+    pub(crate) fn is_refusing(&self) -> bool {
         self.shared.refusing.load(Ordering::Acquire)
     }
 
-    pub fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         self.lock().closed.is_some()
     }
 
     /// Moves every queued frame into `out`; returns the close reason once the queue is empty
     /// and closed.
-    pub fn drain(&self, out: &mut Vec<Bytes>) -> Option<CloseReason> {
+    pub(crate) fn drain(&self, out: &mut Vec<Bytes>) -> Option<CloseReason> {
         let mut q = self.lock();
         out.extend(q.frames.drain(..));
         q.bytes = 0;
@@ -201,13 +194,13 @@ impl Outbox {
     }
 
     /// Waits until frames may be ready (spurious wake-ups are possible).
-    pub async fn ready(&self) {
+    pub(crate) async fn ready(&self) {
         self.shared.ready.notified().await
     }
 
     /// Waits until the queue is at most half full, so a replay page leaves room for live
     /// traffic of other rooms. Returns `false` if the outbox is closed.
-    pub async fn wait_half_empty(&self) -> bool {
+    pub(crate) async fn wait_half_empty(&self) -> bool {
         loop {
             let notified = self.shared.drained.notified();
             tokio::pin!(notified);

@@ -4,10 +4,10 @@ use std::sync::Arc;
 
 use roomd_protocol::ServerFrame;
 
-pub use crate::error::ReplyError;
+pub(crate) use crate::error::ReplyError;
 use crate::outbox::Outbox;
 
-pub struct Peer {
+pub(crate) struct Peer {
     /// Connection id, unique while the server runs.
     pub id: Arc<str>,
     /// Authenticated (or, without auth, self-declared) user id.
@@ -19,11 +19,11 @@ pub struct Peer {
 
 impl Peer {
     /// Encodes and queues a frame for this connection only.
-    pub fn send(&self, frame: &ServerFrame) {
+    pub(crate) fn send(&self, frame: &ServerFrame) {
         let _ = self.outbox.push(crate::wire::encode(frame));
     }
 
-    pub fn send_err(&self, id: Option<u32>, err: impl Into<ReplyError>) {
+    pub(crate) fn send_err(&self, id: Option<u32>, err: impl Into<ReplyError>) {
         let err = err.into();
         crate::metrics::error(err.code);
         self.send(&ServerFrame::Err {

@@ -15,19 +15,19 @@ use crate::room::{Command, Mutation};
 use crate::store::Store;
 
 /// Builds the commands of one requester.
-pub struct Requests<'a> {
+pub(crate) struct Requests<'a> {
     pub limits: &'a LimitsConfig,
     pub peer: &'a Arc<Peer>,
 }
 
 impl Requests<'_> {
     /// Every request that names a room checks the name first.
-    pub fn check_room(&self, room: &str) -> Result<(), ReplyError> {
+    pub(crate) fn check_room(&self, room: &str) -> Result<(), ReplyError> {
         validate_room_name(room, self.limits.room_name_bytes)
             .map_err(|e| ReplyError::new(ErrorCode::BadRoom, e.to_string()))
     }
 
-    pub fn subscribe(
+    pub(crate) fn subscribe(
         &self,
         id: u32,
         since: Option<u64>,
@@ -51,14 +51,14 @@ impl Requests<'_> {
         })
     }
 
-    pub fn unsubscribe(&self, id: u32) -> Command {
+    pub(crate) fn unsubscribe(&self, id: u32) -> Command {
         Command::Unsubscribe {
             peer: self.peer.clone(),
             id,
         }
     }
 
-    pub fn publish(
+    pub(crate) fn publish(
         &self,
         id: u32,
         data: Vec<u8>,
@@ -89,7 +89,7 @@ impl Requests<'_> {
         })
     }
 
-    pub fn get(&self, id: u32, key: String) -> Result<Command, ReplyError> {
+    pub(crate) fn get(&self, id: u32, key: String) -> Result<Command, ReplyError> {
         self.check_key(&key)?;
         Ok(Command::Get {
             peer: self.peer.clone(),
@@ -98,7 +98,7 @@ impl Requests<'_> {
         })
     }
 
-    pub fn list(
+    pub(crate) fn list(
         &self,
         id: u32,
         prefix: Option<String>,
@@ -114,7 +114,7 @@ impl Requests<'_> {
         })
     }
 
-    pub fn put(&self, id: u32, key: String, value: Value) -> Result<Command, ReplyError> {
+    pub(crate) fn put(&self, id: u32, key: String, value: Value) -> Result<Command, ReplyError> {
         self.check_key(&key)?;
         let encoded = self.check_value(&value)?;
         Ok(self.mutate(
@@ -127,12 +127,18 @@ impl Requests<'_> {
         ))
     }
 
-    pub fn del(&self, id: u32, key: String) -> Result<Command, ReplyError> {
+    pub(crate) fn del(&self, id: u32, key: String) -> Result<Command, ReplyError> {
         self.check_key(&key)?;
         Ok(self.mutate(id, Mutation::Del { key }))
     }
 
-    pub fn cas(&self, id: u32, key: String, ver: u64, value: Value) -> Result<Command, ReplyError> {
+    pub(crate) fn cas(
+        &self,
+        id: u32,
+        key: String,
+        ver: u64,
+        value: Value,
+    ) -> Result<Command, ReplyError> {
         self.check_key(&key)?;
         let encoded = self.check_value(&value)?;
         Ok(self.mutate(
@@ -146,13 +152,18 @@ impl Requests<'_> {
         ))
     }
 
-    pub fn incr(&self, id: u32, key: String, by: Option<i64>) -> Result<Command, ReplyError> {
+    pub(crate) fn incr(
+        &self,
+        id: u32,
+        key: String,
+        by: Option<i64>,
+    ) -> Result<Command, ReplyError> {
         self.check_key(&key)?;
         let by = by.unwrap_or(1);
         Ok(self.mutate(id, Mutation::Incr { key, by }))
     }
 
-    pub fn who(&self, id: u32) -> Command {
+    pub(crate) fn who(&self, id: u32) -> Command {
         Command::Who {
             peer: self.peer.clone(),
             id,
@@ -161,7 +172,7 @@ impl Requests<'_> {
 
     /// A history page is read from disk on the blocking pool, off the requester's task, so a
     /// slow read delays only its own reply. Returns the read for the caller to run.
-    pub fn history(
+    pub(crate) fn history(
         &self,
         store: Store,
         id: u32,

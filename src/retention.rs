@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::lifecycle::Lifecycle;
 use crate::room::{actor::now_ms, Command, Registry};
 
-pub async fn sweep(registry: Arc<Registry>, lifecycle: Lifecycle) {
+pub(crate) async fn sweep(registry: Arc<Registry>, lifecycle: Lifecycle) {
     let every = Duration::from_secs(registry.config.retention.sweep_interval_secs.max(1));
     let mut tick = tokio::time::interval(every);
     loop {

@@ -15,13 +15,13 @@ use crate::room::registry::{ShuttingDown, TrySend};
 use crate::room::{Command, Registry};
 
 /// A request waiting for room in its room's inbox.
-pub struct Blocked {
+pub(crate) struct Blocked {
     id: u32,
     room: String,
     cmd: Box<Command>,
 }
 
-pub struct Session {
+pub(crate) struct Session {
     pub peer: Arc<Peer>,
     registry: Arc<Registry>,
     config: Arc<Config>,
@@ -32,7 +32,7 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(
+    pub(crate) fn new(
         peer: Arc<Peer>,
         registry: Arc<Registry>,
         config: Arc<Config>,
@@ -51,7 +51,7 @@ impl Session {
     /// Returns a request whose room's inbox is full: the caller hands it to
     /// [`Session::send_when_room`], which waits (backpressure on this connection). The usual
     /// path does not wait at all, so it needs no future of its own.
-    pub fn on_frame(&mut self, bytes: &[u8]) -> Option<Blocked> {
+    pub(crate) fn on_frame(&mut self, bytes: &[u8]) -> Option<Blocked> {
         match decode_client(bytes) {
             Err(e) => {
                 self.peer
@@ -72,7 +72,7 @@ impl Session {
     }
 
     /// Sends a request that found its room's inbox full, once there is room.
-    pub async fn send_when_room(&mut self, blocked: Blocked) {
+    pub(crate) async fn send_when_room(&mut self, blocked: Blocked) {
         let Blocked { id, room, cmd } = blocked;
         let subscribing = matches!(*cmd, Command::Subscribe { .. });
         if let Err(e) = self.registry.send_boxed(&room, cmd).await {
@@ -91,7 +91,7 @@ impl Session {
 
     /// The server is shutting down: answer 503 without acting, so the client retries elsewhere
     /// or after reconnecting.
-    pub fn refuse(&self, bytes: &[u8]) {
+    pub(crate) fn refuse(&self, bytes: &[u8]) {
         let id = match decode_client(bytes) {
             Ok(frame) => Some(frame.id()),
             Err(e) => e.id(),
@@ -106,7 +106,7 @@ impl Session {
     }
 
     /// A text frame: the protocol is binary MessagePack only.
-    pub fn on_text(&self) {
+    pub(crate) fn on_text(&self) {
         self.peer.send_err(
             None,
             ReplyError::new(ErrorCode::Malformed, "text frames are not part of the protocol; send one MessagePack map per binary frame"),
@@ -240,7 +240,7 @@ impl Session {
     }
 
     /// The connection ended: leave every room, so presence and subscriber lists drop it.
-    pub async fn close(self) {
+    pub(crate) async fn close(self) {
         for room in self.subs {
             let _ = self
                 .registry

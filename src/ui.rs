@@ -5,7 +5,7 @@ const APP_JS: &str = include_str!("ui/app.js");
 const APP_CSS: &str = include_str!("ui/app.css");
 
 /// The embedded file for a request path, with its content type.
-pub fn asset(path: &str) -> Option<(&'static [u8], &'static str)> {
+pub(crate) fn asset(path: &str) -> Option<(&'static [u8], &'static str)> {
     match path {
         "/" | "/index.html" => Some((INDEX.as_bytes(), "text/html; charset=utf-8")),
         "/app.js" => Some((APP_JS.as_bytes(), "text/javascript; charset=utf-8")),

@@ -22,7 +22,7 @@ thread_local! {
 const SCRATCH_KEEP: usize = 64 * 1024;
 
 /// Encodes a frame straight into a WebSocket binary frame.
-pub fn encode(frame: &ServerFrame) -> Bytes {
+pub(crate) fn encode(frame: &ServerFrame) -> Bytes {
     SCRATCH.with_borrow_mut(|body| {
         body.clear();
         codec::encode_into(frame, body);
@@ -37,7 +37,7 @@ pub fn encode(frame: &ServerFrame) -> Bytes {
 /// Wraps an encoded MessagePack frame (as stored in the log) in a WebSocket frame: one
 /// allocation of exactly its size (a `Bytes` made from a full `Vec` needs no separate reference
 /// count until it is shared).
-pub fn wrap(payload: &[u8]) -> Bytes {
+pub(crate) fn wrap(payload: &[u8]) -> Bytes {
     let (header, len) = header(payload.len());
     let mut frame = Vec::with_capacity(len + payload.len());
     frame.extend_from_slice(&header[..len]);
@@ -46,7 +46,7 @@ pub fn wrap(payload: &[u8]) -> Bytes {
 }
 
 /// The MessagePack body of a frame built here.
-pub fn payload(frame: &[u8]) -> &[u8] {
+pub(crate) fn payload(frame: &[u8]) -> &[u8] {
     &frame[header_len(frame)..]
 }
 
@@ -57,12 +57,12 @@ fn header(len: usize) -> ([u8; MAX_HEADER], usize) {
     h[0] = 0x82;
     let used = match len {
         0..=125 => {
-            h[1] = len as u8;
+            h[1] = u8::try_from(len).unwrap_or(125);
             2
         }
         126..=0xffff => {
             h[1] = 126;
-            h[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+            h[2..4].copy_from_slice(&u16::try_from(len).unwrap_or(u16::MAX).to_be_bytes());
             4
         }
         _ => {

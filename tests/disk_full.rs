@@ -3,6 +3,14 @@
 //!
 //! Needs root to mount a small tmpfs (CI runs as root); elsewhere it says so and returns.
 
+// Test code: a failed unwrap is a failed test, and helpers are shared by name.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    unreachable_pub
+)]
+
 mod common;
 
 use std::process::Command;

@@ -1,6 +1,14 @@
 //! Durability: what was acknowledged survives restarts and `kill -9` at any moment, with dense
 //! seqs; graceful shutdown acknowledges in-flight writes and closes with 1001.
 
+// Test code: a failed unwrap is a failed test, and helpers are shared by name.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    unreachable_pub
+)]
+
 mod common;
 
 use std::collections::HashMap;

@@ -1,6 +1,14 @@
 //! Bad input: every error code of SPEC.md section 6 and every close code the server sends
 //! comes out where the spec says, and the broker and other clients carry on.
 
+// Test code: a failed unwrap is a failed test, and helpers are shared by name.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    unreachable_pub
+)]
+
 mod common;
 
 use std::time::Duration;

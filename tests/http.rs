@@ -1,5 +1,13 @@
 //! The HTTP side of the one port, the command line, and embedding the broker as a library.
 
+// Test code: a failed unwrap is a failed test, and helpers are shared by name.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    unreachable_pub
+)]
+
 mod common;
 
 use common::{Broker, Client};

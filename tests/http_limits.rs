@@ -2,6 +2,14 @@
 //! TCP connection counts against the connection limits from accept, over-limit connections get
 //! a brief answer, and the WebSocket handshake and framing rules of RFC 6455 are enforced.
 
+// Test code: a failed unwrap is a failed test, and helpers are shared by name.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    unreachable_pub
+)]
+
 mod common;
 
 use std::time::Duration;

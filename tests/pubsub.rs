@@ -1,5 +1,13 @@
 //! Publish/subscribe across clients: per-room order, isolation between rooms, presence, history.
 
+// Test code: a failed unwrap is a failed test, and helpers are shared by name.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    unreachable_pub
+)]
+
 mod common;
 
 use common::{Broker, Client};

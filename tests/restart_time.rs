@@ -9,6 +9,14 @@
 //! through the real protocol (64 connections, 100 rooms, 100-byte payloads, default durable
 //! mode), kills the broker mid-stream with SIGKILL, restarts it and prints the times.
 
+// Test code: a failed unwrap is a failed test, and helpers are shared by name.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    unreachable_pub
+)]
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -1,6 +1,14 @@
 //! Resume: a subscriber that comes back with `since` gets exactly what it missed, then live
 //! entries, with no gap and no duplicate at the switch, even while others publish.
 
+// Test code: a failed unwrap is a failed test, and helpers are shared by name.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    unreachable_pub
+)]
+
 mod common;
 
 use common::{Broker, Client};

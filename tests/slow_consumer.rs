@@ -1,6 +1,14 @@
 //! A subscriber that falls behind past its outbound bound is disconnected with 4000, and
 //! resuming with `since` loses nothing. Publishers and other subscribers are unaffected.
 
+// Test code: a failed unwrap is a failed test, and helpers are shared by name.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    unreachable_pub
+)]
+
 mod common;
 
 use common::{Broker, Client};

@@ -1,6 +1,14 @@
 //! Room state: atomic operations under concurrency, conflicts, ordering with messages, and
 //! snapshots consistent with the seq a subscription starts from.
 
+// Test code: a failed unwrap is a failed test, and helpers are shared by name.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    unreachable_pub
+)]
+
 mod common;
 
 use common::{err_code, Broker, Client};

@@ -46,6 +46,10 @@ pub fn encode<T: Serialize + ?Sized>(frame: &T) -> Vec<u8> {
 }
 
 /// Encodes into `out`, appending.
+#[allow(
+    clippy::expect_used,
+    reason = "writing into a Vec cannot fail and every frame type is plain data: a failure is a bug in this crate"
+)]
 pub fn encode_into<T: Serialize + ?Sized>(frame: &T, out: &mut Vec<u8>) {
     let mut ser = rmp_serde::Serializer::new(out).with_struct_map();
     // Writing into a Vec cannot fail and every frame type is plain data.
@@ -69,7 +73,8 @@ pub fn encode_hist_raw(id: u32, room: &str, items: &[impl AsRef<[u8]>], more: bo
     let _ = rmp::encode::write_str(w, "room");
     let _ = rmp::encode::write_str(w, room);
     let _ = rmp::encode::write_str(w, "items");
-    let _ = rmp::encode::write_array_len(w, items.len() as u32);
+    // A page holds at most `limits.page` items; a count past u32 would saturate, not wrap.
+    let _ = rmp::encode::write_array_len(w, u32::try_from(items.len()).unwrap_or(u32::MAX));
     for item in items {
         out.extend_from_slice(item.as_ref());
     }

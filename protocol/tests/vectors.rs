@@ -3,6 +3,9 @@
 //!
 //! Run with `ROOMD_REGEN_VECTORS=1` to (re)write the `hex` fields from the `value` fields.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use roomd_protocol::{codec, decode_client, decode_server, Value};
 use serde_json::Value as Json;
 

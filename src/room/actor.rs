@@ -63,7 +63,7 @@ pub(super) struct Room {
 }
 
 /// The room task: loads the room, runs it, and tells the registry when it stops.
-pub async fn run(name: Arc<str>, mut rx: Inbox, registry: Arc<Registry>) {
+pub(crate) async fn run(name: Arc<str>, mut rx: Inbox, registry: Arc<Registry>) {
     let env = registry.env().clone();
     // The handle was inserted before this task was spawned; a clone lets replay tasks reach us.
     let loaded = Box::pin(load(&env, &name)).await;
@@ -134,7 +134,7 @@ fn requester(cmd: &Command) -> Option<(&Arc<Peer>, u32)> {
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl Room {

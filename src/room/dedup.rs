@@ -105,6 +105,7 @@ impl Dedup {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)]
 mod tests {
     use super::*;
     use crate::room::tests::{frames, limits, peer};

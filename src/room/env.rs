@@ -14,7 +14,7 @@ use crate::store::{Store, WriterHandle};
 
 /// A room's environment: where it reads and writes, and the limits it applies.
 #[derive(Clone)]
-pub struct RoomEnv {
+pub(crate) struct RoomEnv {
     /// For loading the room and for its subscribers' replay reads.
     pub store: Store,
     /// Where the room's batches go.
@@ -27,7 +27,7 @@ pub struct RoomEnv {
 
 /// The configuration values a room uses, copied out of [`Config`] so a room reads plain fields.
 #[derive(Debug, Clone)]
-pub struct RoomLimits {
+pub(crate) struct RoomLimits {
     /// A room with no subscriber and nothing to write stops after this long.
     pub idle_unload: Duration,
     /// How many of the newest frames a room keeps in memory for catch-up.
@@ -48,7 +48,7 @@ pub struct RoomLimits {
 }
 
 impl RoomEnv {
-    pub fn new(
+    pub(crate) fn new(
         store: Store,
         writer: WriterHandle,
         config: &Config,
@@ -64,7 +64,7 @@ impl RoomEnv {
 }
 
 impl RoomLimits {
-    pub fn from_config(config: &Config) -> RoomLimits {
+    pub(crate) fn from_config(config: &Config) -> RoomLimits {
         RoomLimits {
             idle_unload: Duration::from_secs(config.rooms.idle_unload_secs),
             cache_entries: config.rooms.cache_entries,

@@ -1,7 +1,7 @@
 //! Rooms: each one a single-owner task that orders its log and state.
 //!
 //! - [`registry`]: name → handle; loads rooms on first use and tracks them until they stop.
-//! - [`env`]: what every room needs from the server (store, writer, limits), built once.
+//! - [`env`](mod@env): what every room needs from the server (store, writer, limits), built once.
 //! - [`actor`]: the room task: its run loop, command dispatch, idle unload.
 //! - [`batch`]: pending writes and the next batch formed from them (seqs, encoding, retention).
 //! - [`commit`]: the batch handed to the writer, and what its commit releases (fan-out, acks,
@@ -11,16 +11,17 @@
 //! - [`state`]: the key/value state and its atomic operations.
 //! - [`replay`]: the task that pages a subscriber through history from disk.
 
-pub mod actor;
+pub(crate) mod actor;
 mod batch;
 mod commit;
 mod dedup;
-pub mod env;
-pub mod registry;
-pub mod replay;
-pub mod state;
+pub(crate) mod env;
+pub(crate) mod registry;
+pub(crate) mod replay;
+pub(crate) mod state;
 mod subscribers;
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)]
 mod tests;
 
 use std::sync::Arc;
@@ -32,12 +33,12 @@ use tokio::sync::oneshot;
 
 use crate::peer::Peer;
 
-pub use env::{RoomEnv, RoomLimits};
-pub use registry::Registry;
+pub(crate) use env::{RoomEnv, RoomLimits};
+pub(crate) use registry::Registry;
 
 /// A state mutation request, validated by the connection.
 #[derive(Debug)]
-pub enum Mutation {
+pub(crate) enum Mutation {
     Put {
         key: String,
         value: Value,
@@ -60,11 +61,11 @@ pub enum Mutation {
 
 /// A room inbox carries boxed commands: a channel allocates its slots in blocks of 32, and a
 /// loaded room must stay cheap (one idle room per connection is a common shape).
-pub type Inbox = tokio::sync::mpsc::Receiver<Box<Command>>;
-pub type InboxSender = tokio::sync::mpsc::Sender<Box<Command>>;
+pub(crate) type Inbox = tokio::sync::mpsc::Receiver<Box<Command>>;
+pub(crate) type InboxSender = tokio::sync::mpsc::Sender<Box<Command>>;
 
 /// Commands a room's inbox accepts. Replies go straight to the peer's outbox.
-pub enum Command {
+pub(crate) enum Command {
     Subscribe {
         peer: Arc<Peer>,
         id: u32,

@@ -25,16 +25,16 @@ use crate::store::{Store, WriterHandle};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the server is shutting down")]
-pub struct ShuttingDown;
+pub(crate) struct ShuttingDown;
 
 /// Why [`Registry::try_send`] did not send.
-pub enum TrySend {
+pub(crate) enum TrySend {
     /// The room's inbox is full: the command, to send when there is room.
     Full(Box<Command>),
     ShuttingDown(ShuttingDown),
 }
 
-pub struct Registry {
+pub(crate) struct Registry {
     rooms: Mutex<HashMap<Arc<str>, InboxSender>>,
     /// Handed to every room this spawns.
     env: Arc<RoomEnv>,
@@ -49,7 +49,7 @@ pub struct Registry {
 
 impl Registry {
     /// `background` tracks the rooms' replay tasks (see [`RoomEnv::background`]).
-    pub fn new(
+    pub(crate) fn new(
         store: Store,
         writer: WriterHandle,
         config: Arc<Config>,
@@ -70,13 +70,17 @@ impl Registry {
 
     /// Sends a command to the named room, loading it if needed. Waits while the room's inbox is
     /// full (backpressure on the sending connection).
-    pub async fn send(self: &Arc<Self>, name: &str, cmd: Command) -> Result<(), ShuttingDown> {
+    pub(crate) async fn send(
+        self: &Arc<Self>,
+        name: &str,
+        cmd: Command,
+    ) -> Result<(), ShuttingDown> {
         self.send_boxed(name, Box::new(cmd)).await
     }
 
     /// [`Registry::send`] without waiting: a command that finds the room's inbox full is given
     /// back, to be sent with [`Registry::send_boxed`].
-    pub fn try_send(self: &Arc<Self>, name: &str, cmd: Command) -> Result<(), TrySend> {
+    pub(crate) fn try_send(self: &Arc<Self>, name: &str, cmd: Command) -> Result<(), TrySend> {
         let mut cmd = Box::new(cmd);
         loop {
             let tx = self.handle(name).map_err(TrySend::ShuttingDown)?;
@@ -90,7 +94,7 @@ impl Registry {
     }
 
     /// [`Registry::send`] of a command already boxed (as [`TrySend::Full`] gives it back).
-    pub async fn send_boxed(
+    pub(crate) async fn send_boxed(
         self: &Arc<Self>,
         name: &str,
         mut cmd: Box<Command>,
@@ -164,18 +168,9 @@ impl Registry {
         self.lock().get(name).cloned()
     }
 
-    /// Names of the rooms in memory now.
-    pub fn loaded(&self) -> Vec<Arc<str>> {
-        self.lock().keys().cloned().collect()
-    }
-
-    pub fn is_loaded(&self, name: &str) -> bool {
-        self.lock().contains_key(name)
-    }
-
     /// Stops accepting commands, lets every room finish its pending writes, and waits for all
     /// room tasks to end.
-    pub async fn shutdown(&self) {
+    pub(crate) async fn shutdown(&self) {
         let senders: Vec<_> = {
             let rooms = self.lock();
             self.tasks.close();

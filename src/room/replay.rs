@@ -12,7 +12,7 @@ use super::{Command, InboxSender};
 use crate::outbox::{CloseReason, Outbox};
 use crate::store::Store;
 
-pub struct Replay {
+pub(crate) struct Replay {
     pub store: Store,
     pub room_tx: InboxSender,
     pub room_id: u64,
@@ -24,7 +24,7 @@ pub struct Replay {
 }
 
 impl Replay {
-    pub async fn run(self) {
+    pub(crate) async fn run(self) {
         let mut from = self.from;
         loop {
             if !self.outbox.wait_half_empty().await {

@@ -12,20 +12,20 @@ use super::Mutation;
 use crate::peer::ReplyError;
 
 #[derive(Debug, Clone)]
-pub struct Entry {
+pub(crate) struct Entry {
     pub ver: u64,
     pub value: Value,
     pub encoded: Vec<u8>,
 }
 
 #[derive(Debug, Default)]
-pub struct RoomState {
+pub(crate) struct RoomState {
     map: BTreeMap<String, Entry>,
 }
 
 /// The outcome of one mutation: the key's new version and value (`None`: deleted).
 #[derive(Debug, Clone)]
-pub struct Effect {
+pub(crate) struct Effect {
     pub key: String,
     pub ver: u64,
     pub entry: Option<Entry>,
@@ -34,7 +34,7 @@ pub struct Effect {
 }
 
 impl RoomState {
-    pub fn load(items: Vec<(String, u64, Vec<u8>)>) -> RoomState {
+    pub(crate) fn load(items: Vec<(String, u64, Vec<u8>)>) -> RoomState {
         let mut map = BTreeMap::new();
         for (key, ver, encoded) in items {
             match rmpv::decode::read_value(&mut encoded.as_slice()) {
@@ -54,24 +54,25 @@ impl RoomState {
         RoomState { map }
     }
 
-    pub fn get(&self, key: &str) -> Option<&Entry> {
+    pub(crate) fn get(&self, key: &str) -> Option<&Entry> {
         self.map.get(key)
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.map.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-
-    pub fn snapshot(&self) -> Vec<StateItem> {
+    pub(crate) fn snapshot(&self) -> Vec<StateItem> {
         self.map.iter().map(|(k, e)| item(k, e)).collect()
     }
 
     /// Keys with `prefix`, strictly after `after`, at most `limit`; and whether more exist.
-    pub fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> (Vec<StateItem>, bool) {
+    pub(crate) fn list(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> (Vec<StateItem>, bool) {
         let start = match after {
             Some(a) if a >= prefix => std::ops::Bound::Excluded(a.to_string()),
             _ => std::ops::Bound::Included(prefix.to_string()),
@@ -92,7 +93,7 @@ impl RoomState {
         (items, more)
     }
 
-    pub fn apply(&mut self, effect: Effect) {
+    pub(crate) fn apply(&mut self, effect: Effect) {
         match effect.entry {
             Some(e) => self.map.insert(effect.key, e),
             None => self.map.remove(&effect.key),
@@ -109,7 +110,7 @@ fn item(k: &str, e: &Entry) -> StateItem {
 }
 
 /// The committed state seen through one batch's uncommitted effects.
-pub struct Overlay<'a> {
+pub(crate) struct Overlay<'a> {
     base: &'a RoomState,
     changes: HashMap<String, Option<Entry>>,
     len: usize,
@@ -117,7 +118,7 @@ pub struct Overlay<'a> {
 }
 
 impl<'a> Overlay<'a> {
-    pub fn new(base: &'a RoomState, max_keys: usize) -> Overlay<'a> {
+    pub(crate) fn new(base: &'a RoomState, max_keys: usize) -> Overlay<'a> {
         Overlay {
             base,
             changes: HashMap::new(),
@@ -134,7 +135,7 @@ impl<'a> Overlay<'a> {
     }
 
     /// Evaluates a mutation; `Ok(None)` means it changes nothing (delete of an absent key).
-    pub fn apply(&mut self, op: Mutation) -> Result<Option<Effect>, ReplyError> {
+    pub(crate) fn apply(&mut self, op: Mutation) -> Result<Option<Effect>, ReplyError> {
         let (key, cur_ver) = {
             let key = match &op {
                 Mutation::Put { key, .. }
@@ -184,7 +185,8 @@ impl<'a> Overlay<'a> {
                 })?;
                 let value = Value::from(sum);
                 let mut encoded = Vec::with_capacity(9);
-                rmpv::encode::write_value(&mut encoded, &value).expect("write to Vec");
+                // Writing to a Vec cannot fail.
+                let _ = rmpv::encode::write_value(&mut encoded, &value);
                 (Some((value, encoded)), true)
             }
         };

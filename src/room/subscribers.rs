@@ -133,7 +133,7 @@ impl Room {
         if cached_from > sub.next || missing > self.env.limits.page as u64 {
             return false;
         }
-        let skip = (sub.next - cached_from) as usize;
+        let skip = usize::try_from(sub.next - cached_from).unwrap_or(usize::MAX);
         let bytes: usize = self.cache.iter().skip(skip).map(|(_, f)| f.len()).sum();
         if bytes > self.env.limits.outbox_max_bytes / 2 {
             return false;
@@ -141,7 +141,7 @@ impl Room {
         for (_, frame) in self.cache.iter().skip(skip) {
             let _ = sub.peer.outbox.push(frame.clone());
         }
-        crate::metrics::delivered(missing as usize, 0);
+        crate::metrics::delivered(usize::try_from(missing).unwrap_or(usize::MAX), 0);
         sub.next = self.head + 1;
         sub.live = true;
         true

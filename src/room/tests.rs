@@ -80,6 +80,7 @@ impl Fixture {
             store,
             writer,
             limits,
+            background: tokio_util::task::TaskTracker::new(),
         });
         let name: Arc<str> = Arc::from("r");
         let (tx, rx) = mpsc::channel(64);

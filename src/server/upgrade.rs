@@ -174,7 +174,7 @@ pub(super) fn upgrade(
     hm.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     hm.insert(
         header::SEC_WEBSOCKET_ACCEPT,
-        HeaderValue::from_str(&accept_key).expect("base64 is a valid header"),
+        HeaderValue::from_str(&accept_key).unwrap_or_else(|_| HeaderValue::from_static("")),
     );
     if select {
         hm.insert(

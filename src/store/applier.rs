@@ -50,7 +50,7 @@ pub(super) struct Applier {
 
 impl Applier {
     /// Starts the thread; it pokes the writer (`wake`) when a job is done.
-    pub fn spawn(store: Store, wake: mpsc::Sender<WriteReq>) -> std::io::Result<Applier> {
+    pub(super) fn spawn(store: Store, wake: mpsc::Sender<WriteReq>) -> std::io::Result<Applier> {
         let (jobs, rx) = std_mpsc::channel::<Job>();
         let (tx, done) = std_mpsc::channel();
         let mut hold = std::env::var(CHECKPOINT_HOLD_ENV)
@@ -76,12 +76,12 @@ impl Applier {
         Ok(Applier { jobs, done })
     }
 
-    pub fn send(&self, job: Job) -> Result<(), StoreError> {
+    pub(super) fn send(&self, job: Job) -> Result<(), StoreError> {
         self.jobs.send(job).map_err(|_| StoreError::Closed)
     }
 
     /// The outcome of the job sent last, if it is done.
-    pub fn try_done(&self) -> Option<Result<Duration, StoreError>> {
+    pub(super) fn try_done(&self) -> Option<Result<Duration, StoreError>> {
         match self.done.try_recv() {
             Ok(res) => Some(res),
             Err(std_mpsc::TryRecvError::Empty) => None,
@@ -90,7 +90,7 @@ impl Applier {
     }
 
     /// Waits for the outcome of the job sent last.
-    pub fn wait(&self) -> Result<Duration, StoreError> {
+    pub(super) fn wait(&self) -> Result<Duration, StoreError> {
         self.done.recv().unwrap_or(Err(StoreError::Closed))
     }
 }

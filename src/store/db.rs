@@ -17,7 +17,7 @@ use super::request::{CatchUpRequest, WriteReq};
 /// After an I/O error (a full disk, say) redb refuses every further operation until the file
 /// is reopened, so the handle can be swapped: the writer reopens it once it has failed.
 #[derive(Clone)]
-pub struct Store {
+pub(crate) struct Store {
     db: Arc<RwLock<Option<Arc<Database>>>>,
     path: PathBuf,
     cache_bytes: usize,
@@ -37,7 +37,7 @@ impl Store {
     ///
     /// A new file's directory entry is fsynced (redb does not do it): without that a freshly
     /// created database could vanish in a power cut even though its commits were fsynced.
-    pub fn open(dir: &Path, cache_bytes: usize) -> Result<Store, StoreError> {
+    pub(crate) fn open(dir: &Path, cache_bytes: usize) -> Result<Store, StoreError> {
         create_dir_durable(dir)?;
         let path = dir.join("roomd.redb");
         let existed = path.exists();
@@ -46,7 +46,7 @@ impl Store {
         if !existed {
             File::open(dir)?.sync_all()?;
         }
-        tracing::info!(path = %path.display(), existed, elapsed_ms = started.elapsed().as_millis() as u64, "database open");
+        tracing::info!(path = %path.display(), existed, elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX), "database open");
         let store = Store {
             db: Arc::new(RwLock::new(Some(Arc::new(db)))),
             path,
@@ -58,7 +58,7 @@ impl Store {
     }
 
     /// The data directory.
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         self.path.parent().unwrap_or(Path::new("."))
     }
 

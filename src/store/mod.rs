@@ -22,16 +22,16 @@
 mod applier;
 mod apply;
 mod db;
-pub mod error;
-pub mod model;
-pub mod reader;
-pub mod record;
+pub(crate) mod error;
+pub(crate) mod model;
+pub(crate) mod reader;
+pub(crate) mod record;
 mod request;
 pub(crate) mod tables;
-pub mod wal;
-pub mod writer;
+pub(crate) mod wal;
+pub(crate) mod writer;
 
-pub use db::Store;
-pub use error::StoreError;
-pub use model::{CommitInfo, CommitResult, RoomBatch, RoomRef, RoomWrite, Trim};
-pub use writer::WriterHandle;
+pub(crate) use db::Store;
+pub(crate) use error::StoreError;
+pub(crate) use model::{CommitResult, RoomBatch, RoomRef, RoomWrite, Trim};
+pub(crate) use writer::WriterHandle;

@@ -17,7 +17,7 @@ use super::error::StoreError;
 
 /// Which room a batch belongs to, as a room submits it. A room gets its id with its first write.
 #[derive(Debug, Clone)]
-pub enum RoomRef {
+pub(crate) enum RoomRef {
     Id(u64),
     /// A room's first write.
     New {
@@ -28,7 +28,7 @@ pub enum RoomRef {
 
 /// Which room a logged write belongs to.
 #[derive(Debug, Clone)]
-pub enum LoggedRoom {
+pub(crate) enum LoggedRoom {
     Id(u64),
     /// A room's first write with the id the writer gave it: the room is created in redb when
     /// the group is applied, so creating one costs no redb transaction on the writer thread.
@@ -40,7 +40,7 @@ pub enum LoggedRoom {
 }
 
 impl LoggedRoom {
-    pub fn id(&self) -> u64 {
+    pub(crate) fn id(&self) -> u64 {
         match self {
             LoggedRoom::Id(id) | LoggedRoom::Created { id, .. } => *id,
         }
@@ -49,7 +49,7 @@ impl LoggedRoom {
 
 /// Which room a write read back from the write-ahead log belongs to.
 #[derive(Debug, Clone)]
-pub enum RecoveredRoom {
+pub(crate) enum RecoveredRoom {
     Logged(LoggedRoom),
     /// A room's first write as logs written before [`LoggedRoom::Created`] existed hold it:
     /// recovery draws its id from redb (`meta.next_room_id`), as the writer then did.
@@ -61,7 +61,7 @@ pub enum RecoveredRoom {
 
 /// Retention applied to one room inside its batch's transaction.
 #[derive(Debug, Clone, Copy)]
-pub struct Trim {
+pub(crate) struct Trim {
     /// Delete entries with seq below this.
     pub before_seq: u64,
     /// And entries older than this (ms since the Unix epoch), if set.
@@ -73,7 +73,7 @@ pub struct Trim {
 
 /// Everything one room writes in one group; `R` is the stage's room reference.
 #[derive(Debug)]
-pub struct RoomWrite<R = RoomRef> {
+pub(crate) struct RoomWrite<R = RoomRef> {
     pub room: R,
     /// (seq, message log entry)
     pub entries: Vec<(u64, Vec<u8>)>,
@@ -83,11 +83,11 @@ pub struct RoomWrite<R = RoomRef> {
 }
 
 /// A write as the writer logs it.
-pub type LoggedWrite = RoomWrite<LoggedRoom>;
+pub(crate) type LoggedWrite = RoomWrite<LoggedRoom>;
 
 impl<R> RoomWrite<R> {
     /// The same write with its room referred to as `room`.
-    pub fn with_room<S>(self, room: S) -> RoomWrite<S> {
+    pub(crate) fn with_room<S>(self, room: S) -> RoomWrite<S> {
         RoomWrite {
             room,
             entries: self.entries,
@@ -97,7 +97,7 @@ impl<R> RoomWrite<R> {
     }
 
     /// Roughly what the write holds in memory while it waits for redb.
-    pub fn mem_bytes(&self) -> usize {
+    pub(crate) fn mem_bytes(&self) -> usize {
         let entries: usize = self.entries.iter().map(|(_, r)| r.len() + 32).sum();
         let state: usize = self
             .state
@@ -109,17 +109,17 @@ impl<R> RoomWrite<R> {
 }
 
 /// A room's write and where to report its outcome.
-pub struct RoomBatch {
+pub(crate) struct RoomBatch {
     pub write: RoomWrite,
     pub done: oneshot::Sender<CommitResult>,
 }
 
 #[derive(Debug, Clone, Copy)]
-pub struct CommitInfo {
+pub(crate) struct CommitInfo {
     pub room_id: u64,
     /// The room's first retained seq after a trim.
     pub earliest: Option<u64>,
 }
 
 /// The outcome of a room's batch.
-pub type CommitResult = Result<CommitInfo, Arc<StoreError>>;
+pub(crate) type CommitResult = Result<CommitInfo, Arc<StoreError>>;

@@ -15,7 +15,7 @@ use super::tables::{ENTRIES, ROOMS, STATE};
 
 /// What a room needs in memory when it is loaded.
 #[derive(Debug, Default)]
-pub struct RoomSnapshot {
+pub(crate) struct RoomSnapshot {
     pub id: Option<u64>,
     pub epoch: u64,
     /// Last seq in the log (0 if empty).
@@ -30,7 +30,7 @@ pub struct RoomSnapshot {
     pub dedup: Vec<(String, u64, u64)>,
 }
 
-pub struct LoadLimits {
+pub(crate) struct LoadLimits {
     pub recent: usize,
     pub dedup_max: usize,
     /// Dedup entries older than this (ms since the Unix epoch) are not loaded.
@@ -43,7 +43,11 @@ impl Store {
         Ok(self.db()?.begin_read()?)
     }
 
-    pub fn load_room(&self, name: &str, lim: &LoadLimits) -> Result<RoomSnapshot, StoreError> {
+    pub(crate) fn load_room(
+        &self,
+        name: &str,
+        lim: &LoadLimits,
+    ) -> Result<RoomSnapshot, StoreError> {
         let txn = self.read_txn()?;
         let rooms = txn.open_table(ROOMS)?;
         let Some((id, epoch)) = rooms.get(name)?.map(|g| g.value()) else {
@@ -105,7 +109,7 @@ impl Store {
     }
 
     /// Up to `limit` entries with seq ≥ `from`, ascending, as (seq, WebSocket frame).
-    pub fn read_forward(
+    pub(crate) fn read_forward(
         &self,
         room: u64,
         from: u64,
@@ -128,7 +132,7 @@ impl Store {
 
     /// One page of a room's history (SPEC.md 4.4): frames ascending, and whether more exist in
     /// the paging direction.
-    pub fn history(
+    pub(crate) fn history(
         &self,
         name: &str,
         after: Option<u64>,
@@ -179,7 +183,7 @@ impl Store {
     }
 
     /// Every stored room: (name, id).
-    pub fn rooms(&self) -> Result<Vec<(String, u64)>, StoreError> {
+    pub(crate) fn rooms(&self) -> Result<Vec<(String, u64)>, StoreError> {
         let txn = self.read_txn()?;
         let rooms = txn.open_table(ROOMS)?;
         let mut out = Vec::new();
@@ -191,7 +195,7 @@ impl Store {
     }
 
     /// (first seq, its ts, last seq) of a room's log, if it has entries.
-    pub fn log_bounds(&self, room: u64) -> Result<Option<(u64, u64, u64)>, StoreError> {
+    pub(crate) fn log_bounds(&self, room: u64) -> Result<Option<(u64, u64, u64)>, StoreError> {
         let txn = self.read_txn()?;
         let entries = txn.open_table(ENTRIES)?;
         let mut range = entries.range((room, 0)..=(room, u64::MAX))?;

@@ -7,25 +7,28 @@
 use bytes::Bytes;
 
 /// Builds a log record around an encoded event frame.
-pub fn encode_log(ts: u64, dedup: Option<&str>, frame: &[u8]) -> Vec<u8> {
+pub(crate) fn encode_log(ts: u64, dedup: Option<&str>, frame: &[u8]) -> Vec<u8> {
     let dedup = dedup.unwrap_or("");
     debug_assert!(dedup.len() <= u8::MAX as usize);
     let mut out = Vec::with_capacity(9 + dedup.len() + frame.len());
     out.extend_from_slice(&ts.to_be_bytes());
-    out.push(dedup.len() as u8);
-    out.extend_from_slice(dedup.as_bytes());
+    // The key is a client id (at most 64 bytes) and a `mid` (at most 128): it fits the length
+    // byte. Were it ever longer it would be cut, consistently, rather than corrupt the record.
+    let len = u8::try_from(dedup.len()).unwrap_or(u8::MAX);
+    out.push(len);
+    out.extend_from_slice(&dedup.as_bytes()[..usize::from(len)]);
     out.extend_from_slice(frame);
     out
 }
 
 /// A decoded view of a log record.
-pub struct LogRecord<'a> {
+pub(crate) struct LogRecord<'a> {
     pub ts: u64,
     pub dedup: Option<&'a str>,
     pub frame: &'a [u8],
 }
 
-pub fn decode_log(raw: &[u8]) -> Option<LogRecord<'_>> {
+pub(crate) fn decode_log(raw: &[u8]) -> Option<LogRecord<'_>> {
     let ts = u64::from_be_bytes(raw.get(..8)?.try_into().ok()?);
     let len = *raw.get(8)? as usize;
     let dedup = std::str::from_utf8(raw.get(9..9 + len)?).ok()?;
@@ -38,23 +41,23 @@ pub fn decode_log(raw: &[u8]) -> Option<LogRecord<'_>> {
 }
 
 /// The frame of a record as shareable bytes (one copy out of the database page).
-pub fn frame_bytes(raw: &[u8]) -> Option<Bytes> {
+pub(crate) fn frame_bytes(raw: &[u8]) -> Option<Bytes> {
     decode_log(raw).map(|r| Bytes::copy_from_slice(r.frame))
 }
 
 /// The frame of a record as a ready-to-send WebSocket frame (one copy out of the page).
-pub fn wire_frame(raw: &[u8]) -> Option<Bytes> {
+pub(crate) fn wire_frame(raw: &[u8]) -> Option<Bytes> {
     decode_log(raw).map(|r| crate::wire::wrap(r.frame))
 }
 
-pub fn encode_state(ver: u64, value: &[u8]) -> Vec<u8> {
+pub(crate) fn encode_state(ver: u64, value: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + value.len());
     out.extend_from_slice(&ver.to_be_bytes());
     out.extend_from_slice(value);
     out
 }
 
-pub fn decode_state(raw: &[u8]) -> Option<(u64, &[u8])> {
+pub(crate) fn decode_state(raw: &[u8]) -> Option<(u64, &[u8])> {
     let ver = u64::from_be_bytes(raw.get(..8)?.try_into().ok()?);
     Some((ver, &raw[8..]))
 }

@@ -25,12 +25,12 @@ pub(crate) struct CatchUpRequest {
 }
 
 impl CatchUpRequest {
-    pub fn new() -> (CatchUpRequest, CatchUpWait) {
+    pub(crate) fn new() -> (CatchUpRequest, CatchUpWait) {
         let (reply, wait) = oneshot::channel();
         (CatchUpRequest { reply }, CatchUpWait(wait))
     }
 
-    pub fn answer(self, res: &Result<(), Arc<StoreError>>) {
+    pub(crate) fn answer(self, res: &Result<(), Arc<StoreError>>) {
         let _ = self.reply.send(res.clone());
     }
 }
@@ -40,7 +40,7 @@ pub(crate) struct CatchUpWait(oneshot::Receiver<Result<(), Arc<StoreError>>>);
 
 impl CatchUpWait {
     /// Blocks until the writer answers.
-    pub fn wait(self) -> Result<(), StoreError> {
+    pub(crate) fn wait(self) -> Result<(), StoreError> {
         match self.0.blocking_recv() {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(StoreError::CatchUp(e)),

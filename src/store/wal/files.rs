@@ -12,7 +12,7 @@ use super::legacy::adopt_single_file_log;
 use crate::store::error::StoreError;
 use crate::store::model::{RecoveredRoom, RoomWrite};
 
-pub struct Wal {
+pub(crate) struct Wal {
     /// `roomd.wal.0` and `roomd.wal.1`; shared so fsyncs can run without holding the log.
     pub(super) files: [Arc<File>; 2],
     /// Each file's length: zero-filled space up to here is already allocated.
@@ -33,14 +33,14 @@ pub struct Wal {
 }
 
 /// A record found by [`Wal::scan`].
-pub struct ScannedGroup {
+pub(crate) struct ScannedGroup {
     pub commit: u64,
     pub writes: Vec<RoomWrite<RecoveredRoom>>,
 }
 
 impl Wal {
     /// Opens (or creates, with a durable directory entry) `dir/roomd.wal.0` and `.1`.
-    pub fn open(dir: &Path) -> io::Result<Wal> {
+    pub(crate) fn open(dir: &Path) -> io::Result<Wal> {
         adopt_single_file_log(dir)?;
         let mut created = false;
         let mut open = |i: usize| -> io::Result<File> {
@@ -77,19 +77,19 @@ impl Wal {
     }
 
     /// Bytes logged since the last rewind or switch.
-    pub fn size(&self) -> u64 {
+    pub(crate) fn size(&self) -> u64 {
         self.offset
     }
 
     /// The file records go to, and the salt of its cycle.
-    pub fn position(&self) -> (usize, u64) {
+    pub(crate) fn position(&self) -> (usize, u64) {
         (self.active, self.salt)
     }
 
     /// The groups logged after `applied`, for recovery: the run of consecutive, intact records
     /// of the cycle `salt` at the start of `file`, continued by the run at the start of the other
     /// file when a checkpoint had switched files but not committed.
-    pub fn scan(
+    pub(crate) fn scan(
         &self,
         file: usize,
         salt: u64,
@@ -106,7 +106,8 @@ impl Wal {
 
     /// The run of consecutive, intact records of the cycle with this salt at the start of a file.
     fn scan_file(&self, file: usize, salt: u64) -> Result<Vec<ScannedGroup>, StoreError> {
-        let mut raw = vec![0; self.lens[file] as usize];
+        let len = usize::try_from(self.lens[file]).map_err(io::Error::other)?;
+        let mut raw = vec![0; len];
         self.files[file].read_exact_at(&mut raw, 0)?;
         let mut out: Vec<ScannedGroup> = Vec::new();
         let mut at = 0;
@@ -124,13 +125,13 @@ impl Wal {
     }
 
     /// Appends one group as commit number `commit`; with `sync`, waits until it is on disk.
-    pub fn append<'a, R: EncodeRoom + 'a>(
+    pub(crate) fn append<'a, R: EncodeRoom + 'a>(
         &mut self,
         commit: u64,
         writes: impl ExactSizeIterator<Item = &'a RoomWrite<R>>,
         sync: bool,
     ) -> io::Result<()> {
-        self.encode(commit, writes);
+        self.encode(commit, writes)?;
         let end = self.offset + self.buf.len() as u64;
         if let Err(e) = self.grow_to(end) {
             self.invalidate_tail();
@@ -141,12 +142,12 @@ impl Wal {
 
     /// Appends one group (without fsync) if it fits in the space the file already has; `false`
     /// (nothing written) if the file would have to grow first.
-    pub fn append_in_place<'a, R: EncodeRoom + 'a>(
+    pub(crate) fn append_in_place<'a, R: EncodeRoom + 'a>(
         &mut self,
         commit: u64,
         writes: impl ExactSizeIterator<Item = &'a RoomWrite<R>>,
     ) -> io::Result<bool> {
-        self.encode(commit, writes);
+        self.encode(commit, writes)?;
         if self.offset + self.buf.len() as u64 > self.lens[self.active] {
             return Ok(false);
         }
@@ -157,8 +158,8 @@ impl Wal {
         &mut self,
         commit: u64,
         writes: impl ExactSizeIterator<Item = &'a RoomWrite<R>>,
-    ) {
-        encode_record(&mut self.buf, self.salt, commit, writes);
+    ) -> io::Result<()> {
+        encode_record(&mut self.buf, self.salt, commit, writes)
     }
 
     /// Writes the record in `buf` at the end of the log.
@@ -185,7 +186,7 @@ impl Wal {
     }
 
     /// The file records go to, for relaxed mode's periodic fsync.
-    pub fn file(&self) -> Arc<File> {
+    pub(crate) fn file(&self) -> Arc<File> {
         self.files[self.active].clone()
     }
 
@@ -200,14 +201,14 @@ impl Wal {
     }
 
     /// Forgets the last appended record (its group could not be applied).
-    pub fn undo_last(&mut self, start: u64) {
+    pub(crate) fn undo_last(&mut self, start: u64) {
         self.offset = start;
         self.invalidate_tail();
     }
 
     /// Starts a new cycle with `salt` at the start of `file`, once everything logged is durable
     /// in redb (after recovery).
-    pub fn rewind(&mut self, file: usize, salt: u64) {
+    pub(crate) fn rewind(&mut self, file: usize, salt: u64) {
         self.active = file;
         self.offset = 0;
         self.salt = salt;
@@ -218,7 +219,7 @@ impl Wal {
     /// recovery scan read them into large page-cache folios, and appending into those costs far
     /// more than into the single pages the log is regrown in (see `grow_to`). Best effort: a
     /// file that cannot be truncated keeps its old records, which carry other salts.
-    pub fn reset(&mut self, file: usize, salt: u64) {
+    pub(crate) fn reset(&mut self, file: usize, salt: u64) {
         self.settle_grow(true);
         self.ahead_failed = false;
         self.rewind(file, salt);
@@ -234,7 +235,7 @@ impl Wal {
     /// while a checkpoint makes everything logged so far durable in redb: records go on being
     /// appended meanwhile, and none that recovery may still need is overwritten. Returns the
     /// file left.
-    pub fn switch(&mut self) -> Arc<File> {
+    pub(crate) fn switch(&mut self) -> Arc<File> {
         let left = self.files[self.active].clone();
         let next = next_salt(self.salt);
         self.rewind(1 - self.active, next);

@@ -14,7 +14,7 @@ pub(super) const HEADER: usize = 16;
 /// The salt of the cycle that follows one with `salt` in the other file. Derived, not drawn, so
 /// recovery finds the records of a cycle whose checkpoint never committed (and so never
 /// recorded anything about it).
-pub fn next_salt(salt: u64) -> u64 {
+pub(crate) fn next_salt(salt: u64) -> u64 {
     // splitmix64: a bijection, so successive cycles' salts do not repeat.
     let mut z = salt.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -29,21 +29,29 @@ fn checksum(salt: u64, covered: &[u8]) -> u32 {
     h.finalize()
 }
 
-/// Encodes one group as record number `commit` of the cycle with `salt` into `buf`.
+/// Encodes one group as record number `commit` of the cycle with `salt` into `buf`. A record
+/// states its length in 32 bits: a larger group is refused here rather than logged with a
+/// length that would end the log's scan at recovery.
 pub(super) fn encode_record<'a, R: EncodeRoom + 'a>(
     buf: &mut Vec<u8>,
     salt: u64,
     commit: u64,
     writes: impl ExactSizeIterator<Item = &'a RoomWrite<R>>,
-) {
+) -> std::io::Result<()> {
     buf.clear();
     buf.extend_from_slice(&[0; 8]);
     buf.extend_from_slice(&commit.to_le_bytes());
     encode_group(writes, buf);
-    let covered = (buf.len() - 8) as u32;
+    let covered = u32::try_from(buf.len() - 8).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "a write group over 4 GiB cannot be logged",
+        )
+    })?;
     let crc = checksum(salt, &buf[8..]);
     buf[..4].copy_from_slice(&covered.to_le_bytes());
     buf[4..8].copy_from_slice(&crc.to_le_bytes());
+    Ok(())
 }
 
 /// `(commit, body, next offset)` of an intact record at `at`.
@@ -61,7 +69,7 @@ pub(super) fn record_at(raw: &[u8], at: usize, salt: u64) -> Option<(u64, &[u8],
 }
 
 /// A room reference as a record holds it.
-pub trait EncodeRoom {
+pub(crate) trait EncodeRoom {
     fn encode(&self, out: &mut Vec<u8>);
 }
 
@@ -130,6 +138,10 @@ fn encode_group<'a, R: EncodeRoom + 'a>(
     }
 }
 
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "a count or length inside a record is below the record's own length, which encode_record checks fits in 32 bits"
+)]
 fn put_u32(out: &mut Vec<u8>, n: usize) {
     out.extend_from_slice(&(n as u32).to_le_bytes());
 }

@@ -22,7 +22,7 @@ pub(super) struct Grower {
 }
 
 impl Grower {
-    pub fn spawn() -> io::Result<Grower> {
+    pub(super) fn spawn() -> io::Result<Grower> {
         let (jobs, rx) = std_mpsc::channel::<(Arc<File>, u64, u64)>();
         let (tx, done) = std_mpsc::channel();
         std::thread::Builder::new()

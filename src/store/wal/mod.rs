@@ -33,11 +33,12 @@
 //! of the single-file layout of pre-release data directories).
 
 mod files;
-pub mod format;
+pub(crate) mod format;
 mod grower;
 mod legacy;
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)]
 mod tests;
 
-pub use files::{ScannedGroup, Wal};
-pub use format::next_salt;
+pub(crate) use files::Wal;
+pub(crate) use format::next_salt;

@@ -51,7 +51,7 @@ const ROOM_LOG_MAX: usize = 256 * 1024;
 
 /// A cloneable handle to the writer thread.
 #[derive(Clone)]
-pub struct WriterHandle {
+pub(crate) struct WriterHandle {
     tx: mpsc::Sender<WriteReq>,
     shared: Arc<Shared>,
 }
@@ -123,7 +123,7 @@ impl WalState {
 impl WriterHandle {
     /// Brings the database up to date with the write-ahead log (after a crash, the groups
     /// logged since the last checkpoint), then starts the writer thread. Blocking.
-    pub fn spawn(store: Store, cfg: &StorageConfig) -> Result<WriterHandle, StoreError> {
+    pub(crate) fn spawn(store: Store, cfg: &StorageConfig) -> Result<WriterHandle, StoreError> {
         let (tx, rx) = mpsc::channel(cfg.queue);
         let wal = Wal::open(store.dir())?;
         store.connect_writer(tx.clone());
@@ -167,7 +167,7 @@ impl WriterHandle {
     /// a new room or a trim (their outcome comes from redb), a batch over [`ROOM_LOG_MAX`], a
     /// log someone else holds, or one that must grow first (a zero-fill and an fsync: not for a
     /// runtime thread).
-    pub fn try_log(&self, write: RoomWrite) -> Result<CommitResult, RoomWrite> {
+    pub(crate) fn try_log(&self, write: RoomWrite) -> Result<CommitResult, RoomWrite> {
         let shared = &*self.shared;
         let RoomRef::Id(room_id) = write.room else {
             return Err(write);
@@ -214,7 +214,7 @@ impl WriterHandle {
     // The batch comes back by move in the rare full case; boxing it to shrink the `Err` would
     // cost an allocation for every batch.
     #[allow(clippy::result_large_err)]
-    pub fn try_submit(&self, batch: RoomBatch) -> Result<Result<(), StoreError>, RoomBatch> {
+    pub(crate) fn try_submit(&self, batch: RoomBatch) -> Result<Result<(), StoreError>, RoomBatch> {
         match self.tx.try_send(WriteReq::Batch(batch)) {
             Ok(()) => Ok(Ok(())),
             Err(mpsc::error::TrySendError::Full(WriteReq::Batch(batch))) => Err(batch),
@@ -223,7 +223,7 @@ impl WriterHandle {
     }
 
     /// Queues a batch; waits only while the queue is full (backpressure on busy rooms).
-    pub async fn submit(&self, batch: RoomBatch) -> Result<(), StoreError> {
+    pub(crate) async fn submit(&self, batch: RoomBatch) -> Result<(), StoreError> {
         self.tx
             .send(WriteReq::Batch(batch))
             .await
@@ -232,12 +232,12 @@ impl WriterHandle {
 
     /// The flush timer's tick: relaxed mode's periodic fsync of the write-ahead log, and
     /// checkpoints when due.
-    pub async fn flush(&self) {
+    pub(crate) async fn flush(&self) {
         let _ = self.tx.send(WriteReq::Tick).await;
     }
 
     /// Finishes every queued batch, makes it durable, and stops the thread.
-    pub async fn stop(&self) {
+    pub(crate) async fn stop(&self) {
         let (done, wait) = oneshot::channel();
         if self.tx.send(WriteReq::Stop(done)).await.is_ok() {
             let _ = wait.await;

@@ -42,7 +42,7 @@ impl Writer {
         if !pending.is_empty() {
             tracing::info!(
                 groups = pending.len(),
-                elapsed_ms = started.elapsed().as_millis() as u64,
+                elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
                 "write-ahead log replayed"
             );
         }
