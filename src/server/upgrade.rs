@@ -22,6 +22,7 @@ use super::admission::Slot;
 use super::http::text;
 use super::Shared;
 use crate::auth::AuthError;
+use crate::config::Config;
 use crate::connection::{self, Timing};
 use crate::error::ReplyError;
 use crate::lifecycle::Phase;
@@ -128,45 +129,48 @@ pub(super) fn upgrade(
         query.user.as_deref(),
     );
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let lifecycle = shared.lifecycle.clone();
-    lifecycle.spawn_connection(async move {
-        let upgraded = match on_upgrade.await {
-            Ok(upgraded) => upgraded,
-            Err(e) => return tracing::debug!(error = %e, "upgrade failed"),
-        };
-        // The setup runs boxed and ends; the task then holds only the connection's own future.
-        // The connection gets the socket itself when it can, rather than hyper's layers
-        // between it and every read and write.
-        let serve = match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
-            Ok(parts) => {
-                let io = parts.io.into_inner();
-                Box::pin(accept(
-                    io,
-                    parts.read_buf,
-                    shared,
-                    slot,
-                    identity,
-                    query.client,
-                ))
-                .await
-            }
-            Err(upgraded) => {
-                let io = TokioIo::new(upgraded);
-                Box::pin(accept(
-                    io,
-                    Bytes::new(),
-                    shared,
-                    slot,
-                    identity,
-                    query.client,
-                ))
-                .await
-            }
-        };
-        if let Some(serve) = serve {
-            serve.await;
-        }
-    });
+    let setup = Setup {
+        shared: shared.clone(),
+        slot,
+        identity,
+        client: query.client,
+    };
+    shared
+        .lifecycle
+        .spawn_connection(serve_upgraded(on_upgrade, setup));
+    switching_protocols(&accept_key, select)
+}
+
+/// What the upgraded connection's setup needs from its handshake.
+struct Setup {
+    shared: Arc<Shared>,
+    /// `None`: over a connection limit; the socket is closed with 4002.
+    slot: Option<Arc<Slot>>,
+    identity: Result<Option<String>, AuthError>,
+    client: Option<String>,
+}
+
+/// The connection task: waits for hyper to hand over the socket, sets the connection up, and
+/// serves it.
+async fn serve_upgraded(on_upgrade: hyper::upgrade::OnUpgrade, setup: Setup) {
+    let upgraded = match on_upgrade.await {
+        Ok(upgraded) => upgraded,
+        Err(e) => return tracing::debug!(error = %e, "upgrade failed"),
+    };
+    // The setup runs boxed and ends; the task then holds only the connection's own future.
+    // The connection gets the socket itself when it can, rather than hyper's layers between it
+    // and every read and write.
+    let serve = match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
+        Ok(parts) => Box::pin(accept(parts.io.into_inner(), parts.read_buf, setup)).await,
+        Err(upgraded) => Box::pin(accept(TokioIo::new(upgraded), Bytes::new(), setup)).await,
+    };
+    if let Some(serve) = serve {
+        serve.await;
+    }
+}
+
+/// The 101 answer.
+fn switching_protocols(accept_key: &str, subprotocol: bool) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::new()));
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let hm = r.headers_mut();
@@ -174,9 +178,9 @@ pub(super) fn upgrade(
     hm.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     hm.insert(
         header::SEC_WEBSOCKET_ACCEPT,
-        HeaderValue::from_str(&accept_key).unwrap_or_else(|_| HeaderValue::from_static("")),
+        HeaderValue::from_str(accept_key).unwrap_or_else(|_| HeaderValue::from_static("")),
     );
-    if select {
+    if subprotocol {
         hm.insert(
             header::SEC_WEBSOCKET_PROTOCOL,
             HeaderValue::from_static(roomd_protocol::SUBPROTOCOL),
@@ -219,24 +223,17 @@ type ConnFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>
 
 /// Sets up a WebSocket connection (hello, limits, auth); returns the future that serves it.
 /// `read` holds what the client sent after its handshake and the HTTP layer already read.
-async fn accept<S>(
-    io: S,
-    read: Bytes,
-    shared: Arc<Shared>,
-    slot: Option<Arc<Slot>>,
-    identity: Result<Option<String>, AuthError>,
-    client: Option<String>,
-) -> Option<ConnFuture>
+async fn accept<S>(io: S, read: Bytes, setup: Setup) -> Option<ConnFuture>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let ws_cfg = &shared.config.websocket;
-    let cfg = WebSocketConfig::default()
-        .read_buffer_size(ws_cfg.read_buffer_bytes)
-        .write_buffer_size(ws_cfg.write_buffer_bytes)
-        .max_write_buffer_size(ws_cfg.write_buffer_bytes.max(ws_cfg.max_frame_bytes) * 4)
-        .max_message_size(Some(ws_cfg.max_frame_bytes))
-        .max_frame_size(Some(ws_cfg.max_frame_bytes));
+    let Setup {
+        shared,
+        slot,
+        identity,
+        client,
+    } = setup;
+    let cfg = ws_config(&shared.config);
     let ws = if read.is_empty() {
         WebSocketStream::from_raw_socket(io, Role::Server, Some(cfg)).await
     } else {
@@ -270,23 +267,8 @@ where
         user,
         outbox: outbox.clone(),
     });
-    peer.send(&ServerFrame::Hello {
-        v: roomd_protocol::VERSION,
-        server: format!("roomd/{}", env!("CARGO_PKG_VERSION")),
-        conn: id.to_string(),
-        user: peer.user.as_deref().map(str::to_string),
-        ping: shared.config.websocket.ping_interval_secs,
-        limits: shared.config.wire_limits(),
-    });
-    {
-        let mut conns = shared.lock_conns();
-        // Checked under the lock that the shutdown's walk over the connections takes: one that
-        // registers after the walk refuses requests from the start.
-        if shared.lifecycle.phase() >= Phase::LameDuck {
-            outbox.refuse_requests();
-        }
-        conns.insert(n, outbox);
-    }
+    greet(&peer, &shared.config);
+    register(&shared, n, outbox);
     crate::metrics::connection_opened();
     tracing::debug!(conn = %id, user = ?peer.user, "connection opened");
     let session = Session::new(
@@ -305,6 +287,40 @@ where
         _slot: slot,
     };
     Some(Box::pin(connection::run(ws, session, timing, guard)))
+}
+
+/// The tungstenite limits of every connection, from `[websocket]`.
+fn ws_config(config: &Config) -> WebSocketConfig {
+    let ws = &config.websocket;
+    WebSocketConfig::default()
+        .read_buffer_size(ws.read_buffer_bytes)
+        .write_buffer_size(ws.write_buffer_bytes)
+        .max_write_buffer_size(ws.write_buffer_bytes.max(ws.max_frame_bytes) * 4)
+        .max_message_size(Some(ws.max_frame_bytes))
+        .max_frame_size(Some(ws.max_frame_bytes))
+}
+
+/// The first frame of every connection (SPEC.md section 3).
+fn greet(peer: &Peer, config: &Config) {
+    peer.send(&ServerFrame::Hello {
+        v: roomd_protocol::VERSION,
+        server: format!("roomd/{}", env!("CARGO_PKG_VERSION")),
+        conn: peer.id.to_string(),
+        user: peer.user.as_deref().map(str::to_string),
+        ping: config.websocket.ping_interval_secs,
+        limits: config.wire_limits(),
+    });
+}
+
+/// Makes the connection's outbox reachable by shutdown.
+fn register(shared: &Shared, n: u64, outbox: Outbox) {
+    let mut conns = shared.lock_conns();
+    // Checked under the lock that the shutdown's walk over the connections takes: one that
+    // registers after the walk refuses requests from the start.
+    if shared.lifecycle.phase() >= Phase::LameDuck {
+        outbox.refuse_requests();
+    }
+    conns.insert(n, outbox);
 }
 
 /// Unregisters a connection when its task ends, however it ends.
