@@ -41,6 +41,15 @@ pub struct Config {
     pub storage: StorageConfig,
     pub retention: RetentionConfig,
     pub auth: AuthConfig,
+    pub admin: AdminConfig,
+}
+
+/// An optional second listener for operators: `/metrics`, `/healthz` and `/readyz` only, on an
+/// address that need not be public.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    pub listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
