@@ -131,16 +131,15 @@ pub fn decode_client(bytes: &[u8]) -> Result<ClientFrame, DecodeError> {
         id: lenient_id,
         reason,
     };
-    if let Some(name) = fields.1 {
-        return Err(bad(format!("duplicate field `{name}`")));
-    }
+    let r = Fields {
+        raw: fields.0,
+        dups: fields.1,
+        bad: &bad,
+    };
+    r.once(F_T)?;
     let kind = match fields.0[F_T].map(str_field) {
         Some(Ok(kind)) => kind,
         _ => return Err(bad("missing string field `t`".into())),
-    };
-    let r = Fields {
-        raw: fields.0,
-        bad: &bad,
     };
     let id = || r.req(F_ID, uint).and_then(|v| r.u32(F_ID, v));
     Ok(match kind {
@@ -248,8 +247,9 @@ const F_VALUE: usize = 14;
 const F_VER: usize = 15;
 const F_BY: usize = 16;
 
-/// Each known field's encoded value, and the first known field that appeared twice.
-type Scanned<'a> = ([Option<&'a [u8]>; FIELDS.len()], Option<&'static str>);
+/// Each known field's encoded value, and a bit per known field that appeared more than once
+/// (refused only if the request kind reads that field).
+type Scanned<'a> = ([Option<&'a [u8]>; FIELDS.len()], u32);
 
 /// Checks that `bytes` is exactly one map with string keys and finds the known fields' values.
 fn scan_request(bytes: &[u8]) -> Result<Scanned<'_>, String> {
@@ -259,7 +259,7 @@ fn scan_request(bytes: &[u8]) -> Result<Scanned<'_>, String> {
         .map_len()
         .ok_or_else(|| format!("expected a map with string keys, got {}", type_name(marker)))?;
     let mut raw = [None; FIELDS.len()];
-    let mut dup = None;
+    let mut dups = 0u32;
     for _ in 0..len {
         let key_marker = rd.peek().ok_or(TRUNCATED)?;
         let key = rd.str().ok_or_else(|| {
@@ -274,7 +274,7 @@ fn scan_request(bytes: &[u8]) -> Result<Scanned<'_>, String> {
         rd.skip()?;
         if let Some(slot) = FIELDS.iter().position(|f| *f == key) {
             if raw[slot].is_some() {
-                dup.get_or_insert(FIELDS[slot]);
+                dups |= 1 << slot;
             }
             raw[slot] = Some(&bytes[start..rd.pos]);
         }
@@ -282,7 +282,7 @@ fn scan_request(bytes: &[u8]) -> Result<Scanned<'_>, String> {
     if rd.pos != bytes.len() {
         return Err("trailing bytes after the first MessagePack value".into());
     }
-    Ok((raw, dup))
+    Ok((raw, dups))
 }
 
 const TRUNCATED: &str = "truncated MessagePack value";
@@ -290,16 +290,26 @@ const TRUNCATED: &str = "truncated MessagePack value";
 /// Reads the known fields of a scanned request with their exact types.
 struct Fields<'a, 'b> {
     raw: [Option<&'a [u8]>; FIELDS.len()],
+    dups: u32,
     bad: &'b dyn Fn(String) -> DecodeError,
 }
 
 impl Fields<'_, '_> {
+    /// A field the request reads must not appear twice: which one counts would be a guess.
+    fn once(&self, slot: usize) -> Result<(), DecodeError> {
+        if self.dups & (1 << slot) != 0 {
+            return Err((self.bad)(format!("duplicate field `{}`", FIELDS[slot])));
+        }
+        Ok(())
+    }
+
     /// An optional field: absent or nil is `None`.
     fn opt<T>(
         &self,
         slot: usize,
         read: impl FnOnce(&[u8]) -> Result<T, &'static str>,
     ) -> Result<Option<T>, DecodeError> {
+        self.once(slot)?;
         match self.raw[slot] {
             None | Some([0xc0]) => Ok(None),
             Some(v) => read(v).map(Some).map_err(|e| self.wrong(slot, v, e)),
@@ -317,6 +327,7 @@ impl Fields<'_, '_> {
 
     /// A value may be nil; only an absent one is missing.
     fn req_value(&self, slot: usize) -> Result<rmpv::Value, DecodeError> {
+        self.once(slot)?;
         match self.raw[slot] {
             None => Err((self.bad)(format!("missing field `{}`", FIELDS[slot]))),
             Some(v) => value(v).map_err(|e| self.wrong(slot, v, e)),
@@ -778,6 +789,17 @@ mod tests {
         let e = decode_client(&enc(&frame)).unwrap_err();
         assert_eq!(e.code(), ErrorCode::BadRequest);
         assert!(e.to_string().contains("duplicate field `id`"), "{e}");
+        // A field the kind does not read may repeat, like any key it ignores.
+        let frame = rmpv::Value::Map(vec![
+            ("t".into(), "ping".into()),
+            ("id".into(), 6.into()),
+            ("room".into(), "a".into()),
+            ("room".into(), "b".into()),
+        ]);
+        assert_eq!(
+            decode_client(&enc(&frame)).unwrap(),
+            ClientFrame::Ping { id: 6 }
+        );
     }
 
     #[test]
