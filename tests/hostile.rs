@@ -4,6 +4,14 @@
 //! size a request names is checked against its limit. Anything else is refused, stores nothing,
 //! and leaves the connection and the room usable.
 
+// Test code: a failed unwrap is a failed test, and helpers are shared by name.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    unreachable_pub
+)]
+
 mod common;
 
 use common::{err_code, Broker, Client};

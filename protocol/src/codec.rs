@@ -427,15 +427,15 @@ fn int_of(v: &[u8]) -> Option<Int> {
     let b = rd.byte()?;
     Some(match b {
         0x00..=0x7f => Int::U(u64::from(b)),
-        0xe0..=0xff => Int::I(i64::from(b as i8)),
+        0xe0..=0xff => Int::I(i64::from(i8::from_be_bytes([b]))),
         0xcc => Int::U(rd.be(1)?),
         0xcd => Int::U(rd.be(2)?),
         0xce => Int::U(rd.be(4)?),
         0xcf => Int::U(rd.be(8)?),
-        0xd0 => Int::I(i64::from(rd.be(1)? as u8 as i8)),
-        0xd1 => Int::I(i64::from(rd.be(2)? as u16 as i16)),
-        0xd2 => Int::I(i64::from(rd.be(4)? as u32 as i32)),
-        0xd3 => Int::I(rd.be(8)? as i64),
+        0xd0 => Int::I(i64::from(i8::from_be_bytes(rd.array()?))),
+        0xd1 => Int::I(i64::from(i16::from_be_bytes(rd.array()?))),
+        0xd2 => Int::I(i64::from(i32::from_be_bytes(rd.array()?))),
+        0xd3 => Int::I(i64::from_be_bytes(rd.array()?)),
         _ => return None,
     })
 }
@@ -478,6 +478,10 @@ impl<'a> Reader<'a> {
         let s = self.buf.get(self.pos..end)?;
         self.pos = end;
         Some(s)
+    }
+
+    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        self.take(N)?.try_into().ok()
     }
 
     /// A big-endian unsigned integer of `n` (at most 8) bytes.

@@ -2,6 +2,14 @@
 //! frame (the workspace forbids unsafe code, so allocations are not counted here), for the `pub` frame on the fan-out path and a `put` with a map
 //! value. Run: `cargo test -p roomd-protocol --release --test decode_cost -- --ignored --nocapture`.
 
+// Test code: a failed unwrap is a failed test, and helpers are shared by name.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    unreachable_pub
+)]
+
 use std::time::Instant;
 
 use roomd_protocol::{codec, decode_client, ClientFrame, Value};
