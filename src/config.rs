@@ -60,6 +60,9 @@ pub struct ServerConfig {
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
     pub header_timeout_ms: u64,
+    /// Proxies whose `X-Forwarded-For` is believed for the client address in logs.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub log_format: LogFormat,
     pub shutdown_timeout_ms: u64,
     pub lame_duck_ms: u64,
 }
@@ -103,6 +106,16 @@ pub struct RoomsConfig {
     pub cache_entries: usize,
     pub dedup_window_secs: u64,
     pub dedup_max: usize,
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event; coloured only on a terminal without `NO_COLOR`.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -160,6 +173,8 @@ impl Default for ServerConfig {
             max_connections: 19_000,
             max_connections_per_ip: 0,
             header_timeout_ms: 10_000,
+            trusted_proxies: Vec::new(),
+            log_format: LogFormat::Text,
             shutdown_timeout_ms: 10_000,
             lame_duck_ms: 0,
         }

@@ -62,7 +62,10 @@ async fn every_metric_is_exported_before_any_traffic() {
         .lines()
         .find(|l| l.starts_with("roomd_build_info{"))
         .unwrap();
-    assert!(info.contains(concat!("version=\"", env!("CARGO_PKG_VERSION"), "\"")), "{info}");
+    assert!(
+        info.contains(concat!("version=\"", env!("CARGO_PKG_VERSION"), "\"")),
+        "{info}"
+    );
     assert!(info.contains("commit=\""), "{info}");
 }
 
@@ -77,7 +80,10 @@ async fn the_admin_listener_serves_metrics_and_health_and_readiness_falls_at_shu
     assert_eq!(get(&admin, "/healthz").await, (200, "ok\n".into()));
     assert_eq!(get(&admin, "/readyz").await, (200, "ready\n".into()));
     assert_eq!(b.http_get("/readyz").await.0, 200);
-    assert!(get(&admin, "/metrics").await.1.contains("roomd_connections "));
+    assert!(get(&admin, "/metrics")
+        .await
+        .1
+        .contains("roomd_connections "));
     // The admin port serves nothing else.
     assert_eq!(get(&admin, "/").await.0, 404);
     // Shutting down (lame duck): alive, not ready.

@@ -2,6 +2,7 @@
 //! and the chat UI.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ use crate::lifecycle::Phase;
 /// the header timeout. Without a `slot` it is over a connection limit (see [`super::admission`]).
 pub(super) async fn serve(
     stream: tokio::net::TcpStream,
+    addr: SocketAddr,
     shared: Arc<Shared>,
     slot: Option<Arc<Slot>>,
 ) {
@@ -35,7 +37,7 @@ pub(super) async fn serve(
         .max_buf_size(16 * 1024);
     let service = hyper::service::service_fn(move |req| {
         let (shared, slot) = (shared.clone(), slot.clone());
-        async move { Ok::<_, Infallible>(route(req, shared, slot)) }
+        async move { Ok::<_, Infallible>(route(req, addr, shared, slot)) }
     });
     let conn = builder.serve_connection(io, service).with_upgrades();
     tokio::pin!(conn);
@@ -54,6 +56,7 @@ pub(super) async fn serve(
 
 fn route(
     req: Request<Incoming>,
+    addr: SocketAddr,
     shared: Arc<Shared>,
     slot: Option<Arc<Slot>>,
 ) -> Response<Full<Bytes>> {
@@ -64,7 +67,7 @@ fn route(
         );
     }
     match req.uri().path() {
-        "/ws" => upgrade::upgrade(req, shared, slot),
+        "/ws" => upgrade::upgrade(req, addr, shared, slot),
         "/healthz" | "/readyz" | "/metrics" => operator_route(req.uri().path(), &shared),
         _ if slot.is_none() => text(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -134,7 +137,9 @@ pub(super) async fn serve_admin(listener: tokio::net::TcpListener, shared: Arc<S
                 async move { Ok::<_, Infallible>(operator_route(req.uri().path(), &shared)) }
             });
             let mut builder = hyper::server::conn::http1::Builder::new();
-            builder.timer(TokioTimer::new()).header_read_timeout(timeout);
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(timeout);
             let conn = builder.serve_connection(TokioIo::new(stream), service);
             tokio::pin!(conn);
             tokio::select! {

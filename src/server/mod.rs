@@ -179,7 +179,7 @@ fn admit(shared: &Arc<Shared>, stream: tokio::net::TcpStream, addr: SocketAddr) 
         Admitted::Slot(slot) => Some(slot),
         Admitted::Refused(permit) => {
             // One brief answer: the whole connection, keep-alive or not, is bounded in time.
-            let serve = http::serve(stream, shared.clone(), None);
+            let serve = http::serve(stream, addr, shared.clone(), None);
             shared.lifecycle.spawn_connection(async move {
                 let _ = tokio::time::timeout(admission::REFUSAL_LIFETIME, serve).await;
                 drop(permit);
@@ -191,7 +191,7 @@ fn admit(shared: &Arc<Shared>, stream: tokio::net::TcpStream, addr: SocketAddr) 
     let _ = stream.set_nodelay(true);
     shared
         .lifecycle
-        .spawn_connection(http::serve(stream, shared.clone(), slot));
+        .spawn_connection(http::serve(stream, addr, shared.clone(), slot));
 }
 
 impl Shared {

@@ -1,6 +1,7 @@
 //! The WebSocket upgrade: checks the handshake, authenticates, admits the connection under the
 //! connection limit, greets it with `hello`, and hands it to [`crate::connection`].
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -107,6 +108,7 @@ fn check_handshake(req: &Request<Incoming>) -> Result<Handshake, Refusal> {
 /// right after the upgrade.
 pub(super) fn upgrade(
     mut req: Request<Incoming>,
+    addr: SocketAddr,
     shared: Arc<Shared>,
     slot: Option<Arc<Slot>>,
 ) -> Response<Full<Bytes>> {
@@ -128,8 +130,10 @@ pub(super) fn upgrade(
         query.token.as_deref().or(bearer.as_deref()),
         query.user.as_deref(),
     );
+    let client_addr = client_addr(addr, h, &shared.config.server.trusted_proxies);
     let on_upgrade = hyper::upgrade::on(&mut req);
     let setup = Setup {
+        addr: client_addr,
         shared: shared.clone(),
         slot,
         identity,
@@ -141,8 +145,31 @@ pub(super) fn upgrade(
     switching_protocols(&accept_key, select)
 }
 
+/// The client's address: the peer's, or, when the peer is a trusted proxy, the last address in
+/// `X-Forwarded-For` that is not itself a trusted proxy (the ones before it are the client's
+/// own claims, which anyone can forge).
+fn client_addr(peer: SocketAddr, headers: &hyper::HeaderMap, trusted: &[ipnet::IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer.ip()) {
+        return peer.ip();
+    }
+    let hops: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|hop| hop.trim().parse().ok())
+        .collect();
+    hops.into_iter()
+        .rev()
+        .find(|ip| !is_trusted(ip))
+        .unwrap_or(peer.ip())
+}
+
 /// What the upgraded connection's setup needs from its handshake.
 struct Setup {
+    /// The client's address, for logs (see [`client_addr`]).
+    addr: IpAddr,
     shared: Arc<Shared>,
     /// `None`: over a connection limit; the socket is closed with 4002.
     slot: Option<Arc<Slot>>,
@@ -228,6 +255,7 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let Setup {
+        addr,
         shared,
         slot,
         identity,
@@ -242,6 +270,7 @@ where
     let user = match identity {
         Ok(user) => user.map(Arc::from),
         Err(e) => {
+            tracing::info!(%addr, error = %e, "connection refused: authentication failed");
             refuse(ws, e).await;
             return None;
         }
@@ -270,7 +299,7 @@ where
     greet(&peer, &shared.config);
     register(&shared, n, outbox);
     crate::metrics::connection_opened();
-    tracing::debug!(conn = %id, user = ?peer.user, "connection opened");
+    tracing::debug!(conn = %id, %addr, user = ?peer.user, "connection opened");
     let session = Session::new(
         peer,
         shared.registry.clone(),
@@ -377,4 +406,37 @@ where
         reason: reason.into(),
     };
     let _ = tokio::time::timeout(Duration::from_secs(5), ws.close(Some(frame))).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(xff: &[&str]) -> hyper::HeaderMap {
+        let mut h = hyper::HeaderMap::new();
+        for v in xff {
+            h.append("x-forwarded-for", HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_a_trusted_proxy() {
+        let proxy: SocketAddr = "10.0.0.5:4000".parse().unwrap();
+        let trusted = ["10.0.0.0/8".parse().unwrap()];
+        let h = headers(&["1.2.3.4, 203.0.113.9", "10.0.0.7"]);
+        // The last hop that is not a trusted proxy: earlier ones are the client's claims.
+        assert_eq!(
+            client_addr(proxy, &h, &trusted),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
+        // From an untrusted peer the header is ignored.
+        let direct: SocketAddr = "198.51.100.1:4000".parse().unwrap();
+        assert_eq!(client_addr(direct, &h, &trusted), direct.ip());
+        // No usable header: the proxy's own address.
+        assert_eq!(
+            client_addr(proxy, &headers(&["junk"]), &trusted),
+            proxy.ip()
+        );
+    }
 }
