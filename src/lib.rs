@@ -14,13 +14,15 @@
 //! - [`retention`]: background trimming; [`auth`]: JWT checks; [`metrics`]: Prometheus.
 //! - [`config`]: every limit, from `config/roomd.toml`.
 //!
-//! Only [`Server`], [`ServerError`] and [`Config`] are public: the embedding API.
+//! Only [`Server`], [`ServerError`], [`Config`] and [`backup`] (the backup and restore commands)
+//! are public: the embedding API.
 //! `Server::start(config).await?` serves until `server.shutdown().await`.
 
 // The map above links private modules: the docs are built with --document-private-items.
 #![allow(rustdoc::private_intra_doc_links)]
 
 mod auth;
+pub mod backup;
 pub mod config;
 mod connection;
 mod error;

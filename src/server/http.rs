@@ -7,11 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use futures_util::TryStreamExt;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio_util::io::ReaderStream;
 
 use super::admission::Slot;
 use super::{upgrade, Shared};
@@ -107,12 +111,90 @@ fn operator_route(path: &str, shared: &Shared) -> Response<Full<Bytes>> {
     }
 }
 
+/// A response body that may stream (a backup) or be whole (everything else).
+type AdminBody = BoxBody<Bytes, std::io::Error>;
+
+async fn admin_route(
+    req: &Request<Incoming>,
+    shared: &Shared,
+    backups: &Arc<tokio::sync::Semaphore>,
+) -> Response<AdminBody> {
+    if req.uri().path() == "/backup" && req.method() == Method::GET {
+        // One at a time: a backup reads the whole database.
+        let Ok(_running) = backups.try_acquire() else {
+            return whole(text(StatusCode::CONFLICT, "a backup is already running\n"));
+        };
+        return backup(shared).await;
+    }
+    whole(operator_route(req.uri().path(), shared))
+}
+
+fn whole(r: Response<Full<Bytes>>) -> Response<AdminBody> {
+    r.map(|b| b.map_err(|never| match never {}).boxed())
+}
+
+/// `GET /backup`: a consistent copy of the database (see [`crate::store::backup`]), streamed.
+/// It is made in the data directory, unlinked as soon as it is open, and streamed from the open
+/// file, so nothing is left behind if the client goes away.
+async fn backup(shared: &Shared) -> Response<AdminBody> {
+    let store = shared.registry.store.clone();
+    let path = store
+        .dir()
+        .join(format!("backup-{:016x}.redb.tmp", rand::random::<u64>()));
+    let target = path.clone();
+    let made = tokio::task::spawn_blocking(move || store.backup_to(&target)).await;
+    let stats = match made {
+        Ok(Ok(stats)) => stats,
+        Ok(Err(e)) => return backup_failed(&path, &e).await,
+        Err(e) => return backup_failed(&path, &e).await,
+    };
+    let file = match tokio::fs::File::open(&path).await {
+        Ok(file) => file,
+        Err(e) => return backup_failed(&path, &e).await,
+    };
+    let _ = tokio::fs::remove_file(&path).await;
+    tracing::info!(
+        rooms = stats.rooms,
+        entries = stats.entries,
+        keys = stats.keys,
+        "backup made"
+    );
+    let frames = ReaderStream::new(file).map_ok(Frame::data);
+    let mut r = Response::new(StreamBody::new(frames).boxed());
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    for (name, n) in [
+        ("x-roomd-rooms", stats.rooms),
+        ("x-roomd-entries", stats.entries),
+        ("x-roomd-keys", stats.keys),
+    ] {
+        h.insert(name, HeaderValue::from(n));
+    }
+    r
+}
+
+async fn backup_failed(
+    path: &std::path::Path,
+    e: &(dyn std::error::Error + Sync),
+) -> Response<AdminBody> {
+    tracing::error!(error = %e, "backup failed");
+    let _ = tokio::fs::remove_file(path).await;
+    whole(text(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "backup failed; see the server's log\n",
+    ))
+}
+
 /// Admin connections served at once; beyond it a connection is closed at once.
 const ADMIN_CONNECTIONS: usize = 64;
 
 /// The admin listener: operator routes only, until shutdown.
 pub(super) async fn serve_admin(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
     let permits = Arc::new(tokio::sync::Semaphore::new(ADMIN_CONNECTIONS));
+    let backups = Arc::new(tokio::sync::Semaphore::new(1));
     loop {
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -129,12 +211,13 @@ pub(super) async fn serve_admin(listener: tokio::net::TcpListener, shared: Arc<S
             continue;
         };
         let shared = shared.clone();
+        let backups = backups.clone();
         let lifecycle = shared.lifecycle.clone();
         shared.lifecycle.clone().spawn_connection(async move {
             let timeout = Duration::from_millis(shared.config.server.header_timeout_ms);
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let shared = shared.clone();
-                async move { Ok::<_, Infallible>(operator_route(req.uri().path(), &shared)) }
+                let (shared, backups) = (shared.clone(), backups.clone());
+                async move { Ok::<_, Infallible>(admin_route(&req, &shared, &backups).await) }
             });
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder

@@ -122,7 +122,7 @@ fn open_db(path: &Path, cache_bytes: usize) -> Result<Database, StoreError> {
 }
 
 /// `mkdir -p`, fsyncing the parent of every directory it creates.
-fn create_dir_durable(dir: &Path) -> std::io::Result<()> {
+pub(super) fn create_dir_durable(dir: &Path) -> std::io::Result<()> {
     if dir.is_dir() {
         return Ok(());
     }

@@ -23,6 +23,9 @@ pub enum StoreError {
     /// The writer could not bring redb up to date with the write-ahead log for a reader.
     #[error("catching up with the write-ahead log: {0}")]
     CatchUp(#[source] Arc<StoreError>),
+    /// `roomd restore` refuses to overwrite an existing database.
+    #[error("{path} exists: restore into an empty data directory")]
+    RestoreTarget { path: String },
     /// A blocking storage task panicked or was cancelled.
     #[error("storage task: {0}")]
     Task(#[from] tokio::task::JoinError),

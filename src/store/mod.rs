@@ -21,6 +21,7 @@
 
 mod applier;
 mod apply;
+pub(crate) mod backup;
 mod db;
 pub(crate) mod error;
 pub(crate) mod model;
