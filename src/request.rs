@@ -35,8 +35,10 @@ impl Requests<'_> {
         presence: bool,
         info: Option<Value>,
     ) -> Result<Command, ReplyError> {
+        // Encoded once: the room keeps these bytes and sends them as they are.
+        let info = info.map(|v| bytes::Bytes::from(encoded(&v)));
         if let Some(info) = &info {
-            let len = encoded(info).len();
+            let len = info.len();
             if len > self.limits.info_bytes {
                 return Err(ReplyError::too_large("info", len, self.limits.info_bytes));
             }

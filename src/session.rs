@@ -124,6 +124,9 @@ impl Session {
         if let Some(room) = frame.room() {
             req.check_room(room)?;
         }
+        for room in self.peer.take_refused() {
+            self.subs.remove(&room);
+        }
         let (room, cmd) = match frame {
             ClientFrame::Ping { id } => {
                 self.peer.send(&ServerFrame::Pong { id });

@@ -269,6 +269,7 @@ where
         id: id.clone(),
         user,
         outbox: outbox.clone(),
+        refused: Default::default(),
     });
     peer.send(&ServerFrame::Hello {
         v: roomd_protocol::VERSION,
