@@ -124,9 +124,6 @@ impl Session {
         if let Some(room) = frame.room() {
             req.check_room(room)?;
         }
-        for room in self.peer.take_refused() {
-            self.subs.remove(&room);
-        }
         let (room, cmd) = match frame {
             ClientFrame::Ping { id } => {
                 self.peer.send(&ServerFrame::Pong { id });
@@ -152,6 +149,7 @@ impl Session {
                 presence,
                 info,
             } => {
+                self.forget_refused();
                 self.check_sub(&room)?;
                 let cmd = req.subscribe(
                     id,
@@ -164,6 +162,7 @@ impl Session {
                 (room, cmd)
             }
             ClientFrame::Unsub { id, room } => {
+                self.forget_refused();
                 if !self.subs.remove(room.as_str()) {
                     return Err(ReplyError::new(
                         ErrorCode::NotSubscribed,
@@ -218,6 +217,14 @@ impl Session {
             Ok(()) => Ok(None),
             Err(TrySend::Full(cmd)) => Ok(Some(Blocked { id, room, cmd })),
             Err(TrySend::ShuttingDown(e)) => Err(self.unsent(&room, subscribing, e)),
+        }
+    }
+
+    /// Forgets the subscriptions rooms refused (presence full) after this connection counted
+    /// them; only `sub` and `unsub` look at the count, so only they take the peer's lock.
+    fn forget_refused(&mut self) {
+        for room in self.peer.take_refused() {
+            self.subs.remove(&room);
         }
     }
 
