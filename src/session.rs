@@ -149,7 +149,7 @@ impl Session {
                 presence,
                 info,
             } => {
-                self.forget_refused();
+                forget_refused(&self.peer, &mut self.subs);
                 self.check_sub(&room)?;
                 let cmd = req.subscribe(
                     id,
@@ -162,7 +162,7 @@ impl Session {
                 (room, cmd)
             }
             ClientFrame::Unsub { id, room } => {
-                self.forget_refused();
+                forget_refused(&self.peer, &mut self.subs);
                 if !self.subs.remove(room.as_str()) {
                     return Err(ReplyError::new(
                         ErrorCode::NotSubscribed,
@@ -220,14 +220,6 @@ impl Session {
         }
     }
 
-    /// Forgets the subscriptions rooms refused (presence full) after this connection counted
-    /// them; only `sub` and `unsub` look at the count, so only they take the peer's lock.
-    fn forget_refused(&mut self) {
-        for room in self.peer.take_refused() {
-            self.subs.remove(&room);
-        }
-    }
-
     /// The connection's own limits on subscribing.
     fn check_sub(&self, room: &str) -> Result<(), ReplyError> {
         if self.subs.contains(room) {
@@ -262,5 +254,13 @@ impl Session {
                 )
                 .await;
         }
+    }
+}
+
+/// Forgets the subscriptions rooms refused (presence full) after the connection counted them;
+/// only `sub` and `unsub` look at the count, so only they take the peer's lock.
+fn forget_refused(peer: &Peer, subs: &mut HashSet<Arc<str>>) {
+    for room in peer.take_refused() {
+        subs.remove(&room);
     }
 }

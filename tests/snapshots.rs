@@ -51,6 +51,11 @@ async fn next_within_frame(c: &mut Client) -> ServerFrame {
     }
 }
 
+/// A frame's debug text, cut: a snapshot's would fill the terminal.
+fn short(f: &ServerFrame) -> String {
+    format!("{f:?}").chars().take(300).collect()
+}
+
 fn blob(i: u32, len: usize) -> Value {
     Value::Binary((0..len).map(|j| (i as usize + j) as u8).collect())
 }
@@ -70,7 +75,13 @@ async fn put(c: &mut Client, room: &str, key: &str, value: Value) {
 
 /// Reads a `subbed` and its `snap` continuations: (last, state, presence).
 async fn read_snapshot(c: &mut Client, id: u32) -> (u64, Vec<StateItem>, Vec<Member>, usize) {
-    let first = next_within_frame(c).await;
+    // A `snap` of an earlier subscription that ended mid-snapshot may still come first.
+    let first = loop {
+        match next_within_frame(c).await {
+            ServerFrame::Snap { id: got, .. } if got != id => continue,
+            f => break f,
+        }
+    };
     let ServerFrame::Subbed {
         id: got,
         last,
@@ -80,7 +91,7 @@ async fn read_snapshot(c: &mut Client, id: u32) -> (u64, Vec<StateItem>, Vec<Mem
         ..
     } = first
     else {
-        panic!("expected subbed, got {first:?}")
+        panic!("expected subbed, got {}", short(&first))
     };
     assert_eq!(got, id);
     let (mut state, mut presence) = (state.unwrap(), presence.unwrap_or_default());
@@ -100,7 +111,7 @@ async fn read_snapshot(c: &mut Client, id: u32) -> (u64, Vec<StateItem>, Vec<Mem
                 more = m;
                 frames += 1;
             }
-            other => panic!("expected snap before anything else, got {other:?}"),
+            other => panic!("expected snap before anything else, got {}", short(&other)),
         }
     }
     (last, state, presence, frames)
@@ -304,4 +315,53 @@ async fn presence_bytes_bound_refuses_info_past_the_budget() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (_c, r) = join(&b, "q", blob(4, 1000)).await;
     assert!(matches!(r, ServerFrame::Subbed { .. }), "{r:?}");
+}
+
+/// A subscription that ends while its snapshot may still be being sent: the `unsub` is answered,
+/// and the next `sub` on the connection gets a whole snapshot again, then live entries. (Whether
+/// the first snapshot was cut short depends on how much the kernel's socket buffers took.)
+#[tokio::test]
+async fn unsubscribing_mid_snapshot_then_subscribing_again_gets_a_whole_snapshot() {
+    let b = Broker::start(SMALL);
+    let mut w = Client::connect(&b).await;
+    for i in 0..100u32 {
+        put(&mut w, "u", &format!("k{i:03}"), blob(i, 4000)).await;
+    }
+    let mut s = Client::connect(&b).await;
+    let id = s.id();
+    let sub = |id| ClientFrame::Sub {
+        id,
+        room: "u".into(),
+        since: None,
+        state: Some(true),
+        presence: None,
+        info: None,
+    };
+    s.send(&sub(id)).await;
+    let unsub_id = s.id();
+    s.send(&ClientFrame::Unsub {
+        id: unsub_id,
+        room: "u".into(),
+    })
+    .await;
+    loop {
+        match next_within_frame(&mut s).await {
+            ServerFrame::Subbed { id: got, more, .. } => assert!(got == id && more),
+            ServerFrame::Snap { .. } => {}
+            ServerFrame::Ok { id: got } => {
+                assert_eq!(got, unsub_id);
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let id = s.id();
+    s.send(&sub(id)).await;
+    let (_, state, _, _) = read_snapshot(&mut s, id).await;
+    assert_eq!(state.len(), 100);
+    let seq = w.publish_seq("u", b"x").await;
+    match next_within_frame(&mut s).await {
+        ServerFrame::Msg { seq: got, .. } => assert_eq!(got, seq),
+        other => panic!("{other:?}"),
+    }
 }

@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use roomd_protocol::{Member, ServerFrame, StateItem, Value};
+use tokio_util::sync::CancellationToken;
 
 use super::{Command, InboxSender};
 use crate::outbox::Outbox;
@@ -137,9 +138,18 @@ impl Snapshot {
     }
 
     /// Queues the rest as `snap` frames, each once the outbox has room for it; then, for a
-    /// subscriber, tells the room. Ends early if the connection closes.
-    pub(super) async fn send(mut self, outbox: Outbox, done: Option<(InboxSender, Arc<str>, u64)>) {
+    /// subscriber, tells the room. Ends early if the connection closes or `cancel` fires (the
+    /// subscription ended).
+    pub(super) async fn send(
+        mut self,
+        outbox: Outbox,
+        cancel: CancellationToken,
+        done: Option<(InboxSender, Arc<str>, u64)>,
+    ) {
         loop {
+            if cancel.is_cancelled() {
+                return;
+            }
             let part = self.next_part();
             let frame = wire::encode(&ServerFrame::Snap {
                 id: self.id,
@@ -148,7 +158,11 @@ impl Snapshot {
                 presence: part.presence.filter(|p| !p.is_empty()),
                 more: part.more,
             });
-            if !outbox.push_paced(&frame).await {
+            let queued = tokio::select! {
+                queued = outbox.push_paced(&frame) => queued,
+                () = cancel.cancelled() => false,
+            };
+            if !queued {
                 return;
             }
             if !part.more {

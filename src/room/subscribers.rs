@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use roomd_protocol::{ErrorCode, ServerFrame};
+use tokio_util::sync::CancellationToken;
 
 use super::actor::Room;
 use super::replay::Replay;
@@ -31,6 +32,8 @@ pub(super) struct Sub {
     /// While its snapshot's `snap` frames are queued: the presence events held back until the
     /// snapshot is complete (the snapshot's list is as of its head).
     held: Option<Vec<Bytes>>,
+    /// Stops the snapshot task when the subscription ends before its snapshot is out.
+    snapshot: Option<CancellationToken>,
 }
 
 impl Room {
@@ -90,14 +93,17 @@ impl Room {
             presence: want_presence,
             token: self.next_token,
             held: None,
+            snapshot: None,
         };
         if part.more {
             // Neither live nor replaying until the snapshot is out; retention waits for it as
             // for a replay.
             sub.held = Some(Vec::new());
             self.replays += 1;
+            let cancel = CancellationToken::new();
+            sub.snapshot = Some(cancel.clone());
             let done = (self.tx.clone(), sub.peer.id.clone(), sub.token);
-            let send = snapshot.send(sub.peer.outbox.clone(), Some(done));
+            let send = snapshot.send(sub.peer.outbox.clone(), cancel, Some(done));
             self.env.background.spawn(send);
         } else if !self.catch_up_from_cache(&mut sub) {
             self.start_replay(&sub);
@@ -117,6 +123,7 @@ impl Room {
             return;
         };
         self.replays = self.replays.saturating_sub(1);
+        sub.snapshot = None;
         let slow = held.into_iter().any(|f| sub.peer.outbox.push(f).is_err());
         if !slow && !self.catch_up_from_cache(&mut sub) {
             self.start_replay(&sub);
@@ -152,9 +159,11 @@ impl Room {
             more: part.more,
         });
         if part.more {
-            self.env
-                .background
-                .spawn(snapshot.send(peer.outbox.clone(), None));
+            self.env.background.spawn(snapshot.send(
+                peer.outbox.clone(),
+                CancellationToken::new(),
+                None,
+            ));
         }
     }
 
@@ -300,6 +309,9 @@ impl Room {
         };
         if !sub.live {
             self.replays = self.replays.saturating_sub(1);
+        }
+        if let Some(snapshot) = sub.snapshot {
+            snapshot.cancel();
         }
         if let Some(member) = self.members.remove(conn) {
             self.presence_bytes = self.presence_bytes.saturating_sub(member.cost(conn));
