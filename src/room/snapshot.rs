@@ -181,3 +181,93 @@ impl Snapshot {
 fn decode(bytes: &[u8]) -> Value {
     rmpv::decode::read_value(&mut &bytes[..]).unwrap_or(Value::Nil)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoded(v: &Value) -> Bytes {
+        let mut out = Vec::new();
+        rmpv::encode::write_value(&mut out, v).unwrap();
+        Bytes::from(out)
+    }
+
+    fn state(n: u32, len: usize) -> Vec<(String, u64, Bytes)> {
+        (0..n)
+            .map(|i| {
+                let v = Value::Binary(vec![u8::try_from(i).unwrap(); len]);
+                (format!("k{i:03}"), u64::from(i) + 1, encoded(&v))
+            })
+            .collect()
+    }
+
+    /// Every part's frame fits the bound, nothing is lost or reordered, and `more` is false
+    /// exactly on the last part.
+    #[test]
+    fn parts_fit_the_frame_and_cover_everything_in_order() {
+        let frame = 16 * 1024;
+        let members: Vec<(Arc<str>, Present)> = (0..30)
+            .map(|i| {
+                let p = Present {
+                    user: Some(Arc::from(format!("u{i}"))),
+                    info: encoded(&Value::from("x".repeat(900))),
+                };
+                (Arc::from(format!("conn{i:02}")), p)
+            })
+            .collect();
+        let mut s = Snapshot::new(
+            7,
+            Arc::from("room"),
+            frame,
+            Some(state(50, 3000)),
+            Some(members),
+        );
+        let (mut keys, mut conns, mut parts) = (Vec::new(), Vec::new(), 0);
+        loop {
+            let part = s.next_part();
+            parts += 1;
+            let f = wire::encode(&ServerFrame::Snap {
+                id: 7,
+                room: "room".into(),
+                state: part.state.clone(),
+                presence: part.presence.clone(),
+                more: part.more,
+            });
+            assert!(
+                wire::payload(&f).len() <= frame,
+                "part {parts}: {}",
+                f.len()
+            );
+            keys.extend(part.state.unwrap().into_iter().map(|i| i.key));
+            conns.extend(part.presence.unwrap().into_iter().map(|m| m.conn));
+            if !part.more {
+                break;
+            }
+        }
+        assert!(parts > 10, "{parts}");
+        let want: Vec<String> = (0..50).map(|i| format!("k{i:03}")).collect();
+        assert_eq!(keys, want);
+        assert_eq!(conns.len(), 30);
+    }
+
+    /// An item larger than a frame's budget still goes out, alone.
+    #[test]
+    fn an_item_over_the_budget_goes_alone() {
+        let mut s = Snapshot::new(1, Arc::from("r"), 1024, Some(state(3, 2000)), None);
+        for left in [true, true, false] {
+            let part = s.next_part();
+            assert_eq!(part.state.unwrap().len(), 1);
+            assert_eq!(part.more, left);
+        }
+    }
+
+    /// Nothing asked for, or nothing there: one part, lists present only when asked for.
+    #[test]
+    fn an_empty_snapshot_is_one_part() {
+        let part = Snapshot::new(1, Arc::from("r"), 1024, Some(Vec::new()), None).next_part();
+        assert_eq!(
+            (part.state, part.presence.is_none(), part.more),
+            (Some(Vec::new()), true, false)
+        );
+    }
+}
