@@ -15,9 +15,9 @@ pub(crate) struct Peer {
     /// Stable client-instance id for publish de-duplication; the connection id if not given.
     pub client: Arc<str>,
     pub outbox: Outbox,
-    /// Rooms that refused this connection's `sub` after the connection counted it (presence
-    /// full): the connection forgets them before it reads its next request.
-    pub refused: std::sync::Mutex<Vec<Arc<str>>>,
+    /// Rooms that refused this connection's `sub` (with its id) after the connection counted
+    /// it (presence full): the connection forgets them at its next `sub` or `unsub`.
+    pub refused: std::sync::Mutex<Vec<(Arc<str>, u32)>>,
 }
 
 impl Peer {
@@ -27,13 +27,13 @@ impl Peer {
     }
 
     /// A room refused a subscription the connection had counted; tells the connection.
-    pub(crate) fn refuse_sub(&self, room: &Arc<str>) {
+    pub(crate) fn refuse_sub(&self, room: &Arc<str>, id: u32) {
         let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
-        refused.push(room.clone());
+        refused.push((room.clone(), id));
     }
 
-    /// The rooms that refused a subscription since the last call.
-    pub(crate) fn take_refused(&self) -> Vec<Arc<str>> {
+    /// The rooms (and `sub` ids) that refused a subscription since the last call.
+    pub(crate) fn take_refused(&self) -> Vec<(Arc<str>, u32)> {
         let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
         std::mem::take(&mut *refused)
     }

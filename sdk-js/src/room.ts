@@ -145,6 +145,8 @@ export class Room extends Emitter<RoomEvents> {
   private want: SubscribeOptions | undefined;
   private stateValue: SubscriptionState = "unsubscribed";
   private generation = 0;
+  /** A 410 was answered with `unsub` and a new `sub`; a second 410 in a row is final. */
+  private resyncing = false;
   private waiters: Waiter[] = [];
   /** The latest confirmed position; set once confirmed, until unsubscribed or refused. */
   private sub: Subscription | undefined;
@@ -269,6 +271,7 @@ export class Room extends Emitter<RoomEvents> {
   }
 
   private subbed(s: Subbed): void {
+    this.resyncing = false;
     const since = this.lastSeq;
     const reset = (this.epoch !== undefined && s.epoch !== this.epoch) || (since !== undefined && since > s.last);
     if (reset) {
@@ -305,7 +308,8 @@ export class Room extends Emitter<RoomEvents> {
 
   private subFailed(e: RoomdError): void {
     if (e instanceof DisconnectedError || e.code === "disconnected") return this.setState("waiting"); // resubscribed on the next open
-    if (e.code === ErrorCode.AlreadySubscribed) return this.resync();
+    if (e.code === ErrorCode.AlreadySubscribed && !this.resyncing) return this.resync();
+    this.resyncing = false;
     if (e.retryable || e.code === "timeout") {
       // 503 and friends: try again shortly, while still wanted.
       const gen = this.generation;
@@ -328,6 +332,7 @@ export class Room extends Emitter<RoomEvents> {
    * `sub`'s replay from `since` brings them exactly once.
    */
   private resync(): void {
+    this.resyncing = true;
     const gen = this.generation;
     this.setState("waiting");
     void this.host
@@ -352,6 +357,7 @@ export class Room extends Emitter<RoomEvents> {
   /** @internal The connection dropped: the server forgot this subscription. */
   handleDisconnect(): void {
     this.generation++;
+    this.resyncing = false;
     this.unsubscribing = undefined;
     if (this.stateValue !== "unsubscribed") this.setState("waiting");
   }

@@ -61,7 +61,7 @@ impl Room {
             if let Err(e) = self.join(&peer, info) {
                 // Before the reply: the connection forgets the subscription before it reads
                 // the client's next request.
-                peer.refuse_sub(&self.name);
+                peer.refuse_sub(&self.name, id);
                 return peer.send_err(Some(id), e);
             }
         }
