@@ -106,6 +106,9 @@ pub struct RoomsConfig {
     pub cache_entries: usize,
     pub dedup_window_secs: u64,
     pub dedup_max: usize,
+    /// Bytes of presence a room holds: every member's encoded `info` plus its connection and
+    /// user ids and 32 bytes of framing. A `sub` whose member would pass it gets 429.
+    pub presence_bytes: usize,
 }
 
 /// How log lines are written to stderr.
@@ -226,6 +229,7 @@ impl Default for RoomsConfig {
             cache_entries: 256,
             dedup_window_secs: 600,
             dedup_max: 1024,
+            presence_bytes: 1024 * 1024,
         }
     }
 }
@@ -309,6 +313,10 @@ impl Config {
                 "outbox.max_bytes must be at least 2 × websocket.max_frame_bytes",
             ),
             (self.rooms.inbox >= 1, "rooms.inbox must be at least 1"),
+            (
+                self.rooms.presence_bytes >= l.info_bytes + 512,
+                "rooms.presence_bytes must exceed limits.info_bytes by 512 bytes",
+            ),
             (
                 self.storage.max_batch >= 1,
                 "storage.max_batch must be at least 1",

@@ -219,6 +219,23 @@ impl Outbox {
             notified.await;
         }
     }
+
+    /// Queues `frame` once it fits in the half of the queue left to replay (see
+    /// [`Outbox::push_replay`]), waiting for the socket to drain it: a snapshot larger than the
+    /// bound goes out at the reader's pace instead of closing it as a slow consumer. Returns
+    /// `false` if the outbox is closed.
+    pub(crate) async fn push_paced(&self, frame: &Bytes) -> bool {
+        loop {
+            let notified = self.shared.drained.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match self.push_replay(frame) {
+                Ok(true) => return true,
+                Ok(false) => notified.await,
+                Err(Rejected) => return false,
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -15,12 +15,27 @@ pub(crate) struct Peer {
     /// Stable client-instance id for publish de-duplication; the connection id if not given.
     pub client: Arc<str>,
     pub outbox: Outbox,
+    /// Rooms that refused this connection's `sub` (with its id) after the connection counted
+    /// it (presence full): the connection forgets them at its next `sub` or `unsub`.
+    pub refused: std::sync::Mutex<Vec<(Arc<str>, u32)>>,
 }
 
 impl Peer {
     /// Encodes and queues a frame for this connection only.
     pub(crate) fn send(&self, frame: &ServerFrame) {
         let _ = self.outbox.push(crate::wire::encode(frame));
+    }
+
+    /// A room refused a subscription the connection had counted; tells the connection.
+    pub(crate) fn refuse_sub(&self, room: &Arc<str>, id: u32) {
+        let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        refused.push((room.clone(), id));
+    }
+
+    /// The rooms (and `sub` ids) that refused a subscription since the last call.
+    pub(crate) fn take_refused(&self) -> Vec<(Arc<str>, u32)> {
+        let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::take(&mut *refused)
     }
 
     pub(crate) fn send_err(&self, id: Option<u32>, err: impl Into<ReplyError>) {

@@ -35,9 +35,13 @@ impl Requests<'_> {
         presence: bool,
         info: Option<Value>,
     ) -> Result<Command, ReplyError> {
+        if let Some(v) = &info {
+            check_subset("info", v)?;
+        }
+        // Encoded once: the room keeps these bytes and sends them as they are.
+        let info = info.map(|v| bytes::Bytes::from(encoded(&v)));
         if let Some(info) = &info {
-            check_subset("info", info)?;
-            let len = encoded(info).len();
+            let len = info.len();
             if len > self.limits.info_bytes {
                 return Err(ReplyError::too_large("info", len, self.limits.info_bytes));
             }

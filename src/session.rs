@@ -1,7 +1,7 @@
 //! A connection's protocol state: decodes requests, checks them against the limits, and routes
 //! them to rooms. Rooms answer straight into the connection's outbox.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use roomd_protocol::{decode_client, ClientFrame, ErrorCode, ServerFrame};
@@ -27,8 +27,9 @@ pub(crate) struct Session {
     config: Arc<Config>,
     /// History reads run as background tasks that shutdown waits for.
     lifecycle: Lifecycle,
-    /// Rooms this connection is subscribed to (for the limit and for cleanup on close).
-    subs: HashSet<Arc<str>>,
+    /// Rooms this connection is subscribed to (for the limit and for cleanup on close), each
+    /// with the id of the `sub` that made it.
+    subs: HashMap<Arc<str>, u32>,
 }
 
 impl Session {
@@ -43,7 +44,7 @@ impl Session {
             registry,
             config,
             lifecycle,
-            subs: HashSet::new(),
+            subs: HashMap::new(),
         }
     }
 
@@ -149,6 +150,7 @@ impl Session {
                 presence,
                 info,
             } => {
+                forget_refused(&self.peer, &mut self.subs);
                 self.check_sub(&room)?;
                 let cmd = req.subscribe(
                     id,
@@ -157,11 +159,12 @@ impl Session {
                     presence.unwrap_or(false),
                     info,
                 )?;
-                self.subs.insert(Arc::from(room.as_str()));
+                self.subs.insert(Arc::from(room.as_str()), id);
                 (room, cmd)
             }
             ClientFrame::Unsub { id, room } => {
-                if !self.subs.remove(room.as_str()) {
+                forget_refused(&self.peer, &mut self.subs);
+                if self.subs.remove(room.as_str()).is_none() {
                     return Err(ReplyError::new(
                         ErrorCode::NotSubscribed,
                         "not subscribed to this room",
@@ -220,7 +223,7 @@ impl Session {
 
     /// The connection's own limits on subscribing.
     fn check_sub(&self, room: &str) -> Result<(), ReplyError> {
-        if self.subs.contains(room) {
+        if self.subs.contains_key(room) {
             return Err(ReplyError::new(
                 ErrorCode::AlreadySubscribed,
                 "already subscribed to this room",
@@ -241,7 +244,7 @@ impl Session {
 
     /// The connection ended: leave every room, so presence and subscriber lists drop it.
     pub(crate) async fn close(self) {
-        for room in self.subs {
+        for room in self.subs.into_keys() {
             let _ = self
                 .registry
                 .send(
@@ -251,6 +254,17 @@ impl Session {
                     },
                 )
                 .await;
+        }
+    }
+}
+
+/// Forgets the subscriptions rooms refused (presence full) after the connection counted them
+/// (only that `sub`'s: a later one to the same room stays); only `sub` and `unsub` look at the
+/// count, so only they take the peer's lock.
+fn forget_refused(peer: &Peer, subs: &mut HashMap<Arc<str>, u32>) {
+    for (room, id) in peer.take_refused() {
+        if subs.get(&room) == Some(&id) {
+            subs.remove(&room);
         }
     }
 }

@@ -191,6 +191,20 @@ pub enum ServerFrame {
         state: Option<Vec<StateItem>>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         presence: Option<Vec<Member>>,
+        /// The snapshot continues in `snap` frames with this `id` (SPEC.md 4.1); absent: false.
+        #[serde(default, skip_serializing_if = "is_false")]
+        more: bool,
+    },
+    /// A continuation of a `subbed` or `who` reply whose snapshot did not fit in one frame.
+    #[serde(rename = "snap")]
+    Snap {
+        id: u32,
+        room: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        state: Option<Vec<StateItem>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        presence: Option<Vec<Member>>,
+        more: bool,
     },
     #[serde(rename = "ok")]
     Ok { id: u32 },
@@ -236,6 +250,9 @@ pub enum ServerFrame {
         id: u32,
         room: String,
         members: Vec<Member>,
+        /// The list continues in `snap` frames with this `id`; absent: false.
+        #[serde(default, skip_serializing_if = "is_false")]
+        more: bool,
     },
     #[serde(rename = "pong")]
     Pong { id: u32 },
@@ -290,6 +307,14 @@ pub enum ServerFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         user: Option<String>,
     },
+}
+
+#[allow(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if passes a reference"
+)]
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl ServerFrame {

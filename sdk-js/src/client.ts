@@ -17,7 +17,7 @@ import {
   TimeoutError,
   TooLargeError,
 } from "./errors.js";
-import { parseServerFrame, req, withId, type Hello, type Limits, type Reply, type Request, type ServerFrame } from "./frames.js";
+import { parseServerFrame, req, withId, type Hello, type Limits, type Reply, type Request, type ServerFrame, type Snap, type Subbed, type Who } from "./frames.js";
 import { Requests, type Pending, type RequestKind } from "./requests.js";
 import { Room } from "./room.js";
 import {
@@ -102,6 +102,8 @@ export class Client extends Emitter<ClientEvents> {
   private current: Hello | undefined;
   private lastHello: Hello | undefined;
   private stateValue: ConnectionState = "connecting";
+  /** Replies in several frames (`subbed` or `who` with `more`), by id, until their last `snap`. */
+  private readonly gathering = new Map<number, Subbed | Who>();
   private midPrefix = randomId(4);
   private midCounter = 0;
   private timers = new Set<ReturnType<typeof setTimeout>>();
@@ -328,6 +330,12 @@ export class Client extends Emitter<ClientEvents> {
       case "leave":
         this.rooms.get(f.room)?.handleEvent(f);
         return;
+      case "subbed":
+      case "who":
+        if (f.more === true) return this.gather(f);
+        return this.settle(f.id, f);
+      case "snap":
+        return this.continued(f);
       case "err":
         if (f.id === undefined || !this.requests.isInFlight(f.id)) {
           const err = errorFromFrame(f);
@@ -339,6 +347,32 @@ export class Client extends Emitter<ClientEvents> {
       default:
         return this.settle(f.id, f);
     }
+  }
+
+  /** The first part of a reply in several frames: held until its last `snap`. */
+  private gather(f: Subbed | Who): void {
+    if (!this.requests.isInFlight(f.id)) return; // timed out already
+    const { more: _more, ...first } = f;
+    this.gathering.set(f.id, first);
+    this.requests.extend(f.id, this.opts.requestTimeout ?? 10_000, (p) => this.timedOut(p));
+  }
+
+  /** A `snap`: its items join the reply it continues, which is settled with the last one. */
+  private continued(s: Snap): void {
+    const g = this.gathering.get(s.id);
+    if (g === undefined || g.room !== s.room) return;
+    if (g.t === "who") g.members.push(...(s.presence ?? []));
+    else {
+      if (s.state !== undefined) (g.state ??= []).push(...s.state);
+      if (s.presence !== undefined) (g.presence ??= []).push(...s.presence);
+    }
+    if (s.more) return this.requests.extend(s.id, this.opts.requestTimeout ?? 10_000, (p) => this.timedOut(p));
+    this.gathering.delete(s.id);
+    this.settle(s.id, g);
+  }
+
+  private timedOut(p: Pending): void {
+    p.reject(new TimeoutError(`no reply to ${p.request.t} within ${this.opts.requestTimeout ?? 10_000} ms`));
   }
 
   private settle(id: number, reply: Reply): void {
@@ -405,7 +439,8 @@ export class Client extends Emitter<ClientEvents> {
     }
     p.bytes = bytes.byteLength;
     const timeout = this.opts.requestTimeout ?? 10_000;
-    this.requests.sent(id, p, timeout, () => p.reject(new TimeoutError(`no reply to ${p.request.t} within ${timeout} ms`)));
+    this.gathering.delete(id); // a reply in parts to an earlier request with this id, abandoned
+    this.requests.sent(id, p, timeout, () => this.timedOut(p));
     try {
       ws.send(bytes);
     } catch {
@@ -454,6 +489,7 @@ export class Client extends Emitter<ClientEvents> {
     // Requests in flight: resend the safe ones (a publish carries its mid, so the server
     // de-duplicates it), fail the rest. After 1009 the oversized frame must not be resent.
     const requeue: Pending[] = [];
+    this.gathering.clear();
     for (const p of this.requests.takeInFlight()) {
       if (code === CloseCode.MessageTooBig && limits !== undefined && p.bytes > limits.frame) {
         p.reject(new TooLargeError(`frame is ${p.bytes} bytes, limit ${limits.frame}`, limits.frame));

@@ -125,6 +125,21 @@ export interface Subbed {
   complete: boolean;
   state?: StateItem[];
   presence?: Member[];
+  /** The snapshot continues in `snap` frames with this id (the SDK gathers them). */
+  more?: boolean;
+}
+
+/**
+ * The continuation of a `subbed` or `who` whose snapshot did not fit in one frame. The client
+ * gathers these into the reply it resolves, so callers never see one.
+ */
+export interface Snap {
+  t: "snap";
+  id: number;
+  room: string;
+  state?: StateItem[];
+  presence?: Member[];
+  more: boolean;
 }
 
 export interface MsgEvent {
@@ -172,12 +187,12 @@ export interface HistReply { t: "hist"; id: number; room: string; items: LogEven
 export interface Val { t: "val"; id: number; key: string; value?: Value; ver: number }
 export interface Vals { t: "vals"; id: number; items: StateItem[]; more: boolean }
 export interface Done { t: "done"; id: number; seq?: number; ver: number; value?: Value }
-export interface Who { t: "who"; id: number; room: string; members: Member[] }
+export interface Who { t: "who"; id: number; room: string; members: Member[]; more?: boolean }
 export interface Pong { t: "pong"; id: number }
 export interface Err { t: "err"; id?: number; code: number; msg: string; ver?: number; max?: number }
 
 export type Reply = Subbed | Ok | Ack | HistReply | Val | Vals | Done | Who | Pong | Err;
-export type ServerFrame = Hello | Reply | LogEvent | JoinEvent | LeaveEvent;
+export type ServerFrame = Hello | Reply | Snap | LogEvent | JoinEvent | LeaveEvent;
 
 type Obj = { [key: string]: Value };
 
@@ -307,6 +322,11 @@ export function parseServerFrame(v: Value): ServerFrame | undefined {
           earliest: r.num("earliest"),
           complete: r.bool("complete"),
         },
+        { state: r.optList("state")?.map(stateItem), presence: r.optList("presence")?.map(member), more: r.optBool("more") },
+      );
+    case "snap":
+      return opt(
+        { t, id: r.num("id"), room: r.str("room"), more: r.bool("more") },
         { state: r.optList("state")?.map(stateItem), presence: r.optList("presence")?.map(member) },
       );
     case "ok":
@@ -323,7 +343,7 @@ export function parseServerFrame(v: Value): ServerFrame | undefined {
     case "done":
       return opt({ t, id: r.num("id"), ver: r.num("ver") }, { seq: r.optNum("seq"), value: r.value("value") });
     case "who":
-      return { t, id: r.num("id"), room: r.str("room"), members: r.list("members").map(member) };
+      return opt({ t, id: r.num("id"), room: r.str("room"), members: r.list("members").map(member) }, { more: r.optBool("more") });
     case "err":
       return opt({ t, code: r.num("code"), msg: r.optStr("msg") ?? "" }, { id: r.optNum("id"), ver: r.optNum("ver"), max: r.optNum("max") });
     case "msg":

@@ -82,6 +82,14 @@ export class Requests {
     }, ms);
   }
 
+  /** Part of the reply to `id` came (a snapshot in several frames): its timeout starts again. */
+  extend(id: number, ms: number, onTimeout: (p: Pending) => void): void {
+    const p = this.inflight.get(id);
+    if (p === undefined) return;
+    if (p.timer !== undefined) clearTimeout(p.timer);
+    this.sent(id, p, ms, onTimeout);
+  }
+
   /** The reply to `id` came: stop tracking it. */
   take(id: number): Pending | undefined {
     const p = this.inflight.get(id);

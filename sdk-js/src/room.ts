@@ -12,6 +12,7 @@
  * connection waiting → resubscribing → subscribed; `unsubscribe()` or a refusal ends it.
  */
 import { textToBytes, type Value } from "./codec.js";
+import { ErrorCode } from "./codes.js";
 import { Emitter } from "./emitter.js";
 import { DisconnectedError, RoomdError, TooLargeError } from "./errors.js";
 import {
@@ -45,7 +46,9 @@ export interface RoomHost {
  * Where a room's subscription stands:
  * - `unsubscribed`: not wanted (never subscribed, `unsubscribe()` called, or refused for good);
  * - `waiting`: wanted, but no `sub` is on the wire: the connection is not open, an earlier
- *   `unsub` is still being answered, or a retry after 503 or a timeout is due;
+ *   `unsub` is still being answered, a retry after 503 or a timeout is due, or a `sub` got
+ *   410 (an earlier `sub` whose reply was lost took effect) and the `unsub` that clears it
+ *   is on the wire, the `sub` going out behind it;
  * - `subscribing`: the first `sub` is on the wire, the server has not confirmed it yet;
  * - `subscribed`: confirmed on the current connection; entries and presence arrive;
  * - `resubscribing`: a `sub` is on the wire again (resuming after `lastSeq`) after the
@@ -142,6 +145,8 @@ export class Room extends Emitter<RoomEvents> {
   private want: SubscribeOptions | undefined;
   private stateValue: SubscriptionState = "unsubscribed";
   private generation = 0;
+  /** A 410 was answered with `unsub` and a new `sub`; a second 410 in a row is final. */
+  private resyncing = false;
   private waiters: Waiter[] = [];
   /** The latest confirmed position; set once confirmed, until unsubscribed or refused. */
   private sub: Subscription | undefined;
@@ -266,6 +271,7 @@ export class Room extends Emitter<RoomEvents> {
   }
 
   private subbed(s: Subbed): void {
+    this.resyncing = false;
     const since = this.lastSeq;
     const reset = (this.epoch !== undefined && s.epoch !== this.epoch) || (since !== undefined && since > s.last);
     if (reset) {
@@ -302,6 +308,8 @@ export class Room extends Emitter<RoomEvents> {
 
   private subFailed(e: RoomdError): void {
     if (e instanceof DisconnectedError || e.code === "disconnected") return this.setState("waiting"); // resubscribed on the next open
+    if (e.code === ErrorCode.AlreadySubscribed && !this.resyncing) return this.resync();
+    this.resyncing = false;
     if (e.retryable || e.code === "timeout") {
       // 503 and friends: try again shortly, while still wanted.
       const gen = this.generation;
@@ -315,6 +323,24 @@ export class Room extends Emitter<RoomEvents> {
     this.rejectWaiters(e);
     this.setState("unsubscribed");
     this.emit("error", e);
+  }
+
+  /**
+   * The server holds a subscription whose `subbed` this client never saw (the earlier `sub`
+   * timed out here but took effect there): drop it with `unsub` and subscribe again from the
+   * last seq seen. Its events were not delivered (the room was not subscribed), so the new
+   * `sub`'s replay from `since` brings them exactly once.
+   */
+  private resync(): void {
+    this.resyncing = true;
+    const gen = this.generation;
+    this.setState("waiting");
+    void this.host
+      .request(req.unsub(this.name), "ok", "internal")
+      .catch(() => undefined) // 404: gone already; disconnected: the next open resubscribes
+      .then(() => {
+        if (gen === this.generation && this.stateValue === "waiting" && this.host.isOpen) this.sendSub();
+      });
   }
 
   private rejectWaiters(e: RoomdError): void {
@@ -331,6 +357,7 @@ export class Room extends Emitter<RoomEvents> {
   /** @internal The connection dropped: the server forgot this subscription. */
   handleDisconnect(): void {
     this.generation++;
+    this.resyncing = false;
     this.unsubscribing = undefined;
     if (this.stateValue !== "unsubscribed") this.setState("waiting");
   }

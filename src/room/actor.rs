@@ -16,13 +16,14 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use roomd_protocol::{ErrorCode, Member, ServerFrame};
+use roomd_protocol::{ErrorCode, ServerFrame};
 use tokio::sync::oneshot;
 
 use super::batch::{Pending, Written};
 use super::commit::{recv_commit, Flushed};
 use super::dedup::Dedup;
 use super::registry::Registry;
+use super::snapshot::Present;
 use super::state::RoomState;
 use super::subscribers::Sub;
 use super::{Command, Inbox, InboxSender, RoomEnv};
@@ -52,7 +53,9 @@ pub(super) struct Room {
     /// Boxed: most rooms never see a `mid`, and a loaded room should stay small.
     pub(super) dedup: Box<Dedup>,
     pub(super) subs: HashMap<Arc<str>, Sub>,
-    pub(super) members: HashMap<Arc<str>, Member>,
+    pub(super) members: HashMap<Arc<str>, Present>,
+    /// What `members` counts against `rooms.presence_bytes`.
+    pub(super) presence_bytes: usize,
     pub(super) pending: Vec<Pending>,
     pub(super) in_flight: Vec<Written>,
     pub(super) trim_wanted: bool,
@@ -162,6 +165,7 @@ impl Room {
             dedup: Dedup::load(snap.dedup),
             subs: HashMap::new(),
             members: HashMap::new(),
+            presence_bytes: 0,
             pending: Vec::new(),
             in_flight: Vec::new(),
             trim_wanted: false,
@@ -279,11 +283,8 @@ impl Room {
                 let (items, more) = self.state.list(&prefix, after.as_deref(), limit);
                 peer.send(&ServerFrame::Vals { id, items, more });
             }
-            Command::Who { peer, id } => peer.send(&ServerFrame::Who {
-                id,
-                room: String::from(&*self.name),
-                members: self.members.values().cloned().collect(),
-            }),
+            Command::Who { peer, id } => self.who(&peer, id),
+            Command::SnapshotSent { conn, token } => self.snapshot_sent(&conn, token),
             Command::ReplayPage {
                 conn,
                 token,

@@ -41,6 +41,10 @@ pub(crate) struct RoomLimits {
     pub page: usize,
     /// A subscriber's outbox bound: a catch-up from the cache takes at most half of it.
     pub outbox_max_bytes: usize,
+    /// The largest frame a client reads (`limits.frame`): `subbed`, `snap` and `who` fit in it.
+    pub frame_bytes: usize,
+    /// Presence a room holds, in bytes (`rooms.presence_bytes`).
+    pub presence_bytes: usize,
     /// Retention: keep at most this many entries (0: no bound).
     pub retain_messages: u64,
     /// Retention: drop entries older than this (0: no bound).
@@ -73,6 +77,8 @@ impl RoomLimits {
             keys_per_room: config.limits.keys_per_room,
             page: config.limits.page,
             outbox_max_bytes: config.outbox.max_bytes,
+            frame_bytes: config.websocket.max_frame_bytes,
+            presence_bytes: config.rooms.presence_bytes,
             retain_messages: config.retention.max_messages,
             retain_age_secs: config.retention.max_age_secs,
         }

@@ -10,6 +10,8 @@
 //! - [`dedup`]: the window of recently stored `mid`s.
 //! - [`state`]: the key/value state and its atomic operations.
 //! - [`replay`]: the task that pages a subscriber through history from disk.
+//! - [`snapshot`]: `subbed` and `who` split into frames that fit `limits.frame`, and the task
+//!   that queues the rest of a large snapshot at its reader's pace.
 
 pub(crate) mod actor;
 mod batch;
@@ -18,6 +20,7 @@ mod dedup;
 pub(crate) mod env;
 pub(crate) mod registry;
 pub(crate) mod replay;
+mod snapshot;
 pub(crate) mod state;
 mod subscribers;
 #[cfg(test)]
@@ -72,7 +75,8 @@ pub(crate) enum Command {
         since: Option<u64>,
         state: bool,
         presence: bool,
-        info: Option<Value>,
+        /// Presence info, encoded.
+        info: Option<Bytes>,
     },
     Unsubscribe {
         peer: Arc<Peer>,
@@ -117,6 +121,12 @@ pub(crate) enum Command {
         token: u64,
         frames: Vec<(u64, Bytes)>,
         next: oneshot::Sender<Option<u64>>,
+    },
+    /// A subscriber's snapshot task queued the last `snap` frame: replay from the snapshot's
+    /// head on.
+    SnapshotSent {
+        conn: Arc<str>,
+        token: u64,
     },
     /// Apply retention now.
     Trim,

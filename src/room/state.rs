@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use bytes::Bytes;
 use roomd_protocol::{ErrorCode, StateItem, Value};
 
 use super::Mutation;
@@ -15,7 +16,8 @@ use crate::peer::ReplyError;
 pub(crate) struct Entry {
     pub ver: u64,
     pub value: Value,
-    pub encoded: Vec<u8>,
+    /// The value as stored and sent: shared by every snapshot that holds it.
+    pub encoded: Bytes,
 }
 
 #[derive(Debug, Default)]
@@ -44,7 +46,7 @@ impl RoomState {
                         Entry {
                             ver,
                             value,
-                            encoded,
+                            encoded: Bytes::from(encoded),
                         },
                     );
                 }
@@ -62,8 +64,13 @@ impl RoomState {
         self.map.len()
     }
 
-    pub(crate) fn snapshot(&self) -> Vec<StateItem> {
-        self.map.iter().map(|(k, e)| item(k, e)).collect()
+    /// Every key with its version and encoded value: a consistent snapshot that shares the
+    /// values' bytes with the state.
+    pub(crate) fn shared(&self) -> Vec<(String, u64, Bytes)> {
+        self.map
+            .iter()
+            .map(|(k, e)| (k.clone(), e.ver, e.encoded.clone()))
+            .collect()
     }
 
     /// Keys with `prefix`, strictly after `after`, at most `limit`; and whether more exist.
@@ -202,7 +209,7 @@ impl<'a> Overlay<'a> {
         let entry = new.map(|(value, encoded)| Entry {
             ver: cur_ver + 1,
             value,
-            encoded,
+            encoded: Bytes::from(encoded),
         });
         match (cur_ver, &entry) {
             (0, Some(_)) => self.len += 1,
@@ -289,7 +296,7 @@ mod tests {
                 entry: Some(Entry {
                     ver: 1,
                     value: Value::Nil,
-                    encoded: vec![0xc0],
+                    encoded: Bytes::from_static(&[0xc0]),
                 }),
                 reply_value: false,
             });

@@ -11,10 +11,12 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use roomd_protocol::{ErrorCode, Member, ServerFrame, Value};
+use roomd_protocol::{ErrorCode, ServerFrame};
+use tokio_util::sync::CancellationToken;
 
 use super::actor::Room;
 use super::replay::Replay;
+use super::snapshot::{Present, Snapshot};
 use crate::peer::{Peer, ReplyError};
 use crate::wire;
 
@@ -27,6 +29,11 @@ pub(super) struct Sub {
     presence: bool,
     /// Tells this subscription's replay pages from a previous one's.
     token: u64,
+    /// While its snapshot's `snap` frames are queued: the presence events held back until the
+    /// snapshot is complete (the snapshot's list is as of its head).
+    held: Option<Vec<Bytes>>,
+    /// Stops the snapshot task when the subscription ends before its snapshot is out.
+    snapshot: Option<CancellationToken>,
 }
 
 impl Room {
@@ -37,7 +44,7 @@ impl Room {
         since: Option<u64>,
         want_state: bool,
         want_presence: bool,
-        info: Option<Value>,
+        info: Option<Bytes>,
     ) {
         if self.subs.contains_key(&peer.id) {
             return peer.send_err(
@@ -51,8 +58,21 @@ impl Room {
         let last = self.head;
         let (first, complete) = self.resume_from(since);
         if let Some(info) = info {
-            self.join(&peer, info);
+            if let Err(e) = self.join(&peer, info) {
+                // Before the reply: the connection forgets the subscription before it reads
+                // the client's next request.
+                peer.refuse_sub(&self.name, id);
+                return peer.send_err(Some(id), e);
+            }
         }
+        let mut snapshot = Snapshot::new(
+            id,
+            self.name.clone(),
+            self.env.limits.frame_bytes,
+            want_state.then(|| self.state.shared()),
+            want_presence.then(|| self.presence_list()),
+        );
+        let part = snapshot.next_part();
         peer.send(&ServerFrame::Subbed {
             id,
             room: String::from(&*self.name),
@@ -61,8 +81,9 @@ impl Room {
             first,
             earliest: self.earliest.min(last + 1),
             complete,
-            state: want_state.then(|| self.state.snapshot()),
-            presence: want_presence.then(|| self.members.values().cloned().collect()),
+            state: part.state,
+            presence: part.presence,
+            more: part.more,
         });
         self.next_token += 1;
         let mut sub = Sub {
@@ -71,11 +92,79 @@ impl Room {
             next: first,
             presence: want_presence,
             token: self.next_token,
+            held: None,
+            snapshot: None,
         };
-        if !self.catch_up_from_cache(&mut sub) {
+        if part.more {
+            // Neither live nor replaying until the snapshot is out; retention waits for it as
+            // for a replay.
+            sub.held = Some(Vec::new());
+            self.replays += 1;
+            let cancel = CancellationToken::new();
+            sub.snapshot = Some(cancel.clone());
+            let done = (self.tx.clone(), sub.peer.id.clone(), sub.token);
+            let send = snapshot.send(sub.peer.outbox.clone(), cancel, Some(done));
+            self.env.background.spawn(send);
+        } else if !self.catch_up_from_cache(&mut sub) {
             self.start_replay(&sub);
         }
         self.subs.insert(sub.peer.id.clone(), sub);
+    }
+
+    /// The last `snap` of a subscriber's snapshot is queued: its held presence events follow,
+    /// then it continues from the snapshot's head + 1 like any resuming subscriber.
+    pub(super) fn snapshot_sent(&mut self, conn: &Arc<str>, token: u64) {
+        let Some(mut sub) = self.subs.remove(conn) else {
+            return;
+        };
+        // A later subscription of the same connection has its own snapshot.
+        let Some(held) = sub.held.take_if(|_| sub.token == token) else {
+            self.subs.insert(conn.clone(), sub);
+            return;
+        };
+        self.replays = self.replays.saturating_sub(1);
+        sub.snapshot = None;
+        let slow = held.into_iter().any(|f| sub.peer.outbox.push(f).is_err());
+        if !slow && !self.catch_up_from_cache(&mut sub) {
+            self.start_replay(&sub);
+        }
+        self.subs.insert(conn.clone(), sub);
+        if slow {
+            self.remove_sub(conn);
+        }
+    }
+
+    /// Who is here, sharing the infos' bytes.
+    pub(super) fn presence_list(&self) -> Vec<(Arc<str>, Present)> {
+        self.members
+            .iter()
+            .map(|(c, p)| (c.clone(), p.clone()))
+            .collect()
+    }
+
+    /// Answers `who`: the list in as many frames as it needs, the rest paced like a snapshot.
+    pub(super) fn who(&self, peer: &Peer, id: u32) {
+        let mut snapshot = Snapshot::new(
+            id,
+            self.name.clone(),
+            self.env.limits.frame_bytes,
+            None,
+            Some(self.presence_list()),
+        );
+        let part = snapshot.next_part();
+        peer.send(&ServerFrame::Who {
+            id,
+            room: String::from(&*self.name),
+            members: part.presence.unwrap_or_default(),
+            more: part.more,
+        });
+        if part.more {
+            self.env.background.spawn(snapshot.send(
+                peer.outbox.clone(),
+                CancellationToken::new(),
+                None,
+            ));
+        }
     }
 
     /// The first seq a subscriber resuming after `since` gets, and whether that is everything
@@ -94,20 +183,34 @@ impl Room {
         }
     }
 
-    /// Adds a member to the room's presence and tells the presence subscribers.
-    fn join(&mut self, peer: &Peer, info: Value) {
-        let member = Member {
-            conn: String::from(&*peer.id),
-            user: peer.user.as_deref().map(str::to_string),
-            info: Some(info),
+    /// Adds a member to the room's presence, within `rooms.presence_bytes`, and tells the
+    /// presence subscribers.
+    fn join(&mut self, peer: &Peer, info: Bytes) -> Result<(), ReplyError> {
+        let present = Present {
+            user: peer.user.clone(),
+            info,
         };
+        let cost = present.cost(&peer.id);
+        let max = self.env.limits.presence_bytes;
+        if self.presence_bytes + cost > max {
+            return Err(ReplyError {
+                max: Some(max as u64),
+                ..ReplyError::new(
+                    ErrorCode::Limit,
+                    format!("room presence is full ({max} bytes); subscribe without info"),
+                )
+            });
+        }
+        self.presence_bytes += cost;
+        let member = present.member(&peer.id);
         self.presence_event(&ServerFrame::Join {
             room: String::from(&*self.name),
-            conn: member.conn.clone(),
-            user: member.user.clone(),
-            info: member.info.clone(),
+            conn: member.conn,
+            user: member.user,
+            info: member.info,
         });
-        self.members.insert(peer.id.clone(), member);
+        self.members.insert(peer.id.clone(), present);
+        Ok(())
     }
 
     pub(super) fn unsubscribe(&mut self, peer: &Arc<Peer>, id: u32) {
@@ -207,11 +310,15 @@ impl Room {
         if !sub.live {
             self.replays = self.replays.saturating_sub(1);
         }
+        if let Some(snapshot) = sub.snapshot {
+            snapshot.cancel();
+        }
         if let Some(member) = self.members.remove(conn) {
+            self.presence_bytes = self.presence_bytes.saturating_sub(member.cost(conn));
             self.presence_event(&ServerFrame::Leave {
                 room: String::from(&*self.name),
-                conn: member.conn,
-                user: member.user,
+                conn: String::from(&**conn),
+                user: member.user.as_deref().map(str::to_string),
             });
         }
         true
@@ -240,8 +347,13 @@ impl Room {
     fn presence_event(&mut self, frame: &ServerFrame) {
         let bytes = wire::encode(frame);
         let mut slow = Vec::new();
-        for (conn, sub) in &self.subs {
-            if sub.presence && sub.peer.outbox.push(bytes.clone()).is_err() {
+        for (conn, sub) in &mut self.subs {
+            if !sub.presence {
+                continue;
+            }
+            if let Some(held) = &mut sub.held {
+                held.push(bytes.clone());
+            } else if sub.peer.outbox.push(bytes.clone()).is_err() {
                 slow.push(conn.clone());
             }
         }

@@ -30,6 +30,7 @@ pub(crate) fn peer(conn: &str) -> Arc<Peer> {
         user: None,
         client: conn.into(),
         outbox: Outbox::new(100_000, 64 << 20),
+        refused: Default::default(),
     })
 }
 

@@ -295,6 +295,7 @@ where
         id: id.clone(),
         user,
         outbox: outbox.clone(),
+        refused: Default::default(),
     });
     greet(&peer, &shared.config);
     register(&shared, n, outbox);
