@@ -336,6 +336,7 @@ where
         msg: err.msg,
         ver: None,
         max: None,
+        retry_after_ms: None,
     });
     let _ = ws
         .send(tokio_tungstenite::tungstenite::Message::Binary(
