@@ -29,6 +29,9 @@ const MINUTE: u128 = 60 * SECOND;
 
 /// How often, at most, the per-user table is swept of refilled users while it is not full.
 const SWEEP_EVERY: u64 = 60_000_000_000;
+/// While it is full, at most one sweep per this long: a sweep walks the whole table under the
+/// registry's lock, and a flood of new user ids must not make it walk on every request.
+const SWEEP_GAP: u64 = 1_000_000_000;
 
 /// A rate: `rate` per `period`, at most `burst` at once. Times are nanoseconds.
 #[derive(Debug, Clone, Copy)]
@@ -275,13 +278,16 @@ impl RoomLoads {
             return Ok(());
         }
         let full = t.users.len() >= self.max_users;
-        if (full || now.saturating_sub(t.last_sweep) >= SWEEP_EVERY) && now >= t.first_full {
+        let since_sweep = now.saturating_sub(t.last_sweep);
+        let due = if full { SWEEP_GAP } else { SWEEP_EVERY };
+        if since_sweep >= due && now >= t.first_full {
             t.users.retain(|_, tat| *tat > now);
             t.first_full = t.users.values().copied().min().unwrap_or(u64::MAX);
             t.last_sweep = now;
         }
         if t.users.len() >= self.max_users {
-            let wait = t.first_full.saturating_sub(now);
+            let next_sweep = t.first_full.max(t.last_sweep.saturating_add(SWEEP_GAP));
+            let wait = next_sweep.saturating_sub(now);
             return Err(limited(
                 format!(
                     "rate limit: {} users are loading rooms; retry later",
