@@ -412,3 +412,17 @@ mod tests {
         assert_eq!(loads.tracked(), 1);
     }
 }
+
+#[cfg(test)]
+mod config_tests {
+    use crate::config::Config;
+
+    #[test]
+    fn a_byte_burst_below_the_largest_payload_is_refused() {
+        let mut c = Config::default();
+        c.rate.publish_bytes_per_sec = 1000;
+        assert!(c.validate().is_err(), "a largest publish could never pass");
+        c.rate.publish_bytes_burst = c.limits.payload_bytes as u64;
+        assert!(c.validate().is_ok());
+    }
+}
