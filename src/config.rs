@@ -36,6 +36,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub websocket: WebSocketConfig,
     pub limits: LimitsConfig,
+    pub rate: RateConfig,
     pub outbox: OutboxConfig,
     pub rooms: RoomsConfig,
     pub storage: StorageConfig,
@@ -89,6 +90,27 @@ pub struct LimitsConfig {
     pub page: usize,
     pub keys_per_room: usize,
     pub mid_bytes: usize,
+}
+
+/// Per-connection and per-user rate limits (token buckets, see `src/ratelimit.rs`). A rate of
+/// 0 turns that limit off; a burst of 0 means one period's worth (the rate itself).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateConfig {
+    /// Publishes per second per connection.
+    pub publishes_per_sec: u64,
+    pub publishes_burst: u64,
+    /// Published `data` bytes per second per connection.
+    pub publish_bytes_per_sec: u64,
+    pub publish_bytes_burst: u64,
+    /// State writes (`put`, `del`, `cas`, `incr`) per second per connection.
+    pub state_writes_per_sec: u64,
+    pub state_writes_burst: u64,
+    /// Rooms a user may cause to be loaded, per minute.
+    pub rooms_per_minute: u64,
+    pub rooms_burst: u64,
+    /// Users the room-load limiter tracks at once (its memory bound).
+    pub rooms_users: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -212,6 +234,33 @@ impl Default for LimitsConfig {
     }
 }
 
+impl Default for RateConfig {
+    fn default() -> Self {
+        RateConfig {
+            publishes_per_sec: 0,
+            publishes_burst: 0,
+            publish_bytes_per_sec: 0,
+            publish_bytes_burst: 0,
+            state_writes_per_sec: 0,
+            state_writes_burst: 0,
+            rooms_per_minute: 600,
+            rooms_burst: 1024,
+            rooms_users: 65_536,
+        }
+    }
+}
+
+impl RateConfig {
+    /// A configured burst, or the rate when the burst is 0.
+    pub fn burst(rate: u64, burst: u64) -> u64 {
+        if burst == 0 {
+            rate
+        } else {
+            burst
+        }
+    }
+}
+
 impl Default for OutboxConfig {
     fn default() -> Self {
         OutboxConfig {
@@ -276,6 +325,7 @@ impl Config {
     /// Rejects values that would make the broker misbehave rather than merely be slow.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
+        let r = &self.rate;
         let checks = [
             (
                 self.server.max_connections >= 1,
@@ -324,6 +374,16 @@ impl Config {
             (
                 self.websocket.ping_interval_secs >= 1,
                 "websocket.ping_interval_secs must be at least 1",
+            ),
+            (
+                r.publish_bytes_per_sec == 0
+                    || RateConfig::burst(r.publish_bytes_per_sec, r.publish_bytes_burst)
+                        >= l.payload_bytes as u64,
+                "rate.publish_bytes_burst (or, if 0, rate.publish_bytes_per_sec) must be at least limits.payload_bytes",
+            ),
+            (
+                r.rooms_per_minute == 0 || r.rooms_users >= 1,
+                "rate.rooms_users must be at least 1",
             ),
         ];
         let failed: Vec<String> = checks

@@ -21,6 +21,8 @@ pub(crate) struct ReplyError {
     pub ver: Option<u64>,
     /// `too_large` and `limit`: the limit that was exceeded.
     pub max: Option<u64>,
+    /// `limit` from a rate limit: milliseconds until the request would be admitted.
+    pub retry_after_ms: Option<u64>,
 }
 
 impl ReplyError {
@@ -30,6 +32,7 @@ impl ReplyError {
             msg: msg.into(),
             ver: None,
             max: None,
+            retry_after_ms: None,
         }
     }
 

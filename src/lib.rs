@@ -7,6 +7,7 @@
 //! - [`connection`]: socket I/O of one WebSocket; [`session`]: its per-connection state;
 //!   [`request`]: each request kind checked and turned into its room's command.
 //! - [`outbox`]: the bounded per-connection queue; slow consumers are closed, never waited on.
+//! - [`ratelimit`]: per-connection publish and state-write rates, per-user room loads.
 //! - [`peer`]: where a room's replies go; [`error`]: what a client is told when a request fails.
 //! - [`wire`]: outbound frames built once as complete WebSocket frames.
 //! - [`room`]: one single-owner task per room: ordering, fan-out, resume, state, presence.
@@ -30,6 +31,7 @@ mod lifecycle;
 mod metrics;
 mod outbox;
 mod peer;
+mod ratelimit;
 mod request;
 mod retention;
 mod room;

@@ -47,6 +47,7 @@ impl Peer {
             msg: err.msg,
             ver: err.ver,
             max: err.max,
+            retry_after_ms: err.retry_after_ms,
         });
     }
 }

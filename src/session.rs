@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::error::ReplyError;
 use crate::lifecycle::Lifecycle;
 use crate::peer::Peer;
+use crate::ratelimit::ConnLimits;
 use crate::request::Requests;
 use crate::room::registry::{ShuttingDown, TrySend};
 use crate::room::{Command, Registry};
@@ -30,6 +31,8 @@ pub(crate) struct Session {
     /// Rooms this connection is subscribed to (for the limit and for cleanup on close), each
     /// with the id of the `sub` that made it.
     subs: HashMap<Arc<str>, u32>,
+    /// This connection's rate limits; only this session touches them.
+    rate: ConnLimits,
 }
 
 impl Session {
@@ -40,6 +43,7 @@ impl Session {
         lifecycle: Lifecycle,
     ) -> Session {
         Session {
+            rate: ConnLimits::new(&config.rate),
             peer,
             registry,
             config,
@@ -203,6 +207,7 @@ impl Session {
             ClientFrame::Incr { id, room, key, by } => (room, req.incr(id, key, by)?),
             ClientFrame::Who { id, room } => (room, req.who(id)),
         };
+        self.rate.admit(&cmd)?;
         self.route(id, room, cmd)
     }
 
@@ -214,10 +219,16 @@ impl Session {
         cmd: Command,
     ) -> Result<Option<Blocked>, ReplyError> {
         let subscribing = matches!(cmd, Command::Subscribe { .. });
-        match self.registry.try_send(&room, cmd) {
+        match self.registry.try_send(&room, cmd, &self.peer) {
             Ok(()) => Ok(None),
             Err(TrySend::Full(cmd)) => Ok(Some(Blocked { id, room, cmd })),
             Err(TrySend::ShuttingDown(e)) => Err(self.unsent(&room, subscribing, e)),
+            Err(TrySend::Limited(e)) => {
+                if subscribing {
+                    self.subs.remove(room.as_str());
+                }
+                Err(e)
+            }
         }
     }
 

@@ -187,6 +187,7 @@ mod tests {
             msg: "busy".into(),
             ver: None,
             max: Some(1 << 40),
+            retry_after_ms: None,
         };
         let bytes = encode(&err);
         let s = scan(&bytes).unwrap();

@@ -266,6 +266,9 @@ pub enum ServerFrame {
         ver: Option<u64>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         max: Option<u64>,
+        /// `429` from a rate limit: milliseconds until the same request would be admitted.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
     },
     #[serde(rename = "msg")]
     Msg {

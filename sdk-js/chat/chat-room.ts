@@ -3,7 +3,7 @@
  * older pages on scroll-up), live messages placed by seq (each shown once), and sending with
  * a local echo that is confirmed by the publish's seq or marked refused.
  */
-import type { Client, LogEntry, Member, Message, Room, Subscription } from "../src/index.js";
+import { RateLimitError, type Client, type LogEntry, type Member, type Message, type Room, type Subscription } from "../src/index.js";
 import { refusal, showNotice, ui } from "./dom.js";
 import { Presence } from "./presence.js";
 import { avatar, h, messageRow, regroup, seqOf, systemRow } from "./view.js";
@@ -220,6 +220,15 @@ export class ChatRoom {
         else this.place(echo, seq);
       },
       (e: unknown) => {
+        if (e instanceof RateLimitError && ui.text.value === "") {
+          // Too fast: nothing was stored. The text goes back into the composer to send again
+          // (unless something new is being typed there: then it stays below, marked refused).
+          echo.remove();
+          ui.text.value = text;
+          ui.text.dispatchEvent(new Event("input"));
+          showNotice(refusal(e));
+          return;
+        }
         echo.classList.remove("pending");
         echo.classList.add("failed");
         const shown = echo.querySelector(".text");

@@ -1,5 +1,5 @@
 /** The page's elements (from index.html) and the notices shown over them. */
-import { ClosedError, QueueFullError, RoomdError, TooLargeError } from "../src/index.js";
+import { ClosedError, QueueFullError, RateLimitError, RoomdError, TooLargeError } from "../src/index.js";
 import { byId } from "./view.js";
 
 export const ui = {
@@ -52,6 +52,7 @@ function kb(n: number): string {
 
 export function refusal(e: unknown): string {
   if (e instanceof TooLargeError) return `Message refused: it is too large${e.max !== undefined ? ` (the limit is ${kb(e.max)})` : ""}.`;
+  if (e instanceof RateLimitError) return `You're sending too fast — try again in ${Math.max(1, Math.ceil(e.retryAfterMs / 1000))} s.`;
   if (e instanceof QueueFullError) return "Message refused: too many messages are waiting for the connection.";
   if (e instanceof ClosedError) return "Message not sent: the connection is closed.";
   if (e instanceof RoomdError) return `Message refused: ${e.message} (${String(e.code)}).`;

@@ -64,7 +64,8 @@ export function codeName(code: number): string {
 /**
  * Whether sending the same request again later can succeed without changing it (SPEC.md
  * section 6, "retry helps?"; the same set as the broker's `ErrorCode::retryable`). A 409 needs a
- * re-read first; 429 only helps after freeing something, so it is not counted.
+ * re-read first; 429 only helps after freeing something, or after `retryAfterMs` for a rate
+ * limit (`RateLimitError`, which the application retries or not), so it is not counted.
  */
 export function isRetryable(code: number): boolean {
   return code === 409 || code === 503 || code === 507;

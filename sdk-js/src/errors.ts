@@ -67,6 +67,22 @@ export class LimitError extends ServerError {
   }
 }
 
+/**
+ * 429 from a rate limit (SPEC.md section 6.1): the request came too fast and was not acted on
+ * (nothing stored). The same request may succeed after `retryAfterMs`; `max` is the rate.
+ * A `LimitError`, so code that handles 429 as a whole still catches it. Not retried by the SDK:
+ * the application decides (the chat keeps the unsent text and says when to try again).
+ */
+export class RateLimitError extends LimitError {
+  /** Milliseconds until the same request would be admitted. */
+  readonly retryAfterMs: number;
+  constructor(message: string, retryAfterMs: number, max?: number, requestId?: number) {
+    super(message, max, requestId);
+    this.name = "RateLimitError";
+    this.retryAfterMs = retryAfterMs;
+  }
+}
+
 /** No reply within the request timeout. The request may or may not have been applied. */
 export class TimeoutError extends RoomdError {
   constructor(message: string) {
@@ -116,14 +132,23 @@ export class ProtocolError extends RoomdError {
 }
 
 /** Build the most specific error for an `err` frame. */
-export function errorFromFrame(f: { code: number; msg: string; id?: number; ver?: number; max?: number }): ServerError {
+export function errorFromFrame(f: {
+  code: number;
+  msg: string;
+  id?: number;
+  ver?: number;
+  max?: number;
+  retry_after_ms?: number;
+}): ServerError {
   switch (f.code) {
     case 409:
       return new ConflictError(f.msg, f.ver ?? 0, f.id);
     case 413:
       return new TooLargeError(f.msg, f.max, f.id);
     case 429:
-      return new LimitError(f.msg, f.max, f.id);
+      return f.retry_after_ms === undefined
+        ? new LimitError(f.msg, f.max, f.id)
+        : new RateLimitError(f.msg, f.retry_after_ms, f.max, f.id);
     default:
       return new ServerError(f.code, f.msg, f.id);
   }

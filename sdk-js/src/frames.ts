@@ -189,7 +189,7 @@ export interface Vals { t: "vals"; id: number; items: StateItem[]; more: boolean
 export interface Done { t: "done"; id: number; seq?: number; ver: number; value?: Value }
 export interface Who { t: "who"; id: number; room: string; members: Member[]; more?: boolean }
 export interface Pong { t: "pong"; id: number }
-export interface Err { t: "err"; id?: number; code: number; msg: string; ver?: number; max?: number }
+export interface Err { t: "err"; id?: number; code: number; msg: string; ver?: number; max?: number; retry_after_ms?: number }
 
 export type Reply = Subbed | Ok | Ack | HistReply | Val | Vals | Done | Who | Pong | Err;
 export type ServerFrame = Hello | Reply | Snap | LogEvent | JoinEvent | LeaveEvent;
@@ -345,7 +345,12 @@ export function parseServerFrame(v: Value): ServerFrame | undefined {
     case "who":
       return opt({ t, id: r.num("id"), room: r.str("room"), members: r.list("members").map(member) }, { more: r.optBool("more") });
     case "err":
-      return opt({ t, code: r.num("code"), msg: r.optStr("msg") ?? "" }, { id: r.optNum("id"), ver: r.optNum("ver"), max: r.optNum("max") });
+      return opt({ t, code: r.num("code"), msg: r.optStr("msg") ?? "" }, {
+        id: r.optNum("id"),
+        ver: r.optNum("ver"),
+        max: r.optNum("max"),
+        retry_after_ms: r.optNum("retry_after_ms"),
+      });
     case "msg":
       return opt(
         { t, room: r.str("room"), seq: r.num("seq"), ts: r.num("ts"), from: r.str("from"), data: r.bin("data") },

@@ -36,6 +36,7 @@ export {
   ConflictError,
   TooLargeError,
   LimitError,
+  RateLimitError,
   TimeoutError,
   DisconnectedError,
   ClosedError,

@@ -21,6 +21,9 @@ use tokio_util::task::TaskTracker;
 
 use super::{actor, Command, Inbox, InboxSender, RoomEnv};
 use crate::config::Config;
+use crate::error::ReplyError;
+use crate::peer::Peer;
+use crate::ratelimit::RoomLoads;
 use crate::store::{Store, WriterHandle};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -32,6 +35,8 @@ pub(crate) enum TrySend {
     /// The room's inbox is full: the command, to send when there is room.
     Full(Box<Command>),
     ShuttingDown(ShuttingDown),
+    /// The room was not loaded and the requester is over its room-load rate (429).
+    Limited(ReplyError),
 }
 
 pub(crate) struct Registry {
@@ -45,6 +50,8 @@ pub(crate) struct Registry {
     /// Every room task and every forward of a command to a reloaded room. Closed at shutdown:
     /// from then on no room is loaded.
     tasks: TaskTracker,
+    /// The per-user limit on loading rooms (`rate.rooms_per_minute`).
+    loads: RoomLoads,
 }
 
 impl Registry {
@@ -59,6 +66,7 @@ impl Registry {
             rooms: Mutex::new(HashMap::new()),
             env: Arc::new(RoomEnv::new(store.clone(), writer, &config, background)),
             store,
+            loads: RoomLoads::new(&config.rate),
             config,
             tasks: TaskTracker::new(),
         })
@@ -79,11 +87,17 @@ impl Registry {
     }
 
     /// [`Registry::send`] without waiting: a command that finds the room's inbox full is given
-    /// back, to be sent with [`Registry::send_boxed`].
-    pub(crate) fn try_send(self: &Arc<Self>, name: &str, cmd: Command) -> Result<(), TrySend> {
+    /// back, to be sent with [`Registry::send_boxed`]. A command that finds its room not loaded
+    /// loads it only if `by`'s user is within its room-load rate.
+    pub(crate) fn try_send(
+        self: &Arc<Self>,
+        name: &str,
+        cmd: Command,
+        by: &Peer,
+    ) -> Result<(), TrySend> {
         let mut cmd = Box::new(cmd);
         loop {
-            let tx = self.handle(name).map_err(TrySend::ShuttingDown)?;
+            let tx = self.handle(name, Some(by))?;
             match tx.try_send(cmd) {
                 Ok(()) => return Ok(()),
                 Err(mpsc::error::TrySendError::Full(back)) => return Err(TrySend::Full(back)),
@@ -100,7 +114,10 @@ impl Registry {
         mut cmd: Box<Command>,
     ) -> Result<(), ShuttingDown> {
         loop {
-            let tx = self.handle(name)?;
+            // With no requester to count, the only refusal is shutdown.
+            let Ok(tx) = self.handle(name, None) else {
+                return Err(ShuttingDown);
+            };
             match tx.send(cmd).await {
                 Ok(()) => return Ok(()),
                 // The room unloaded between lookup and send: look it up again.
@@ -109,15 +126,21 @@ impl Registry {
         }
     }
 
-    fn handle(self: &Arc<Self>, name: &str) -> Result<InboxSender, ShuttingDown> {
+    /// The room's inbox, loading the room if needed; a load on behalf of `by` is counted against
+    /// its user's room-load rate first (under the map's lock, so exactly the requests that load
+    /// a room are counted).
+    fn handle(self: &Arc<Self>, name: &str, by: Option<&Peer>) -> Result<InboxSender, TrySend> {
         let mut rooms = self.lock();
         // Checked under the lock that shutdown's walk over the rooms takes: a room is either
         // loaded before the walk (and told to shut down) or not at all.
         if self.tasks.is_closed() {
-            return Err(ShuttingDown);
+            return Err(TrySend::ShuttingDown(ShuttingDown));
         }
         if let Some(tx) = rooms.get(name) {
             return Ok(tx.clone());
+        }
+        if let Some(peer) = by {
+            self.loads.admit(peer).map_err(TrySend::Limited)?;
         }
         let (tx, rx) = mpsc::channel(self.config.rooms.inbox);
         let name: Arc<str> = Arc::from(name);

@@ -382,6 +382,7 @@ where
         msg: err.msg,
         ver: None,
         max: None,
+        retry_after_ms: None,
     });
     let _ = ws
         .send(tokio_tungstenite::tungstenite::Message::Binary(

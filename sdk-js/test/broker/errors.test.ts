@@ -11,6 +11,8 @@ import {
   decode,
   encode,
   LimitError,
+  Message,
+  RateLimitError,
   req,
   ServerError,
   TimeoutError,
@@ -172,6 +174,40 @@ test("429: too many subscriptions, too many keys", async (t) => {
   await assert.rejects(r.put("c", 3), (e: unknown) => e instanceof LimitError && e.max === 2);
   await r.put("a", 10); // changing an existing key is fine
   c.close();
+});
+
+test("429 from a rate limit: a RateLimitError with retryAfterMs, and the publish is not stored", async (t) => {
+  const limited = await Broker.start({ config: "[rate]\npublishes_per_sec = 1\npublishes_burst = 2\nstate_writes_per_sec = 1\n" });
+  t.after(async () => {
+    await limited.stop();
+    limited.cleanup();
+  });
+  const c = mk(limited);
+  const r = c.room(roomName());
+  const results = await Promise.allSettled(["a", "b", "c"].map((s) => r.publish(s)));
+  assert.deepEqual(
+    results.map((x) => x.status),
+    ["fulfilled", "fulfilled", "rejected"],
+  );
+  const e = (results[2] as PromiseRejectedResult).reason as unknown;
+  assert.ok(e instanceof RateLimitError, `a RateLimitError, got ${String(e)}`);
+  assert.ok(e instanceof LimitError, "still a LimitError");
+  assert.equal(e.code, 429);
+  assert.equal(e.codeName, "limit");
+  assert.equal(e.max, 1);
+  assert.equal(e.retryable, false, "the SDK does not resend it by itself");
+  assert.ok(e.retryAfterMs >= 1 && e.retryAfterMs <= 1000, `retryAfterMs ${e.retryAfterMs}`);
+  const page = await r.history();
+  assert.deepEqual(
+    page.items.map((m) => (m instanceof Message ? m.text() : "")),
+    ["a", "b"],
+  );
+  await r.put("k", 1);
+  await assert.rejects(r.put("k", 2), (x: unknown) => x instanceof RateLimitError && x.retryAfterMs > 0);
+  assert.equal((await r.get("k")).value, 1);
+  // After the wait named, the same publish passes.
+  await sleep(e.retryAfterMs);
+  assert.ok((await r.publish("c")) > 0);
 });
 
 test("1009: a frame over the frame limit closes the socket; the SDK fails that publish and reconnects", async (t) => {

@@ -236,6 +236,35 @@ test("a refused message shows a clear notice", async () => {
   assert.deepEqual(errors, []);
 });
 
+test("a message sent too fast says when to try again and stays in the composer", async (t) => {
+  const limited = await Broker.start({ config: "[rate]\npublishes_per_sec = 1\npublishes_burst = 1\n" });
+  t.after(async () => {
+    await limited.stop();
+    limited.cleanup();
+  });
+  const page = await newPage();
+  const room = roomName("fast");
+  await page.goto(`${limited.url}/#${room}`);
+  await page.locator("#welcome").waitFor();
+  await page.fill("#name", "Ada");
+  await page.click("#join");
+  await page.locator('#conn[data-state="open"]').waitFor();
+  await send(page, "first");
+  await send(page, "second");
+  await page.locator("#notice", { hasText: "sending too fast" }).waitFor();
+  assert.match((await page.textContent("#notice")) ?? "", /You're sending too fast — try again in 1 s\./);
+  assert.equal(await page.inputValue("#text"), "second", "the refused text is back in the composer");
+  await waitForText(page, "first");
+  assert.equal(await page.locator("#messages li.msg .text", { hasText: "second" }).count(), 0, "the refused one is not shown as sent");
+  await screenshot(page, "desktop-too-fast");
+  // Sent again after the wait, it goes through.
+  await sleep(1100);
+  await page.press("#text", "Enter");
+  await waitForText(page, "second");
+  assert.equal(await page.inputValue("#text"), "");
+  assert.deepEqual(errors, []);
+});
+
 test("a private room gets an unguessable shareable name", async () => {
   const page = await newPage();
   await page.goto(`${broker.url}/`);

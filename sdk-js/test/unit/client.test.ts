@@ -11,6 +11,7 @@ import {
   DisconnectedError,
   LimitError,
   QueueFullError,
+  RateLimitError,
   ServerError,
   TimeoutError,
   TooLargeError,
@@ -59,7 +60,12 @@ test("err frames become typed errors with their fields", async () => {
   const cases: [Promise<unknown>, number, (e: unknown) => void][] = [
     [room.cas("k", 0, 1), 409, (e) => assert.ok(e instanceof ConflictError && e.ver === 3 && e.retryable)],
     [room.put("k", "v"), 413, (e) => assert.ok(e instanceof TooLargeError && e.max === 1000 && !e.retryable)],
-    [room.put("k2", "v"), 429, (e) => assert.ok(e instanceof LimitError && e.max === 100)],
+    [room.put("k2", "v"), 429, (e) => assert.ok(e instanceof LimitError && !(e instanceof RateLimitError) && e.max === 100)],
+    [
+      room.publish("fast"),
+      429,
+      (e) => assert.ok(e instanceof RateLimitError && e instanceof LimitError && e.retryAfterMs === 250 && e.max === 100 && !e.retryable),
+    ],
     [room.incr("n"), 503, (e) => assert.ok(e instanceof ServerError && e.codeName === "unavailable" && e.retryable)],
     [room.publish("y"), 507, (e) => assert.ok(e instanceof ServerError && e.codeName === "storage" && e.retryable)],
     [room.get("k"), 599, (e) => assert.ok(e instanceof ServerError && e.codeName === "unknown" && !e.retryable)],
@@ -68,7 +74,8 @@ test("err frames become typed errors with their fields", async () => {
   assert.equal(s.sent.length, cases.length);
   s.sent.forEach((f, i) => {
     const [, code] = cases[i]!;
-    s.serverSend({ t: "err", id: f["id"] as number, code, msg: `failed with ${code}`, ver: 3, max: code === 413 ? 1000 : 100 });
+    const rate = f["t"] === "pub" && code === 429 ? { retry_after_ms: 250 } : {};
+    s.serverSend({ t: "err", id: f["id"] as number, code, msg: `failed with ${code}`, ver: 3, max: code === 413 ? 1000 : 100, ...rate });
   });
   for (const [p, code, check] of cases) {
     await assert.rejects(p, (e: unknown) => {
