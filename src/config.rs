@@ -72,6 +72,9 @@ pub struct LimitsConfig {
     pub page: usize,
     pub keys_per_room: usize,
     pub mid_bytes: usize,
+    /// Requests one connection may have in flight (read, not yet answered); at the bound the
+    /// connection stops reading its socket until a reply is queued.
+    pub requests_in_flight: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -176,6 +179,7 @@ impl Default for LimitsConfig {
             page: 256,
             keys_per_room: 1000,
             mid_bytes: 64,
+            requests_in_flight: 64,
         }
     }
 }
@@ -243,7 +247,7 @@ impl Config {
     /// Rejects values that would make the broker misbehave rather than merely be slow.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
-        let checks: [(bool, &str); 10] = [
+        let checks: [(bool, &str); 12] = [
             (
                 self.server.header_timeout_ms >= 1,
                 "server.header_timeout_ms must be at least 1",
@@ -254,6 +258,14 @@ impl Config {
                 "limits.room_name_bytes must be at least 1",
             ),
             (l.mid_bytes <= 128, "limits.mid_bytes must be at most 128"),
+            (
+                l.requests_in_flight >= 1,
+                "limits.requests_in_flight must be at least 1",
+            ),
+            (
+                l.key_bytes + l.value_bytes + 1024 <= self.websocket.max_frame_bytes,
+                "websocket.max_frame_bytes must exceed limits.key_bytes + limits.value_bytes by 1 KiB",
+            ),
             (
                 l.payload_bytes + 1024 <= self.websocket.max_frame_bytes,
                 "websocket.max_frame_bytes must exceed limits.payload_bytes by 1 KiB",

@@ -1,7 +1,9 @@
 //! What a room knows about a connection: who it is and where its frames go.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use roomd_protocol::ServerFrame;
 
 pub(crate) use crate::error::ReplyError;
@@ -15,12 +17,55 @@ pub(crate) struct Peer {
     /// Stable client-instance id for publish de-duplication; the connection id if not given.
     pub client: Arc<str>,
     pub outbox: Outbox,
+    /// Requests read from this connection and not yet answered.
+    pub in_flight: InFlight,
+}
+
+/// Requests of one connection between being read and their reply being queued, counted so the
+/// connection stops reading its socket at `limits.requests_in_flight` (SPEC.md 4): without the
+/// bound, a client could start any number of disk reads (`hist`) or room commands with a few
+/// bytes each, and the server would hold all of their replies at once. The cost is one atomic
+/// add as a frame is read and one atomic subtract as its reply is queued (uncontended: the
+/// connection's own task and the replying room or read), no lock and no allocation.
+///
+/// Signed, so a reply that was never counted can only let more requests in, never stop the
+/// connection for good.
+#[derive(Debug, Default)]
+pub(crate) struct InFlight(AtomicI64);
+
+impl InFlight {
+    /// A request was read (every frame read gets exactly one reply: SPEC.md 4).
+    pub(crate) fn start(&self) {
+        self.0.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Whether `max` requests are in flight: the connection reads nothing more until one is
+    /// answered.
+    pub(crate) fn full(&self, max: usize) -> bool {
+        self.0.load(Ordering::Acquire) >= i64::try_from(max).unwrap_or(i64::MAX)
+    }
+
+    /// A reply is about to be queued. Counted before the push, so the connection task, woken
+    /// by the push, already sees the slot free.
+    fn end(&self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Peer {
-    /// Encodes and queues a frame for this connection only.
+    /// Encodes and queues a frame for this connection only. A reply (a frame answering a
+    /// request) ends that request's time in flight.
     pub(crate) fn send(&self, frame: &ServerFrame) {
+        if is_reply(frame) {
+            self.in_flight.end();
+        }
         let _ = self.outbox.push(crate::wire::encode(frame));
+    }
+
+    /// Queues a reply already built as a WebSocket frame.
+    pub(crate) fn send_reply(&self, frame: Bytes) {
+        self.in_flight.end();
+        let _ = self.outbox.push(frame);
     }
 
     pub(crate) fn send_err(&self, id: Option<u32>, err: impl Into<ReplyError>) {
@@ -33,5 +78,27 @@ impl Peer {
             ver: err.ver,
             max: err.max,
         });
+    }
+}
+
+/// Whether a frame is the one reply to a request (SPEC.md 4), rather than the hello or an
+/// event. Every `err` is one: those without an `id` answer frames that could not be read.
+fn is_reply(frame: &ServerFrame) -> bool {
+    match frame {
+        ServerFrame::Hello { .. }
+        | ServerFrame::Msg { .. }
+        | ServerFrame::State { .. }
+        | ServerFrame::Join { .. }
+        | ServerFrame::Leave { .. } => false,
+        ServerFrame::Subbed { .. }
+        | ServerFrame::Ok { .. }
+        | ServerFrame::Ack { .. }
+        | ServerFrame::Hist { .. }
+        | ServerFrame::Val { .. }
+        | ServerFrame::Vals { .. }
+        | ServerFrame::Done { .. }
+        | ServerFrame::Who { .. }
+        | ServerFrame::Pong { .. }
+        | ServerFrame::Err { .. } => true,
     }
 }

@@ -39,6 +39,8 @@ pub(crate) struct RoomLimits {
     pub keys_per_room: usize,
     /// Entries per replay page, and the most a subscriber catches up on from the cache.
     pub page: usize,
+    /// `limits.frame`: no reply is larger, and a replay page holds at most this many bytes.
+    pub frame_bytes: usize,
     /// A subscriber's outbox bound: a catch-up from the cache takes at most half of it.
     pub outbox_max_bytes: usize,
     /// Retention: keep at most this many entries (0: no bound).
@@ -72,6 +74,7 @@ impl RoomLimits {
             dedup_max: config.rooms.dedup_max,
             keys_per_room: config.limits.keys_per_room,
             page: config.limits.page,
+            frame_bytes: config.websocket.max_frame_bytes,
             outbox_max_bytes: config.outbox.max_bytes,
             retain_messages: config.retention.max_messages,
             retain_age_secs: config.retention.max_age_secs,

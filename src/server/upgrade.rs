@@ -26,7 +26,7 @@ use crate::connection::{self, Timing};
 use crate::error::ReplyError;
 use crate::lifecycle::Phase;
 use crate::outbox::Outbox;
-use crate::peer::Peer;
+use crate::peer::{InFlight, Peer};
 use crate::session::Session;
 
 /// What a valid handshake request selects.
@@ -269,6 +269,7 @@ where
         id: id.clone(),
         user,
         outbox: outbox.clone(),
+        in_flight: InFlight::default(),
     });
     peer.send(&ServerFrame::Hello {
         v: roomd_protocol::VERSION,
@@ -298,6 +299,7 @@ where
     let timing = Timing {
         ping: shared.config.ping_interval(),
         write_timeout: Duration::from_millis(shared.config.websocket.write_timeout_ms),
+        requests_in_flight: shared.config.limits.requests_in_flight,
     };
     let guard = ConnGuard {
         shared,
