@@ -352,13 +352,20 @@ async fn a_hist_flood_on_one_connection_stays_bounded_in_memory() {
         .await;
         ids.push(id);
     }
-    // Replies to reads come in any order: each one is taken as it arrives.
-    let mut answered = std::collections::HashSet::new();
+    // Replies to reads come in any order: each one is taken as it arrives, until all are in
+    // or the connection closes; memory is checked first, then what was read.
+    let (mut answered, mut sizes, mut pages) =
+        (std::collections::HashSet::new(), Vec::new(), Vec::new());
     while answered.len() < ids.len() {
-        let f = reply_within(&mut c, u32::MAX, limit).await;
+        let msg = tokio::time::timeout(TIMEOUT, c.ws.next()).await.unwrap();
+        let Some(Ok(Message::Binary(bytes))) = msg else {
+            eprintln!("connection ended: {msg:?}");
+            break;
+        };
+        sizes.push(bytes.len());
+        let f = decode_server(&bytes).unwrap();
         let id = common::reply_id(&f).unwrap();
-        let (seqs, more) = hist_page(f);
-        assert!(more && *seqs.last().unwrap() == 64, "{seqs:?}");
+        pages.push(hist_page(f));
         assert!(ids.contains(&id) && answered.insert(id));
     }
     eprintln!("answered in {:?}", t.elapsed());
@@ -369,6 +376,11 @@ async fn a_hist_flood_on_one_connection_stays_bounded_in_memory() {
         "peak RSS grew by {} MiB under the flood",
         grew >> 20
     );
+    assert_eq!(answered.len(), 100, "not every hist was answered");
+    assert!(sizes.iter().all(|&n| n <= limit), "{sizes:?}");
+    for (seqs, more) in pages {
+        assert!(more && *seqs.last().unwrap() == 64, "{seqs:?}");
+    }
 }
 
 /// At `limits.requests_in_flight` unanswered requests the connection is not read: a `ping`
@@ -417,4 +429,56 @@ async fn a_connection_at_its_in_flight_bound_is_not_read_further() {
     );
     assert_eq!(order.iter().filter(|(id, _)| ids.contains(id)).count(), 4);
     assert!(order.iter().any(|(id, _)| *id == ping));
+}
+
+/// 20 subscribers resume at once through 256 entries of 60 KiB (15 MB) on disk and read
+/// nothing. Each replay page is now at most `limits.frame` (256 KiB) of entries, not 256 of
+/// them: memory grows by about what their outboxes hold, not by 20 pages of 15 MB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resuming_subscribers_read_byte_bounded_replay_pages() {
+    let b = Broker::start(
+        "[rooms]\ncache_entries = 4\n[websocket]\nmax_frame_bytes = 262144\n\
+         [outbox]\nmax_bytes = 524288\n",
+    );
+    let mut c = Client::connect(&b).await;
+    fill(&mut c, "deep", 256, 60 * 1024).await;
+    let mut subs = Vec::new();
+    for _ in 0..20 {
+        subs.push(Client::connect(&b).await);
+    }
+    let before = peak_rss(b.pid());
+    for s in &mut subs {
+        let id = s.id();
+        s.send(&ClientFrame::Sub {
+            id,
+            room: "deep".into(),
+            since: Some(0),
+            state: None,
+            presence: None,
+            info: None,
+        })
+        .await;
+    }
+    // Every replay has filled its subscriber's outbox (and the socket) and is waiting.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let grew = peak_rss(b.pid()).saturating_sub(before);
+    eprintln!("peak RSS grew by {} KiB", grew >> 10);
+    // Per subscriber: a drained batch and a refilled outbox (512 KiB each at most) and a page
+    // in flight (256 KiB): about 25 MiB for 20.
+    assert!(
+        grew < 100 << 20,
+        "peak RSS grew by {} MiB while 20 subscribers resumed",
+        grew >> 20
+    );
+    // And each still gets everything, in order.
+    let s = &mut subs[0];
+    let r = s.reply_to(1).await;
+    assert!(matches!(r, ServerFrame::Subbed { last: 256, .. }), "{r:?}");
+    for seq in 1..=256u64 {
+        let (got, data) = s.msg().await;
+        assert_eq!(
+            (got, &data[..4]),
+            (seq, &(seq as u32 - 1).to_be_bytes()[..])
+        );
+    }
 }
