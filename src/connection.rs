@@ -34,6 +34,8 @@ pub(crate) struct Timing {
     pub write_timeout: Duration,
     /// `limits.requests_in_flight`: at this many unanswered requests the socket is not read.
     pub requests_in_flight: usize,
+    /// Nor at this many unanswered requests with large replies ([`crate::peer::LargeReply`]).
+    pub large_in_flight: usize,
 }
 
 /// What woke the connection up. Kept small: it is what an idle connection's task holds.
@@ -76,7 +78,10 @@ pub(crate) async fn run<S, G: Send>(
         // At the in-flight bound the socket is not read (TCP flow control pushes back on the
         // client) until a reply is queued, which wakes `ready`: a reply counts itself answered
         // before it is pushed, so the next turn sees the slot free.
-        let full = session.peer.in_flight.full(timing.requests_in_flight);
+        let full = session
+            .peer
+            .in_flight
+            .full(timing.requests_in_flight, timing.large_in_flight);
         let event = tokio::select! {
             biased;
             _ = outbox.ready() => Event::Ready,

@@ -31,24 +31,54 @@ pub(crate) struct Peer {
 /// Signed, so a reply that was never counted can only let more requests in, never stop the
 /// connection for good.
 #[derive(Debug, Default)]
-pub(crate) struct InFlight(AtomicI64);
+pub(crate) struct InFlight {
+    requests: AtomicI64,
+    /// Of those, the ones whose reply may be as large as `limits.frame` ([`LargeReply`]).
+    large: AtomicI64,
+}
 
 impl InFlight {
     /// A request was read (every frame read gets exactly one reply: SPEC.md 4).
     pub(crate) fn start(&self) {
-        self.0.fetch_add(1, Ordering::AcqRel);
+        self.requests.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// Whether `max` requests are in flight: the connection reads nothing more until one is
-    /// answered.
-    pub(crate) fn full(&self, max: usize) -> bool {
-        self.0.load(Ordering::Acquire) >= i64::try_from(max).unwrap_or(i64::MAX)
+    /// Whether `max` requests, or `max_large` with large replies, are in flight: the connection
+    /// reads nothing more until one is answered.
+    pub(crate) fn full(&self, max: usize, max_large: usize) -> bool {
+        let at = |n: &AtomicI64, max: usize| {
+            n.load(Ordering::Acquire) >= i64::try_from(max).unwrap_or(i64::MAX)
+        };
+        at(&self.requests, max) || at(&self.large, max_large)
     }
 
     /// A reply is about to be queued. Counted before the push, so the connection task, woken
     /// by the push, already sees the slot free.
     fn end(&self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.requests.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Held by a request whose reply may be as large as `limits.frame` (`hist`, `list`) until it
+/// is answered or dropped. The outbox (`outbox.max_bytes`, at least 2 frames) is what holds
+/// replies until the socket takes them, and a connection whose queued replies pass it is closed
+/// as a slow consumer; so a connection has at most `outbox.max_bytes / (2 × limits.frame)` of
+/// these at once (2 by default), and its own pipelined reads can never overflow its outbox.
+pub(crate) struct LargeReply(Arc<Peer>);
+
+impl LargeReply {
+    pub(crate) fn new(peer: &Arc<Peer>) -> LargeReply {
+        peer.in_flight.large.fetch_add(1, Ordering::AcqRel);
+        LargeReply(peer.clone())
+    }
+}
+
+impl Drop for LargeReply {
+    fn drop(&mut self) {
+        self.0.in_flight.large.fetch_sub(1, Ordering::AcqRel);
+        // The reply went out before this is dropped: wake the connection (a spurious wake-up
+        // costs a turn of its loop) so it sees the slot free.
+        self.0.outbox.wake();
     }
 }
 

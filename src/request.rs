@@ -10,7 +10,7 @@ use roomd_protocol::{codec, validate_room_name, ErrorCode, Value};
 
 use crate::config::LimitsConfig;
 use crate::error::ReplyError;
-use crate::peer::Peer;
+use crate::peer::{LargeReply, Peer};
 use crate::room::{Command, Mutation};
 use crate::store::Store;
 
@@ -113,6 +113,7 @@ impl Requests<'_> {
             prefix: prefix.unwrap_or_default(),
             after,
             limit: self.page_limit(limit)?,
+            large: LargeReply::new(self.peer),
         })
     }
 
@@ -187,6 +188,7 @@ impl Requests<'_> {
     ) -> Result<impl std::future::Future<Output = ()> + Send + 'static, ReplyError> {
         let limit = self.page_limit(limit)?;
         let peer = self.peer.clone();
+        let large = LargeReply::new(&peer);
         // What the reply holds besides its items; the item count's header grows from 1 byte
         // (empty) to at most 5.
         let empty: &[&[u8]] = &[];
@@ -207,6 +209,7 @@ impl Requests<'_> {
             let bytes = codec::encode_hist_raw(id, &room, &frames, more);
             drop(frames);
             peer.send_reply(crate::wire::wrap(&bytes));
+            drop(large);
         })
     }
 

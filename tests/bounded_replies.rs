@@ -327,12 +327,13 @@ fn peak_rss(pid: u32) -> u64 {
 }
 
 /// The issue's flood, scaled down: 64 entries of 60 KiB and 100 `hist` requests of a few bytes
-/// each on one connection. Unbounded, every request read its own 3.8 MB page at once; now each
-/// reply fits in the 1 MiB frame and at most 4 are in flight (4 × 1 MiB also fits in the 4 MiB
-/// outbox, so a client that reads its replies is never closed as a slow consumer).
+/// each on one connection, with the default limits. Unbounded, every request read its own
+/// 3.8 MB page at once; now each reply fits in the 1 MiB frame, and at most 2 requests with
+/// such large replies are in flight (`outbox.max_bytes / (2 × limits.frame)`), so a client that
+/// reads its replies is not closed as a slow consumer (4000) by its own pipelined reads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hist_flood_on_one_connection_stays_bounded_in_memory() {
-    let b = Broker::start("[limits]\nrequests_in_flight = 4\n");
+    let b = Broker::start("");
     let mut c = Client::connect(&b).await;
     let limit = frame_limit(&c);
     let t = std::time::Instant::now();
@@ -384,8 +385,9 @@ async fn a_hist_flood_on_one_connection_stays_bounded_in_memory() {
 }
 
 /// At `limits.requests_in_flight` unanswered requests the connection is not read: a `ping`
-/// behind them is not answered until they are. The requests here are `hist` reads held up by a
-/// checkpoint (a read first waits for logged groups to reach the database).
+/// behind them is not answered until they are. The requests here are `get`s of a room that is
+/// loading, held up by a checkpoint (a read first waits for logged groups to reach the
+/// database).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_at_its_in_flight_bound_is_not_read_further() {
     let b = Broker::start_env(
@@ -398,18 +400,16 @@ async fn a_connection_at_its_in_flight_bound_is_not_read_further() {
     // Creating the room is a redb write: the next tick starts a checkpoint, held for 3 s.
     assert_eq!(c.publish_seq("held", b"first").await, 1);
     tokio::time::sleep(Duration::from_millis(400)).await;
-    // Logged, not yet in redb: reads now wait for the checkpoint.
+    // Logged, not yet in redb: reads (and so room loads) now wait for the checkpoint.
     assert_eq!(c.publish_seq("held", b"second").await, 2);
     let started = std::time::Instant::now();
     let mut ids = Vec::new();
     for _ in 0..4 {
         let id = c.id();
-        c.send(&ClientFrame::Hist {
+        c.send(&ClientFrame::Get {
             id,
-            room: "held".into(),
-            after: None,
-            before: None,
-            limit: None,
+            room: "cold".into(),
+            key: "k".into(),
         })
         .await;
         ids.push(id);
@@ -481,5 +481,138 @@ async fn resuming_subscribers_read_byte_bounded_replay_pages() {
             (got, &data[..4]),
             (seq, &(seq as u32 - 1).to_be_bytes()[..])
         );
+    }
+}
+
+/// The issue's measurement, for the report rather than CI: a room of 256 entries of 64 KiB,
+/// then 100 `hist` requests on one connection, and (on a fresh broker) 10 connections × 30.
+/// Prints the broker's resident memory (VmRSS sampled every 5 ms, and VmHWM).
+///
+/// `ROOMD_BIN=/path/to/roomd cargo test --release --test bounded_replies flood_rss -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run by hand with --ignored --nocapture"]
+async fn flood_rss() {
+    let bin = std::env::var("ROOMD_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_roomd").into());
+    for (conns, each) in [(1usize, 100usize), (10, 30)] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("roomd.toml");
+        std::fs::write(&config, "").unwrap();
+        let mut child = std::process::Command::new(&bin)
+            .arg("--config")
+            .arg(&config)
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on http://")
+            .unwrap()
+            .to_string();
+        let url = format!("ws://{addr}/ws?");
+        let pid = child.id();
+        let mut c = Client::connect_url(&url).await;
+        fill(&mut c, "flood", 256, 64 * 1024).await;
+        let rss = |field: &str| -> u64 {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+            let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+            line.split_whitespace()
+                .nth(1)
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+                >> 10
+        };
+        let base = rss("VmRSS:");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sampler = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut peak = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+                        if let Some(l) = s.lines().find(|l| l.starts_with("VmRSS:")) {
+                            let kb: u64 = l.split_whitespace().nth(1).unwrap().parse().unwrap();
+                            peak = peak.max(kb >> 10);
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                peak
+            })
+        };
+        let started = std::time::Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..conns {
+            let url = url.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut c = Client::connect_url(&url).await;
+                for _ in 0..each {
+                    let id = c.id();
+                    c.send(&ClientFrame::Hist {
+                        id,
+                        room: "flood".into(),
+                        after: None,
+                        before: None,
+                        limit: None,
+                    })
+                    .await;
+                }
+                let (mut answered, mut largest, mut end) = (0, 0, String::new());
+                while answered < each {
+                    match tokio::time::timeout(Duration::from_secs(60), c.ws.next()).await {
+                        Ok(Some(Ok(Message::Binary(b)))) => {
+                            answered += 1;
+                            largest = largest.max(b.len());
+                        }
+                        Ok(Some(Ok(Message::Close(f)))) => {
+                            end = format!("{f:?}");
+                            break;
+                        }
+                        Ok(Some(Ok(_))) => {}
+                        other => {
+                            end = format!("{other:?}");
+                            break;
+                        }
+                    }
+                }
+                (answered, largest, end)
+            }));
+        }
+        let mut results = Vec::new();
+        for t in tasks {
+            results.push(t.await.unwrap());
+        }
+        let took = started.elapsed();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let peak = sampler.join().unwrap();
+        let answered: usize = results.iter().map(|r| r.0).sum();
+        let largest = results.iter().map(|r| r.1).max().unwrap_or(0);
+        let ends: Vec<_> = results
+            .iter()
+            .filter(|r| !r.2.is_empty())
+            .map(|r| &r.2)
+            .collect();
+        eprintln!(
+            "{conns} conn × {each} hist: RSS before {base} MiB, peak sampled {peak} MiB, \
+             VmHWM {} MiB, after {} MiB; {answered} answered in {took:?}, largest reply {largest} \
+             bytes; ended early: {} {:?}",
+            rss("VmHWM:"),
+            rss("VmRSS:"),
+            ends.len(),
+            ends.first()
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 }

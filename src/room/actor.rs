@@ -275,6 +275,7 @@ impl Room {
                 prefix,
                 after,
                 limit,
+                large,
             } => {
                 // The reply fits in `limits.frame` (SPEC.md 4.5): the frame without items, plus
                 // the item count's header growing to at most 5 bytes, leaves the rest for items.
@@ -287,6 +288,7 @@ impl Room {
                 let budget = self.env.limits.frame_bytes.saturating_sub(overhead);
                 let (items, more) = self.state.list(&prefix, after.as_deref(), limit, budget);
                 peer.send(&ServerFrame::Vals { id, items, more });
+                drop(large);
             }
             Command::Who { peer, id } => peer.send(&ServerFrame::Who {
                 id,

@@ -300,6 +300,9 @@ where
         ping: shared.config.ping_interval(),
         write_timeout: Duration::from_millis(shared.config.websocket.write_timeout_ms),
         requests_in_flight: shared.config.limits.requests_in_flight,
+        large_in_flight: (shared.config.outbox.max_bytes
+            / (2 * shared.config.websocket.max_frame_bytes))
+            .max(1),
     };
     let guard = ConnGuard {
         shared,
