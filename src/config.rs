@@ -247,7 +247,7 @@ impl Config {
     /// Rejects values that would make the broker misbehave rather than merely be slow.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
-        let checks: [(bool, &str); 12] = [
+        let checks: [(bool, &str); 11] = [
             (
                 self.server.header_timeout_ms >= 1,
                 "server.header_timeout_ms must be at least 1",
@@ -261,10 +261,6 @@ impl Config {
             (
                 l.requests_in_flight >= 1,
                 "limits.requests_in_flight must be at least 1",
-            ),
-            (
-                l.key_bytes + l.value_bytes + 1024 <= self.websocket.max_frame_bytes,
-                "websocket.max_frame_bytes must exceed limits.key_bytes + limits.value_bytes by 1 KiB",
             ),
             (
                 l.payload_bytes + 1024 <= self.websocket.max_frame_bytes,
