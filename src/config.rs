@@ -179,7 +179,7 @@ impl Default for LimitsConfig {
             page: 256,
             keys_per_room: 1000,
             mid_bytes: 64,
-            requests_in_flight: 64,
+            requests_in_flight: 1024,
         }
     }
 }
