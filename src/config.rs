@@ -90,6 +90,9 @@ pub struct LimitsConfig {
     pub page: usize,
     pub keys_per_room: usize,
     pub mid_bytes: usize,
+    /// Requests one connection may have in flight (read, not yet answered); at the bound the
+    /// connection stops reading its socket until a reply is queued.
+    pub requests_in_flight: usize,
 }
 
 /// Per-connection and per-user rate limits (token buckets, see `src/ratelimit.rs`). A rate of
@@ -230,6 +233,7 @@ impl Default for LimitsConfig {
             page: 256,
             keys_per_room: 1000,
             mid_bytes: 64,
+            requests_in_flight: 1024,
         }
     }
 }
@@ -350,6 +354,10 @@ impl Config {
                 "limits.room_name_bytes must be at least 1",
             ),
             (l.mid_bytes <= 128, "limits.mid_bytes must be at most 128"),
+            (
+                l.requests_in_flight >= 1,
+                "limits.requests_in_flight must be at least 1",
+            ),
             (
                 l.payload_bytes + 1024 <= self.websocket.max_frame_bytes,
                 "websocket.max_frame_bytes must exceed limits.payload_bytes by 1 KiB",

@@ -32,6 +32,10 @@ enum End {
 pub(crate) struct Timing {
     pub ping: Duration,
     pub write_timeout: Duration,
+    /// `limits.requests_in_flight`: at this many unanswered requests the socket is not read.
+    pub requests_in_flight: usize,
+    /// Nor at this many unanswered requests with large replies ([`crate::peer::LargeReply`]).
+    pub large_in_flight: usize,
 }
 
 /// What woke the connection up. Kept small: it is what an idle connection's task holds.
@@ -71,16 +75,24 @@ pub(crate) async fn run<S, G: Send>(
         if let Some(reason) = closing {
             break End::Closed(reason.code(), reason.text());
         }
+        // At the in-flight bound the socket is not read (TCP flow control pushes back on the
+        // client) until a reply is queued, which wakes `ready`: a reply counts itself answered
+        // before it is pushed, so the next turn sees the slot free.
+        let full = session
+            .peer
+            .in_flight
+            .full(timing.requests_in_flight, timing.large_in_flight);
         let event = tokio::select! {
             biased;
             _ = outbox.ready() => Event::Ready,
-            msg = ws.next() => classify(msg),
+            msg = ws.next(), if !full => classify(msg),
             _ = ping.tick() => Event::Tick,
         };
         match event {
             Event::Ready => {}
             Event::Frame(bytes) => {
                 last_heard = Instant::now();
+                session.peer.in_flight.start();
                 crate::metrics::frame_in(bytes.len());
                 // Shutdown: new requests get 503; the outbox is closed with 1001 once every
                 // request taken before has been answered.
@@ -94,10 +106,15 @@ pub(crate) async fn run<S, G: Send>(
             }
             Event::Text => {
                 last_heard = Instant::now();
+                session.peer.in_flight.start();
                 session.on_text();
             }
             Event::Ping => last_heard = Instant::now(),
             Event::Tick => {
+                if full {
+                    // Not reading, so the client's pongs are not seen: the wait is ours.
+                    last_heard = Instant::now();
+                }
                 if last_heard.elapsed() > timing.ping * 3 {
                     break End::Closed(CloseCode::HEARTBEAT_TIMEOUT, "heartbeat timeout");
                 }

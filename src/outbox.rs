@@ -193,6 +193,11 @@ impl Outbox {
         closed
     }
 
+    /// Wakes the socket task, as a push would.
+    pub(crate) fn wake(&self) {
+        self.shared.ready.notify_one();
+    }
+
     /// Waits until frames may be ready (spurious wake-ups are possible).
     pub(crate) async fn ready(&self) {
         self.shared.ready.notified().await

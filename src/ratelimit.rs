@@ -331,6 +331,8 @@ mod tests {
                 user: None,
                 client: "c".into(),
                 outbox: crate::outbox::Outbox::new(8, 1024),
+                refused: Default::default(),
+                in_flight: Default::default(),
             }),
             id: 1,
             data: vec![0; len],

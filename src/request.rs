@@ -10,13 +10,15 @@ use roomd_protocol::{check_value, codec, validate_room_name, ErrorCode, Value};
 
 use crate::config::LimitsConfig;
 use crate::error::ReplyError;
-use crate::peer::Peer;
+use crate::peer::{LargeReply, Peer};
 use crate::room::{Command, Mutation};
 use crate::store::Store;
 
 /// Builds the commands of one requester.
 pub(crate) struct Requests<'a> {
     pub limits: &'a LimitsConfig,
+    /// `limits.frame` (websocket.max_frame_bytes): no reply is larger.
+    pub frame: usize,
     pub peer: &'a Arc<Peer>,
 }
 
@@ -124,6 +126,7 @@ impl Requests<'_> {
             prefix: prefix.unwrap_or_default(),
             after,
             limit: self.page_limit(limit)?,
+            large: LargeReply::new(self.peer),
         })
     }
 
@@ -184,7 +187,9 @@ impl Requests<'_> {
     }
 
     /// A history page is read from disk on the blocking pool, off the requester's task, so a
-    /// slow read delays only its own reply. Returns the read for the caller to run.
+    /// slow read delays only its own reply. Returns the read for the caller to run. The page
+    /// is cut so the whole reply fits in `limits.frame` (SPEC.md 4.4), and the read stops
+    /// there: it never holds more than one frame's worth of entries.
     pub(crate) fn history(
         &self,
         store: Store,
@@ -196,11 +201,18 @@ impl Requests<'_> {
     ) -> Result<impl std::future::Future<Output = ()> + Send + 'static, ReplyError> {
         let limit = self.page_limit(limit)?;
         let peer = self.peer.clone();
+        let large = LargeReply::new(&peer);
+        // What the reply holds besides its items; the item count's header grows from 1 byte
+        // (empty) to at most 5.
+        let empty: &[&[u8]] = &[];
+        let overhead = codec::encode_hist_raw(id, &room, empty, true).len() + 4;
+        let budget = self.frame.saturating_sub(overhead);
         Ok(async move {
             let name = room.clone();
-            let read =
-                tokio::task::spawn_blocking(move || store.history(&name, after, before, limit))
-                    .await;
+            let read = tokio::task::spawn_blocking(move || {
+                store.history(&name, after, before, limit, budget)
+            })
+            .await;
             let page = match read {
                 Ok(Ok(page)) => page,
                 Ok(Err(e)) => return peer.send_err(Some(id), &e),
@@ -208,7 +220,9 @@ impl Requests<'_> {
             };
             let (frames, more) = page;
             let bytes = codec::encode_hist_raw(id, &room, &frames, more);
-            let _ = peer.outbox.push(crate::wire::wrap(&bytes));
+            drop(frames);
+            peer.send_reply(crate::wire::wrap(&bytes));
+            drop(large);
         })
     }
 

@@ -124,6 +124,7 @@ impl Session {
         let id = frame.id();
         let req = Requests {
             limits: &self.config.limits,
+            frame: self.config.websocket.max_frame_bytes,
             peer: &self.peer,
         };
         if let Some(room) = frame.room() {

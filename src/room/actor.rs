@@ -279,9 +279,20 @@ impl Room {
                 prefix,
                 after,
                 limit,
+                large,
             } => {
-                let (items, more) = self.state.list(&prefix, after.as_deref(), limit);
+                // The reply fits in `limits.frame` (SPEC.md 4.5): the frame without items, plus
+                // the item count's header growing to at most 5 bytes, leaves the rest for items.
+                let empty = ServerFrame::Vals {
+                    id,
+                    items: Vec::new(),
+                    more: true,
+                };
+                let overhead = roomd_protocol::codec::encode(&empty).len() + 4;
+                let budget = self.env.limits.frame_bytes.saturating_sub(overhead);
+                let (items, more) = self.state.list(&prefix, after.as_deref(), limit, budget);
                 peer.send(&ServerFrame::Vals { id, items, more });
+                drop(large);
             }
             Command::Who { peer, id } => self.who(&peer, id),
             Command::SnapshotSent { conn, token } => self.snapshot_sent(&conn, token),

@@ -39,10 +39,11 @@ pub(crate) struct RoomLimits {
     pub keys_per_room: usize,
     /// Entries per replay page, and the most a subscriber catches up on from the cache.
     pub page: usize,
+    /// The largest frame a client reads (`limits.frame`): no reply is larger (`subbed`, `snap`
+    /// and `who` are split to fit), and a replay page holds at most this many bytes.
+    pub frame_bytes: usize,
     /// A subscriber's outbox bound: a catch-up from the cache takes at most half of it.
     pub outbox_max_bytes: usize,
-    /// The largest frame a client reads (`limits.frame`): `subbed`, `snap` and `who` fit in it.
-    pub frame_bytes: usize,
     /// Presence a room holds, in bytes (`rooms.presence_bytes`).
     pub presence_bytes: usize,
     /// Retention: keep at most this many entries (0: no bound).
@@ -76,8 +77,8 @@ impl RoomLimits {
             dedup_max: config.rooms.dedup_max,
             keys_per_room: config.limits.keys_per_room,
             page: config.limits.page,
-            outbox_max_bytes: config.outbox.max_bytes,
             frame_bytes: config.websocket.max_frame_bytes,
+            outbox_max_bytes: config.outbox.max_bytes,
             presence_bytes: config.rooms.presence_bytes,
             retain_messages: config.retention.max_messages,
             retain_age_secs: config.retention.max_age_secs,

@@ -34,7 +34,7 @@ use bytes::Bytes;
 use roomd_protocol::Value;
 use tokio::sync::oneshot;
 
-use crate::peer::Peer;
+use crate::peer::{LargeReply, Peer};
 
 pub(crate) use env::{RoomEnv, RoomLimits};
 pub(crate) use registry::Registry;
@@ -109,6 +109,8 @@ pub(crate) enum Command {
         prefix: String,
         after: Option<String>,
         limit: usize,
+        /// Counts the request as one with a large reply until the command is dropped.
+        large: LargeReply,
     },
     Who {
         peer: Arc<Peer>,

@@ -21,6 +21,9 @@ pub(crate) struct Replay {
     pub outbox: Outbox,
     pub from: u64,
     pub page: usize,
+    /// Bytes per page (`limits.frame`): a page of large entries is shorter, so a replay holds
+    /// about one frame's worth of entries however large they are.
+    pub page_bytes: usize,
 }
 
 impl Replay {
@@ -31,8 +34,10 @@ impl Replay {
                 return;
             }
             let (store, room, page) = (self.store.clone(), self.room_id, self.page);
+            let bytes = self.page_bytes;
             let read =
-                tokio::task::spawn_blocking(move || store.read_forward(room, from, page)).await;
+                tokio::task::spawn_blocking(move || store.read_forward(room, from, page, bytes))
+                    .await;
             let frames = match read {
                 Ok(Ok(frames)) => frames,
                 Ok(Err(e)) => return self.fail(&e.to_string()),

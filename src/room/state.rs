@@ -73,12 +73,14 @@ impl RoomState {
             .collect()
     }
 
-    /// Keys with `prefix`, strictly after `after`, at most `limit`; and whether more exist.
+    /// Keys with `prefix`, strictly after `after`, at most `limit` and at most `max_bytes` of
+    /// encoded items (but at least one); and whether more exist.
     pub(crate) fn list(
         &self,
         prefix: &str,
         after: Option<&str>,
         limit: usize,
+        max_bytes: usize,
     ) -> (Vec<StateItem>, bool) {
         let start = match after {
             Some(a) if a >= prefix => std::ops::Bound::Excluded(a.to_string()),
@@ -86,15 +88,18 @@ impl RoomState {
         };
         let mut items = Vec::new();
         let mut more = false;
+        let mut bytes = 0;
         for (k, e) in self
             .map
             .range((start, std::ops::Bound::Unbounded))
             .take_while(|(k, _)| k.starts_with(prefix))
         {
-            if items.len() == limit {
+            let size = item_bytes(k, e);
+            if items.len() == limit || (!items.is_empty() && bytes + size > max_bytes) {
                 more = true;
                 break;
             }
+            bytes += size;
             items.push(item(k, e));
         }
         (items, more)
@@ -106,6 +111,12 @@ impl RoomState {
             None => self.map.remove(&effect.key),
         };
     }
+}
+
+/// At most the encoded size of `{key, value, ver}`: the map and field-name bytes, the longest
+/// string header and integer, the key and the value's encoding.
+fn item_bytes(k: &str, e: &Entry) -> usize {
+    1 + 4 + 5 + k.len() + 6 + e.encoded.len() + 4 + 9
 }
 
 fn item(k: &str, e: &Entry) -> StateItem {
@@ -301,9 +312,9 @@ mod tests {
                 reply_value: false,
             });
         }
-        let (items, more) = s.list("u:", None, 2);
+        let (items, more) = s.list("u:", None, 2, usize::MAX);
         assert_eq!((items.len(), more), (2, true));
-        let (items, more) = s.list("u:", Some("u:2"), 2);
+        let (items, more) = s.list("u:", Some("u:2"), 2, usize::MAX);
         assert_eq!(
             (items[0].key.as_str(), items.len(), more),
             ("u:3", 1, false)

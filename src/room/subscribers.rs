@@ -262,6 +262,7 @@ impl Room {
             outbox: sub.peer.outbox.clone(),
             from: sub.next,
             page: self.env.limits.page,
+            page_bytes: self.env.limits.frame_bytes,
         };
         self.env.background.spawn(replay.run());
     }

@@ -31,6 +31,7 @@ pub(crate) fn peer(conn: &str) -> Arc<Peer> {
         client: conn.into(),
         outbox: Outbox::new(100_000, 64 << 20),
         refused: Default::default(),
+        in_flight: Default::default(),
     })
 }
 
@@ -260,10 +261,11 @@ async fn publishes_and_mutations_pending_together_form_one_write_in_order() {
     assert_eq!(f.room.state.get("k").map(|e| e.ver), Some(2));
     let room_id = f.room.id.expect("the first write created the room");
     let store = f.env.store.clone();
-    let stored = tokio::task::spawn_blocking(move || store.read_forward(room_id, 1, 100))
-        .await
-        .unwrap()
-        .unwrap();
+    let stored =
+        tokio::task::spawn_blocking(move || store.read_forward(room_id, 1, 100, usize::MAX))
+            .await
+            .unwrap()
+            .unwrap();
     let stored: Vec<u64> = stored.iter().map(|(seq, _)| *seq).collect();
     assert_eq!(stored, [1, 2, 3, 4]);
 

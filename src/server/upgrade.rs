@@ -28,7 +28,7 @@ use crate::connection::{self, Timing};
 use crate::error::ReplyError;
 use crate::lifecycle::Phase;
 use crate::outbox::Outbox;
-use crate::peer::Peer;
+use crate::peer::{InFlight, Peer};
 use crate::session::Session;
 
 /// What a valid handshake request selects.
@@ -296,6 +296,7 @@ where
         user,
         outbox: outbox.clone(),
         refused: Default::default(),
+        in_flight: InFlight::default(),
     });
     greet(&peer, &shared.config);
     register(&shared, n, outbox);
@@ -310,6 +311,10 @@ where
     let timing = Timing {
         ping: shared.config.ping_interval(),
         write_timeout: Duration::from_millis(shared.config.websocket.write_timeout_ms),
+        requests_in_flight: shared.config.limits.requests_in_flight,
+        large_in_flight: (shared.config.outbox.max_bytes
+            / (2 * shared.config.websocket.max_frame_bytes))
+            .max(1),
     };
     let guard = ConnGuard {
         shared,

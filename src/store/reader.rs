@@ -108,36 +108,48 @@ impl Store {
         Ok(snap)
     }
 
-    /// Up to `limit` entries with seq ≥ `from`, ascending, as (seq, WebSocket frame).
+    /// Up to `limit` entries with seq ≥ `from`, ascending, as (seq, WebSocket frame), and no
+    /// more than `max_bytes` of frames unless the first alone is larger: a replay page holds
+    /// `limits.page` small entries or a few large ones, never `limits.page` large ones.
     pub(crate) fn read_forward(
         &self,
         room: u64,
         from: u64,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<Vec<(u64, Bytes)>, StoreError> {
         let txn = self.read_txn()?;
         let entries = txn.open_table(ENTRIES)?;
         let mut out = Vec::with_capacity(limit.min(1024));
+        let mut bytes = 0;
         for entry in entries.range((room, from)..=(room, u64::MAX))? {
             if out.len() == limit {
                 break;
             }
             let (k, v) = entry?;
-            if let Some(frame) = record::wire_frame(v.value()) {
-                out.push((k.value().1, frame));
+            let Some(rec) = record::decode_log(v.value()) else {
+                continue;
+            };
+            if !out.is_empty() && bytes + rec.frame.len() > max_bytes {
+                break;
             }
+            bytes += rec.frame.len();
+            out.push((k.value().1, crate::wire::wrap(rec.frame)));
         }
         Ok(out)
     }
 
     /// One page of a room's history (SPEC.md 4.4): frames ascending, and whether more exist in
-    /// the paging direction.
+    /// the paging direction. The page ends before `limit` entries or before its frames would
+    /// exceed `max_bytes` (but holds at least one entry), whichever comes first; entries past
+    /// the budget are not copied out of the database.
     pub(crate) fn history(
         &self,
         name: &str,
         after: Option<u64>,
         before: Option<u64>,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<(Vec<Bytes>, bool), StoreError> {
         let txn = self.read_txn()?;
         let rooms = txn.open_table(ROOMS)?;
@@ -153,6 +165,7 @@ impl Store {
         let range = entries.range((id, lo)..(id, hi))?;
         let mut frames = Vec::with_capacity(limit.min(256));
         let mut more = false;
+        let mut bytes = 0;
         let forward = after.is_some();
         let mut push = |entry: LogEntry| -> Result<bool, StoreError> {
             if frames.len() == limit {
@@ -160,9 +173,15 @@ impl Store {
                 return Ok(false);
             }
             let (_, v) = entry?;
-            if let Some(f) = record::frame_bytes(v.value()) {
-                frames.push(f);
+            let Some(rec) = record::decode_log(v.value()) else {
+                return Ok(true);
+            };
+            if !frames.is_empty() && bytes + rec.frame.len() > max_bytes {
+                more = true;
+                return Ok(false);
             }
+            bytes += rec.frame.len();
+            frames.push(Bytes::copy_from_slice(rec.frame));
             Ok(true)
         };
         if forward {

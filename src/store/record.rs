@@ -4,8 +4,6 @@
 //! no re-encoding: `ts (u64 BE) | dedup key length (u8) | dedup key | frame`.
 //! A state record is `version (u64 BE) | MessagePack value`.
 
-use bytes::Bytes;
-
 /// Builds a log record around an encoded event frame.
 pub(crate) fn encode_log(ts: u64, dedup: Option<&str>, frame: &[u8]) -> Vec<u8> {
     let dedup = dedup.unwrap_or("");
@@ -38,16 +36,6 @@ pub(crate) fn decode_log(raw: &[u8]) -> Option<LogRecord<'_>> {
         dedup: (!dedup.is_empty()).then_some(dedup),
         frame,
     })
-}
-
-/// The frame of a record as shareable bytes (one copy out of the database page).
-pub(crate) fn frame_bytes(raw: &[u8]) -> Option<Bytes> {
-    decode_log(raw).map(|r| Bytes::copy_from_slice(r.frame))
-}
-
-/// The frame of a record as a ready-to-send WebSocket frame (one copy out of the page).
-pub(crate) fn wire_frame(raw: &[u8]) -> Option<Bytes> {
-    decode_log(raw).map(|r| crate::wire::wrap(r.frame))
 }
 
 pub(crate) fn encode_state(ver: u64, value: &[u8]) -> Vec<u8> {
