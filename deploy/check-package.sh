@@ -60,6 +60,7 @@ fi
 
 step "Prometheus rules and Grafana dashboard"
 "$promtool" check rules deploy/prometheus-rules.yml
+"$promtool" test rules deploy/prometheus-rules.test.yml
 python3 -m json.tool deploy/grafana-dashboard.json >/dev/null
 python3 - deploy/grafana-dashboard.json <<'PY'
 import json, sys
