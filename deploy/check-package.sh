@@ -75,7 +75,7 @@ PY
 step "build the .deb (from target/release/roomd)"
 if [ "${1:-}" != --no-build ]; then cargo build --release --bin roomd; fi
 [ -x target/release/roomd ] || fail "no target/release/roomd: build it first"
-deb=$(cargo deb --no-build 2>/dev/null | tail -n 1)
+deb=$(cargo deb --no-build --fast | tail -n 1)
 [ -f "$deb" ] || fail "cargo deb produced no package"
 echo "$deb ($(du -h "$deb" | cut -f1))"
 dpkg-deb --info "$deb" | sed -n '/Package:/,$p'
@@ -117,7 +117,9 @@ if [ ! -d /run/systemd/system ] && pgrep -u roomd >/dev/null; then
 fi
 
 step "the unit's stop timeout covers the config's lame duck + shutdown timeout"
-as_roomd() { (cd / && env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin setpriv --reuid=roomd --regid=roomd --init-groups -- "$@"); }
+# As systemd would run it: user roomd, cwd /, an empty environment. (exec: $! is roomd itself.)
+as_roomd=(env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin setpriv --reuid=roomd --regid=roomd --init-groups --)
+as_roomd() { (cd / && exec "${as_roomd[@]}" "$@"); }
 as_roomd /usr/bin/roomd check-config /etc/roomd/roomd.toml >"$work/effective.toml"
 ms() { sed -n "s/^$1 = \([0-9]*\)$/\1/p" "$work/effective.toml"; }
 need=$(( ($(ms shutdown_timeout_ms) + $(ms lame_duck_ms)) / 1000 ))
@@ -126,7 +128,7 @@ have=$(sed -n 's/^TimeoutStopSec=\([0-9]*\)s\?$/\1/p' "$unit")
 echo "TimeoutStopSec=${have}s > lame_duck_ms + shutdown_timeout_ms = ${need}s"
 
 step "run the installed roomd as the roomd user"
-as_roomd /usr/bin/roomd --config /etc/roomd/roomd.toml --listen 127.0.0.1:0 \
+(cd / && exec "${as_roomd[@]}" /usr/bin/roomd --config /etc/roomd/roomd.toml --listen 127.0.0.1:0) \
   >"$work/out" 2>"$work/err" &
 pid=$!
 addr=
@@ -149,7 +151,7 @@ python3 - "$work/metrics" deploy/prometheus-rules.yml deploy/grafana-dashboard.j
 import re, sys
 exported = set()
 for line in open(sys.argv[1]):
-    if line and not line.startswith("#"):
+    if line.strip() and not line.startswith("#"):
         name = re.match(r"[a-zA-Z_:][a-zA-Z0-9_:]*", line).group(0)
         exported.add(name)
 used = set()
@@ -179,6 +181,7 @@ dpkg -r roomd
 getent passwd roomd >/dev/null || fail "dpkg -r removed the roomd user"
 dpkg --purge roomd
 [ ! -e /etc/roomd ] || fail "/etc/roomd left after purge"
+[ ! -e /etc/systemd/system/multi-user.target.wants/roomd.service ] || fail "unit still enabled after purge"
 ! dpkg-statoverride --list /etc/roomd/roomd.toml >/dev/null || fail "statoverride left after purge"
 [ -f /var/lib/roomd/roomd.redb ] || fail "purge removed the data (it is kept by policy)"
 
