@@ -107,7 +107,7 @@ dpkg -i "$deb"
 [ -x /usr/bin/roomd ] || fail "/usr/bin/roomd missing"
 dpkg-query -W -f='${Conffiles}\n' roomd | grep -q '^ */etc/roomd/roomd.toml ' || fail "/etc/roomd/roomd.toml is not a conffile"
 cmp deploy/roomd.toml /etc/roomd/roomd.toml || fail "installed config differs from deploy/roomd.toml"
-unit=/lib/systemd/system/roomd.service
+unit=/usr/lib/systemd/system/roomd.service
 cmp deploy/roomd.service "$unit" || fail "installed unit differs from deploy/roomd.service"
 getent passwd roomd | awk -F: '$3 >= 1000 { exit 1 }' || fail "roomd is not a system user"
 [ "$(stat -c '%U:%G %a' /var/lib/roomd)" = "roomd:roomd 750" ] || fail "/var/lib/roomd: $(stat -c '%U:%G %a' /var/lib/roomd)"
