@@ -48,7 +48,7 @@ else
     # and its init script would start it.
     if ! (cd "$dl" && apt-get download -q prometheus >/dev/null 2>&1); then
       apt-get update -q >/dev/null
-      (cd "$dl" && apt-get download -q prometheus >/dev/null 2>&1)
+      (cd "$dl" && apt-get download -q prometheus >/dev/null) || fail "cannot download Debian's prometheus package"
     fi
     mkdir -p "$tools"
     dpkg-deb --fsys-tarfile "$dl"/prometheus_*.deb | tar -x -O ./usr/bin/promtool >"$promtool.tmp"
