@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use roomd_protocol::{check_value, codec, validate_room_name, ErrorCode, Value};
+use roomd_protocol::{check_value, codec, validate_room_name, ClientFrame, ErrorCode, Value};
 
 use crate::config::LimitsConfig;
 use crate::error::ReplyError;
@@ -27,6 +27,52 @@ impl Requests<'_> {
     pub(crate) fn check_room(&self, room: &str) -> Result<(), ReplyError> {
         validate_room_name(room, self.limits.room_name_bytes)
             .map_err(|e| ReplyError::new(ErrorCode::BadRoom, e.to_string()))
+    }
+
+    /// The room and command of a request that needs no per-connection state (the session
+    /// itself handles `ping`, `hist`, `sub` and `unsub`).
+    pub(crate) fn command(&self, frame: ClientFrame) -> Result<(String, Command), ReplyError> {
+        Ok(match frame {
+            ClientFrame::Pub {
+                id,
+                room,
+                data,
+                mid,
+            } => (room, self.publish(id, data, mid)?),
+            ClientFrame::Get { id, room, key } => (room, self.get(id, key)?),
+            ClientFrame::List {
+                id,
+                room,
+                prefix,
+                after,
+                limit,
+            } => (room, self.list(id, prefix, after, limit)?),
+            ClientFrame::Put {
+                id,
+                room,
+                key,
+                value,
+            } => (room, self.put(id, key, value)?),
+            ClientFrame::Del { id, room, key } => (room, self.del(id, key)?),
+            ClientFrame::Cas {
+                id,
+                room,
+                key,
+                ver,
+                value,
+            } => (room, self.cas(id, key, ver, value)?),
+            ClientFrame::Incr { id, room, key, by } => (room, self.incr(id, key, by)?),
+            ClientFrame::Who { id, room } => (room, self.who(id)),
+            ClientFrame::Ping { .. }
+            | ClientFrame::Hist { .. }
+            | ClientFrame::Sub { .. }
+            | ClientFrame::Unsub { .. } => {
+                return Err(ReplyError::new(
+                    ErrorCode::UnknownRequest,
+                    "this request is not routed to a room",
+                ))
+            }
+        })
     }
 
     pub(crate) fn subscribe(

@@ -177,36 +177,7 @@ impl Session {
                 }
                 (room, req.unsubscribe(id))
             }
-            ClientFrame::Pub {
-                id,
-                room,
-                data,
-                mid,
-            } => (room, req.publish(id, data, mid)?),
-            ClientFrame::Get { id, room, key } => (room, req.get(id, key)?),
-            ClientFrame::List {
-                id,
-                room,
-                prefix,
-                after,
-                limit,
-            } => (room, req.list(id, prefix, after, limit)?),
-            ClientFrame::Put {
-                id,
-                room,
-                key,
-                value,
-            } => (room, req.put(id, key, value)?),
-            ClientFrame::Del { id, room, key } => (room, req.del(id, key)?),
-            ClientFrame::Cas {
-                id,
-                room,
-                key,
-                ver,
-                value,
-            } => (room, req.cas(id, key, ver, value)?),
-            ClientFrame::Incr { id, room, key, by } => (room, req.incr(id, key, by)?),
-            ClientFrame::Who { id, room } => (room, req.who(id)),
+            other => req.command(other)?,
         };
         self.rate.admit(&cmd)?;
         self.route(id, room, cmd)
