@@ -22,7 +22,6 @@ use roomd_protocol::ErrorCode;
 use crate::config::RateConfig;
 use crate::error::ReplyError;
 use crate::peer::Peer;
-use crate::room::Command;
 
 const SECOND: u128 = 1_000_000_000;
 const MINUTE: u128 = 60 * SECOND;
@@ -116,6 +115,18 @@ impl Bucket {
     }
 }
 
+/// What a request costs against a connection's rate limits (the room module says which
+/// request costs what: see `Command::cost`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cost {
+    /// A publish of `bytes` of data.
+    Publish { bytes: usize },
+    /// A `put`, `del`, `cas` or `incr`.
+    StateWrite,
+    /// Anything else: no connection limit counts it.
+    Free,
+}
+
 /// A connection's own buckets, owned by its session.
 #[derive(Debug)]
 pub(crate) struct ConnLimits {
@@ -152,34 +163,33 @@ impl ConnLimits {
 
     /// Takes what `cmd` costs from this connection's buckets, or refuses it and takes nothing.
     /// Called once the request has passed its own checks, so an invalid request costs nothing.
-    pub(crate) fn admit(&mut self, cmd: &Command) -> Result<(), ReplyError> {
+    pub(crate) fn admit(&mut self, cmd: Cost) -> Result<(), ReplyError> {
         let start = self.start;
         self.admit_with(cmd, || nanos_since(start, Instant::now()))
     }
 
     /// [`ConnLimits::admit`] with the clock read by `now`, only when a limit applies.
-    fn admit_with(&mut self, cmd: &Command, now: impl FnOnce() -> u64) -> Result<(), ReplyError> {
+    fn admit_with(&mut self, cmd: Cost, now: impl FnOnce() -> u64) -> Result<(), ReplyError> {
         match cmd {
-            Command::Publish { data, .. } => {
+            Cost::Publish { bytes } => {
                 if self.publishes.is_none() && self.bytes.is_none() {
                     return Ok(());
                 }
-                let len = u64::try_from(data.len()).unwrap_or(u64::MAX);
+                let len = u64::try_from(bytes).unwrap_or(u64::MAX);
                 take_all(now(), [(&mut self.publishes, 1), (&mut self.bytes, len)])
             }
-            // Every mutation (put, del, cas, incr) is a state write.
-            Command::Mutate { .. } => {
+            Cost::StateWrite => {
                 if self.writes.is_none() {
                     return Ok(());
                 }
                 take_all(now(), [(&mut self.writes, 1)])
             }
-            _ => Ok(()),
+            Cost::Free => Ok(()),
         }
     }
 
     #[cfg(test)]
-    fn admit_at(&mut self, cmd: &Command, at: std::time::Duration) -> Result<(), ReplyError> {
+    fn admit_at(&mut self, cmd: Cost, at: std::time::Duration) -> Result<(), ReplyError> {
         let nanos = u64::try_from(at.as_nanos()).unwrap_or(u64::MAX);
         self.admit_with(cmd, || nanos)
     }
@@ -324,21 +334,8 @@ mod tests {
         c
     }
 
-    fn publish(len: usize) -> Command {
-        Command::Publish {
-            peer: Arc::new(Peer {
-                id: "c".into(),
-                user: None,
-                client: "c".into(),
-                outbox: crate::outbox::Outbox::new(8, 1024),
-                refused: Default::default(),
-                in_flight: Default::default(),
-            }),
-            id: 1,
-            data: vec![0; len],
-            mid: None,
-            received: Instant::now(),
-        }
+    fn publish(len: usize) -> Cost {
+        Cost::Publish { bytes: len }
     }
 
     const MS: Duration = Duration::from_millis(1);
@@ -351,15 +348,15 @@ mod tests {
         }));
         let p = publish(1);
         for _ in 0..3 {
-            l.admit_at(&p, Duration::ZERO).unwrap();
+            l.admit_at(p, Duration::ZERO).unwrap();
         }
-        let e = l.admit_at(&p, Duration::ZERO).unwrap_err();
+        let e = l.admit_at(p, Duration::ZERO).unwrap_err();
         assert_eq!(e.code, ErrorCode::Limit);
         assert_eq!(e.retry_after_ms, Some(100));
         assert_eq!(e.max, Some(10));
-        l.admit_at(&p, 100 * MS).unwrap();
-        assert!(l.admit_at(&p, 150 * MS).is_err());
-        l.admit_at(&p, 200 * MS).unwrap();
+        l.admit_at(p, 100 * MS).unwrap();
+        assert!(l.admit_at(p, 150 * MS).is_err());
+        l.admit_at(p, 200 * MS).unwrap();
     }
 
     #[test]
@@ -368,21 +365,21 @@ mod tests {
             c.publishes_per_sec = 100;
             c.publish_bytes_per_sec = 1000;
         }));
-        l.admit_at(&publish(900), Duration::ZERO).unwrap();
-        let e = l.admit_at(&publish(200), Duration::ZERO).unwrap_err();
+        l.admit_at(publish(900), Duration::ZERO).unwrap();
+        let e = l.admit_at(publish(200), Duration::ZERO).unwrap_err();
         assert_eq!(e.retry_after_ms, Some(100));
         // The refused one took no publish token: 99 more of 1 byte still fit.
         for _ in 0..99 {
-            l.admit_at(&publish(1), Duration::ZERO).unwrap();
+            l.admit_at(publish(1), Duration::ZERO).unwrap();
         }
-        assert!(l.admit_at(&publish(0), Duration::ZERO).is_err());
+        assert!(l.admit_at(publish(0), Duration::ZERO).is_err());
     }
 
     #[test]
     fn off_limits_admit_everything() {
         let mut l = ConnLimits::new(&RateConfig::default());
         for _ in 0..100_000 {
-            l.admit(&publish(64 * 1024)).unwrap();
+            l.admit(publish(64 * 1024)).unwrap();
         }
     }
 

@@ -7,19 +7,25 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::config::RetentionConfig;
 use crate::lifecycle::Lifecycle;
 use crate::room::{actor::now_ms, Command, Registry};
+use crate::store::Store;
 
-pub(crate) async fn sweep(registry: Arc<Registry>, lifecycle: Lifecycle) {
-    let every = Duration::from_secs(registry.config.retention.sweep_interval_secs.max(1));
+pub(crate) async fn sweep(
+    registry: Arc<Registry>,
+    store: Store,
+    cfg: RetentionConfig,
+    lifecycle: Lifecycle,
+) {
+    let every = Duration::from_secs(cfg.sweep_interval_secs.max(1));
     let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = lifecycle.stopping() => return,
         }
-        let store = registry.store.clone();
-        let cfg = registry.config.retention.clone();
+        let (store, cfg) = (store.clone(), cfg.clone());
         let due = tokio::task::spawn_blocking(
             move || -> Result<Vec<String>, crate::store::StoreError> {
                 let cutoff = now_ms().saturating_sub(cfg.max_age_secs * 1000);

@@ -14,6 +14,7 @@ use crate::ratelimit::ConnLimits;
 use crate::request::Requests;
 use crate::room::registry::{ShuttingDown, TrySend};
 use crate::room::{Command, Registry};
+use crate::store::Store;
 
 /// A request waiting for room in its room's inbox.
 pub(crate) struct Blocked {
@@ -25,6 +26,8 @@ pub(crate) struct Blocked {
 pub(crate) struct Session {
     pub peer: Arc<Peer>,
     registry: Arc<Registry>,
+    /// History pages are read from the database directly, not through a room.
+    store: Store,
     config: Arc<Config>,
     /// History reads run as background tasks that shutdown waits for.
     lifecycle: Lifecycle,
@@ -39,6 +42,7 @@ impl Session {
     pub(crate) fn new(
         peer: Arc<Peer>,
         registry: Arc<Registry>,
+        store: Store,
         config: Arc<Config>,
         lifecycle: Lifecycle,
     ) -> Session {
@@ -46,6 +50,7 @@ impl Session {
             rate: ConnLimits::new(&config.rate),
             peer,
             registry,
+            store,
             config,
             lifecycle,
             subs: HashMap::new(),
@@ -142,8 +147,7 @@ impl Session {
                 before,
                 limit,
             } => {
-                let read =
-                    req.history(self.registry.store.clone(), id, room, after, before, limit)?;
+                let read = req.history(self.store.clone(), id, room, after, before, limit)?;
                 self.lifecycle.spawn_background(read);
                 return Ok(None);
             }
@@ -179,7 +183,7 @@ impl Session {
             }
             other => req.command(other)?,
         };
-        self.rate.admit(&cmd)?;
+        self.rate.admit(cmd.cost())?;
         self.route(id, room, cmd)
     }
 

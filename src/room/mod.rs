@@ -32,6 +32,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use roomd_protocol::Value;
+
+use crate::ratelimit::Cost;
 use tokio::sync::oneshot;
 
 use crate::peer::{LargeReply, Peer};
@@ -66,6 +68,17 @@ pub(crate) enum Mutation {
 /// loaded room must stay cheap (one idle room per connection is a common shape).
 pub(crate) type Inbox = tokio::sync::mpsc::Receiver<Box<Command>>;
 pub(crate) type InboxSender = tokio::sync::mpsc::Sender<Box<Command>>;
+
+impl Command {
+    /// What the command costs against its connection's rate limits.
+    pub(crate) fn cost(&self) -> Cost {
+        match self {
+            Command::Publish { data, .. } => Cost::Publish { bytes: data.len() },
+            Command::Mutate { .. } => Cost::StateWrite,
+            _ => Cost::Free,
+        }
+    }
+}
 
 /// Commands a room's inbox accepts. Replies go straight to the peer's outbox.
 pub(crate) enum Command {

@@ -43,10 +43,8 @@ pub(crate) struct Registry {
     rooms: Mutex<HashMap<Arc<str>, InboxSender>>,
     /// Handed to every room this spawns.
     env: Arc<RoomEnv>,
-    /// For the connections' history reads and the retention sweep; rooms use `env`.
-    pub(crate) store: Store,
-    /// For the retention sweep and the inbox bound; rooms use `env`.
-    pub(crate) config: Arc<Config>,
+    /// Each room's inbox bound (`rooms.inbox`).
+    inbox: usize,
     /// Every room task and every forward of a command to a reloaded room. Closed at shutdown:
     /// from then on no room is loaded.
     tasks: TaskTracker,
@@ -64,10 +62,9 @@ impl Registry {
     ) -> Arc<Registry> {
         Arc::new(Registry {
             rooms: Mutex::new(HashMap::new()),
-            env: Arc::new(RoomEnv::new(store.clone(), writer, &config, background)),
-            store,
+            env: Arc::new(RoomEnv::new(store, writer, &config, background)),
             loads: RoomLoads::new(&config.rate),
-            config,
+            inbox: config.rooms.inbox,
             tasks: TaskTracker::new(),
         })
     }
@@ -142,7 +139,7 @@ impl Registry {
         if let Some(peer) = by {
             self.loads.admit(peer).map_err(TrySend::Limited)?;
         }
-        let (tx, rx) = mpsc::channel(self.config.rooms.inbox);
+        let (tx, rx) = mpsc::channel(self.inbox);
         let name: Arc<str> = Arc::from(name);
         rooms.insert(name.clone(), tx.clone());
         crate::metrics::rooms_active(rooms.len());

@@ -18,7 +18,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio_util::io::ReaderStream;
 
 use super::admission::Slot;
-use super::{upgrade, Shared};
+use super::{text, upgrade, Shared};
 use crate::lifecycle::Phase;
 
 /// Serves one TCP connection's HTTP requests until it closes, upgrades, or stays silent past
@@ -137,7 +137,7 @@ fn whole(r: Response<Full<Bytes>>) -> Response<AdminBody> {
 /// It is made in the data directory, unlinked as soon as it is open, and streamed from the open
 /// file, so nothing is left behind if the client goes away.
 async fn backup(shared: &Shared) -> Response<AdminBody> {
-    let store = shared.registry.store.clone();
+    let store = shared.store.clone();
     let path = store
         .dir()
         .join(format!("backup-{:016x}.redb.tmp", rand::random::<u64>()));
@@ -235,14 +235,4 @@ pub(super) async fn serve_admin(listener: tokio::net::TcpListener, shared: Arc<S
             drop(permit);
         });
     }
-}
-
-pub(super) fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    r
 }

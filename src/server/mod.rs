@@ -15,6 +15,10 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{self, HeaderValue};
+use hyper::{Response, StatusCode};
 use tokio::net::TcpListener;
 
 use self::admission::{Admission, Admitted};
@@ -53,6 +57,8 @@ struct Shared {
     config: Arc<Config>,
     /// For readiness: storage is ready while the writer runs and its last write succeeded.
     writer: WriterHandle,
+    /// For history reads and backups, which go to the database, not through a room.
+    store: Store,
     registry: Arc<Registry>,
     lifecycle: Lifecycle,
     auth: Auth,
@@ -85,7 +91,7 @@ impl Server {
         let addr = listener.local_addr()?;
         let lifecycle = Lifecycle::default();
         let registry = Registry::new(
-            store,
+            store.clone(),
             writer.clone(),
             config.clone(),
             lifecycle.background().clone(),
@@ -101,6 +107,7 @@ impl Server {
             boot: rand::random(),
             config: config.clone(),
             writer: writer.clone(),
+            store: store.clone(),
             registry: registry.clone(),
             lifecycle: lifecycle.clone(),
         });
@@ -110,7 +117,12 @@ impl Server {
             lifecycle.clone(),
         ));
         if config.retention.max_messages > 0 || config.retention.max_age_secs > 0 {
-            lifecycle.spawn_background(crate::retention::sweep(registry, lifecycle.clone()));
+            lifecycle.spawn_background(crate::retention::sweep(
+                registry,
+                store.clone(),
+                config.retention.clone(),
+                lifecycle.clone(),
+            ));
         }
         if let Some(admin) = config.admin.listen {
             let admin = TcpListener::bind(admin)
@@ -203,4 +215,15 @@ impl Shared {
     fn lock_conns(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Outbox>> {
         self.conns.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// A short plain-text answer (errors and probes), for the routes and the upgrade.
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
 }

@@ -20,8 +20,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
 use super::admission::Slot;
-use super::http::text;
-use super::Shared;
+use super::{text, Shared};
 use crate::auth::AuthError;
 use crate::config::Config;
 use crate::connection::{self, Timing};
@@ -305,6 +304,7 @@ where
     let session = Session::new(
         peer,
         shared.registry.clone(),
+        shared.store.clone(),
         shared.config.clone(),
         shared.lifecycle.clone(),
     );
