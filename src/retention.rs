@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::config::RetentionConfig;
 use crate::lifecycle::Lifecycle;
-use crate::room::{actor::now_ms, Command, Registry};
+use crate::room::{model::now_ms, Command, Registry};
 use crate::store::Store;
 
 pub(crate) async fn sweep(

@@ -11,21 +11,17 @@
 //! Subscribers are fed with `try`-pushes into their outboxes; a full outbox closes that
 //! connection, never this task.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
-use bytes::Bytes;
 use roomd_protocol::{ErrorCode, ServerFrame};
 use tokio::sync::oneshot;
 
-use super::batch::{Pending, Written};
 use super::commit::{recv_commit, Flushed};
 use super::dedup::Dedup;
-use super::registry::Registry;
-use super::snapshot::Present;
+use super::model::{now_ms, Pending, Room};
 use super::state::RoomState;
-use super::subscribers::Sub;
 use super::{Command, Inbox, InboxSender, RoomEnv};
 use crate::peer::{Peer, ReplyError};
 use crate::store::reader::{LoadLimits, RoomSnapshot};
@@ -34,39 +30,23 @@ use crate::store::{CommitResult, StoreError};
 /// Most commands taken from the inbox at once before a batch is formed.
 const DRAIN_MAX: usize = 1024;
 
-/// One room's everything, owned by its task. The fields are shared with the sibling modules
-/// that implement the room's concerns.
-pub(super) struct Room {
-    pub(super) name: Arc<str>,
-    pub(super) env: Arc<RoomEnv>,
-    /// The room's own inbox, for the replay tasks it starts.
-    pub(super) tx: InboxSender,
-    pub(super) id: Option<u64>,
-    pub(super) epoch: u64,
-    /// Last durable seq.
-    pub(super) head: u64,
-    /// First retained seq.
-    pub(super) earliest: u64,
-    pub(super) state: RoomState,
-    /// The newest durable frames, for cheap catch-up of subscribers that are slightly behind.
-    pub(super) cache: VecDeque<(u64, Bytes)>,
-    /// Boxed: most rooms never see a `mid`, and a loaded room should stay small.
-    pub(super) dedup: Box<Dedup>,
-    pub(super) subs: HashMap<Arc<str>, Sub>,
-    pub(super) members: HashMap<Arc<str>, Present>,
-    /// What `members` counts against `rooms.presence_bytes`.
-    pub(super) presence_bytes: usize,
-    pub(super) pending: Vec<Pending>,
-    pub(super) in_flight: Vec<Written>,
-    pub(super) trim_wanted: bool,
-    /// Subscribers being paged through history; retention waits for them.
-    pub(super) replays: usize,
-    pub(super) next_token: u64,
-    pub(super) shutting_down: bool,
+/// What a room task needs from whoever loaded it (the registry): its environment, its own
+/// handle, and the moments of its life the loader must hear of. A trait, so that the room does
+/// not import the registry that spawns it.
+pub(crate) trait RoomHost: Send + Sync + 'static {
+    fn env(&self) -> &Arc<RoomEnv>;
+    /// The room's handle, while the host still lists it.
+    fn sender(&self, name: &str) -> Option<InboxSender>;
+    /// Unlists an idle room, unless something waits in its inbox.
+    fn remove_if_idle(&self, name: &str, rx: &Inbox) -> bool;
+    /// Sends a command that reached the room as it unloaded on to its next incarnation.
+    fn forward(self: Arc<Self>, name: Arc<str>, cmd: Box<Command>);
+    /// The room task's last act.
+    fn stopped(&self, name: &str, rx_closed: bool);
 }
 
 /// The room task: loads the room, runs it, and tells the registry when it stops.
-pub(crate) async fn run(name: Arc<str>, mut rx: Inbox, registry: Arc<Registry>) {
+pub(crate) async fn run<H: RoomHost>(name: Arc<str>, mut rx: Inbox, registry: Arc<H>) {
     let env = registry.env().clone();
     // The handle was inserted before this task was spawned; a clone lets replay tasks reach us.
     let loaded = Box::pin(load(&env, &name)).await;
@@ -134,12 +114,6 @@ fn requester(cmd: &Command) -> Option<(&Arc<Peer>, u32)> {
     }
 }
 
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 impl Room {
     pub(super) fn new(
         name: Arc<str>,
@@ -176,7 +150,7 @@ impl Room {
     }
 
     /// The room's main loop; returns whether the inbox was closed by an idle unload.
-    async fn run(&mut self, rx: &mut Inbox, registry: &Arc<Registry>) -> bool {
+    async fn run<H: RoomHost>(&mut self, rx: &mut Inbox, registry: &Arc<H>) -> bool {
         let idle_after = self.env.limits.idle_unload;
         let mut commit: Option<oneshot::Receiver<CommitResult>> = None;
         let mut idle_since = Instant::now();
@@ -239,13 +213,13 @@ impl Room {
 
     /// Leaves the registry if nothing is waiting in the inbox; the inbox is closed and anything
     /// that slipped in goes to the room's successor.
-    fn unload(&mut self, rx: &mut Inbox, registry: &Arc<Registry>) -> bool {
+    fn unload<H: RoomHost>(&mut self, rx: &mut Inbox, registry: &Arc<H>) -> bool {
         if !registry.remove_if_idle(&self.name, rx) {
             return false;
         }
         rx.close();
         while let Ok(cmd) = rx.try_recv() {
-            registry.forward(self.name.clone(), cmd);
+            registry.clone().forward(self.name.clone(), cmd);
         }
         true
     }

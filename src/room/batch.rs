@@ -9,56 +9,14 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use roomd_protocol::ServerFrame;
 
-use super::actor::{now_ms, Room};
 use super::dedup::Dedup;
+use super::model::{now_ms, Pending, Reply, Room, Written};
 use super::state::{Effect, Overlay};
-use super::Mutation;
 use crate::peer::Peer;
 use crate::store::{record, RoomRef, RoomWrite, Trim};
 use crate::wire;
-
-/// A request waiting to be written.
-pub(super) enum Pending {
-    Publish {
-        peer: Arc<Peer>,
-        id: u32,
-        data: Vec<u8>,
-        dedup: Option<String>,
-        received: Instant,
-    },
-    Mutate {
-        peer: Arc<Peer>,
-        id: u32,
-        op: Mutation,
-    },
-}
-
-/// An entry of the batch in flight, with who to answer once it is durable.
-pub(super) struct Written {
-    pub(super) seq: u64,
-    pub(super) frame: Bytes,
-    pub(super) reply: Reply,
-}
-
-/// Who is answered for an entry once its batch is durable, and how.
-pub(super) enum Reply {
-    /// A publish: `ack` with the entry's seq.
-    Ack {
-        peer: Arc<Peer>,
-        id: u32,
-        dedup: Option<String>,
-        received: Instant,
-    },
-    /// A state mutation: `done`, and the effect is applied to the committed state.
-    Mutated {
-        peer: Arc<Peer>,
-        id: u32,
-        effect: Effect,
-    },
-}
 
 /// A batch being formed: its log entries and state records, and who to answer for each.
 struct BatchBuilder<'a> {

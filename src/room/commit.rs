@@ -10,8 +10,7 @@ use bytes::{Bytes, BytesMut};
 use roomd_protocol::ServerFrame;
 use tokio::sync::oneshot;
 
-use super::actor::{now_ms, Room};
-use super::batch::{Reply, Written};
+use super::model::{now_ms, Reply, Room, Written};
 use crate::peer::ReplyError;
 use crate::store::{CommitResult, RoomBatch, RoomWrite, StoreError};
 

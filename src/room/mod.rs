@@ -18,6 +18,7 @@ mod batch;
 mod commit;
 mod dedup;
 pub(crate) mod env;
+pub(crate) mod model;
 pub(crate) mod registry;
 pub(crate) mod replay;
 mod snapshot;

@@ -202,3 +202,25 @@ impl Registry {
         self.tasks.wait().await;
     }
 }
+
+impl actor::RoomHost for Registry {
+    fn env(&self) -> &Arc<RoomEnv> {
+        Registry::env(self)
+    }
+
+    fn sender(&self, name: &str) -> Option<InboxSender> {
+        Registry::sender(self, name)
+    }
+
+    fn remove_if_idle(&self, name: &str, rx: &Inbox) -> bool {
+        Registry::remove_if_idle(self, name, rx)
+    }
+
+    fn forward(self: Arc<Self>, name: Arc<str>, cmd: Box<Command>) {
+        Registry::forward(&self, name, cmd);
+    }
+
+    fn stopped(&self, name: &str, rx_closed: bool) {
+        Registry::stopped(self, name, rx_closed);
+    }
+}

@@ -14,27 +14,11 @@ use bytes::Bytes;
 use roomd_protocol::{ErrorCode, ServerFrame};
 use tokio_util::sync::CancellationToken;
 
-use super::actor::Room;
+use super::model::{Room, Sub};
 use super::replay::Replay;
 use super::snapshot::{Present, Snapshot};
 use crate::peer::{Peer, ReplyError};
 use crate::wire;
-
-pub(super) struct Sub {
-    peer: Arc<Peer>,
-    /// Receives live broadcasts; otherwise a replay is in progress.
-    live: bool,
-    /// Next seq this subscriber must receive while replaying.
-    next: u64,
-    presence: bool,
-    /// Tells this subscription's replay pages from a previous one's.
-    token: u64,
-    /// While its snapshot's `snap` frames are queued: the presence events held back until the
-    /// snapshot is complete (the snapshot's list is as of its head).
-    held: Option<Vec<Bytes>>,
-    /// Stops the snapshot task when the subscription ends before its snapshot is out.
-    snapshot: Option<CancellationToken>,
-}
 
 impl Room {
     pub(super) fn subscribe(

@@ -10,8 +10,9 @@ use bytes::Bytes;
 use roomd_protocol::{codec, ErrorCode, ServerFrame, Value};
 use tokio::sync::mpsc;
 
-use super::actor::{load, Room};
+use super::actor::load;
 use super::commit::{recv_commit, Flushed};
+use super::model::Room;
 use super::{Command, Inbox, Mutation, RoomEnv, RoomLimits};
 use crate::config::{Config, StorageConfig};
 use crate::outbox::Outbox;

@@ -1,0 +1,111 @@
+//! A room's data: the [`Room`] its task owns and the types its fields hold.
+//!
+//! Below every file that implements a concern of the room (`actor`, `batch`, `commit`,
+//! `subscribers`): each of them adds methods to [`Room`] and imports this module, and none of
+//! them imports another for a type, so the room's imports run one way.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
+
+use super::dedup::Dedup;
+use super::snapshot::Present;
+use super::state::{Effect, RoomState};
+use super::{InboxSender, Mutation, RoomEnv};
+use crate::peer::Peer;
+
+/// One room's everything, owned by its task. The fields are shared with the sibling modules
+/// that implement the room's concerns.
+pub(super) struct Room {
+    pub(super) name: Arc<str>,
+    pub(super) env: Arc<RoomEnv>,
+    /// The room's own inbox, for the replay tasks it starts.
+    pub(super) tx: InboxSender,
+    pub(super) id: Option<u64>,
+    pub(super) epoch: u64,
+    /// Last durable seq.
+    pub(super) head: u64,
+    /// First retained seq.
+    pub(super) earliest: u64,
+    pub(super) state: RoomState,
+    /// The newest durable frames, for cheap catch-up of subscribers that are slightly behind.
+    pub(super) cache: VecDeque<(u64, Bytes)>,
+    /// Boxed: most rooms never see a `mid`, and a loaded room should stay small.
+    pub(super) dedup: Box<Dedup>,
+    pub(super) subs: HashMap<Arc<str>, Sub>,
+    pub(super) members: HashMap<Arc<str>, Present>,
+    /// What `members` counts against `rooms.presence_bytes`.
+    pub(super) presence_bytes: usize,
+    pub(super) pending: Vec<Pending>,
+    pub(super) in_flight: Vec<Written>,
+    pub(super) trim_wanted: bool,
+    /// Subscribers being paged through history; retention waits for them.
+    pub(super) replays: usize,
+    pub(super) next_token: u64,
+    pub(super) shutting_down: bool,
+}
+
+pub(super) struct Sub {
+    pub(super) peer: Arc<Peer>,
+    /// Receives live broadcasts; otherwise a replay is in progress.
+    pub(super) live: bool,
+    /// Next seq this subscriber must receive while replaying.
+    pub(super) next: u64,
+    pub(super) presence: bool,
+    /// Tells this subscription's replay pages from a previous one's.
+    pub(super) token: u64,
+    /// While its snapshot's `snap` frames are queued: the presence events held back until the
+    /// snapshot is complete (the snapshot's list is as of its head).
+    pub(super) held: Option<Vec<Bytes>>,
+    /// Stops the snapshot task when the subscription ends before its snapshot is out.
+    pub(super) snapshot: Option<CancellationToken>,
+}
+
+/// A request waiting to be written.
+pub(super) enum Pending {
+    Publish {
+        peer: Arc<Peer>,
+        id: u32,
+        data: Vec<u8>,
+        dedup: Option<String>,
+        received: Instant,
+    },
+    Mutate {
+        peer: Arc<Peer>,
+        id: u32,
+        op: Mutation,
+    },
+}
+
+/// An entry of the batch in flight, with who to answer once it is durable.
+pub(super) struct Written {
+    pub(super) seq: u64,
+    pub(super) frame: Bytes,
+    pub(super) reply: Reply,
+}
+
+/// Who is answered for an entry once its batch is durable, and how.
+pub(super) enum Reply {
+    /// A publish: `ack` with the entry's seq.
+    Ack {
+        peer: Arc<Peer>,
+        id: u32,
+        dedup: Option<String>,
+        received: Instant,
+    },
+    /// A state mutation: `done`, and the effect is applied to the committed state.
+    Mutated {
+        peer: Arc<Peer>,
+        id: u32,
+        effect: Effect,
+    },
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
