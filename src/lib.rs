@@ -24,6 +24,9 @@ mod auth;
 pub mod config;
 mod connection;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod lifecycle;
 mod metrics;
 mod outbox;
