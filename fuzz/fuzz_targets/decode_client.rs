@@ -10,8 +10,9 @@ fuzz_target!(|data: &[u8]| {
         Ok(frame) => {
             let _ = (frame.id(), frame.room());
             let bytes = encode(&frame);
-            let again = decode_client(&bytes)
-                .unwrap_or_else(|e| panic!("{frame:?} re-encoded as {bytes:02x?} does not decode: {e}"));
+            let again = decode_client(&bytes).unwrap_or_else(|e| {
+                panic!("{frame:?} re-encoded as {bytes:02x?} does not decode: {e}")
+            });
             // NaN floats in values compare unequal to themselves; their bytes still agree.
             assert!(
                 again == frame || encode(&again) == bytes,
