@@ -66,8 +66,10 @@ impl SessionHarness {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let store = Store::open(dir.path(), config.storage.cache_bytes).map_err(io::Error::other)?;
-        let writer = WriterHandle::spawn(store.clone(), &config.storage).map_err(io::Error::other)?;
+        let store =
+            Store::open(dir.path(), config.storage.cache_bytes).map_err(io::Error::other)?;
+        let writer =
+            WriterHandle::spawn(store.clone(), &config.storage).map_err(io::Error::other)?;
         let lifecycle = Lifecycle::default();
         let registry = rt.block_on(async {
             Registry::new(
@@ -117,10 +119,7 @@ impl SessionHarness {
     fn connect(&mut self) {
         self.conns += 1;
         let id: Arc<str> = Arc::from(format!("fuzz-{}", self.conns));
-        self.outbox = Outbox::new(
-            self.config.outbox.max_frames,
-            self.config.outbox.max_bytes,
-        );
+        self.outbox = Outbox::new(self.config.outbox.max_frames, self.config.outbox.max_bytes);
         let peer = Arc::new(Peer {
             client: id.clone(),
             user: Some(Arc::from("fuzzer")),

@@ -98,14 +98,16 @@ fn client_frame() -> impl Strategy<Value = ClientFrame> {
             option::of(any::<bool>()),
             opt_value()
         )
-            .prop_map(|(id, room, since, state, presence, info)| ClientFrame::Sub {
-                id,
-                room,
-                since,
-                state,
-                presence,
-                info
-            }),
+            .prop_map(
+                |(id, room, since, state, presence, info)| ClientFrame::Sub {
+                    id,
+                    room,
+                    since,
+                    state,
+                    presence,
+                    info
+                }
+            ),
         (id(), room()).prop_map(|(id, room)| ClientFrame::Unsub { id, room }),
         (id(), room(), bytes(), option::of(text())).prop_map(|(id, room, data, mid)| {
             ClientFrame::Pub {
@@ -214,16 +216,22 @@ fn event() -> impl Strategy<Value = ServerFrame> {
 fn server_frame() -> impl Strategy<Value = ServerFrame> {
     let id = any::<u32>;
     prop_oneof![
-        (any::<u32>(), text(), text(), option::of(text()), any::<u32>(), limits()).prop_map(
-            |(v, server, conn, user, ping, limits)| ServerFrame::Hello {
+        (
+            any::<u32>(),
+            text(),
+            text(),
+            option::of(text()),
+            any::<u32>(),
+            limits()
+        )
+            .prop_map(|(v, server, conn, user, ping, limits)| ServerFrame::Hello {
                 v,
                 server,
                 conn,
                 user,
                 ping,
                 limits
-            }
-        ),
+            }),
         (
             (id(), room(), any::<u64>(), any::<u64>(), any::<u64>()),
             (
@@ -269,20 +277,19 @@ fn server_frame() -> impl Strategy<Value = ServerFrame> {
         }),
         (id(), vec(state_item(), 0..4), any::<bool>())
             .prop_map(|(id, items, more)| ServerFrame::Vals { id, items, more }),
-        (
-            id(),
-            option::of(any::<u64>()),
-            any::<u64>(),
-            opt_value()
-        )
-            .prop_map(|(id, seq, ver, value)| ServerFrame::Done {
+        (id(), option::of(any::<u64>()), any::<u64>(), opt_value()).prop_map(
+            |(id, seq, ver, value)| ServerFrame::Done {
                 id,
                 seq,
                 ver,
                 value
-            }),
-        (id(), room(), vec(member(), 0..4))
-            .prop_map(|(id, room, members)| ServerFrame::Who { id, room, members }),
+            }
+        ),
+        (id(), room(), vec(member(), 0..4)).prop_map(|(id, room, members)| ServerFrame::Who {
+            id,
+            room,
+            members
+        }),
         id().prop_map(|id| ServerFrame::Pong { id }),
         (
             option::of(id()),
@@ -299,16 +306,19 @@ fn server_frame() -> impl Strategy<Value = ServerFrame> {
                 max
             }),
         event(),
-        (room(), text(), option::of(text()), opt_value()).prop_map(
-            |(room, conn, user, info)| ServerFrame::Join {
+        (room(), text(), option::of(text()), opt_value()).prop_map(|(room, conn, user, info)| {
+            ServerFrame::Join {
                 room,
                 conn,
                 user,
-                info
+                info,
             }
-        ),
-        (room(), text(), option::of(text()))
-            .prop_map(|(room, conn, user)| ServerFrame::Leave { room, conn, user }),
+        }),
+        (room(), text(), option::of(text())).prop_map(|(room, conn, user)| ServerFrame::Leave {
+            room,
+            conn,
+            user
+        }),
     ]
 }
 
