@@ -5,7 +5,11 @@
 //! Input: frames, each a 2-byte big-endian length then that many bytes (the last one takes
 //! whatever is left). Each input is one new connection; the server, its rooms and their data
 //! live on across inputs, and are replaced by a fresh one every `INPUTS_PER_SERVER` inputs so
-//! the temporary directory stays small.
+//! the temporary directory stays small. The last server's directory (`roomd-fuzz*` under
+//! `$TMPDIR`) is left behind when libFuzzer exits the process; `fuzz/ci.sh` removes it.
+//!
+//! Since the server outlives inputs, a failure may need the inputs before it: replay the
+//! corpus in order (`-runs=` over the corpus directory) if one input alone does not reproduce.
 #![no_main]
 
 use std::sync::Mutex;
