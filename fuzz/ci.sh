@@ -25,10 +25,13 @@ trap 'rm -rf "$tmp"' EXIT
 # Debug assertions (and so overflow checks) on; no sanitizer: the crates forbid unsafe code.
 flags=(-a -s none)
 cargo +nightly fuzz build "${flags[@]}"
-for target in decode_client decode_server session; do
+for target in decode_client decode_server session session_ops; do
   mkdir -p "corpus/$target"
   log="$tmp/$target.log"
-  if ! TMPDIR="$tmp" cargo +nightly fuzz run "${flags[@]}" "$target" "corpus/$target" "seeds/$target" -- \
+  # session_ops reads structured operations: no seeds from the vectors (it starts empty).
+  seeds=()
+  if [ -d "seeds/$target" ]; then seeds=("seeds/$target"); fi
+  if ! TMPDIR="$tmp" cargo +nightly fuzz run "${flags[@]}" "$target" "corpus/$target" "${seeds[@]}" -- \
     -dict=msgpack.dict -max_total_time="$secs" -print_final_stats=1 >"$log" 2>&1; then
     tail -n 60 "$log"
     echo "fuzz: $target failed; the input is in fuzz/artifacts/$target/"
