@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -21,11 +21,16 @@ pub enum ConfigError {
         path: PathBuf,
         source: Box<toml::de::Error>,
     },
-    #[error("invalid config: {0}")]
-    Invalid(String),
+    #[error("invalid config: {}", .0.join("; "))]
+    Invalid(Vec<String>),
+    #[error("invalid environment variable {var}: {source}")]
+    Env {
+        var: String,
+        source: Box<toml::de::Error>,
+    },
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub server: ServerConfig,
@@ -36,9 +41,18 @@ pub struct Config {
     pub storage: StorageConfig,
     pub retention: RetentionConfig,
     pub auth: AuthConfig,
+    pub admin: AdminConfig,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// An optional second listener for operators: `/metrics`, `/healthz` and `/readyz` only, on an
+/// address that need not be public.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
@@ -46,11 +60,14 @@ pub struct ServerConfig {
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
     pub header_timeout_ms: u64,
+    /// Proxies whose `X-Forwarded-For` is believed for the client address in logs.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub log_format: LogFormat,
     pub shutdown_timeout_ms: u64,
     pub lame_duck_ms: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WebSocketConfig {
     pub read_buffer_bytes: usize,
@@ -60,7 +77,7 @@ pub struct WebSocketConfig {
     pub write_timeout_ms: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
     pub payload_bytes: usize,
@@ -74,14 +91,14 @@ pub struct LimitsConfig {
     pub mid_bytes: usize,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OutboxConfig {
     pub max_frames: usize,
     pub max_bytes: usize,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RoomsConfig {
     pub inbox: usize,
@@ -91,7 +108,17 @@ pub struct RoomsConfig {
     pub dedup_max: usize,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event; coloured only on a terminal without `NO_COLOR`.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Durability {
     /// Ack after fsync (of the write-ahead log; redb is checkpointed periodically).
@@ -100,7 +127,7 @@ pub enum Durability {
     Relaxed,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
     pub durability: Durability,
@@ -124,7 +151,7 @@ impl StorageConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RetentionConfig {
     pub max_messages: u64,
@@ -132,7 +159,7 @@ pub struct RetentionConfig {
     pub sweep_interval_secs: u64,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     pub jwt_secret: String,
@@ -146,6 +173,8 @@ impl Default for ServerConfig {
             max_connections: 19_000,
             max_connections_per_ip: 0,
             header_timeout_ms: 10_000,
+            trusted_proxies: Vec::new(),
+            log_format: LogFormat::Text,
             shutdown_timeout_ms: 10_000,
             lame_duck_ms: 0,
         }
@@ -243,7 +272,20 @@ impl Config {
     /// Rejects values that would make the broker misbehave rather than merely be slow.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
-        let checks: [(bool, &str); 10] = [
+        let checks = [
+            (
+                self.server.max_connections >= 1,
+                "server.max_connections must be at least 1",
+            ),
+            (
+                self.outbox.max_frames >= 1 && self.outbox.max_bytes >= 1,
+                "outbox.max_frames and outbox.max_bytes must be at least 1",
+            ),
+            (self.storage.queue >= 1, "storage.queue must be at least 1"),
+            (
+                self.limits.subscriptions_per_connection >= 1,
+                "limits.subscriptions_per_connection must be at least 1",
+            ),
             (
                 self.server.header_timeout_ms >= 1,
                 "server.header_timeout_ms must be at least 1",
@@ -276,9 +318,15 @@ impl Config {
                 "websocket.ping_interval_secs must be at least 1",
             ),
         ];
-        match checks.iter().find(|(ok, _)| !ok) {
-            Some((_, msg)) => Err(ConfigError::Invalid((*msg).to_string())),
-            None => Ok(()),
+        let failed: Vec<String> = checks
+            .iter()
+            .filter(|(ok, _)| !ok)
+            .map(|(_, msg)| (*msg).to_string())
+            .collect();
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(failed))
         }
     }
 
@@ -303,4 +351,131 @@ impl Config {
             mid: n(l.mid_bytes),
         }
     }
+}
+
+/// The prefix of environment variables that override config keys: `ROOMD_SECTION_KEY`, e.g.
+/// `ROOMD_SERVER_LISTEN=0.0.0.0:7700` or `ROOMD_STORAGE_DURABILITY=relaxed`.
+pub const ENV_PREFIX: &str = "ROOMD_";
+
+/// A `jwt_secret` shorter than this is accepted with a warning: HS256 keys should have at
+/// least as many bytes as the hash (RFC 7518 section 3.2).
+pub const WEAK_SECRET_BYTES: usize = 32;
+
+impl Config {
+    /// The config a server runs with: the file (if any), then every `ROOMD_SECTION_KEY`
+    /// variable in `env` over it, then a relative `server.data_dir` taken from the file's
+    /// directory (so a service started from anywhere writes where its config says).
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let (mut config, text) = match path {
+            // Parsed on its own first, so a mistake in the file is reported with its line.
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                let config = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                    path: path.to_owned(),
+                    source: Box::new(source),
+                })?;
+                (config, text)
+            }
+            None => (Config::default(), String::new()),
+        };
+        let overrides = env_overrides(env);
+        if !overrides.is_empty() {
+            config = with_overrides(&text, &overrides)?;
+        }
+        if let Some(dir) = path.and_then(Path::parent) {
+            if config.server.data_dir.is_relative() {
+                config.server.data_dir = dir.join(&config.server.data_dir);
+            }
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The effective config as TOML, with secrets masked (for `roomd check-config`).
+    pub fn to_toml_masked(&self) -> String {
+        let mut shown = self.clone();
+        if !shown.auth.jwt_secret.is_empty() {
+            shown.auth.jwt_secret = "********".into();
+        }
+        toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot show the config: {e}\n"))
+    }
+
+    /// Settings that work but are probably not what the operator wants.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let secret = self.auth.jwt_secret.len();
+        if secret > 0 && secret < WEAK_SECRET_BYTES {
+            out.push(format!(
+                "auth.jwt_secret is {secret} bytes; use at least {WEAK_SECRET_BYTES} random bytes"
+            ));
+        }
+        out
+    }
+}
+
+/// The `ROOMD_SECTION_KEY` variables that name a config section: (variable, section, key, value).
+/// Others with the prefix (test hooks, say) are not config and are left alone.
+fn env_overrides(
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Vec<(String, String, String, String)> {
+    let sections = section_names();
+    env.into_iter()
+        .filter_map(|(var, value)| {
+            let rest = var.strip_prefix(ENV_PREFIX)?.to_ascii_lowercase();
+            let section = sections.iter().find(|s| {
+                rest.strip_prefix(s.as_str())
+                    .is_some_and(|k| k.starts_with('_'))
+            })?;
+            let key = rest[section.len() + 1..].to_string();
+            Some((var, section.clone(), key, value))
+        })
+        .collect()
+}
+
+fn section_names() -> Vec<String> {
+    toml::Table::try_from(Config::default())
+        .map(|t| t.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// Parses `text` with the overrides applied. A value is read as TOML (a number, a boolean, a
+/// quoted string) and otherwise taken as a plain string (an address, a path, a secret).
+fn with_overrides(
+    text: &str,
+    overrides: &[(String, String, String, String)],
+) -> Result<Config, ConfigError> {
+    let mut table: toml::Table = toml::from_str(text).unwrap_or_default();
+    let defaults = toml::Table::try_from(Config::default()).unwrap_or_default();
+    for (_, section, key, value) in overrides {
+        // A key whose default is a string takes the text as it is (a secret of digits stays
+        // a string).
+        let is_text = defaults
+            .get(section)
+            .and_then(|s| s.get(key))
+            .is_some_and(toml::Value::is_str);
+        let parsed = (!is_text)
+            .then(|| toml::from_str::<toml::Table>(&format!("v = {value}")).ok())
+            .flatten()
+            .and_then(|mut t| t.remove("v"));
+        let value = parsed.unwrap_or_else(|| toml::Value::String(value.clone()));
+        let entry = table
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if let toml::Value::Table(t) = entry {
+            t.insert(key.clone(), value);
+        }
+    }
+    let vars: Vec<&str> = overrides.iter().map(|(var, ..)| var.as_str()).collect();
+    toml::Value::Table(table)
+        .try_into()
+        .map_err(|source| ConfigError::Env {
+            var: vars.join(", "),
+            source: Box::new(source),
+        })
 }

@@ -62,6 +62,8 @@ pub(crate) fn install() {
         let handle = builder.ok().and_then(|b| b.install_recorder().ok());
         if handle.is_some() {
             describe();
+            register_all();
+            process().describe();
         }
         hot();
         handle
@@ -72,12 +74,60 @@ pub(crate) fn install() {
 pub(crate) fn render() -> String {
     match HANDLE.get() {
         Some(Some(h)) => {
+            process().collect();
             h.run_upkeep();
             h.render()
         }
         _ => "# roomd metrics unavailable: another metrics recorder is installed in this process\n"
             .into(),
     }
+}
+
+/// The `process_*` metrics (CPU, memory, file descriptors, threads), read at each scrape.
+fn process() -> &'static metrics_process::Collector {
+    static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
+    COLLECTOR.get_or_init(metrics_process::Collector::default)
+}
+
+/// Every metric exists from the start, at zero: a dashboard or an alert on a rate sees a series
+/// before the first event (`rate()` of a counter that appears at its first increment misses
+/// that increment).
+fn register_all() {
+    for name in [
+        "roomd_connections_total",
+        "roomd_messages_published_total",
+        "roomd_messages_delivered_total",
+        "roomd_bytes_in_total",
+        "roomd_bytes_out_total",
+        "roomd_room_logged_batches_total",
+        "roomd_commit_failures_total",
+        "roomd_slow_consumers_total",
+    ] {
+        counter!(name).increment(0);
+    }
+    for name in ["roomd_connections", "roomd_rooms_active"] {
+        gauge!(name).set(0.0);
+    }
+    for name in [
+        "roomd_publish_ack_seconds",
+        "roomd_commit_seconds",
+        "roomd_commit_batch_entries",
+        "roomd_checkpoint_seconds",
+        "roomd_apply_seconds",
+    ] {
+        // A registered histogram renders its buckets at zero.
+        let _ = histogram!(name);
+    }
+    for code in ErrorCode::ALL {
+        counter!("roomd_errors_total", "code" => code.as_u16().to_string(), "name" => code.name())
+            .increment(0);
+    }
+    gauge!(
+        "roomd_build_info",
+        "version" => env!("CARGO_PKG_VERSION"),
+        "commit" => env!("ROOMD_COMMIT")
+    )
+    .set(1.0);
 }
 
 fn describe() {
@@ -140,6 +190,10 @@ fn describe() {
         "connections closed because their outbound queue was full"
     );
     describe_counter!("roomd_errors_total", "err frames sent, by code");
+    describe_gauge!(
+        "roomd_build_info",
+        "always 1; the labels name the version and the git commit of the running binary"
+    );
 }
 
 pub(crate) fn connection_opened() {

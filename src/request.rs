@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use roomd_protocol::{codec, validate_room_name, ErrorCode, Value};
+use roomd_protocol::{check_value, codec, validate_room_name, ErrorCode, Value};
 
 use crate::config::LimitsConfig;
 use crate::error::ReplyError;
@@ -36,6 +36,7 @@ impl Requests<'_> {
         info: Option<Value>,
     ) -> Result<Command, ReplyError> {
         if let Some(info) = &info {
+            check_subset("info", info)?;
             let len = encoded(info).len();
             if len > self.limits.info_bytes {
                 return Err(ReplyError::too_large("info", len, self.limits.info_bytes));
@@ -105,6 +106,14 @@ impl Requests<'_> {
         after: Option<String>,
         limit: Option<u32>,
     ) -> Result<Command, ReplyError> {
+        // Both are compared with keys, so no longer than a key can be.
+        let max = self.limits.key_bytes;
+        for (field, s) in [("prefix", &prefix), ("after", &after)] {
+            match s {
+                Some(s) if s.len() > max => return Err(ReplyError::too_large(field, s.len(), max)),
+                _ => {}
+            }
+        }
         Ok(Command::List {
             peer: self.peer.clone(),
             id,
@@ -221,6 +230,7 @@ impl Requests<'_> {
 
     /// Returns the value's encoding, which the room stores as it is.
     fn check_value(&self, value: &Value) -> Result<Vec<u8>, ReplyError> {
+        check_subset("value", value)?;
         let encoded = encoded(value);
         let max = self.limits.value_bytes;
         if encoded.len() > max {
@@ -240,6 +250,17 @@ impl Requests<'_> {
             None => Ok(page),
         }
     }
+}
+
+/// State values and presence info reach every client of the room, so they must be in the
+/// subset every client can decode (SPEC.md section 4.5): one walk over the value, no allocation.
+fn check_subset(field: &str, v: &Value) -> Result<(), ReplyError> {
+    check_value(v).map_err(|e| {
+        ReplyError::new(
+            ErrorCode::BadRequest,
+            format!("`{field}` is outside the accepted MessagePack subset: {e}"),
+        )
+    })
 }
 
 fn encoded(v: &Value) -> Vec<u8> {

@@ -2,6 +2,7 @@
 //! and the chat UI.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ use crate::lifecycle::Phase;
 /// the header timeout. Without a `slot` it is over a connection limit (see [`super::admission`]).
 pub(super) async fn serve(
     stream: tokio::net::TcpStream,
+    addr: SocketAddr,
     shared: Arc<Shared>,
     slot: Option<Arc<Slot>>,
 ) {
@@ -35,7 +37,7 @@ pub(super) async fn serve(
         .max_buf_size(16 * 1024);
     let service = hyper::service::service_fn(move |req| {
         let (shared, slot) = (shared.clone(), slot.clone());
-        async move { Ok::<_, Infallible>(route(req, shared, slot)) }
+        async move { Ok::<_, Infallible>(route(req, addr, shared, slot)) }
     });
     let conn = builder.serve_connection(io, service).with_upgrades();
     tokio::pin!(conn);
@@ -54,6 +56,7 @@ pub(super) async fn serve(
 
 fn route(
     req: Request<Incoming>,
+    addr: SocketAddr,
     shared: Arc<Shared>,
     slot: Option<Arc<Slot>>,
 ) -> Response<Full<Bytes>> {
@@ -64,16 +67,8 @@ fn route(
         );
     }
     match req.uri().path() {
-        "/ws" => upgrade::upgrade(req, shared, slot),
-        "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/metrics" => {
-            let mut r = Response::new(Full::new(Bytes::from(crate::metrics::render())));
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4"),
-            );
-            r
-        }
+        "/ws" => upgrade::upgrade(req, addr, shared, slot),
+        "/healthz" | "/readyz" | "/metrics" => operator_route(req.uri().path(), &shared),
         _ if slot.is_none() => text(
             StatusCode::SERVICE_UNAVAILABLE,
             "server at its connection limit\n",
@@ -89,6 +84,73 @@ fn route(
             }
             None => text(StatusCode::NOT_FOUND, "not found\n"),
         },
+    }
+}
+
+/// The routes for operators, on the main port and on the admin listener.
+fn operator_route(path: &str, shared: &Shared) -> Response<Full<Bytes>> {
+    match path {
+        // The process is alive and answering.
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        // Worth sending traffic to: not shutting down, and storage takes writes.
+        "/readyz" if shared.ready() => text(StatusCode::OK, "ready\n"),
+        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        "/metrics" => {
+            let mut r = Response::new(Full::new(Bytes::from(crate::metrics::render())));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            r
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+/// Admin connections served at once; beyond it a connection is closed at once.
+const ADMIN_CONNECTIONS: usize = 64;
+
+/// The admin listener: operator routes only, until shutdown.
+pub(super) async fn serve_admin(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(ADMIN_CONNECTIONS));
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = shared.lifecycle.reached(Phase::Closing) => return,
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            continue;
+        };
+        let shared = shared.clone();
+        let lifecycle = shared.lifecycle.clone();
+        shared.lifecycle.clone().spawn_connection(async move {
+            let timeout = Duration::from_millis(shared.config.server.header_timeout_ms);
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let shared = shared.clone();
+                async move { Ok::<_, Infallible>(operator_route(req.uri().path(), &shared)) }
+            });
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(timeout);
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                () = lifecycle.reached(Phase::Closing) => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+            drop(permit);
+        });
     }
 }
 

@@ -51,6 +51,8 @@ pub struct Server {
 /// What every connection task shares.
 struct Shared {
     config: Arc<Config>,
+    /// For readiness: storage is ready while the writer runs and its last write succeeded.
+    writer: WriterHandle,
     registry: Arc<Registry>,
     lifecycle: Lifecycle,
     auth: Auth,
@@ -98,6 +100,7 @@ impl Server {
             next_conn: AtomicU64::new(1),
             boot: rand::random(),
             config: config.clone(),
+            writer: writer.clone(),
             registry: registry.clone(),
             lifecycle: lifecycle.clone(),
         });
@@ -108,6 +111,16 @@ impl Server {
         ));
         if config.retention.max_messages > 0 || config.retention.max_age_secs > 0 {
             lifecycle.spawn_background(crate::retention::sweep(registry, lifecycle.clone()));
+        }
+        if let Some(admin) = config.admin.listen {
+            let admin = TcpListener::bind(admin)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: admin,
+                    source,
+                })?;
+            tracing::info!(addr = %admin.local_addr()?, "admin listener");
+            lifecycle.spawn_background(http::serve_admin(admin, shared.clone()));
         }
         let task = tokio::spawn(serve(listener, shared, writer));
         tracing::info!(%addr, "roomd listening");
@@ -166,7 +179,7 @@ fn admit(shared: &Arc<Shared>, stream: tokio::net::TcpStream, addr: SocketAddr) 
         Admitted::Slot(slot) => Some(slot),
         Admitted::Refused(permit) => {
             // One brief answer: the whole connection, keep-alive or not, is bounded in time.
-            let serve = http::serve(stream, shared.clone(), None);
+            let serve = http::serve(stream, addr, shared.clone(), None);
             shared.lifecycle.spawn_connection(async move {
                 let _ = tokio::time::timeout(admission::REFUSAL_LIFETIME, serve).await;
                 drop(permit);
@@ -178,10 +191,15 @@ fn admit(shared: &Arc<Shared>, stream: tokio::net::TcpStream, addr: SocketAddr) 
     let _ = stream.set_nodelay(true);
     shared
         .lifecycle
-        .spawn_connection(http::serve(stream, shared.clone(), slot));
+        .spawn_connection(http::serve(stream, addr, shared.clone(), slot));
 }
 
 impl Shared {
+    /// Ready to serve: running (not shutting down) and storage writable.
+    fn ready(&self) -> bool {
+        self.lifecycle.phase() == crate::lifecycle::Phase::Running && self.writer.healthy()
+    }
+
     fn lock_conns(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Outbox>> {
         self.conns.lock().unwrap_or_else(|p| p.into_inner())
     }

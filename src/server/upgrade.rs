@@ -1,6 +1,7 @@
 //! The WebSocket upgrade: checks the handshake, authenticates, admits the connection under the
 //! connection limit, greets it with `hello`, and hands it to [`crate::connection`].
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +23,7 @@ use super::admission::Slot;
 use super::http::text;
 use super::Shared;
 use crate::auth::AuthError;
+use crate::config::Config;
 use crate::connection::{self, Timing};
 use crate::error::ReplyError;
 use crate::lifecycle::Phase;
@@ -106,6 +108,7 @@ fn check_handshake(req: &Request<Incoming>) -> Result<Handshake, Refusal> {
 /// right after the upgrade.
 pub(super) fn upgrade(
     mut req: Request<Incoming>,
+    addr: SocketAddr,
     shared: Arc<Shared>,
     slot: Option<Arc<Slot>>,
 ) -> Response<Full<Bytes>> {
@@ -127,46 +130,74 @@ pub(super) fn upgrade(
         query.token.as_deref().or(bearer.as_deref()),
         query.user.as_deref(),
     );
+    let client_addr = client_addr(addr, h, &shared.config.server.trusted_proxies);
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let lifecycle = shared.lifecycle.clone();
-    lifecycle.spawn_connection(async move {
-        let upgraded = match on_upgrade.await {
-            Ok(upgraded) => upgraded,
-            Err(e) => return tracing::debug!(error = %e, "upgrade failed"),
-        };
-        // The setup runs boxed and ends; the task then holds only the connection's own future.
-        // The connection gets the socket itself when it can, rather than hyper's layers
-        // between it and every read and write.
-        let serve = match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
-            Ok(parts) => {
-                let io = parts.io.into_inner();
-                Box::pin(accept(
-                    io,
-                    parts.read_buf,
-                    shared,
-                    slot,
-                    identity,
-                    query.client,
-                ))
-                .await
-            }
-            Err(upgraded) => {
-                let io = TokioIo::new(upgraded);
-                Box::pin(accept(
-                    io,
-                    Bytes::new(),
-                    shared,
-                    slot,
-                    identity,
-                    query.client,
-                ))
-                .await
-            }
-        };
-        if let Some(serve) = serve {
-            serve.await;
-        }
-    });
+    let setup = Setup {
+        addr: client_addr,
+        shared: shared.clone(),
+        slot,
+        identity,
+        client: query.client,
+    };
+    shared
+        .lifecycle
+        .spawn_connection(serve_upgraded(on_upgrade, setup));
+    switching_protocols(&accept_key, select)
+}
+
+/// The client's address: the peer's, or, when the peer is a trusted proxy, the last address in
+/// `X-Forwarded-For` that is not itself a trusted proxy (the ones before it are the client's
+/// own claims, which anyone can forge).
+fn client_addr(peer: SocketAddr, headers: &hyper::HeaderMap, trusted: &[ipnet::IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer.ip()) {
+        return peer.ip();
+    }
+    let hops: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|hop| hop.trim().parse().ok())
+        .collect();
+    hops.into_iter()
+        .rev()
+        .find(|ip| !is_trusted(ip))
+        .unwrap_or(peer.ip())
+}
+
+/// What the upgraded connection's setup needs from its handshake.
+struct Setup {
+    /// The client's address, for logs (see [`client_addr`]).
+    addr: IpAddr,
+    shared: Arc<Shared>,
+    /// `None`: over a connection limit; the socket is closed with 4002.
+    slot: Option<Arc<Slot>>,
+    identity: Result<Option<String>, AuthError>,
+    client: Option<String>,
+}
+
+/// The connection task: waits for hyper to hand over the socket, sets the connection up, and
+/// serves it.
+async fn serve_upgraded(on_upgrade: hyper::upgrade::OnUpgrade, setup: Setup) {
+    let upgraded = match on_upgrade.await {
+        Ok(upgraded) => upgraded,
+        Err(e) => return tracing::debug!(error = %e, "upgrade failed"),
+    };
+    // The setup runs boxed and ends; the task then holds only the connection's own future.
+    // The connection gets the socket itself when it can, rather than hyper's layers between it
+    // and every read and write.
+    let serve = match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
+        Ok(parts) => Box::pin(accept(parts.io.into_inner(), parts.read_buf, setup)).await,
+        Err(upgraded) => Box::pin(accept(TokioIo::new(upgraded), Bytes::new(), setup)).await,
+    };
+    if let Some(serve) = serve {
+        serve.await;
+    }
+}
+
+/// The 101 answer.
+fn switching_protocols(accept_key: &str, subprotocol: bool) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::new()));
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let hm = r.headers_mut();
@@ -174,9 +205,9 @@ pub(super) fn upgrade(
     hm.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     hm.insert(
         header::SEC_WEBSOCKET_ACCEPT,
-        HeaderValue::from_str(&accept_key).unwrap_or_else(|_| HeaderValue::from_static("")),
+        HeaderValue::from_str(accept_key).unwrap_or_else(|_| HeaderValue::from_static("")),
     );
-    if select {
+    if subprotocol {
         hm.insert(
             header::SEC_WEBSOCKET_PROTOCOL,
             HeaderValue::from_static(roomd_protocol::SUBPROTOCOL),
@@ -219,24 +250,18 @@ type ConnFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>
 
 /// Sets up a WebSocket connection (hello, limits, auth); returns the future that serves it.
 /// `read` holds what the client sent after its handshake and the HTTP layer already read.
-async fn accept<S>(
-    io: S,
-    read: Bytes,
-    shared: Arc<Shared>,
-    slot: Option<Arc<Slot>>,
-    identity: Result<Option<String>, AuthError>,
-    client: Option<String>,
-) -> Option<ConnFuture>
+async fn accept<S>(io: S, read: Bytes, setup: Setup) -> Option<ConnFuture>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let ws_cfg = &shared.config.websocket;
-    let cfg = WebSocketConfig::default()
-        .read_buffer_size(ws_cfg.read_buffer_bytes)
-        .write_buffer_size(ws_cfg.write_buffer_bytes)
-        .max_write_buffer_size(ws_cfg.write_buffer_bytes.max(ws_cfg.max_frame_bytes) * 4)
-        .max_message_size(Some(ws_cfg.max_frame_bytes))
-        .max_frame_size(Some(ws_cfg.max_frame_bytes));
+    let Setup {
+        addr,
+        shared,
+        slot,
+        identity,
+        client,
+    } = setup;
+    let cfg = ws_config(&shared.config);
     let ws = if read.is_empty() {
         WebSocketStream::from_raw_socket(io, Role::Server, Some(cfg)).await
     } else {
@@ -245,6 +270,7 @@ where
     let user = match identity {
         Ok(user) => user.map(Arc::from),
         Err(e) => {
+            tracing::info!(%addr, error = %e, "connection refused: authentication failed");
             refuse(ws, e).await;
             return None;
         }
@@ -270,25 +296,10 @@ where
         user,
         outbox: outbox.clone(),
     });
-    peer.send(&ServerFrame::Hello {
-        v: roomd_protocol::VERSION,
-        server: format!("roomd/{}", env!("CARGO_PKG_VERSION")),
-        conn: id.to_string(),
-        user: peer.user.as_deref().map(str::to_string),
-        ping: shared.config.websocket.ping_interval_secs,
-        limits: shared.config.wire_limits(),
-    });
-    {
-        let mut conns = shared.lock_conns();
-        // Checked under the lock that the shutdown's walk over the connections takes: one that
-        // registers after the walk refuses requests from the start.
-        if shared.lifecycle.phase() >= Phase::LameDuck {
-            outbox.refuse_requests();
-        }
-        conns.insert(n, outbox);
-    }
+    greet(&peer, &shared.config);
+    register(&shared, n, outbox);
     crate::metrics::connection_opened();
-    tracing::debug!(conn = %id, user = ?peer.user, "connection opened");
+    tracing::debug!(conn = %id, %addr, user = ?peer.user, "connection opened");
     let session = Session::new(
         peer,
         shared.registry.clone(),
@@ -305,6 +316,40 @@ where
         _slot: slot,
     };
     Some(Box::pin(connection::run(ws, session, timing, guard)))
+}
+
+/// The tungstenite limits of every connection, from `[websocket]`.
+fn ws_config(config: &Config) -> WebSocketConfig {
+    let ws = &config.websocket;
+    WebSocketConfig::default()
+        .read_buffer_size(ws.read_buffer_bytes)
+        .write_buffer_size(ws.write_buffer_bytes)
+        .max_write_buffer_size(ws.write_buffer_bytes.max(ws.max_frame_bytes) * 4)
+        .max_message_size(Some(ws.max_frame_bytes))
+        .max_frame_size(Some(ws.max_frame_bytes))
+}
+
+/// The first frame of every connection (SPEC.md section 3).
+fn greet(peer: &Peer, config: &Config) {
+    peer.send(&ServerFrame::Hello {
+        v: roomd_protocol::VERSION,
+        server: format!("roomd/{}", env!("CARGO_PKG_VERSION")),
+        conn: peer.id.to_string(),
+        user: peer.user.as_deref().map(str::to_string),
+        ping: config.websocket.ping_interval_secs,
+        limits: config.wire_limits(),
+    });
+}
+
+/// Makes the connection's outbox reachable by shutdown.
+fn register(shared: &Shared, n: u64, outbox: Outbox) {
+    let mut conns = shared.lock_conns();
+    // Checked under the lock that the shutdown's walk over the connections takes: one that
+    // registers after the walk refuses requests from the start.
+    if shared.lifecycle.phase() >= Phase::LameDuck {
+        outbox.refuse_requests();
+    }
+    conns.insert(n, outbox);
 }
 
 /// Unregisters a connection when its task ends, however it ends.
@@ -361,4 +406,37 @@ where
         reason: reason.into(),
     };
     let _ = tokio::time::timeout(Duration::from_secs(5), ws.close(Some(frame))).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(xff: &[&str]) -> hyper::HeaderMap {
+        let mut h = hyper::HeaderMap::new();
+        for v in xff {
+            h.append("x-forwarded-for", HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_a_trusted_proxy() {
+        let proxy: SocketAddr = "10.0.0.5:4000".parse().unwrap();
+        let trusted = ["10.0.0.0/8".parse().unwrap()];
+        let h = headers(&["1.2.3.4, 203.0.113.9", "10.0.0.7"]);
+        // The last hop that is not a trusted proxy: earlier ones are the client's claims.
+        assert_eq!(
+            client_addr(proxy, &h, &trusted),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
+        // From an untrusted peer the header is ignored.
+        let direct: SocketAddr = "198.51.100.1:4000".parse().unwrap();
+        assert_eq!(client_addr(direct, &h, &trusted), direct.ip());
+        // No usable header: the proxy's own address.
+        assert_eq!(
+            client_addr(proxy, &headers(&["junk"]), &trusted),
+            proxy.ip()
+        );
+    }
 }

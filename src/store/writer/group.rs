@@ -1,5 +1,6 @@
 //! The writer thread's turn: one group of requests, logged and acknowledged.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -66,6 +67,7 @@ impl Writer {
             };
             ready.and_then(|()| self.commit_logged(&mut ws, writes))
         };
+        shared.failing.store(res.is_err(), Ordering::Relaxed);
         report(dones, res, entries, started);
     }
 

@@ -1,6 +1,7 @@
 //! The writer thread's jobs for the applier thread: applies, checkpoints, and the readers
 //! waiting for them.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -179,6 +180,7 @@ impl Writer {
     pub(super) fn job_failed(&mut self, e: &StoreError) {
         tracing::error!(error = %e, "writing logged groups to redb failed; replaying the log after the next group");
         crate::metrics::commit_failed();
+        self.shared.failing.store(true, Ordering::Relaxed);
         self.broken = true;
     }
 

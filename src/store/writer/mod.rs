@@ -31,6 +31,7 @@ mod group;
 mod jobs;
 mod recover;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -59,6 +60,9 @@ pub(crate) struct WriterHandle {
 /// What rooms and the writer thread share.
 struct Shared {
     wal: Mutex<WalState>,
+    /// The last write (a group commit, a room's own append, an apply to redb) failed; cleared by
+    /// the next group that commits. Readiness reports it (see [`WriterHandle::healthy`]).
+    failing: AtomicBool,
     store: Store,
     relaxed: bool,
     apply_bytes: usize,
@@ -128,6 +132,7 @@ impl WriterHandle {
         let wal = Wal::open(store.dir())?;
         store.connect_writer(tx.clone());
         let shared = Arc::new(Shared {
+            failing: AtomicBool::new(false),
             wal: Mutex::new(WalState {
                 wal,
                 commit_no: 0,
@@ -189,6 +194,7 @@ impl WriterHandle {
             Ok(false) => return Err(write.with_room(RoomRef::Id(room_id))),
             Err(e) => {
                 crate::metrics::commit_failed();
+                shared.failing.store(true, Ordering::Relaxed);
                 tracing::error!(error = %e, "write-ahead log append failed; nothing in it was stored");
                 return Ok(Err(Arc::new(e.into())));
             }
@@ -234,6 +240,12 @@ impl WriterHandle {
     /// checkpoints when due.
     pub(crate) async fn flush(&self) {
         let _ = self.tx.send(WriteReq::Tick).await;
+    }
+
+    /// Whether the writer thread runs and its last write succeeded: what readiness means for
+    /// storage. (A full disk makes it false until a write goes through again.)
+    pub(crate) fn healthy(&self) -> bool {
+        !self.tx.is_closed() && !self.shared.failing.load(Ordering::Relaxed)
     }
 
     /// Finishes every queued batch, makes it durable, and stops the thread.
