@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs every fuzz target for a bounded time (default 60 s each) from the committed seeds, plus
-# whatever fuzz/corpus/ holds from earlier runs. Needs a nightly toolchain; installs cargo-fuzz
+# Runs every fuzz target for a bounded time (default 60 s each) from the committed seeds, in a
+# fresh corpus (so the time does not grow with a local fuzz/corpus/ of earlier runs). Needs a nightly toolchain; installs cargo-fuzz
 # if it is missing (about a minute); without nightly it prints a note and succeeds.
 # Usage: fuzz/ci.sh [seconds per target]
 set -euo pipefail
@@ -26,12 +26,12 @@ trap 'rm -rf "$tmp"' EXIT
 flags=(-a -s none)
 cargo +nightly fuzz build "${flags[@]}"
 for target in decode_client decode_server session session_ops; do
-  mkdir -p "corpus/$target"
+  mkdir -p "$tmp/corpus/$target"
   log="$tmp/$target.log"
   # session_ops reads structured operations: no seeds from the vectors (it starts empty).
   seeds=()
   if [ -d "seeds/$target" ]; then seeds=("seeds/$target"); fi
-  if ! TMPDIR="$tmp" cargo +nightly fuzz run "${flags[@]}" "$target" "corpus/$target" "${seeds[@]}" -- \
+  if ! TMPDIR="$tmp" cargo +nightly fuzz run "${flags[@]}" "$target" "$tmp/corpus/$target" "${seeds[@]}" -- \
     -dict=msgpack.dict -max_total_time="$secs" -print_final_stats=1 >"$log" 2>&1; then
     tail -n 60 "$log"
     echo "fuzz: $target failed; the input is in fuzz/artifacts/$target/"
