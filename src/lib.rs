@@ -27,6 +27,9 @@ pub mod backup;
 pub mod config;
 mod connection;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod lifecycle;
 mod metrics;
 mod outbox;
