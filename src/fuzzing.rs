@@ -28,6 +28,7 @@ pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct SessionHarness {
     rt: tokio::runtime::Runtime,
     registry: Arc<Registry>,
+    store: Store,
     writer: WriterHandle,
     lifecycle: Lifecycle,
     config: Arc<Config>,
@@ -73,7 +74,7 @@ impl SessionHarness {
         let lifecycle = Lifecycle::default();
         let registry = rt.block_on(async {
             Registry::new(
-                store,
+                store.clone(),
                 writer.clone(),
                 config.clone(),
                 lifecycle.background().clone(),
@@ -95,6 +96,7 @@ impl SessionHarness {
         let mut harness = SessionHarness {
             rt,
             registry,
+            store,
             writer,
             lifecycle,
             config,
@@ -125,6 +127,8 @@ impl SessionHarness {
             user: Some(Arc::from("fuzzer")),
             id: id.clone(),
             outbox: self.outbox.clone(),
+            refused: Default::default(),
+            in_flight: Default::default(),
         });
         peer.send(&ServerFrame::Hello {
             v: roomd_protocol::VERSION,
@@ -137,6 +141,7 @@ impl SessionHarness {
         self.session = Some(Session::new(
             peer,
             self.registry.clone(),
+            self.store.clone(),
             self.config.clone(),
             self.lifecycle.clone(),
         ));
@@ -227,7 +232,9 @@ fn replies_to(body: &[u8], id: u32) -> bool {
         | ServerFrame::Msg { .. }
         | ServerFrame::State { .. }
         | ServerFrame::Join { .. }
-        | ServerFrame::Leave { .. } => false,
+        | ServerFrame::Leave { .. }
+        // A continuation of the `subbed` or `who` that was the reply.
+        | ServerFrame::Snap { .. } => false,
     }
 }
 

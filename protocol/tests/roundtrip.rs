@@ -253,6 +253,8 @@ fn server_frame() -> impl Strategy<Value = ServerFrame> {
                         complete,
                         state,
                         presence,
+                        // `more: true` (continued in `snap` frames) is pinned by the vectors.
+                        more: false,
                     }
                 }
             ),
@@ -288,7 +290,8 @@ fn server_frame() -> impl Strategy<Value = ServerFrame> {
         (id(), room(), vec(member(), 0..4)).prop_map(|(id, room, members)| ServerFrame::Who {
             id,
             room,
-            members
+            members,
+            more: false,
         }),
         id().prop_map(|id| ServerFrame::Pong { id }),
         (
@@ -296,15 +299,19 @@ fn server_frame() -> impl Strategy<Value = ServerFrame> {
             any::<u16>(),
             text(),
             option::of(any::<u64>()),
+            option::of(any::<u64>()),
             option::of(any::<u64>())
         )
-            .prop_map(|(id, code, msg, ver, max)| ServerFrame::Err {
-                id,
-                code,
-                msg,
-                ver,
-                max
-            }),
+            .prop_map(
+                |(id, code, msg, ver, max, retry_after_ms)| ServerFrame::Err {
+                    id,
+                    code,
+                    msg,
+                    ver,
+                    max,
+                    retry_after_ms,
+                }
+            ),
         event(),
         (room(), text(), option::of(text()), opt_value()).prop_map(|(room, conn, user, info)| {
             ServerFrame::Join {
