@@ -43,6 +43,25 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub auth: AuthConfig,
     pub admin: AdminConfig,
+    pub tls: TlsConfig,
+}
+
+/// TLS on the main port: both files set, or neither (plain HTTP and `ws://`, for a port behind
+/// a TLS-terminating proxy or on loopback). Relative paths are taken from the config file's
+/// directory, like `server.data_dir`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert: Option<PathBuf>,
+    /// PEM private key: PKCS#8, PKCS#1 (RSA) or SEC1 (EC).
+    pub key: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    pub fn enabled(&self) -> bool {
+        self.cert.is_some() && self.key.is_some()
+    }
 }
 
 /// An optional second listener for operators: `/metrics`, `/healthz` and `/readyz` only, on an
@@ -393,6 +412,10 @@ impl Config {
                 r.rooms_per_minute == 0 || r.rooms_users >= 1,
                 "rate.rooms_users must be at least 1",
             ),
+            (
+                self.tls.cert.is_some() == self.tls.key.is_some(),
+                "tls.cert and tls.key must be set together",
+            ),
         ];
         let failed: Vec<String> = checks
             .iter()
@@ -439,8 +462,8 @@ pub const WEAK_SECRET_BYTES: usize = 32;
 
 impl Config {
     /// The config a server runs with: the file (if any), then every `ROOMD_SECTION_KEY`
-    /// variable in `env` over it, then a relative `server.data_dir` taken from the file's
-    /// directory (so a service started from anywhere writes where its config says).
+    /// variable in `env` over it, then a relative `server.data_dir` (and TLS file) taken from
+    /// the file's directory (so a service started from anywhere uses the files its config says).
     pub fn load(
         path: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
@@ -465,8 +488,15 @@ impl Config {
             config = with_overrides(&text, &overrides)?;
         }
         if let Some(dir) = path.and_then(Path::parent) {
-            if config.server.data_dir.is_relative() {
-                config.server.data_dir = dir.join(&config.server.data_dir);
+            let paths = [
+                Some(&mut config.server.data_dir),
+                config.tls.cert.as_mut(),
+                config.tls.key.as_mut(),
+            ];
+            for p in paths.into_iter().flatten() {
+                if p.is_relative() {
+                    *p = dir.join(&*p);
+                }
             }
         }
         config.validate()?;

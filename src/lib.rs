@@ -13,7 +13,8 @@
 //! - [`room`]: one single-owner task per room: ordering, fan-out, resume, state, presence.
 //! - [`store`]: the write-ahead log, its group-committing writer thread, and redb.
 //! - [`retention`]: background trimming; [`auth`]: JWT checks; [`metrics`]: Prometheus.
-//! - [`config`]: every limit, from `config/roomd.toml`.
+//! - [`config`]: every limit, from `config/roomd.toml`; [`tls`]: the main port's certificate,
+//!   reloadable.
 //!
 //! Only [`Server`], [`ServerError`], [`Config`] and [`backup`] (the backup and restore commands)
 //! are public: the embedding API.
@@ -41,6 +42,7 @@ mod room;
 mod server;
 mod session;
 mod store;
+mod tls;
 mod ui;
 mod wire;
 

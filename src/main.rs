@@ -1,4 +1,5 @@
-//! The `roomd` command: read the config, start the broker, stop gracefully on SIGINT/SIGTERM.
+//! The `roomd` command: read the config, start the broker, stop gracefully on SIGINT/SIGTERM,
+//! reload the TLS certificate on SIGHUP.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -191,29 +192,41 @@ async fn run(config: Config) -> ExitCode {
         }
     };
     // The one line on stdout: scripts and tests read the bound address from it.
-    println!("listening on http://{}", server.local_addr());
-    wait_for_signal().await;
+    println!("listening on {}://{}", server.scheme(), server.local_addr());
+    serve_signals(&server).await;
     tracing::info!("shutting down");
     server.shutdown().await;
     ExitCode::SUCCESS
 }
 
-async fn wait_for_signal() {
+/// Waits for SIGINT or SIGTERM (stop gracefully), reloading the TLS certificate on each SIGHUP
+/// meanwhile (so `systemctl reload roomd` after a renewal needs no restart).
+async fn serve_signals(server: &Server) {
     use tokio::signal::unix::{signal, SignalKind};
-    let term = async {
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                term.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot handle SIGTERM; stop roomd with SIGINT");
-                std::future::pending::<()>().await;
-            }
+    let mut term = signal(SignalKind::terminate())
+        .map_err(|e| tracing::warn!(error = %e, "cannot handle SIGTERM; stop roomd with SIGINT"))
+        .ok();
+    let mut hup = signal(SignalKind::hangup())
+        .map_err(|e| tracing::warn!(error = %e, "cannot handle SIGHUP"))
+        .ok();
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return,
+            Some(()) = recv(&mut term) => return,
+            Some(()) = recv(&mut hup) => match server.reload_tls() {
+                Ok(()) => tracing::info!("SIGHUP: TLS certificate and key reloaded"),
+                Err(roomd::ServerError::NoTls) => tracing::info!("SIGHUP: no [tls] to reload"),
+                Err(e) => tracing::error!(error = %e, "SIGHUP: reload failed; the TLS files in use stay"),
+            },
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
+    }
+}
+
+/// The next signal of `s`, or never when it could not be set up.
+async fn recv(s: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match s {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -102,6 +102,8 @@ fn register_all() {
         "roomd_room_logged_batches_total",
         "roomd_commit_failures_total",
         "roomd_slow_consumers_total",
+        "roomd_tls_handshake_failures_total",
+        "roomd_tls_reloads_total",
     ] {
         counter!(name).increment(0);
     }
@@ -190,6 +192,14 @@ fn describe() {
         "connections closed because their outbound queue was full"
     );
     describe_counter!("roomd_errors_total", "err frames sent, by code");
+    describe_counter!(
+        "roomd_tls_handshake_failures_total",
+        "TLS handshakes on the main port that failed or timed out"
+    );
+    describe_counter!(
+        "roomd_tls_reloads_total",
+        "successful reloads of the TLS certificate and key (SIGHUP)"
+    );
     describe_gauge!(
         "roomd_build_info",
         "always 1; the labels name the version and the git commit of the running binary"
@@ -251,6 +261,14 @@ pub(crate) fn checkpoint(took: Duration) {
 
 pub(crate) fn commit_failed() {
     counter!("roomd_commit_failures_total").increment(1);
+}
+
+pub(crate) fn tls_handshake_failed() {
+    counter!("roomd_tls_handshake_failures_total").increment(1);
+}
+
+pub(crate) fn tls_reloaded() {
+    counter!("roomd_tls_reloads_total").increment(1);
 }
 
 pub(crate) fn slow_consumer() {

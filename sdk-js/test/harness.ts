@@ -43,6 +43,8 @@ export class Broker {
     readonly port: number,
     readonly dataDir: string,
     readonly configPath: string | undefined,
+    /** The port speaks TLS (`[tls]` in the config): https:// and wss://. */
+    readonly tls: boolean,
   ) {
     this.exited = new Promise((res) => proc.once("exit", (code) => res(code)));
     proc.stderr?.on("data", (d: Buffer) => {
@@ -52,11 +54,11 @@ export class Broker {
   }
 
   get url(): string {
-    return `http://127.0.0.1:${this.port}`;
+    return `${this.tls ? "https" : "http"}://127.0.0.1:${this.port}`;
   }
 
   get wsUrl(): string {
-    return `ws://127.0.0.1:${this.port}/ws`;
+    return `${this.tls ? "wss" : "ws"}://127.0.0.1:${this.port}/ws`;
   }
 
   logs(): string {
@@ -106,11 +108,11 @@ export class Broker {
       }, 15_000);
       const lines = createInterface({ input: proc.stdout });
       lines.on("line", (line) => {
-        const m = /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(line);
+        const m = /listening on (https?):\/\/127\.0\.0\.1:(\d+)/.exec(line);
         if (m === null) return;
         clearTimeout(timer);
         lines.removeAllListeners("line");
-        const b = new Broker(proc, Number(m[1]), dataDir, configPath);
+        const b = new Broker(proc, Number(m[2]), dataDir, configPath, m[1] === "https");
         b.stderr.push(...errors);
         res(b);
       });

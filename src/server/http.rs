@@ -23,12 +23,14 @@ use crate::lifecycle::Phase;
 
 /// Serves one TCP connection's HTTP requests until it closes, upgrades, or stays silent past
 /// the header timeout. Without a `slot` it is over a connection limit (see [`super::admission`]).
-pub(super) async fn serve(
-    stream: tokio::net::TcpStream,
+pub(super) async fn serve<S>(
+    stream: S,
     addr: SocketAddr,
     shared: Arc<Shared>,
     slot: Option<Arc<Slot>>,
-) {
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let io = TokioIo::new(stream);
     let lifecycle = shared.lifecycle.clone();
     let header_timeout = Duration::from_millis(shared.config.server.header_timeout_ms);

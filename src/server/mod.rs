@@ -28,6 +28,7 @@ use crate::lifecycle::Lifecycle;
 use crate::outbox::Outbox;
 use crate::room::Registry;
 use crate::store::{Store, StoreError, WriterHandle};
+use crate::tls::Tls;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -43,11 +44,16 @@ pub enum ServerError {
     Join(#[from] tokio::task::JoinError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("TLS is not configured: nothing to reload")]
+    NoTls,
 }
 
 /// A running broker. Dropping it does not stop it; call [`Server::shutdown`].
 pub struct Server {
     addr: SocketAddr,
+    tls: Option<Tls>,
     lifecycle: Lifecycle,
     task: tokio::task::JoinHandle<()>,
 }
@@ -62,6 +68,8 @@ struct Shared {
     registry: Arc<Registry>,
     lifecycle: Lifecycle,
     auth: Auth,
+    /// `Some` when the main port speaks TLS.
+    tls: Option<Tls>,
     admission: Arc<Admission>,
     /// Every open WebSocket's outbox, for shutdown to refuse requests and close them. A
     /// connection registers under this lock after checking the phase (see [`shutdown`]).
@@ -74,6 +82,8 @@ impl Server {
     /// Opens the database, binds the listener and starts serving.
     pub async fn start(config: Config) -> Result<Server, ServerError> {
         crate::metrics::install();
+        // Before the database: a TLS mistake is reported without touching the data.
+        let tls = Tls::from_config(&config.tls)?;
         let config = Arc::new(config);
         let cfg = config.clone();
         let (store, writer) = tokio::task::spawn_blocking(move || {
@@ -98,6 +108,7 @@ impl Server {
         );
         let shared = Arc::new(Shared {
             auth: Auth::new(&config.auth.jwt_secret),
+            tls: tls.clone(),
             admission: Admission::new(
                 config.server.max_connections,
                 config.server.max_connections_per_ip,
@@ -135,9 +146,10 @@ impl Server {
             lifecycle.spawn_background(http::serve_admin(admin, shared.clone()));
         }
         let task = tokio::spawn(serve(listener, shared, writer));
-        tracing::info!(%addr, "roomd listening");
+        tracing::info!(%addr, tls = tls.is_some(), "roomd listening");
         Ok(Server {
             addr,
+            tls,
             lifecycle,
             task,
         })
@@ -145,6 +157,24 @@ impl Server {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// `https` when the main port speaks TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// Reads `[tls]`'s certificate and key files again (after a renewal); new handshakes get
+    /// them, open connections keep theirs. On error the files in use stay in use.
+    pub fn reload_tls(&self) -> Result<(), ServerError> {
+        let tls = self.tls.as_ref().ok_or(ServerError::NoTls)?;
+        tls.reload()?;
+        crate::metrics::tls_reloaded();
+        Ok(())
     }
 
     /// Graceful shutdown: returns once every acknowledged write is durable and every socket is
@@ -187,23 +217,49 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>, writer: WriterHandle)
 
 /// Serves an accepted connection under the connection limits.
 fn admit(shared: &Arc<Shared>, stream: tokio::net::TcpStream, addr: SocketAddr) {
-    let slot = match shared.admission.admit(addr.ip()) {
-        Admitted::Slot(slot) => Some(slot),
-        Admitted::Refused(permit) => {
-            // One brief answer: the whole connection, keep-alive or not, is bounded in time.
-            let serve = http::serve(stream, addr, shared.clone(), None);
-            shared.lifecycle.spawn_connection(async move {
-                let _ = tokio::time::timeout(admission::REFUSAL_LIFETIME, serve).await;
-                drop(permit);
-            });
-            return;
-        }
+    let (slot, refusal) = match shared.admission.admit(addr.ip()) {
+        Admitted::Slot(slot) => (Some(slot), None),
+        Admitted::Refused(permit) => (None, Some(permit)),
         Admitted::Dropped => return,
     };
     let _ = stream.set_nodelay(true);
-    shared
-        .lifecycle
-        .spawn_connection(http::serve(stream, addr, shared.clone(), slot));
+    let serve = serve_stream(stream, addr, shared.clone(), slot);
+    shared.lifecycle.spawn_connection(async move {
+        match refusal {
+            None => serve.await,
+            // One brief answer: the whole connection, TLS handshake and keep-alive included,
+            // is bounded in time.
+            Some(permit) => {
+                let _ = tokio::time::timeout(admission::REFUSAL_LIFETIME, serve).await;
+                drop(permit);
+            }
+        }
+    });
+}
+
+/// The TLS handshake when the port speaks TLS (under the header timeout: a client that stalls
+/// in it is held no longer than one that stalls in its request head), then HTTP.
+async fn serve_stream(
+    stream: tokio::net::TcpStream,
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    slot: Option<Arc<admission::Slot>>,
+) {
+    let Some(tls) = shared.tls.clone() else {
+        return http::serve(stream, addr, shared, slot).await;
+    };
+    let limit = Duration::from_millis(shared.config.server.header_timeout_ms);
+    match tokio::time::timeout(limit, tls.acceptor().accept(stream)).await {
+        Ok(Ok(stream)) => http::serve(stream, addr, shared, slot).await,
+        Ok(Err(e)) => {
+            crate::metrics::tls_handshake_failed();
+            tracing::debug!(%addr, error = %e, "TLS handshake failed");
+        }
+        Err(_) => {
+            crate::metrics::tls_handshake_failed();
+            tracing::debug!(%addr, "TLS handshake timed out");
+        }
+    }
 }
 
 impl Shared {

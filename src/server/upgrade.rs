@@ -30,6 +30,9 @@ use crate::outbox::Outbox;
 use crate::peer::{InFlight, Peer};
 use crate::session::Session;
 
+/// A WebSocket over TLS, when the port speaks TLS.
+type TlsStream = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+
 /// What a valid handshake request selects.
 struct Handshake {
     accept_key: String,
@@ -188,7 +191,10 @@ async fn serve_upgraded(on_upgrade: hyper::upgrade::OnUpgrade, setup: Setup) {
     // and every read and write.
     let serve = match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
         Ok(parts) => Box::pin(accept(parts.io.into_inner(), parts.read_buf, setup)).await,
-        Err(upgraded) => Box::pin(accept(TokioIo::new(upgraded), Bytes::new(), setup)).await,
+        Err(upgraded) => match upgraded.downcast::<TokioIo<TlsStream>>() {
+            Ok(parts) => Box::pin(accept(parts.io.into_inner(), parts.read_buf, setup)).await,
+            Err(upgraded) => Box::pin(accept(TokioIo::new(upgraded), Bytes::new(), setup)).await,
+        },
     };
     if let Some(serve) = serve {
         serve.await;

@@ -88,7 +88,8 @@ impl Broker {
             .unwrap();
         let addr = line
             .trim()
-            .strip_prefix("listening on http://")
+            .strip_prefix("listening on ")
+            .and_then(|a| a.strip_prefix("http://").or(a.strip_prefix("https://")))
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_string();
         self.addr = addr;
@@ -188,10 +189,20 @@ impl Client {
     }
 
     pub async fn connect_url(url: &str) -> Client {
+        Client::connect_with(url, None).await
+    }
+
+    /// Connects to `wss://` URLs with `tls` (which trusts the test's CA).
+    pub async fn connect_tls(url: &str, tls: std::sync::Arc<rustls::ClientConfig>) -> Client {
+        Client::connect_with(url, Some(tokio_tungstenite::Connector::Rustls(tls))).await
+    }
+
+    async fn connect_with(url: &str, connector: Option<tokio_tungstenite::Connector>) -> Client {
         let mut req = url.into_client_request().unwrap();
         req.headers_mut()
             .insert("Sec-WebSocket-Protocol", "roomd.v1".parse().unwrap());
-        let (mut ws, resp) = tokio::time::timeout(TIMEOUT, tokio_tungstenite::connect_async(req))
+        let connect = tokio_tungstenite::connect_async_tls_with_config(req, None, false, connector);
+        let (mut ws, resp) = tokio::time::timeout(TIMEOUT, connect)
             .await
             .expect("connect timeout")
             .expect("connect");

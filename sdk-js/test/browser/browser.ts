@@ -18,12 +18,13 @@ export function chromiumPath(): string {
   return found;
 }
 
-export async function launch(): Promise<Browser> {
+/** `env` is the browser's environment: a `HOME` with an NSS database trusts its CAs. */
+export async function launch(env?: Record<string, string>): Promise<Browser> {
   const args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"];
   // A page fulfilled by the test (not by the loopback server) counts as public; let it reach
   // the broker on loopback.
   if (process.env["ROOMD_UI_FROM_DISK"] === "1") args.push("--disable-features=LocalNetworkAccessChecks,BlockInsecurePrivateNetworkRequests");
-  return chromium.launch({ executablePath: chromiumPath(), headless: true, args });
+  return chromium.launch({ executablePath: chromiumPath(), headless: true, args, ...(env === undefined ? {} : { env: { ...process.env, ...env } }) });
 }
 
 const types: Record<string, string> = {
