@@ -34,6 +34,9 @@ pub mod fuzzing;
 mod lifecycle;
 mod metrics;
 mod outbox;
+// Used by the authorization checks being built (issue 12).
+#[allow(dead_code)]
+mod permissions;
 mod peer;
 mod ratelimit;
 mod request;
