@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// One thing a connection may do in a room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
-pub enum Capability {
+pub(crate) enum Capability {
     /// Subscribe (live messages and resume).
     #[serde(rename = "sub")]
     Sub,
@@ -30,7 +30,7 @@ pub enum Capability {
 }
 
 impl Capability {
-    pub const ALL: [Capability; 6] = [
+    pub(crate) const ALL: [Capability; 6] = [
         Capability::Sub,
         Capability::Pub,
         Capability::Hist,
@@ -40,7 +40,7 @@ impl Capability {
     ];
 
     /// The name in tokens and config.
-    pub const fn name(self) -> &'static str {
+    pub(crate) const fn name(self) -> &'static str {
         match self {
             Capability::Sub => "sub",
             Capability::Pub => "pub",
@@ -54,17 +54,17 @@ impl Capability {
 
 /// A set of capabilities, small enough to copy.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Allow(u8);
+pub(crate) struct Allow(u8);
 
 impl Allow {
-    pub const NONE: Allow = Allow(0);
-    pub const ALL: Allow = Allow(0b11_1111);
+    pub(crate) const NONE: Allow = Allow(0);
+    pub(crate) const ALL: Allow = Allow(0b11_1111);
 
-    pub fn of(caps: impl IntoIterator<Item = Capability>) -> Allow {
+    pub(crate) fn of(caps: impl IntoIterator<Item = Capability>) -> Allow {
         Allow(caps.into_iter().fold(0, |m, c| m | Allow::bit(c)))
     }
 
-    pub const fn has(self, c: Capability) -> bool {
+    pub(crate) const fn has(self, c: Capability) -> bool {
         self.0 & Allow::bit(c) != 0
     }
 
@@ -93,10 +93,10 @@ impl Serialize for Allow {
 /// One entry of a token's `rooms` claim: the rooms it matches and what it allows there.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct Grant {
+pub(crate) struct Grant {
     /// An exact room name, a prefix ending in `*` (`chat:*`), or either with `{sub}` standing
     /// for the token's user id (`inbox:{sub}`).
     #[serde(rename = "match")]
-    pub pattern: String,
-    pub allow: Allow,
+    pub(crate) pattern: String,
+    pub(crate) allow: Allow,
 }
