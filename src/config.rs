@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::capability::Allow;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -44,6 +46,57 @@ pub struct Config {
     pub auth: AuthConfig,
     pub admin: AdminConfig,
     pub tls: TlsConfig,
+    pub permissions: PermissionsConfig,
+    /// Settings per namespace: the part of a room name before its first `:` (`chat` for
+    /// `chat:lobby`). A room without a `:`, or whose namespace has no table here, gets the
+    /// defaults.
+    pub namespaces: std::collections::BTreeMap<String, NamespaceConfig>,
+}
+
+/// What a connection may do in a room when its token has no `rooms` claim (SPEC.md 9.2).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PermissionsConfig {
+    /// With a verified token.
+    pub authenticated: Allow,
+    /// Without one: every connection of an open server, and (with `allow_anonymous`) a
+    /// connection without a token on a server that checks tokens.
+    pub anonymous: Allow,
+    /// With token checks on: admit connections that bring no token (as anonymous).
+    pub allow_anonymous: bool,
+}
+
+impl Default for PermissionsConfig {
+    fn default() -> Self {
+        PermissionsConfig {
+            authenticated: Allow::ALL,
+            anonymous: Allow::ALL,
+            allow_anonymous: false,
+        }
+    }
+}
+
+/// One namespace's settings; each permission set left out is `[permissions]`'s.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NamespaceConfig {
+    pub authenticated: Option<Allow>,
+    pub anonymous: Option<Allow>,
+    /// Presence (a `sub` with `presence` or `info`, and `who`) in this namespace's rooms.
+    pub presence: bool,
+    /// Subscribers a room of this namespace takes at once; 0: no limit.
+    pub max_subscribers: usize,
+}
+
+impl Default for NamespaceConfig {
+    fn default() -> Self {
+        NamespaceConfig {
+            authenticated: None,
+            anonymous: None,
+            presence: true,
+            max_subscribers: 0,
+        }
+    }
 }
 
 /// TLS on the main port: both files set, or neither (plain HTTP and `ws://`, for a port behind

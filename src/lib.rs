@@ -25,6 +25,7 @@
 
 mod auth;
 pub mod backup;
+pub mod capability;
 pub mod config;
 mod connection;
 mod error;
@@ -34,10 +35,8 @@ pub mod fuzzing;
 mod lifecycle;
 mod metrics;
 mod outbox;
-// Used by the authorization checks being built (issue 12).
-#[allow(dead_code)]
-mod permissions;
 mod peer;
+mod permissions;
 mod ratelimit;
 mod request;
 mod retention;

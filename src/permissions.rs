@@ -1,102 +1,193 @@
-//! What a connection may do in a room: the capabilities of SPEC.md section 9, granted by a
-//! token's `rooms` claim or, without one, by the room's namespace defaults in config.
+//! What a connection may do in a room (SPEC.md 9.2): the first grant of its token's `rooms`
+//! claim that matches the room, or, for a token without the claim (and for anonymous
+//! connections), the defaults of the room's namespace.
 //!
 //! Checked when a request names a room (subscribe, publish, a history or state read, a state
-//! write), never per delivery: fan-out costs the same with authorization on.
+//! write, presence), never per delivery: fan-out costs the same with authorization on. A check
+//! is a walk over the token's few grants and one map lookup, with no allocation.
 
-use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
-/// One thing a connection may do in a room.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
-pub(crate) enum Capability {
-    /// Subscribe (live messages and resume).
-    #[serde(rename = "sub")]
-    Sub,
-    /// Publish messages.
-    #[serde(rename = "pub")]
-    Pub,
-    /// Read the history (`hist`).
-    #[serde(rename = "hist")]
-    Hist,
-    /// Read state (`get`, `list`, a subscription's state snapshot and changes).
-    #[serde(rename = "state.read")]
-    StateRead,
-    /// Write state (`set`, `del`, `incr`, `cas`).
-    #[serde(rename = "state.write")]
-    StateWrite,
-    /// Appear in and see the room's presence.
-    #[serde(rename = "presence")]
-    Presence,
+pub(crate) use crate::capability::Grant;
+use crate::capability::{Allow, Capability};
+use crate::config::{Config, NamespaceConfig};
+
+/// The permissions of one connection, fixed until it refreshes its token.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Access {
+    /// The verified user id the `{sub}` templates stand for; `None` for anonymous.
+    user: Option<Arc<str>>,
+    /// The token's `rooms` claim; `None` when the token has none, or there is no token.
+    grants: Option<Arc<[Grant]>>,
 }
 
-impl Capability {
-    pub(crate) const ALL: [Capability; 6] = [
-        Capability::Sub,
-        Capability::Pub,
-        Capability::Hist,
-        Capability::StateRead,
-        Capability::StateWrite,
-        Capability::Presence,
-    ];
+impl Access {
+    /// `user` is the verified user id (not a self-declared name: that grants nothing).
+    pub(crate) fn new(user: Option<Arc<str>>, grants: Option<Vec<Grant>>) -> Access {
+        Access {
+            user,
+            grants: grants.map(Arc::from),
+        }
+    }
 
-    /// The name in tokens and config.
-    pub(crate) const fn name(self) -> &'static str {
-        match self {
-            Capability::Sub => "sub",
-            Capability::Pub => "pub",
-            Capability::Hist => "hist",
-            Capability::StateRead => "state.read",
-            Capability::StateWrite => "state.write",
-            Capability::Presence => "presence",
+    /// What this connection may do in `room`.
+    pub(crate) fn allow(&self, config: &Config, room: &str) -> Allow {
+        if let Some(grants) = &self.grants {
+            let user = self.user.as_deref().unwrap_or("");
+            return grants
+                .iter()
+                .find(|g| matches(&g.pattern, room, user))
+                .map_or(Allow::NONE, |g| g.allow);
+        }
+        let ns = namespace(config, room);
+        let p = &config.permissions;
+        match (&self.user, ns) {
+            (Some(_), Some(ns)) => ns.authenticated.unwrap_or(p.authenticated),
+            (Some(_), None) => p.authenticated,
+            (None, Some(ns)) => ns.anonymous.unwrap_or(p.anonymous),
+            (None, None) => p.anonymous,
+        }
+    }
+
+    /// Whether this connection may use every capability in `needed` in `room`; the first one
+    /// missing otherwise.
+    pub(crate) fn check(
+        &self,
+        config: &Config,
+        room: &str,
+        needed: Allow,
+    ) -> Result<(), Capability> {
+        if needed == Allow::NONE {
+            return Ok(());
+        }
+        match self.allow(config, room).missing(needed) {
+            Some(c) => Err(c),
+            None => Ok(()),
         }
     }
 }
 
-/// A set of capabilities, small enough to copy.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Allow(u8);
-
-impl Allow {
-    pub(crate) const NONE: Allow = Allow(0);
-    pub(crate) const ALL: Allow = Allow(0b11_1111);
-
-    pub(crate) fn of(caps: impl IntoIterator<Item = Capability>) -> Allow {
-        Allow(caps.into_iter().fold(0, |m, c| m | Allow::bit(c)))
+/// The namespace of `room` (the part before its first `:`) when the config has a table for it.
+pub(crate) fn namespace<'c>(config: &'c Config, room: &str) -> Option<&'c NamespaceConfig> {
+    if config.namespaces.is_empty() {
+        return None;
     }
-
-    pub(crate) const fn has(self, c: Capability) -> bool {
-        self.0 & Allow::bit(c) != 0
-    }
-
-    const fn bit(c: Capability) -> u8 {
-        1 << (c as u8)
-    }
+    let (ns, _) = room.split_once(':')?;
+    config.namespaces.get(ns)
 }
 
-impl<'de> Deserialize<'de> for Allow {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Allow, D::Error> {
-        Ok(Allow::of(Vec::<Capability>::deserialize(d)?))
+/// Whether a grant's pattern matches `room` for `user`: an exact name, or a prefix when it ends
+/// in `*`; `{sub}` stands for the user id. The `*` is read from the pattern before `{sub}` is
+/// put in, so a user id with a `*` in it matches only itself.
+fn matches(pattern: &str, room: &str, user: &str) -> bool {
+    let (stem, prefix) = match pattern.strip_suffix('*') {
+        Some(stem) => (stem, true),
+        None => (pattern, false),
+    };
+    let mut rest = room;
+    let mut parts = stem.split("{sub}");
+    let Some(first) = parts.next() else {
+        return false;
+    };
+    let Some(r) = rest.strip_prefix(first) else {
+        return false;
+    };
+    rest = r;
+    for part in parts {
+        // A template needs a user: anonymous connections match no `{sub}` pattern.
+        if user.is_empty() {
+            return false;
+        }
+        let Some(r) = rest.strip_prefix(user).and_then(|r| r.strip_prefix(part)) else {
+            return false;
+        };
+        rest = r;
     }
+    prefix || rest.is_empty()
 }
 
-impl Serialize for Allow {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let names: Vec<&str> = Capability::ALL
-            .into_iter()
-            .filter(|c| self.has(*c))
-            .map(Capability::name)
-            .collect();
-        names.serialize(s)
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// One entry of a token's `rooms` claim: the rooms it matches and what it allows there.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct Grant {
-    /// An exact room name, a prefix ending in `*` (`chat:*`), or either with `{sub}` standing
-    /// for the token's user id (`inbox:{sub}`).
-    #[serde(rename = "match")]
-    pub(crate) pattern: String,
-    pub(crate) allow: Allow,
+    fn grant(pattern: &str, caps: &[Capability]) -> Grant {
+        Grant {
+            pattern: pattern.into(),
+            allow: Allow::of(caps.iter().copied()),
+        }
+    }
+
+    #[test]
+    fn patterns_match_exact_prefix_and_template() {
+        assert!(matches("lobby", "lobby", "ada"));
+        assert!(!matches("lobby", "lobby2", "ada"));
+        assert!(matches("chat:*", "chat:x", "ada"));
+        assert!(matches("chat:*", "chat:", "ada"));
+        assert!(!matches("chat:*", "chat", "ada"));
+        assert!(matches("*", "anything", "ada"));
+        assert!(matches("inbox:{sub}", "inbox:ada", "ada"));
+        assert!(!matches("inbox:{sub}", "inbox:adam", "ada"));
+        assert!(!matches("inbox:{sub}", "inbox:bob", "ada"));
+        assert!(matches("user:{sub}:*", "user:ada:notes", "ada"));
+        assert!(!matches("user:{sub}:*", "user:bob:notes", "ada"));
+        assert!(matches("dm:{sub}-{sub}", "dm:ada-ada", "ada"));
+        // A `*` in the user id is not a wildcard.
+        assert!(!matches("inbox:{sub}", "inbox:anything", "*"));
+        assert!(matches("inbox:{sub}", "inbox:*", "*"));
+        // No user, no template match.
+        assert!(!matches("inbox:{sub}", "inbox:", ""));
+    }
+
+    #[test]
+    fn first_grant_wins_and_no_match_allows_nothing() {
+        use Capability::*;
+        let config = Config::default();
+        let access = Access::new(
+            Some("ada".into()),
+            Some(vec![
+                grant("chat:readonly", &[Sub, Hist]),
+                grant("chat:*", &[Sub, Pub, Hist]),
+            ]),
+        );
+        assert_eq!(
+            access.check(&config, "chat:readonly", Allow::of([Pub])),
+            Err(Pub)
+        );
+        assert_eq!(
+            access.check(&config, "chat:x", Allow::of([Sub, Pub])),
+            Ok(())
+        );
+        assert_eq!(access.check(&config, "other", Allow::of([Sub])), Err(Sub));
+    }
+
+    #[test]
+    fn without_grants_the_namespace_defaults_apply() {
+        use Capability::*;
+        let mut config = Config::default();
+        config.permissions.anonymous = Allow::of([Sub]);
+        config.namespaces.insert(
+            "news".into(),
+            NamespaceConfig {
+                authenticated: Some(Allow::of([Sub, Hist])),
+                ..NamespaceConfig::default()
+            },
+        );
+        let user = Access::new(Some("ada".into()), None);
+        let anon = Access::default();
+        assert_eq!(
+            user.check(&config, "news:today", Allow::of([Pub])),
+            Err(Pub)
+        );
+        assert_eq!(user.check(&config, "news:today", Allow::of([Hist])), Ok(()));
+        assert_eq!(
+            user.check(&config, "lobby", Allow::of([Pub, StateWrite])),
+            Ok(())
+        );
+        assert_eq!(anon.check(&config, "lobby", Allow::of([Pub])), Err(Pub));
+        assert_eq!(anon.check(&config, "news:today", Allow::of([Sub])), Ok(()));
+        assert_eq!(
+            anon.check(&config, "news:today", Allow::of([Hist])),
+            Err(Hist)
+        );
+    }
 }

@@ -6,10 +6,12 @@ use std::sync::Arc;
 
 use roomd_protocol::{decode_client, ClientFrame, ErrorCode, ServerFrame};
 
+use crate::capability::{Allow, Capability};
 use crate::config::Config;
 use crate::error::ReplyError;
 use crate::lifecycle::Lifecycle;
 use crate::peer::Peer;
+use crate::permissions::{self, Access};
 use crate::ratelimit::ConnLimits;
 use crate::request::Requests;
 use crate::room::registry::{ShuttingDown, TrySend};
@@ -36,6 +38,8 @@ pub(crate) struct Session {
     subs: HashMap<Arc<str>, u32>,
     /// This connection's rate limits; only this session touches them.
     rate: ConnLimits,
+    /// What this connection may do in which room (its token's grants or the namespaces').
+    access: Access,
 }
 
 impl Session {
@@ -54,7 +58,14 @@ impl Session {
             config,
             lifecycle,
             subs: HashMap::new(),
+            access: Access::default(),
         }
+    }
+
+    /// Sets what this connection may do (from its token, when it has one).
+    pub(crate) fn with_access(mut self, access: Access) -> Session {
+        self.access = access;
+        self
     }
 
     /// Handles one binary frame. Errors are answered on the connection, which stays open.
@@ -134,6 +145,7 @@ impl Session {
         };
         if let Some(room) = frame.room() {
             req.check_room(room)?;
+            self.check_access(room, &frame)?;
         }
         let (room, cmd) = match frame {
             ClientFrame::Ping { id } => {
@@ -208,6 +220,25 @@ impl Session {
         }
     }
 
+    /// Whether this connection may make this request in `room` (SPEC.md 9.2): 403 if not.
+    fn check_access(&self, room: &str, frame: &ClientFrame) -> Result<(), ReplyError> {
+        let (needed, presence) = needed(frame);
+        if presence && permissions::namespace(&self.config, room).is_some_and(|ns| !ns.presence) {
+            return Err(ReplyError::new(
+                ErrorCode::Forbidden,
+                "presence is off in this room's namespace",
+            ));
+        }
+        self.access
+            .check(&self.config, room, needed)
+            .map_err(|cap| {
+                ReplyError::new(
+                    ErrorCode::Forbidden,
+                    format!("not allowed in this room: {}", cap.name()),
+                )
+            })
+    }
+
     /// The connection's own limits on subscribing.
     fn check_sub(&self, room: &str) -> Result<(), ReplyError> {
         if self.subs.contains_key(room) {
@@ -242,6 +273,33 @@ impl Session {
                 )
                 .await;
         }
+    }
+}
+
+/// The capabilities a request needs, and whether it uses presence.
+fn needed(frame: &ClientFrame) -> (Allow, bool) {
+    use Capability::*;
+    match frame {
+        ClientFrame::Sub {
+            state,
+            presence,
+            info,
+            ..
+        } => {
+            let presence = *presence == Some(true) || info.is_some();
+            let state = (*state == Some(true)).then_some(StateRead);
+            let caps = [Some(Sub), state, presence.then_some(Presence)];
+            (Allow::of(caps.into_iter().flatten()), presence)
+        }
+        ClientFrame::Pub { .. } => (Allow::of([Pub]), false),
+        ClientFrame::Hist { .. } => (Allow::of([Hist]), false),
+        ClientFrame::Get { .. } | ClientFrame::List { .. } => (Allow::of([StateRead]), false),
+        ClientFrame::Put { .. }
+        | ClientFrame::Del { .. }
+        | ClientFrame::Cas { .. }
+        | ClientFrame::Incr { .. } => (Allow::of([StateWrite]), false),
+        ClientFrame::Who { .. } => (Allow::of([Presence]), true),
+        ClientFrame::Ping { .. } | ClientFrame::Unsub { .. } => (Allow::NONE, false),
     }
 }
 

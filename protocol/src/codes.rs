@@ -45,6 +45,7 @@ macro_rules! error_codes {
 error_codes! {
     Malformed = 400, "malformed", false;
     Unauthorized = 401, "unauthorized", false;
+    Forbidden = 403, "forbidden", false;
     NotSubscribed = 404, "not_subscribed", false;
     UnknownRequest = 405, "unknown_request", false;
     BadRequest = 406, "bad_request", false;

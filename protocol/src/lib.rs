@@ -18,7 +18,7 @@ pub mod value;
 pub use codec::{decode_client, decode_server, encode, DecodeError};
 pub use codes::{CloseCode, ErrorCode};
 pub use frame::{ClientFrame, Limits, Member, ServerFrame, StateItem};
-pub use names::{validate_room_name, RoomNameError};
+pub use names::{is_unsafe_id_char, valid_id, validate_room_name, RoomNameError};
 pub use value::{check_value, UnsafeValue, MAX_VALUE_DEPTH};
 
 /// The protocol version this crate speaks.

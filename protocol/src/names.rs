@@ -33,6 +33,19 @@ fn is_room_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'@' | b'/' | b'~')
 }
 
+/// Whether a user or client id may hold `c`: not a control character, and not one of the
+/// Unicode bidi controls (U+200E, U+200F, U+202A..U+202E, U+2066..U+2069), which reorder the
+/// text shown around them and so let one id pose as another (SPEC.md 9).
+pub fn is_unsafe_id_char(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// A user or client id the server accepts: 1 to `max` bytes of safe characters.
+pub fn valid_id(id: &str, max: usize) -> bool {
+    !id.is_empty() && id.len() <= max && !id.chars().any(is_unsafe_id_char)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,5 +64,23 @@ mod tests {
             validate_room_name(&"a".repeat(129), 128),
             Err(RoomNameError::TooLong { len: 129, max: 128 })
         );
+    }
+
+    #[test]
+    fn ids_refuse_control_and_bidi_characters() {
+        assert!(valid_id("ada", 64));
+        assert!(valid_id("Ada Lovelace (she/her) ✓", 64));
+        assert!(!valid_id("", 64));
+        assert!(!valid_id(&"a".repeat(65), 64));
+        for bad in [
+            "a\u{0}b",
+            "a\nb",
+            "a\u{7f}",
+            "\u{202e}eve",
+            "x\u{2066}y",
+            "\u{200f}",
+        ] {
+            assert!(!valid_id(bad, 64), "{bad:?}");
+        }
     }
 }

@@ -7,6 +7,7 @@
 export const ErrorCode = {
   Malformed: 400,
   Unauthorized: 401,
+  Forbidden: 403,
   NotSubscribed: 404,
   UnknownRequest: 405,
   BadRequest: 406,
@@ -43,6 +44,7 @@ export type LocalCode = (typeof LocalCode)[keyof typeof LocalCode];
 const names: Record<number, string> = {
   400: "malformed",
   401: "unauthorized",
+  403: "forbidden",
   404: "not_subscribed",
   405: "unknown_request",
   406: "bad_request",

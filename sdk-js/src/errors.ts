@@ -83,6 +83,17 @@ export class RateLimitError extends LimitError {
   }
 }
 
+/**
+ * 403: the connection may not do this in this room (SPEC.md 9.2): its token's `rooms` claim,
+ * or the room's namespace defaults, do not grant it. Not retryable with the same token.
+ */
+export class ForbiddenError extends ServerError {
+  constructor(message: string, requestId?: number) {
+    super(403, message, requestId);
+    this.name = "ForbiddenError";
+  }
+}
+
 /** No reply within the request timeout. The request may or may not have been applied. */
 export class TimeoutError extends RoomdError {
   constructor(message: string) {
@@ -141,6 +152,8 @@ export function errorFromFrame(f: {
   retry_after_ms?: number;
 }): ServerError {
   switch (f.code) {
+    case 403:
+      return new ForbiddenError(f.msg, f.id);
     case 409:
       return new ConflictError(f.msg, f.ver ?? 0, f.id);
     case 413:

@@ -34,6 +34,7 @@ export {
   RoomdError,
   ServerError,
   ConflictError,
+  ForbiddenError,
   TooLargeError,
   LimitError,
   RateLimitError,

@@ -102,7 +102,7 @@ impl Room {
         mid: Option<String>,
         received: Instant,
     ) {
-        let dedup = mid.map(|m| Dedup::key(&peer.client, &m));
+        let dedup = mid.map(|m| Dedup::key(peer.user.as_deref(), &peer.client, &m));
         let peer = match &dedup {
             Some(key) => match self.dedup.admit(key, peer, id, now_ms(), &self.env.limits) {
                 Some(peer) => peer,

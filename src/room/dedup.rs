@@ -38,9 +38,13 @@ impl Dedup {
         dedup
     }
 
-    /// The key a publish with `mid` from `client` is remembered under.
-    pub(super) fn key(client: &str, mid: &str) -> String {
-        format!("{client}\0{mid}")
+    /// The key a publish with `mid` from `client` of `user` is remembered under: keyed by the
+    /// user too, so nobody can make another user's publish a silent duplicate by reusing their
+    /// client id (with auth on, the user is verified). Unambiguous because user and client ids
+    /// hold no control characters (the server refuses them) and an anonymous key starts with
+    /// the NUL a user id cannot.
+    pub(super) fn key(user: Option<&str>, client: &str, mid: &str) -> String {
+        format!("{}\0{client}\0{mid}", user.unwrap_or(""))
     }
 
     /// Decides whether a publish with `key` is written. A duplicate of a stored one is acked
@@ -127,7 +131,7 @@ mod tests {
             dedup_window_secs: 10,
             ..limits()
         };
-        let (p, key) = (peer("c"), Dedup::key("client", "m1"));
+        let (p, key) = (peer("c"), Dedup::key(None, "client", "m1"));
         let mut d = Dedup::default();
         assert!(d.admit(&key, p.clone(), 1, 1_000, &lim).is_some());
         d.stored(key.clone(), 7, 1_000);
@@ -150,15 +154,15 @@ mod tests {
         let p = peer("c");
         let mut d = Dedup::default();
         for (i, mid) in ["a", "b", "c"].into_iter().enumerate() {
-            let key = Dedup::key("client", mid);
+            let key = Dedup::key(None, "client", mid);
             assert!(d.admit(&key, p.clone(), i as u32, 1_000, &lim).is_some());
             d.stored(key, i as u64 + 1, 1_000);
         }
         // Three remembered, bound two: the next admission drops "a" only.
         let (a, b, c) = (
-            Dedup::key("client", "a"),
-            Dedup::key("client", "b"),
-            Dedup::key("client", "c"),
+            Dedup::key(None, "client", "a"),
+            Dedup::key(None, "client", "b"),
+            Dedup::key(None, "client", "c"),
         );
         assert!(d.admit(&c, p.clone(), 10, 1_000, &lim).is_none());
         assert!(d.admit(&b, p.clone(), 11, 1_000, &lim).is_none());
@@ -171,7 +175,7 @@ mod tests {
     fn retries_of_a_mid_being_written_wait_for_its_outcome() {
         let lim = limits();
         let (p, q) = (peer("p"), peer("q"));
-        let key = Dedup::key("client", "m");
+        let key = Dedup::key(None, "client", "m");
         let mut d = Dedup::default();
         assert!(d.admit(&key, p.clone(), 1, 5, &lim).is_some());
         assert!(d.admit(&key, q.clone(), 2, 5, &lim).is_none());
@@ -181,7 +185,7 @@ mod tests {
         assert_eq!(acks, [(2, 4)]);
 
         // A failed write hands its waiters back and frees the key for the next attempt.
-        let other = Dedup::key("client", "n");
+        let other = Dedup::key(None, "client", "n");
         assert!(d.admit(&other, p.clone(), 3, 5, &lim).is_some());
         assert!(d.admit(&other, q.clone(), 4, 5, &lim).is_none());
         let waiters: Vec<u32> = d.failed(&other).into_iter().map(|(_, id)| id).collect();

@@ -5,6 +5,8 @@
 //! numbers rather than on the registry and the whole configuration, which is what lets its
 //! batching, de-duplication and replay switch be driven directly in unit tests.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::task::TaskTracker;
@@ -50,6 +52,8 @@ pub(crate) struct RoomLimits {
     pub retain_messages: u64,
     /// Retention: drop entries older than this (0: no bound).
     pub retain_age_secs: u64,
+    /// `max_subscribers` of the namespaces that set one (`namespaces.NAME.max_subscribers`).
+    pub max_subscribers: Arc<BTreeMap<String, usize>>,
 }
 
 impl RoomEnv {
@@ -82,6 +86,22 @@ impl RoomLimits {
             presence_bytes: config.rooms.presence_bytes,
             retain_messages: config.retention.max_messages,
             retain_age_secs: config.retention.max_age_secs,
+            max_subscribers: Arc::new(
+                config
+                    .namespaces
+                    .iter()
+                    .filter(|(_, ns)| ns.max_subscribers > 0)
+                    .map(|(name, ns)| (name.clone(), ns.max_subscribers))
+                    .collect(),
+            ),
         }
+    }
+
+    /// The most subscribers `room` takes at once (its namespace's setting); 0: no limit.
+    pub(crate) fn max_subscribers(&self, room: &str) -> usize {
+        room.split_once(':')
+            .and_then(|(ns, _)| self.max_subscribers.get(ns))
+            .copied()
+            .unwrap_or(0)
     }
 }

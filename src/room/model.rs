@@ -36,6 +36,8 @@ pub(super) struct Room {
     /// Boxed: most rooms never see a `mid`, and a loaded room should stay small.
     pub(super) dedup: Box<Dedup>,
     pub(super) subs: HashMap<Arc<str>, Sub>,
+    /// Its namespace's `max_subscribers` (0: no limit).
+    pub(super) max_subscribers: usize,
     pub(super) members: HashMap<Arc<str>, Present>,
     /// What `members` counts against `rooms.presence_bytes`.
     pub(super) presence_bytes: usize,

@@ -39,6 +39,20 @@ impl Room {
                 ),
             );
         }
+        if self.max_subscribers > 0 && self.subs.len() >= self.max_subscribers {
+            let max = self.max_subscribers;
+            peer.refuse_sub(&self.name, id);
+            return peer.send_err(
+                Some(id),
+                ReplyError {
+                    max: Some(max as u64),
+                    ..ReplyError::new(
+                        ErrorCode::Limit,
+                        format!("room has {max} subscribers, its namespace's limit"),
+                    )
+                },
+            );
+        }
         let last = self.head;
         let (first, complete) = self.resume_from(since);
         if let Some(info) = info {

@@ -28,6 +28,7 @@ use crate::error::ReplyError;
 use crate::lifecycle::Phase;
 use crate::outbox::Outbox;
 use crate::peer::{InFlight, Peer};
+use crate::permissions::Access;
 use crate::session::Session;
 
 /// A WebSocket over TLS, when the port speaks TLS.
@@ -128,10 +129,14 @@ pub(super) fn upgrade(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_string);
-    let identity = shared.auth.identify(
+    let identity = match shared.auth.identify(
         query.token.as_deref().or(bearer.as_deref()),
         query.user.as_deref(),
-    );
+    ) {
+        // Admitted without a token, as anonymous (SPEC.md 9.2).
+        Err(AuthError::Missing) if shared.config.permissions.allow_anonymous => Ok(None),
+        other => other,
+    };
     let client_addr = client_addr(addr, h, &shared.config.server.trusted_proxies);
     let on_upgrade = hyper::upgrade::on(&mut req);
     let setup = Setup {
@@ -239,9 +244,10 @@ impl Query {
             let v = (!v.is_empty()).then(|| v.into_owned());
             match &*k {
                 "token" => out.token = v,
-                // Ids longer than 64 bytes are ignored rather than trusted.
-                "user" => out.user = v.filter(|v| v.len() <= 64),
-                "client" => out.client = v.filter(|v| v.len() <= 64),
+                // Ids over 64 bytes, or with control or bidi-override characters, are ignored
+                // rather than trusted.
+                "user" => out.user = v.filter(|v| roomd_protocol::valid_id(v, 64)),
+                "client" => out.client = v.filter(|v| roomd_protocol::valid_id(v, 64)),
                 _ => {}
             }
         }
@@ -307,13 +313,19 @@ where
     register(&shared, n, outbox);
     crate::metrics::connection_opened();
     tracing::debug!(conn = %id, %addr, user = ?peer.user, "connection opened");
+    // Until token claims reach here, a token's user gets the namespaces' `authenticated`
+    // permissions; a self-declared name on an open server is anonymous.
+    let verified = (!shared.config.auth.jwt_secret.is_empty())
+        .then(|| peer.user.clone())
+        .flatten();
     let session = Session::new(
         peer,
         shared.registry.clone(),
         shared.store.clone(),
         shared.config.clone(),
         shared.lifecycle.clone(),
-    );
+    )
+    .with_access(Access::new(verified, None));
     let timing = Timing {
         ping: shared.config.ping_interval(),
         write_timeout: Duration::from_millis(shared.config.websocket.write_timeout_ms),

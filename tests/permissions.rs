@@ -1,0 +1,360 @@
+//! What a connection may do in a room (SPEC.md 9.2): namespace defaults for verified and
+//! anonymous connections, each capability allowing and denying its requests with 403, presence
+//! off and subscriber caps per namespace, anonymous admission, identity (no dedup hijack, unsafe
+//! ids ignored).
+
+// Test code: a failed unwrap is a failed test, and helpers are shared by name.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    unreachable_pub
+)]
+
+mod common;
+
+use common::*;
+use roomd_protocol::{ClientFrame, ServerFrame, Value};
+
+const SECRET: &str = "a-test-secret-of-at-least-32-bytes!!";
+const FAR: u64 = 4_000_000_000;
+
+fn jwt(sub: &str) -> String {
+    #[derive(serde::Serialize)]
+    struct Claims<'a> {
+        sub: &'a str,
+        exp: u64,
+    }
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &Claims { sub, exp: FAR },
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// A server with auth on, anonymous connections admitted, and `extra` config.
+fn broker(extra: &str) -> Broker {
+    Broker::start(&format!(
+        "[auth]\njwt_secret = \"{SECRET}\"\n[permissions]\nallow_anonymous = true\n{extra}"
+    ))
+}
+
+async fn user(b: &Broker, sub: &str) -> Client {
+    Client::connect_query(b, &format!("token={}", jwt(sub))).await
+}
+
+/// Every request kind, each needing one capability, against `room`: the codes they got.
+async fn try_each(c: &mut Client, room: &str) -> Vec<(&'static str, u16)> {
+    let mut out = Vec::new();
+    let r = room.to_string();
+    let requests: Vec<(&'static str, ClientFrame)> = vec![
+        (
+            "sub",
+            ClientFrame::Sub {
+                id: 0,
+                room: r.clone(),
+                since: None,
+                state: None,
+                presence: None,
+                info: None,
+            },
+        ),
+        (
+            "pub",
+            ClientFrame::Pub {
+                id: 0,
+                room: r.clone(),
+                data: b"x".to_vec(),
+                mid: None,
+            },
+        ),
+        (
+            "hist",
+            ClientFrame::Hist {
+                id: 0,
+                room: r.clone(),
+                after: None,
+                before: None,
+                limit: None,
+            },
+        ),
+        (
+            "state.read",
+            ClientFrame::Get {
+                id: 0,
+                room: r.clone(),
+                key: "k".into(),
+            },
+        ),
+        (
+            "state.write",
+            ClientFrame::Put {
+                id: 0,
+                room: r.clone(),
+                key: "k".into(),
+                value: Value::from(1),
+            },
+        ),
+        (
+            "presence",
+            ClientFrame::Who {
+                id: 0,
+                room: r.clone(),
+            },
+        ),
+    ];
+    for (cap, mut frame) in requests {
+        let id = c.id();
+        set_id(&mut frame, id);
+        let reply = c.request(frame).await;
+        let code = match reply {
+            ServerFrame::Err { code, .. } => code,
+            _ => 200,
+        };
+        out.push((cap, code));
+    }
+    out
+}
+
+fn set_id(frame: &mut ClientFrame, new: u32) {
+    match frame {
+        ClientFrame::Sub { id, .. }
+        | ClientFrame::Pub { id, .. }
+        | ClientFrame::Hist { id, .. }
+        | ClientFrame::Get { id, .. }
+        | ClientFrame::Put { id, .. }
+        | ClientFrame::Who { id, .. } => *id = new,
+        _ => unreachable!(),
+    }
+}
+
+fn codes(allowed: &[&str]) -> Vec<(&'static str, u16)> {
+    [
+        "sub",
+        "pub",
+        "hist",
+        "state.read",
+        "state.write",
+        "presence",
+    ]
+    .into_iter()
+    .map(|c| (c, if allowed.contains(&c) { 200 } else { 403 }))
+    .collect()
+}
+
+#[tokio::test]
+async fn namespace_defaults_allow_and_deny_each_capability() {
+    let b = broker(
+        "[namespaces.news]\nanonymous = [\"sub\", \"hist\"]\nauthenticated = [\"sub\", \"hist\", \"pub\"]\n\
+         [namespaces.vault]\nanonymous = []\nauthenticated = [\"state.read\", \"state.write\"]\n",
+    );
+    let mut ada = user(&b, "ada").await;
+    let mut anon = Client::connect(&b).await;
+
+    assert_eq!(
+        try_each(&mut ada, "news:today").await,
+        codes(&["sub", "pub", "hist"])
+    );
+    assert_eq!(
+        try_each(&mut anon, "news:today").await,
+        codes(&["sub", "hist"])
+    );
+    assert_eq!(
+        try_each(&mut ada, "vault:1").await,
+        codes(&["state.read", "state.write"])
+    );
+    assert_eq!(try_each(&mut anon, "vault:1").await, codes(&[]));
+    // Rooms outside a configured namespace keep [permissions]' defaults: everything.
+    let all = [
+        "sub",
+        "pub",
+        "hist",
+        "state.read",
+        "state.write",
+        "presence",
+    ];
+    assert_eq!(try_each(&mut anon, "lobby").await, codes(&all));
+    assert_eq!(try_each(&mut ada, "other:x").await, codes(&all));
+
+    // A 403 leaves the connection open and stores nothing.
+    assert_eq!(ada.publish_seq("news:today", b"after").await, 2);
+    let ServerFrame::Err { code, .. } = anon.publish("news:today", b"no").await else {
+        panic!("anonymous publish to news: was accepted")
+    };
+    assert_eq!(code, 403);
+    assert_eq!(ada.publish_seq("news:today", b"next").await, 3);
+}
+
+#[tokio::test]
+async fn sub_needs_state_read_for_state_and_presence_for_presence() {
+    let b = broker("[namespaces.feed]\nanonymous = [\"sub\"]\n");
+    let mut anon = Client::connect(&b).await;
+    let sub = |id, state, presence, info: Option<Value>| ClientFrame::Sub {
+        id,
+        room: "feed:1".into(),
+        since: None,
+        state,
+        presence,
+        info,
+    };
+    let with_state = sub(1, Some(true), None, None);
+    assert_eq!(err_code(&anon.request(with_state).await), 403);
+    let with_presence = sub(2, None, Some(true), None);
+    assert_eq!(err_code(&anon.request(with_presence).await), 403);
+    let with_info = sub(3, None, None, Some(Value::from("me")));
+    assert_eq!(err_code(&anon.request(with_info).await), 403);
+    // The refused subs left nothing behind: a plain one works.
+    assert!(matches!(
+        anon.request(sub(4, None, None, None)).await,
+        ServerFrame::Subbed { .. }
+    ));
+}
+
+#[tokio::test]
+async fn presence_off_and_subscriber_caps_per_namespace() {
+    let b = broker("[namespaces.big]\npresence = false\nmax_subscribers = 2\n");
+    let mut a = user(&b, "a").await;
+    let who = ClientFrame::Who {
+        id: 1,
+        room: "big:x".into(),
+    };
+    assert_eq!(err_code(&a.request(who).await), 403);
+    let with_presence = ClientFrame::Sub {
+        id: 2,
+        room: "big:x".into(),
+        since: None,
+        state: None,
+        presence: Some(true),
+        info: None,
+    };
+    assert_eq!(err_code(&a.request(with_presence).await), 403);
+
+    assert!(matches!(
+        a.sub("big:x", None).await,
+        ServerFrame::Subbed { .. }
+    ));
+    let mut b2 = user(&b, "b").await;
+    assert!(matches!(
+        b2.sub("big:x", None).await,
+        ServerFrame::Subbed { .. }
+    ));
+    let mut c = user(&b, "c").await;
+    match c.sub("big:x", None).await {
+        ServerFrame::Err { code, max, .. } => assert_eq!((code, max), (429, Some(2))),
+        other => panic!("a third subscriber was admitted: {other:?}"),
+    }
+    // The refused subscription is forgotten: after one leaves, the same `sub` works.
+    drop(a);
+    let mut admitted = false;
+    for _ in 0..100 {
+        if matches!(c.sub("big:x", None).await, ServerFrame::Subbed { .. }) {
+            admitted = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(admitted);
+    // Other namespaces have no cap.
+    for _ in 0..3 {
+        let mut x = user(&b, "x").await;
+        assert!(matches!(
+            x.sub("small:x", None).await,
+            ServerFrame::Subbed { .. }
+        ));
+    }
+}
+
+#[tokio::test]
+async fn without_allow_anonymous_a_connection_needs_a_token() {
+    let b = Broker::start(&format!("[auth]\njwt_secret = \"{SECRET}\"\n"));
+    let (mut ws, _) = tokio_tungstenite::connect_async(b.ws_url(""))
+        .await
+        .unwrap();
+    let f = read_frame(&mut ws).await.expect("err frame");
+    assert_eq!(err_code(&f), 401, "{f:?}");
+    let mut ok = user(&b, "ada").await;
+    assert_eq!(ok.publish_seq("r", b"x").await, 1);
+}
+
+#[tokio::test]
+async fn another_user_cannot_make_a_publish_a_duplicate_with_its_client_id() {
+    let b = broker("");
+    let mut mallory =
+        Client::connect_query(&b, &format!("token={}&client=c1", jwt("mallory"))).await;
+    let mut ada = Client::connect_query(&b, &format!("token={}&client=c1", jwt("ada"))).await;
+    let publish = |id, data: &[u8]| ClientFrame::Pub {
+        id,
+        room: "dm".into(),
+        data: data.to_vec(),
+        mid: Some("m1".into()),
+    };
+    let first = mallory.request(publish(1, b"decoy")).await;
+    assert!(
+        matches!(
+            first,
+            ServerFrame::Ack {
+                seq: 1,
+                dup: None,
+                ..
+            }
+        ),
+        "{first:?}"
+    );
+    // Ada's publish with the same client id and mid is hers: stored, not a duplicate.
+    let hers = ada.request(publish(1, b"real")).await;
+    assert!(
+        matches!(
+            hers,
+            ServerFrame::Ack {
+                seq: 2,
+                dup: None,
+                ..
+            }
+        ),
+        "{hers:?}"
+    );
+    // Her own retry is still recognised.
+    let retry = ada.request(publish(2, b"real")).await;
+    assert!(
+        matches!(
+            retry,
+            ServerFrame::Ack {
+                seq: 2,
+                dup: Some(true),
+                ..
+            }
+        ),
+        "{retry:?}"
+    );
+}
+
+#[tokio::test]
+async fn self_declared_ids_with_control_or_bidi_characters_are_ignored() {
+    let b = Broker::start("");
+    // U+202E (right-to-left override) in `user`: ignored, the connection has no user.
+    let mut c = Client::connect_query(&b, "user=ada%E2%80%AEnimda&client=x%00y").await;
+    assert!(matches!(c.sub("r", None).await, ServerFrame::Subbed { .. }));
+    let mut p = Client::connect_query(&b, "user=ada").await;
+    p.publish_seq("r", b"hi").await;
+    match c.event().await {
+        ServerFrame::Msg { uid, .. } => assert_eq!(uid.as_deref(), Some("ada")),
+        other => panic!("{other:?}"),
+    }
+    let ServerFrame::Who { members, .. } = c
+        .request(ClientFrame::Who {
+            id: 9,
+            room: "r".into(),
+        })
+        .await
+    else {
+        panic!("who")
+    };
+    assert!(members.is_empty(), "{members:?}");
+    let mut bidi = Client::connect_query(&b, "user=%E2%80%AEeve").await;
+    bidi.publish_seq("r", b"x").await;
+    match c.event().await {
+        ServerFrame::Msg { uid, .. } => assert_eq!(uid, None),
+        other => panic!("{other:?}"),
+    }
+}
