@@ -135,6 +135,9 @@ pub struct ServerConfig {
     pub header_timeout_ms: u64,
     /// Proxies whose `X-Forwarded-For` is believed for the client address in logs.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Browser origins (`https://app.example.com`) allowed to open WebSockets besides the
+    /// server's own; `"*"` allows any. A request without `Origin` (not a browser) is allowed.
+    pub allowed_origins: Vec<String>,
     pub log_format: LogFormat,
     pub shutdown_timeout_ms: u64,
     pub lame_duck_ms: u64,
@@ -274,6 +277,7 @@ impl Default for ServerConfig {
             max_connections_per_ip: 0,
             header_timeout_ms: 10_000,
             trusted_proxies: Vec::new(),
+            allowed_origins: Vec::new(),
             log_format: LogFormat::Text,
             shutdown_timeout_ms: 10_000,
             lame_duck_ms: 0,

@@ -358,3 +358,37 @@ async fn self_declared_ids_with_control_or_bidi_characters_are_ignored() {
         other => panic!("{other:?}"),
     }
 }
+
+/// The HTTP status of a WebSocket upgrade sent with `origin`.
+async fn upgrade_status(b: &Broker, origin: Option<&str>) -> u16 {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = b.ws_url("").into_client_request().unwrap();
+    if let Some(o) = origin {
+        req.headers_mut().insert("Origin", o.parse().unwrap());
+    }
+    match tokio_tungstenite::connect_async(req).await {
+        Ok((_, resp)) => resp.status().as_u16(),
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[tokio::test]
+async fn browsers_from_other_origins_are_refused_unless_listed() {
+    let b = Broker::start("[server]\nallowed_origins = [\"https://app.example.com\"]\n");
+    let own = format!("http://{}", b.addr);
+    assert_eq!(upgrade_status(&b, None).await, 101);
+    assert_eq!(upgrade_status(&b, Some(&own)).await, 101);
+    assert_eq!(
+        upgrade_status(&b, Some("https://app.example.com")).await,
+        101
+    );
+    assert_eq!(upgrade_status(&b, Some("https://evil.example")).await, 403);
+    assert_eq!(upgrade_status(&b, Some("null")).await, 403);
+
+    let open = Broker::start("[server]\nallowed_origins = [\"*\"]\n");
+    assert_eq!(
+        upgrade_status(&open, Some("https://evil.example")).await,
+        101
+    );
+}

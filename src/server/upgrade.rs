@@ -123,6 +123,13 @@ pub(super) fn upgrade(
         Err(refusal) => return refusal.into_response(),
     };
     let h = req.headers();
+    if !origin_allowed(h, &shared.config.server.allowed_origins) {
+        tracing::debug!(%addr, origin = ?h.get(header::ORIGIN), "upgrade refused: origin not allowed");
+        return text(
+            StatusCode::FORBIDDEN,
+            "origin not allowed: add it to server.allowed_origins\n",
+        );
+    }
     let query = Query::parse(req.uri().query().unwrap_or(""));
     let bearer = h
         .get(header::AUTHORIZATION)
@@ -150,6 +157,28 @@ pub(super) fn upgrade(
         .lifecycle
         .spawn_connection(serve_upgraded(on_upgrade, setup));
     switching_protocols(&accept_key, select)
+}
+
+/// Whether a browser page from the request's `Origin` may open a WebSocket here: the server's
+/// own origin (the `Origin`'s host and port are the `Host` header's), one listed in `allowed`,
+/// or any with `"*"`. Without the check any web page a user visits could open a connection with
+/// the user's cookies and network position. Requests without `Origin` (not from a browser) pass.
+fn origin_allowed(headers: &hyper::HeaderMap, allowed: &[String]) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    if allowed
+        .iter()
+        .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
+    {
+        return true;
+    }
+    let authority = origin.split_once("://").map_or("", |(_, a)| a);
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    host.is_some_and(|h| !authority.is_empty() && h.eq_ignore_ascii_case(authority))
 }
 
 /// The client's address: the peer's, or, when the peer is a trusted proxy, the last address in
