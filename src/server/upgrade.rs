@@ -21,7 +21,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::admission::Slot;
 use super::{text, Shared};
-use crate::auth::AuthError;
+use crate::auth::{self, AuthError};
 use crate::config::Config;
 use crate::connection::{self, Timing};
 use crate::error::ReplyError;
@@ -126,19 +126,16 @@ pub(super) fn upgrade(
     let bearer = h
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(auth::bearer_token)
         .map(str::to_string);
-    let identity = shared.auth.identify(
-        query.token.as_deref().or(bearer.as_deref()),
-        query.user.as_deref(),
-    );
     let client_addr = client_addr(addr, h, &shared.config.server.trusted_proxies);
     let on_upgrade = hyper::upgrade::on(&mut req);
     let setup = Setup {
         addr: client_addr,
         shared: shared.clone(),
         slot,
-        identity,
+        token: query.token.or(bearer),
+        declared_user: query.user,
         client: query.client,
     };
     shared
@@ -175,7 +172,11 @@ struct Setup {
     shared: Arc<Shared>,
     /// `None`: over a connection limit; the socket is closed with 4002.
     slot: Option<Arc<Slot>>,
-    identity: Result<Option<String>, AuthError>,
+    /// From the query's `token` or the `Authorization` header; verified once the socket is
+    /// open, since a verification may wait for a JWKS fetch.
+    token: Option<String>,
+    /// The query's `user`, honoured only on an open server.
+    declared_user: Option<String>,
     client: Option<String>,
 }
 
@@ -239,8 +240,9 @@ impl Query {
             let v = (!v.is_empty()).then(|| v.into_owned());
             match &*k {
                 "token" => out.token = v,
+                // Checked by `Auth::identify`, which ignores an invalid one.
+                "user" => out.user = v,
                 // Ids longer than 64 bytes are ignored rather than trusted.
-                "user" => out.user = v.filter(|v| v.len() <= 64),
                 "client" => out.client = v.filter(|v| v.len() <= 64),
                 _ => {}
             }
@@ -263,7 +265,8 @@ where
         addr,
         shared,
         slot,
-        identity,
+        token,
+        declared_user,
         client,
     } = setup;
     let cfg = ws_config(&shared.config);
@@ -272,8 +275,12 @@ where
     } else {
         WebSocketStream::from_partially_read(io, read.to_vec(), Role::Server, Some(cfg)).await
     };
-    let user = match identity {
-        Ok(user) => user.map(Arc::from),
+    let identity = shared
+        .auth
+        .identify(token.as_deref(), declared_user.as_deref())
+        .await;
+    let identity = match identity {
+        Ok(identity) => identity,
         Err(e) => {
             tracing::info!(%addr, error = %e, "connection refused: authentication failed");
             refuse(ws, e).await;
@@ -298,7 +305,7 @@ where
     let peer = Arc::new(Peer {
         client: client.map_or_else(|| id.clone(), Arc::from),
         id: id.clone(),
-        user,
+        user: identity.user.map(Arc::from),
         outbox: outbox.clone(),
         refused: Default::default(),
         in_flight: InFlight::default(),
@@ -306,7 +313,14 @@ where
     greet(&peer, &shared.config);
     register(&shared, n, outbox);
     crate::metrics::connection_opened();
-    tracing::debug!(conn = %id, %addr, user = ?peer.user, "connection opened");
+    tracing::debug!(
+        conn = %id,
+        %addr,
+        user = ?peer.user,
+        verified = identity.verified,
+        expires_at = identity.expires_at,
+        "connection opened"
+    );
     let session = Session::new(
         peer,
         shared.registry.clone(),
