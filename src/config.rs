@@ -262,10 +262,121 @@ pub struct RetentionConfig {
     pub sweep_interval_secs: u64,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+/// Token verification (SPEC.md section 9). Any key source (`jwt_secret`, `public_key`,
+/// `jwks_file`, `jwks_url`) turns authentication on; they may be combined, and a token's key is
+/// picked by its header's `alg` and `kid` among the keys of that algorithm's family. Relative
+/// paths are taken from the config file's directory, like `server.data_dir`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
+    /// The HMAC secret (HS256, HS384, HS512); empty: none.
     pub jwt_secret: String,
+    /// A PEM public key file: RSA, EC (P-256 or P-384) or Ed25519.
+    pub public_key: Option<PathBuf>,
+    /// A JWKS document (RFC 7517) file, read at startup.
+    pub jwks_file: Option<PathBuf>,
+    /// A JWKS document's `http://` or `https://` URL, fetched at startup, every
+    /// `jwks_refresh_secs`, and when a token names a key id it does not hold.
+    pub jwks_url: Option<String>,
+    /// The algorithms a token may be signed with; empty: every algorithm of the keys configured.
+    #[serde(deserialize_with = "one_or_many")]
+    pub algorithms: Vec<JwtAlgorithm>,
+    /// Accepted `iss` values; empty: `iss` is not checked. A string or a list.
+    #[serde(deserialize_with = "one_or_many")]
+    pub issuer: Vec<String>,
+    /// Accepted `aud` values; empty: a token with an `aud` claim is refused. A string or a list.
+    #[serde(deserialize_with = "one_or_many")]
+    pub audience: Vec<String>,
+    /// Clock skew allowed when checking `exp` and `nbf`, in seconds.
+    pub leeway_secs: u64,
+    /// How often the JWKS at `jwks_url` is fetched again, so removed keys stop verifying.
+    pub jwks_refresh_secs: u64,
+    /// At most one JWKS fetch per this many seconds, whatever asks for it: a client sending
+    /// unknown key ids cannot make roomd hammer the JWKS server.
+    pub jwks_min_refetch_secs: u64,
+    /// How long one JWKS fetch may take (connect, TLS, response).
+    pub jwks_timeout_ms: u64,
+}
+
+/// A JWT signature algorithm (RFC 7518 names). There is no `none`.
+#[allow(clippy::upper_case_acronyms)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+pub enum JwtAlgorithm {
+    HS256,
+    HS384,
+    HS512,
+    RS256,
+    RS384,
+    RS512,
+    PS256,
+    PS384,
+    PS512,
+    ES256,
+    ES384,
+    EdDSA,
+}
+
+impl JwtAlgorithm {
+    /// An HMAC algorithm: verified with a shared secret, not a public key.
+    pub fn is_hmac(self) -> bool {
+        matches!(
+            self,
+            JwtAlgorithm::HS256 | JwtAlgorithm::HS384 | JwtAlgorithm::HS512
+        )
+    }
+}
+
+impl AuthConfig {
+    /// Whether connections need a token: some key source is configured.
+    pub fn enabled(&self) -> bool {
+        !self.jwt_secret.is_empty() || self.has_public_keys()
+    }
+
+    /// Whether a public-key source (PEM file or JWKS) is configured.
+    pub fn has_public_keys(&self) -> bool {
+        self.public_key.is_some() || self.jwks_file.is_some() || self.jwks_url.is_some()
+    }
+}
+
+/// A value that may be written as one string or as a list (`audience = "roomd"` or
+/// `audience = ["roomd", "chat"]`), so an environment variable can set a single value.
+fn one_or_many<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    struct OneOrMany<T>(std::marker::PhantomData<T>);
+    impl<'de, T: serde::de::DeserializeOwned> serde::de::Visitor<'de> for OneOrMany<T> {
+        type Value = Vec<T>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a string or a list of strings")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Vec<T>, E> {
+            T::deserialize(serde::de::value::StrDeserializer::<E>::new(v)).map(|t| vec![t])
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Vec<T>, A::Error> {
+            Vec::<T>::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+        }
+    }
+    d.deserialize_any(OneOrMany(std::marker::PhantomData))
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            jwt_secret: String::new(),
+            public_key: None,
+            jwks_file: None,
+            jwks_url: None,
+            algorithms: Vec::new(),
+            issuer: Vec::new(),
+            audience: Vec::new(),
+            leeway_secs: 0,
+            jwks_refresh_secs: 600,
+            jwks_min_refetch_secs: 30,
+            jwks_timeout_ms: 5000,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -474,11 +585,12 @@ impl Config {
                 "tls.cert and tls.key must be set together",
             ),
         ];
-        let failed: Vec<String> = checks
+        let mut failed: Vec<String> = checks
             .iter()
             .filter(|(ok, _)| !ok)
             .map(|(_, msg)| (*msg).to_string())
             .collect();
+        failed.extend(self.auth.problems());
         if failed.is_empty() {
             Ok(())
         } else {
@@ -549,6 +661,8 @@ impl Config {
                 Some(&mut config.server.data_dir),
                 config.tls.cert.as_mut(),
                 config.tls.key.as_mut(),
+                config.auth.public_key.as_mut(),
+                config.auth.jwks_file.as_mut(),
             ];
             for p in paths.into_iter().flatten() {
                 if p.is_relative() {
@@ -571,15 +685,131 @@ impl Config {
 
     /// Settings that work but are probably not what the operator wants.
     pub fn warnings(&self) -> Vec<String> {
+        self.auth.warnings()
+    }
+}
+
+/// The largest `auth.leeway_secs`: clocks further apart than this are broken, not skewed.
+pub const MAX_LEEWAY_SECS: u64 = 600;
+
+impl AuthConfig {
+    /// What makes `[auth]` unusable, one message each (see [`Config::validate`]).
+    fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
-        let secret = self.auth.jwt_secret.len();
+        if let Some(url) = &self.jwks_url {
+            if let Err(why) = check_jwks_url(url) {
+                out.push(format!("auth.jwks_url {url:?}: {why}"));
+            }
+        }
+        let checks = [
+            (
+                self.jwks_min_refetch_secs >= 1,
+                "auth.jwks_min_refetch_secs must be at least 1",
+            ),
+            (
+                self.jwks_refresh_secs >= self.jwks_min_refetch_secs,
+                "auth.jwks_refresh_secs must be at least auth.jwks_min_refetch_secs",
+            ),
+            (
+                self.jwks_timeout_ms >= 1,
+                "auth.jwks_timeout_ms must be at least 1",
+            ),
+            (
+                self.leeway_secs <= MAX_LEEWAY_SECS,
+                "auth.leeway_secs must be at most 600",
+            ),
+            (
+                self.issuer
+                    .iter()
+                    .chain(&self.audience)
+                    .all(|s| !s.is_empty()),
+                "auth.issuer and auth.audience must not hold empty strings",
+            ),
+        ];
+        out.extend(
+            checks
+                .iter()
+                .filter(|(ok, _)| !ok)
+                .map(|(_, msg)| (*msg).to_string()),
+        );
+        out.extend(self.algorithms.iter().filter_map(|alg| self.keyless(*alg)));
+        out
+    }
+
+    /// Why `alg` can never verify with the key sources configured, if it cannot.
+    fn keyless(&self, alg: JwtAlgorithm) -> Option<String> {
+        if alg.is_hmac() && self.jwt_secret.is_empty() && self.jwks_file.is_none() {
+            Some(format!(
+                "auth.algorithms lists {alg:?}, which needs auth.jwt_secret or auth.jwks_file"
+            ))
+        } else if !alg.is_hmac() && !self.has_public_keys() {
+            Some(format!(
+                "auth.algorithms lists {alg:?}, which needs auth.public_key, auth.jwks_file or auth.jwks_url"
+            ))
+        } else {
+            None
+        }
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let secret = self.jwt_secret.len();
         if secret > 0 && secret < WEAK_SECRET_BYTES {
             out.push(format!(
                 "auth.jwt_secret is {secret} bytes; use at least {WEAK_SECRET_BYTES} random bytes"
             ));
         }
+        let checks_claims =
+            !self.issuer.is_empty() || !self.audience.is_empty() || !self.algorithms.is_empty();
+        if !self.enabled() && checks_claims {
+            out.push(
+                "auth.algorithms, auth.issuer or auth.audience is set but no key is: the server is open and checks no token".into(),
+            );
+        }
+        // An identity provider signs tokens for every application it serves with the same keys.
+        if self.has_public_keys() && self.audience.is_empty() {
+            out.push(
+                "auth.audience is not set: any token the key owner signs without an `aud` claim is accepted, whatever application it was issued for".into(),
+            );
+        }
+        if let Some(url) = &self.jwks_url {
+            if is_plain_http_off_host(url) {
+                out.push(format!(
+                    "auth.jwks_url {url:?} is plain http: anyone on the network path can substitute keys; use https"
+                ));
+            }
+        }
         out
     }
+}
+
+/// An `http://` or `https://` URL with a host and no credentials (roomd sends none).
+fn check_jwks_url(url: &str) -> Result<(), &'static str> {
+    let uri: hyper::Uri = url.parse().map_err(|_| "not a URL")?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err("must be an http:// or https:// URL");
+    }
+    let authority = uri.authority().ok_or("has no host")?;
+    if authority.as_str().contains('@') {
+        return Err("must not hold credentials");
+    }
+    if authority.host().is_empty() {
+        return Err("has no host");
+    }
+    Ok(())
+}
+
+/// Plain http to anywhere but this machine.
+fn is_plain_http_off_host(url: &str) -> bool {
+    let Ok(uri) = url.parse::<hyper::Uri>() else {
+        return false;
+    };
+    let host = uri.host().unwrap_or("").trim_matches(['[', ']']);
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    uri.scheme_str() == Some("http") && !loopback
 }
 
 /// The `ROOMD_SECTION_KEY` variables that name a config section: (variable, section, key, value).

@@ -12,12 +12,15 @@
 //! - [`wire`]: outbound frames built once as complete WebSocket frames.
 //! - [`room`]: one single-owner task per room: ordering, fan-out, resume, state, presence.
 //! - [`store`]: the write-ahead log, its group-committing writer thread, and redb.
-//! - [`retention`]: background trimming; [`auth`]: JWT checks; [`metrics`]: Prometheus.
+//! - [`retention`]: background trimming; [`metrics`]: Prometheus.
+//! - [`auth`]: token verification (HMAC secret, PEM public key, JWKS file or URL);
+//!   [`permissions`]: the capabilities a token's `rooms` claim grants; [`token`]: the
+//!   `roomd token` command's development tokens.
 //! - [`config`]: every limit, from `config/roomd.toml`; [`tls`]: the main port's certificate,
 //!   reloadable.
 //!
-//! Only [`Server`], [`ServerError`], [`Config`] and [`backup`] (the backup and restore commands)
-//! are public: the embedding API.
+//! Only [`Server`], [`ServerError`], [`Config`], [`backup`] (the backup and restore commands)
+//! and [`token`] (the token command) are public: the embedding API.
 //! `Server::start(config).await?` serves until `server.shutdown().await`.
 
 // The map above links private modules: the docs are built with --document-private-items.
@@ -45,6 +48,7 @@ mod server;
 mod session;
 mod store;
 mod tls;
+pub mod token;
 mod ui;
 mod wire;
 

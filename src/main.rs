@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use roomd::config::LogFormat;
@@ -53,6 +54,21 @@ enum Cmd {
         /// The backup file.
         src: PathBuf,
     },
+    /// Print a development token: a JWT for USER signed with the config's auth.jwt_secret
+    /// (with its first auth.issuer and auth.audience), which the server accepts.
+    Token {
+        /// The user id (the token's `sub`).
+        #[arg(long)]
+        user: String,
+        /// A room grant PATTERN=CAP,CAP, e.g. 'chat:*=sub,pub,hist' or 'inbox:{sub}=sub'
+        /// (capabilities: sub, pub, hist, state.read, state.write, presence). Repeatable; the
+        /// first match wins. Without any, the server's defaults apply.
+        #[arg(long = "room", value_name = "GRANT")]
+        rooms: Vec<String>,
+        /// How long the token is valid: seconds, or a number with s, m, h or d.
+        #[arg(long, default_value = "1h", value_parser = roomd::token::parse_ttl)]
+        ttl: Duration,
+    },
 }
 
 fn main() -> ExitCode {
@@ -61,6 +77,7 @@ fn main() -> ExitCode {
         Some(Cmd::CheckConfig { file }) => return check_config(file),
         Some(Cmd::Backup { admin, dest }) => return backup(*admin, dest),
         Some(Cmd::Restore { src }) => return restore(&cli, src),
+        Some(Cmd::Token { user, rooms, ttl }) => return token(&cli, user, rooms, *ttl),
         None => {}
     }
     let mut config = match Config::load(cli.config.as_deref(), std::env::vars()) {
@@ -163,6 +180,26 @@ fn restore(cli: &Cli, src: &std::path::Path) -> ExitCode {
         Err(e) => {
             eprintln!("roomd: restore failed: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn token(cli: &Cli, user: &str, rooms: &[String], ttl: Duration) -> ExitCode {
+    let config = match Config::load(cli.config.as_deref(), std::env::vars()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("roomd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match roomd::token::mint(&config.auth, user, rooms, ttl) {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("roomd: {e}");
+            ExitCode::from(2)
         }
     }
 }

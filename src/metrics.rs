@@ -104,6 +104,8 @@ fn register_all() {
         "roomd_slow_consumers_total",
         "roomd_tls_handshake_failures_total",
         "roomd_tls_reloads_total",
+        "roomd_jwks_fetches_total",
+        "roomd_jwks_fetch_failures_total",
     ] {
         counter!(name).increment(0);
     }
@@ -200,6 +202,14 @@ fn describe() {
         "roomd_tls_reloads_total",
         "successful reloads of the TLS certificate and key (SIGHUP)"
     );
+    describe_counter!(
+        "roomd_jwks_fetches_total",
+        "fetches of the JWKS at auth.jwks_url (at startup, periodic, for an unknown key id)"
+    );
+    describe_counter!(
+        "roomd_jwks_fetch_failures_total",
+        "JWKS fetches that failed (the keys already held stay in use)"
+    );
     describe_gauge!(
         "roomd_build_info",
         "always 1; the labels name the version and the git commit of the running binary"
@@ -269,6 +279,14 @@ pub(crate) fn tls_handshake_failed() {
 
 pub(crate) fn tls_reloaded() {
     counter!("roomd_tls_reloads_total").increment(1);
+}
+
+pub(crate) fn jwks_fetch() {
+    counter!("roomd_jwks_fetches_total").increment(1);
+}
+
+pub(crate) fn jwks_fetch_failed() {
+    counter!("roomd_jwks_fetch_failures_total").increment(1);
 }
 
 pub(crate) fn slow_consumer() {

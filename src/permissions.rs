@@ -8,8 +8,7 @@
 
 use std::sync::Arc;
 
-pub(crate) use crate::capability::Grant;
-use crate::capability::{Allow, Capability};
+use crate::capability::{Allow, Capability, Grant};
 use crate::config::{Config, NamespaceConfig};
 
 /// The permissions of one connection, fixed until it refreshes its token.

@@ -392,3 +392,60 @@ async fn browsers_from_other_origins_are_refused_unless_listed() {
         101
     );
 }
+
+fn jwt_with_rooms(sub: &str, rooms: serde_json::Value) -> String {
+    let claims = serde_json::json!({"sub": sub, "exp": FAR, "rooms": rooms});
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_tokens_rooms_claim_grants_per_room_first_match_wins() {
+    let b = broker("[namespaces.chat]\nauthenticated = [\"sub\"]\n");
+    let rooms = serde_json::json!([
+        {"match": "inbox:{sub}", "allow": ["sub", "hist", "state.read", "state.write"]},
+        {"match": "chat:readonly", "allow": ["sub", "hist"]},
+        {"match": "chat:*", "allow": ["sub", "pub", "hist", "presence"]},
+        {"match": "private/ada-only", "allow": []},
+    ]);
+    let token = jwt_with_rooms("mallory", rooms);
+    let mut m = Client::connect_query(&b, &format!("token={token}")).await;
+
+    assert_eq!(
+        try_each(&mut m, "inbox:mallory").await,
+        codes(&["sub", "hist", "state.read", "state.write"])
+    );
+    // `{sub}` is the token's own user: another user's inbox matches no grant.
+    assert_eq!(try_each(&mut m, "inbox:ada").await, codes(&[]));
+    assert_eq!(
+        try_each(&mut m, "chat:readonly").await,
+        codes(&["sub", "hist"])
+    );
+    // The claim overrides the namespace's defaults (which allow only `sub` in chat:).
+    assert_eq!(
+        try_each(&mut m, "chat:lobby").await,
+        codes(&["sub", "pub", "hist", "presence"])
+    );
+    // No match: nothing, even where [permissions] would allow everything.
+    assert_eq!(try_each(&mut m, "private/ada-only").await, codes(&[]));
+    assert_eq!(try_each(&mut m, "lobby").await, codes(&[]));
+
+    // A token without the claim gets the namespace's defaults.
+    let mut ada = user(&b, "ada").await;
+    assert_eq!(try_each(&mut ada, "chat:lobby").await, codes(&["sub"]));
+    assert_eq!(
+        try_each(&mut ada, "private/ada-only").await,
+        codes(&[
+            "sub",
+            "pub",
+            "hist",
+            "state.read",
+            "state.write",
+            "presence"
+        ])
+    );
+}

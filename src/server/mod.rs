@@ -48,6 +48,8 @@ pub enum ServerError {
     Tls(#[from] crate::tls::TlsError),
     #[error("TLS is not configured: nothing to reload")]
     NoTls,
+    #[error("{0}")]
+    Auth(#[from] crate::auth::KeyError),
 }
 
 /// A running broker. Dropping it does not stop it; call [`Server::shutdown`].
@@ -84,6 +86,7 @@ impl Server {
         crate::metrics::install();
         // Before the database: a TLS mistake is reported without touching the data.
         let tls = Tls::from_config(&config.tls)?;
+        let auth = Auth::new(&config.auth).await?;
         let config = Arc::new(config);
         let cfg = config.clone();
         let (store, writer) = tokio::task::spawn_blocking(move || {
@@ -107,7 +110,7 @@ impl Server {
             lifecycle.background().clone(),
         );
         let shared = Arc::new(Shared {
-            auth: Auth::new(&config.auth.jwt_secret),
+            auth,
             tls: tls.clone(),
             admission: Admission::new(
                 config.server.max_connections,
@@ -127,6 +130,15 @@ impl Server {
             config.storage.flush_every(),
             lifecycle.clone(),
         ));
+        if let Some(refresh) = shared.auth.refresher() {
+            let stop = lifecycle.clone();
+            lifecycle.spawn_background(async move {
+                tokio::select! {
+                    () = refresh => {}
+                    () = stop.stopping() => {}
+                }
+            });
+        }
         if config.retention.max_messages > 0 || config.retention.max_age_secs > 0 {
             lifecycle.spawn_background(crate::retention::sweep(
                 registry,
@@ -145,8 +157,9 @@ impl Server {
             tracing::info!(addr = %admin.local_addr()?, "admin listener");
             lifecycle.spawn_background(http::serve_admin(admin, shared.clone()));
         }
+        let auth_on = shared.auth.enabled();
         let task = tokio::spawn(serve(listener, shared, writer));
-        tracing::info!(%addr, tls = tls.is_some(), "roomd listening");
+        tracing::info!(%addr, tls = tls.is_some(), auth = auth_on, "roomd listening");
         Ok(Server {
             addr,
             tls,

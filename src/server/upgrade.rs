@@ -21,7 +21,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::admission::Slot;
 use super::{text, Shared};
-use crate::auth::AuthError;
+use crate::auth::{self, AuthError, Identity};
 use crate::config::Config;
 use crate::connection::{self, Timing};
 use crate::error::ReplyError;
@@ -134,23 +134,16 @@ pub(super) fn upgrade(
     let bearer = h
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(auth::bearer_token)
         .map(str::to_string);
-    let identity = match shared.auth.identify(
-        query.token.as_deref().or(bearer.as_deref()),
-        query.user.as_deref(),
-    ) {
-        // Admitted without a token, as anonymous (SPEC.md 9.2).
-        Err(AuthError::Missing) if shared.config.permissions.allow_anonymous => Ok(None),
-        other => other,
-    };
     let client_addr = client_addr(addr, h, &shared.config.server.trusted_proxies);
     let on_upgrade = hyper::upgrade::on(&mut req);
     let setup = Setup {
         addr: client_addr,
         shared: shared.clone(),
         slot,
-        identity,
+        token: query.token.or(bearer),
+        declared_user: query.user,
         client: query.client,
     };
     shared
@@ -209,7 +202,11 @@ struct Setup {
     shared: Arc<Shared>,
     /// `None`: over a connection limit; the socket is closed with 4002.
     slot: Option<Arc<Slot>>,
-    identity: Result<Option<String>, AuthError>,
+    /// From the query's `token` or the `Authorization` header; verified once the socket is
+    /// open, since a verification may wait for a JWKS fetch.
+    token: Option<String>,
+    /// The query's `user`, honoured only on an open server.
+    declared_user: Option<String>,
     client: Option<String>,
 }
 
@@ -298,7 +295,8 @@ where
         addr,
         shared,
         slot,
-        identity,
+        token,
+        declared_user,
         client,
     } = setup;
     let cfg = ws_config(&shared.config);
@@ -307,8 +305,16 @@ where
     } else {
         WebSocketStream::from_partially_read(io, read.to_vec(), Role::Server, Some(cfg)).await
     };
-    let user = match identity {
-        Ok(user) => user.map(Arc::from),
+    let identity = shared
+        .auth
+        .identify(token.as_deref(), declared_user.as_deref())
+        .await;
+    let identity = match identity {
+        Ok(identity) => identity,
+        // Admitted without a token, as anonymous (SPEC.md 9.2).
+        Err(AuthError::Missing) if shared.config.permissions.allow_anonymous => {
+            Identity::anonymous()
+        }
         Err(e) => {
             tracing::info!(%addr, error = %e, "connection refused: authentication failed");
             refuse(ws, e).await;
@@ -330,6 +336,10 @@ where
         shared.config.outbox.max_frames,
         shared.config.outbox.max_bytes,
     );
+    let user: Option<Arc<str>> = identity.user.map(Arc::from);
+    // A verified user gets the `authenticated` defaults and its `{sub}` templates; a name
+    // declared on an open server grants nothing.
+    let access = Access::new(user.clone().filter(|_| identity.verified), identity.rooms);
     let peer = Arc::new(Peer {
         client: client.map_or_else(|| id.clone(), Arc::from),
         id: id.clone(),
@@ -341,12 +351,14 @@ where
     greet(&peer, &shared.config);
     register(&shared, n, outbox);
     crate::metrics::connection_opened();
-    tracing::debug!(conn = %id, %addr, user = ?peer.user, "connection opened");
-    // Until token claims reach here, a token's user gets the namespaces' `authenticated`
-    // permissions; a self-declared name on an open server is anonymous.
-    let verified = (!shared.config.auth.jwt_secret.is_empty())
-        .then(|| peer.user.clone())
-        .flatten();
+    tracing::debug!(
+        conn = %id,
+        %addr,
+        user = ?peer.user,
+        verified = identity.verified,
+        expires_at = identity.expires_at,
+        "connection opened"
+    );
     let session = Session::new(
         peer,
         shared.registry.clone(),
@@ -354,7 +366,7 @@ where
         shared.config.clone(),
         shared.lifecycle.clone(),
     )
-    .with_access(Access::new(verified, None));
+    .with_access(access);
     let timing = Timing {
         ping: shared.config.ping_interval(),
         write_timeout: Duration::from_millis(shared.config.websocket.write_timeout_ms),
