@@ -289,6 +289,8 @@ pub struct AuthConfig {
     pub audience: Vec<String>,
     /// Clock skew allowed when checking `exp` and `nbf`, in seconds.
     pub leeway_secs: u64,
+    /// How long before its token's `exp` a connection is sent `expiring` (SPEC.md 9.3).
+    pub refresh_window_secs: u64,
     /// How often the JWKS at `jwks_url` is fetched again, so removed keys stop verifying.
     pub jwks_refresh_secs: u64,
     /// At most one JWKS fetch per this many seconds, whatever asks for it: a client sending
@@ -372,6 +374,7 @@ impl Default for AuthConfig {
             issuer: Vec::new(),
             audience: Vec::new(),
             leeway_secs: 0,
+            refresh_window_secs: 60,
             jwks_refresh_secs: 600,
             jwks_min_refetch_secs: 30,
             jwks_timeout_ms: 5000,

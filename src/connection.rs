@@ -98,10 +98,10 @@ pub(crate) async fn run<S, G: Send>(
                 // request taken before has been answered.
                 if outbox.is_refusing() {
                     session.refuse(&bytes);
-                } else if let Some(blocked) = session.on_frame(&bytes) {
-                    // Boxed: the state of a wait for a full inbox lives on the heap only while
-                    // it lasts, not in every idle connection.
-                    Box::pin(session.send_when_room(blocked)).await;
+                } else if let Some(deferred) = session.on_frame(&bytes) {
+                    // Boxed: the state of a wait for a full inbox (or a token check) lives on
+                    // the heap only while it lasts, not in every idle connection.
+                    Box::pin(session.complete(deferred)).await;
                 }
             }
             Event::Text => {

@@ -2,7 +2,7 @@
 //! session over a real room registry on a temporary store with its real writer thread.
 //!
 //! [`SessionHarness::feed`] hands one binary frame to the session exactly as the connection
-//! task would ([`Session::on_frame`], then waiting for room in a full inbox), runs the runtime
+//! task would ([`Session::on_frame`], then [`Session::complete`] for a full inbox), runs the runtime
 //! until the request is answered, and returns every frame queued on the connection meanwhile
 //! as MessagePack bodies. Not part of the embedding API.
 
@@ -166,8 +166,8 @@ impl SessionHarness {
             let mut closed = outbox.drain(&mut queued).is_some();
             let mut frames: Vec<Vec<u8>> = queued.iter().map(body).collect();
             let mut answered = false;
-            if let Some(blocked) = session.on_frame(frame) {
-                session.send_when_room(blocked).await;
+            if let Some(deferred) = session.on_frame(frame) {
+                session.complete(deferred).await;
             }
             let deadline = tokio::time::Instant::now() + REPLY_TIMEOUT;
             loop {
@@ -233,6 +233,7 @@ fn replies_to(body: &[u8], id: u32) -> bool {
         | ServerFrame::State { .. }
         | ServerFrame::Join { .. }
         | ServerFrame::Leave { .. }
+        | ServerFrame::Expiring { .. }
         // A continuation of the `subbed` or `who` that was the reply.
         | ServerFrame::Snap { .. } => false,
     }

@@ -32,6 +32,7 @@ pub mod capability;
 pub mod config;
 mod connection;
 mod error;
+mod expiry;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;

@@ -19,6 +19,8 @@ pub(crate) enum CloseReason {
     SlowConsumer,
     GoingAway,
     Internal,
+    /// The connection's token expired without a refresh (SPEC.md 9.3).
+    TokenExpired,
 }
 
 impl CloseReason {
@@ -27,6 +29,7 @@ impl CloseReason {
             CloseReason::SlowConsumer => CloseCode::SLOW_CONSUMER,
             CloseReason::GoingAway => CloseCode::GOING_AWAY,
             CloseReason::Internal => CloseCode::INTERNAL,
+            CloseReason::TokenExpired => CloseCode::TOKEN_EXPIRED,
         }
     }
 
@@ -35,6 +38,7 @@ impl CloseReason {
             CloseReason::SlowConsumer => "slow consumer: outbound queue full; resume with since",
             CloseReason::GoingAway => "server shutting down",
             CloseReason::Internal => "internal error",
+            CloseReason::TokenExpired => "token expired: reconnect with a new token",
         }
     }
 }

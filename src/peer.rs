@@ -136,6 +136,7 @@ fn is_reply(frame: &ServerFrame) -> bool {
         | ServerFrame::State { .. }
         | ServerFrame::Join { .. }
         | ServerFrame::Leave { .. }
+        | ServerFrame::Expiring { .. }
         // A continuation of the `subbed` or `who` that was the reply.
         | ServerFrame::Snap { .. } => false,
         ServerFrame::Subbed { .. }

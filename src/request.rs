@@ -30,7 +30,7 @@ impl Requests<'_> {
     }
 
     /// The room and command of a request that needs no per-connection state (the session
-    /// itself handles `ping`, `hist`, `sub` and `unsub`).
+    /// itself handles `ping`, `auth`, `hist`, `sub` and `unsub`).
     pub(crate) fn command(&self, frame: ClientFrame) -> Result<(String, Command), ReplyError> {
         Ok(match frame {
             ClientFrame::Pub {
@@ -64,6 +64,7 @@ impl Requests<'_> {
             ClientFrame::Incr { id, room, key, by } => (room, self.incr(id, key, by)?),
             ClientFrame::Who { id, room } => (room, self.who(id)),
             ClientFrame::Ping { .. }
+            | ClientFrame::Auth { .. }
             | ClientFrame::Hist { .. }
             | ClientFrame::Sub { .. }
             | ClientFrame::Unsub { .. } => {

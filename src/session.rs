@@ -3,12 +3,15 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use roomd_protocol::{decode_client, ClientFrame, ErrorCode, ServerFrame};
 
+use crate::auth::Auth;
 use crate::capability::{Allow, Capability};
 use crate::config::Config;
 use crate::error::ReplyError;
+use crate::expiry::{Expiries, Ticket};
 use crate::lifecycle::Lifecycle;
 use crate::peer::Peer;
 use crate::permissions::{self, Access};
@@ -18,11 +21,29 @@ use crate::room::registry::{ShuttingDown, TrySend};
 use crate::room::{Command, Registry};
 use crate::store::Store;
 
+/// A request the connection's task finishes by awaiting it ([`Session::complete`]).
+pub(crate) enum Deferred {
+    /// A request waiting for room in its room's inbox.
+    Room(Blocked),
+    /// A token refresh, which may wait for a JWKS fetch.
+    Auth { id: u32, token: String },
+}
+
 /// A request waiting for room in its room's inbox.
 pub(crate) struct Blocked {
     id: u32,
     room: String,
     cmd: Box<Command>,
+}
+
+/// A connection's token: what checks a fresh one, and the deadlines of the current one.
+pub(crate) struct Token {
+    pub auth: Arc<Auth>,
+    pub expiries: Arc<Expiries>,
+    pub ticket: Option<Ticket>,
+    /// `auth.refresh_window_secs` and `auth.leeway_secs`.
+    pub window: Duration,
+    pub leeway: Duration,
 }
 
 pub(crate) struct Session {
@@ -40,6 +61,8 @@ pub(crate) struct Session {
     rate: ConnLimits,
     /// What this connection may do in which room (its token's grants or the namespaces').
     access: Access,
+    /// Set when the connection came with a verified token.
+    token: Option<Token>,
 }
 
 impl Session {
@@ -59,7 +82,19 @@ impl Session {
             lifecycle,
             subs: HashMap::new(),
             access: Access::default(),
+            token: None,
         }
+    }
+
+    /// The connection came with a verified token expiring at `exp`: watch it (SPEC.md 9.3).
+    pub(crate) fn with_token(mut self, mut token: Token, exp: Option<u64>) -> Session {
+        token.ticket = exp.map(|exp| {
+            token
+                .expiries
+                .watch(&self.peer, exp, token.window, token.leeway)
+        });
+        self.token = Some(token);
+        self
     }
 
     /// Sets what this connection may do (from its token, when it has one).
@@ -72,7 +107,7 @@ impl Session {
     /// Returns a request whose room's inbox is full: the caller hands it to
     /// [`Session::send_when_room`], which waits (backpressure on this connection). The usual
     /// path does not wait at all, so it needs no future of its own.
-    pub(crate) fn on_frame(&mut self, bytes: &[u8]) -> Option<Blocked> {
+    pub(crate) fn on_frame(&mut self, bytes: &[u8]) -> Option<Deferred> {
         match decode_client(bytes) {
             Err(e) => {
                 self.peer
@@ -92,8 +127,51 @@ impl Session {
         }
     }
 
+    /// Finishes a deferred request: waits for room in a full inbox, or checks a fresh token.
+    pub(crate) async fn complete(&mut self, deferred: Deferred) {
+        match deferred {
+            Deferred::Room(blocked) => self.send_when_room(blocked).await,
+            Deferred::Auth { id, token } => match self.refresh(&token).await {
+                Ok(()) => self.peer.send(&ServerFrame::Ok { id }),
+                Err(e) => self.peer.send_err(Some(id), e),
+            },
+        }
+    }
+
+    /// Replaces the connection's token with a fresh one for the same user (SPEC.md 4.9): its
+    /// permissions and expiry from now on.
+    async fn refresh(&mut self, fresh: &str) -> Result<(), ReplyError> {
+        let Some(token) = &mut self.token else {
+            return Err(ReplyError::new(
+                ErrorCode::BadRequest,
+                "this connection has no token to refresh (the server checks none, or it connected without one)",
+            ));
+        };
+        let identity = token
+            .auth
+            .verify(fresh)
+            .await
+            .map_err(|e| ReplyError::new(ErrorCode::Unauthorized, e.to_string()))?;
+        if identity.user.as_deref() != self.peer.user.as_deref() {
+            return Err(ReplyError::new(
+                ErrorCode::Unauthorized,
+                "the token is for another user than this connection's",
+            ));
+        }
+        if let Some(old) = token.ticket.take() {
+            token.expiries.forget(&old);
+        }
+        token.ticket = identity.expires_at.map(|exp| {
+            token
+                .expiries
+                .watch(&self.peer, exp, token.window, token.leeway)
+        });
+        self.access = Access::new(self.peer.user.clone(), identity.rooms);
+        Ok(())
+    }
+
     /// Sends a request that found its room's inbox full, once there is room.
-    pub(crate) async fn send_when_room(&mut self, blocked: Blocked) {
+    async fn send_when_room(&mut self, blocked: Blocked) {
         let Blocked { id, room, cmd } = blocked;
         let subscribing = matches!(*cmd, Command::Subscribe { .. });
         if let Err(e) = self.registry.send_boxed(&room, cmd).await {
@@ -136,7 +214,7 @@ impl Session {
 
     /// Routes one request: per-connection checks here, the request's own checks and its room
     /// command in [`Requests`].
-    fn dispatch(&mut self, frame: ClientFrame) -> Result<Option<Blocked>, ReplyError> {
+    fn dispatch(&mut self, frame: ClientFrame) -> Result<Option<Deferred>, ReplyError> {
         let id = frame.id();
         let req = Requests {
             limits: &self.config.limits,
@@ -152,6 +230,7 @@ impl Session {
                 self.peer.send(&ServerFrame::Pong { id });
                 return Ok(None);
             }
+            ClientFrame::Auth { id, token } => return Ok(Some(Deferred::Auth { id, token })),
             ClientFrame::Hist {
                 id,
                 room,
@@ -205,11 +284,11 @@ impl Session {
         id: u32,
         room: String,
         cmd: Command,
-    ) -> Result<Option<Blocked>, ReplyError> {
+    ) -> Result<Option<Deferred>, ReplyError> {
         let subscribing = matches!(cmd, Command::Subscribe { .. });
         match self.registry.try_send(&room, cmd, &self.peer) {
             Ok(()) => Ok(None),
-            Err(TrySend::Full(cmd)) => Ok(Some(Blocked { id, room, cmd })),
+            Err(TrySend::Full(cmd)) => Ok(Some(Deferred::Room(Blocked { id, room, cmd }))),
             Err(TrySend::ShuttingDown(e)) => Err(self.unsent(&room, subscribing, e)),
             Err(TrySend::Limited(e)) => {
                 if subscribing {
@@ -262,6 +341,14 @@ impl Session {
 
     /// The connection ended: leave every room, so presence and subscriber lists drop it.
     pub(crate) async fn close(self) {
+        if let Some(Token {
+            expiries,
+            ticket: Some(ticket),
+            ..
+        }) = &self.token
+        {
+            expiries.forget(ticket);
+        }
         for room in self.subs.into_keys() {
             let _ = self
                 .registry
@@ -299,7 +386,9 @@ fn needed(frame: &ClientFrame) -> (Allow, bool) {
         | ClientFrame::Cas { .. }
         | ClientFrame::Incr { .. } => (Allow::of([StateWrite]), false),
         ClientFrame::Who { .. } => (Allow::of([Presence]), true),
-        ClientFrame::Ping { .. } | ClientFrame::Unsub { .. } => (Allow::NONE, false),
+        ClientFrame::Ping { .. } | ClientFrame::Unsub { .. } | ClientFrame::Auth { .. } => {
+            (Allow::NONE, false)
+        }
     }
 }
 

@@ -220,6 +220,10 @@ pub fn decode_client(bytes: &[u8]) -> Result<ClientFrame, DecodeError> {
             room: r.req(F_ROOM, string)?,
         },
         "ping" => ClientFrame::Ping { id: id()? },
+        "auth" => ClientFrame::Auth {
+            id: id()?,
+            token: r.req(F_TOKEN, string)?,
+        },
         other => {
             return Err(DecodeError::UnknownRequest {
                 id: lenient_id,
@@ -230,9 +234,9 @@ pub fn decode_client(bytes: &[u8]) -> Result<ClientFrame, DecodeError> {
 }
 
 /// The fields any request kind reads, by name; the index is the field's slot.
-const FIELDS: [&str; 17] = [
+const FIELDS: [&str; 18] = [
     "t", "id", "room", "since", "state", "presence", "info", "data", "mid", "after", "before",
-    "limit", "prefix", "key", "value", "ver", "by",
+    "limit", "prefix", "key", "value", "ver", "by", "token",
 ];
 const F_T: usize = 0;
 const F_ID: usize = 1;
@@ -251,6 +255,7 @@ const F_KEY: usize = 13;
 const F_VALUE: usize = 14;
 const F_VER: usize = 15;
 const F_BY: usize = 16;
+const F_TOKEN: usize = 17;
 
 /// Each known field's encoded value, and a bit per known field that appeared more than once
 /// (refused only if the request kind reads that field).
@@ -940,6 +945,10 @@ mod tests {
                 room: "r".into(),
             },
             ClientFrame::Ping { id: 0 },
+            ClientFrame::Auth {
+                id: 12,
+                token: "a.b.c".into(),
+            },
         ];
         for f in frames {
             assert_eq!(decode_client(&encode(&f)).unwrap(), f);

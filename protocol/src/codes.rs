@@ -78,6 +78,7 @@ impl CloseCode {
     pub const SLOW_CONSUMER: u16 = 4000;
     pub const HEARTBEAT_TIMEOUT: u16 = 4001;
     pub const AT_CAPACITY: u16 = 4002;
+    pub const TOKEN_EXPIRED: u16 = 4003;
     pub const UNAUTHORIZED: u16 = 4401;
 
     /// The SPEC.md rule: does a client reconnect after the server closed with `code`?
@@ -107,7 +108,7 @@ mod tests {
             let row = format!("| {} | {} |", c.as_u16(), c.name());
             assert!(spec.contains(&row), "SPEC.md lacks a row for {row}");
         }
-        for code in [1001, 1002, 1007, 1009, 1011, 4000, 4001, 4002, 4401] {
+        for code in [1001, 1002, 1007, 1009, 1011, 4000, 4001, 4002, 4003, 4401] {
             assert!(
                 spec.contains(&format!("| {code} |")),
                 "SPEC.md lacks close code {code}"

@@ -87,12 +87,16 @@ pub enum ClientFrame {
     Who { id: u32, room: String },
     #[serde(rename = "ping")]
     Ping { id: u32 },
+    /// A fresh token for this connection, before its current one expires (SPEC.md 9.3).
+    #[serde(rename = "auth")]
+    Auth { id: u32, token: String },
 }
 
 impl ClientFrame {
     /// The request kinds, as they appear in `t`.
-    pub const KINDS: [&'static str; 12] = [
+    pub const KINDS: [&'static str; 13] = [
         "sub", "unsub", "pub", "hist", "get", "list", "put", "del", "cas", "incr", "who", "ping",
+        "auth",
     ];
 
     pub fn id(&self) -> u32 {
@@ -108,7 +112,8 @@ impl ClientFrame {
             | ClientFrame::Cas { id, .. }
             | ClientFrame::Incr { id, .. }
             | ClientFrame::Who { id, .. }
-            | ClientFrame::Ping { id } => *id,
+            | ClientFrame::Ping { id }
+            | ClientFrame::Auth { id, .. } => *id,
         }
     }
 
@@ -126,7 +131,7 @@ impl ClientFrame {
             | ClientFrame::Cas { room, .. }
             | ClientFrame::Incr { room, .. }
             | ClientFrame::Who { room, .. } => Some(room),
-            ClientFrame::Ping { .. } => None,
+            ClientFrame::Ping { .. } | ClientFrame::Auth { .. } => None,
         }
     }
 }
@@ -208,6 +213,10 @@ pub enum ServerFrame {
     },
     #[serde(rename = "ok")]
     Ok { id: u32 },
+    /// The connection's token expires at `exp` (Unix seconds): send `auth` with a fresh one
+    /// before then, or the connection is closed with 4003 (SPEC.md 9.3).
+    #[serde(rename = "expiring")]
+    Expiring { exp: u64 },
     #[serde(rename = "ack")]
     Ack {
         id: u32,

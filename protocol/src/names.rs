@@ -34,11 +34,15 @@ fn is_room_byte(b: u8) -> bool {
 }
 
 /// Whether a user or client id may hold `c`: not a control character, and not one of the
-/// Unicode bidi controls (U+200E, U+200F, U+202A..U+202E, U+2066..U+2069), which reorder the
-/// text shown around them and so let one id pose as another (SPEC.md 9).
+/// Unicode bidirectional formatting characters (U+061C, U+200E, U+200F, U+202A..U+202E,
+/// U+2066..U+2069), which reorder the text shown around them and so let one id pose as another
+/// (SPEC.md 9).
 pub fn is_unsafe_id_char(c: char) -> bool {
     c.is_control()
-        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+        || matches!(
+            c,
+            '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        )
 }
 
 /// A user or client id the server accepts: 1 to `max` bytes of safe characters.

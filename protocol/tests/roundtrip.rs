@@ -166,6 +166,7 @@ fn client_frame() -> impl Strategy<Value = ClientFrame> {
             .prop_map(|(id, room, key, by)| ClientFrame::Incr { id, room, key, by }),
         (id(), room()).prop_map(|(id, room)| ClientFrame::Who { id, room }),
         id().prop_map(|id| ClientFrame::Ping { id }),
+        (id(), text()).prop_map(|(id, token)| ClientFrame::Auth { id, token }),
     ]
 }
 
@@ -294,6 +295,7 @@ fn server_frame() -> impl Strategy<Value = ServerFrame> {
             more: false,
         }),
         id().prop_map(|id| ServerFrame::Pong { id }),
+        any::<u64>().prop_map(|exp| ServerFrame::Expiring { exp }),
         (
             option::of(id()),
             any::<u16>(),

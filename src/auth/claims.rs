@@ -83,18 +83,9 @@ pub(crate) fn check_pattern(pattern: &str) -> Result<(), &'static str> {
 
 /// A user id: 1 to 64 bytes with no control characters and no bidirectional formatting
 /// characters (which would let a name display as another, or reorder the text around it).
+/// The same rule as a `client` id's (`roomd_protocol::valid_id`).
 pub(crate) fn valid_user_id(user: &str) -> bool {
-    !user.is_empty()
-        && user.len() <= MAX_USER_BYTES
-        && !user.chars().any(|c| c.is_control() || is_bidi_format(c))
-}
-
-/// The Unicode bidirectional marks, embeddings, overrides and isolates.
-fn is_bidi_format(c: char) -> bool {
-    matches!(
-        c,
-        '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
-    )
+    roomd_protocol::valid_id(user, MAX_USER_BYTES)
 }
 
 #[cfg(test)]

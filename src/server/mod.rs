@@ -24,6 +24,7 @@ use tokio::net::TcpListener;
 use self::admission::{Admission, Admitted};
 use crate::auth::Auth;
 use crate::config::Config;
+use crate::expiry::Expiries;
 use crate::lifecycle::Lifecycle;
 use crate::outbox::Outbox;
 use crate::room::Registry;
@@ -69,7 +70,9 @@ struct Shared {
     store: Store,
     registry: Arc<Registry>,
     lifecycle: Lifecycle,
-    auth: Auth,
+    auth: Arc<Auth>,
+    /// Token deadlines of open connections (SPEC.md 9.3); its task runs when auth is on.
+    expiries: Arc<Expiries>,
     /// `Some` when the main port speaks TLS.
     tls: Option<Tls>,
     admission: Arc<Admission>,
@@ -110,7 +113,8 @@ impl Server {
             lifecycle.background().clone(),
         );
         let shared = Arc::new(Shared {
-            auth,
+            auth: Arc::new(auth),
+            expiries: Arc::default(),
             tls: tls.clone(),
             admission: Admission::new(
                 config.server.max_connections,
@@ -130,6 +134,9 @@ impl Server {
             config.storage.flush_every(),
             lifecycle.clone(),
         ));
+        if shared.auth.enabled() {
+            lifecycle.spawn_background(shared.expiries.clone().run(lifecycle.clone()));
+        }
         if let Some(refresh) = shared.auth.refresher() {
             let stop = lifecycle.clone();
             lifecycle.spawn_background(async move {

@@ -29,7 +29,7 @@ use crate::lifecycle::Phase;
 use crate::outbox::Outbox;
 use crate::peer::{InFlight, Peer};
 use crate::permissions::Access;
-use crate::session::Session;
+use crate::session::{Session, Token};
 
 /// A WebSocket over TLS, when the port speaks TLS.
 type TlsStream = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
@@ -367,6 +367,18 @@ where
         shared.lifecycle.clone(),
     )
     .with_access(access);
+    let session = if identity.verified {
+        let token = Token {
+            auth: shared.auth.clone(),
+            expiries: shared.expiries.clone(),
+            ticket: None,
+            window: Duration::from_secs(shared.config.auth.refresh_window_secs),
+            leeway: Duration::from_secs(shared.config.auth.leeway_secs),
+        };
+        session.with_token(token, identity.expires_at)
+    } else {
+        session
+    };
     let timing = Timing {
         ping: shared.config.ping_interval(),
         write_timeout: Duration::from_millis(shared.config.websocket.write_timeout_ms),
