@@ -50,8 +50,9 @@ pub(crate) struct Ticket {
 }
 
 impl Expiries {
-    /// Watches a token that expires at `exp` (Unix seconds): the warning `window` before it
-    /// (at once if less is left), the close at `exp + leeway`.
+    /// Watches a token that expires at `exp` (Unix seconds): the warning `window` before it,
+    /// or halfway through the time left when that is shorter (so a token that lives less than
+    /// the window is refreshed once per half-life, not in a loop); the close at `exp + leeway`.
     pub(crate) fn watch(
         &self,
         peer: &Arc<Peer>,
@@ -59,8 +60,20 @@ impl Expiries {
         window: Duration,
         leeway: Duration,
     ) -> Ticket {
+        self.watch_at(now_ms(), peer, exp, window, leeway)
+    }
+
+    fn watch_at(
+        &self,
+        now: u64,
+        peer: &Arc<Peer>,
+        exp: u64,
+        window: Duration,
+        leeway: Duration,
+    ) -> Ticket {
         let exp_ms = exp.saturating_mul(1000);
-        let warn_at = exp_ms.saturating_sub(millis(window));
+        let lead = millis(window).min(exp_ms.saturating_sub(now) / 2);
+        let warn_at = exp_ms.saturating_sub(lead);
         let close_at = exp_ms.saturating_add(millis(leeway));
         let mut s = self.lock();
         let warn = s.insert(
@@ -169,7 +182,7 @@ mod tests {
         let e = Expiries::default();
         let p = peer();
         let exp = 1_000;
-        let t = e.watch(&p, exp, Duration::from_secs(60), Duration::from_secs(2));
+        let t = e.watch_at(0, &p, exp, Duration::from_secs(60), Duration::from_secs(2));
         assert_eq!(e.len(), 2);
         // Before the window: nothing due; the next deadline is the warning.
         assert_eq!(e.fire_due(900_000), Some(940_000));
@@ -181,7 +194,13 @@ mod tests {
         // A refresh replaces the entries.
         e.forget(&t);
         assert_eq!(e.len(), 0);
-        let _t2 = e.watch(&p, 2_000, Duration::from_secs(60), Duration::ZERO);
+        let _t2 = e.watch_at(
+            1_000_000,
+            &p,
+            2_000,
+            Duration::from_secs(60),
+            Duration::ZERO,
+        );
         assert_eq!(e.fire_due(1_500_000), Some(1_940_000));
         assert!(!p.outbox.is_closed());
         e.fire_due(2_000_000);
@@ -190,5 +209,19 @@ mod tests {
         // The warnings went out before the close.
         assert_eq!(frames.len(), 2);
         assert_eq!(e.len(), 0);
+    }
+
+    #[test]
+    fn a_token_shorter_than_the_window_is_warned_halfway() {
+        let e = Expiries::default();
+        let p = peer();
+        let _t = e.watch_at(
+            3_000_000,
+            &p,
+            3_010,
+            Duration::from_secs(60),
+            Duration::ZERO,
+        );
+        assert_eq!(e.fire_due(3_000_000), Some(3_005_000));
     }
 }

@@ -34,7 +34,14 @@ import {
 export type ConnectionState = "connecting" | "open" | "reconnecting" | "closed";
 
 export interface ClientOptions {
-  /** A JWT for servers with authentication, or a function called before every (re)connect. */
+  /**
+   * A JWT for servers with authentication, or a function that returns one. The function is
+   * called before every (re)connect and, when the server says the token is about to expire
+   * (`expiring`), to refresh it in place: the connection and its subscriptions go on. With a
+   * string, listen for the `expiring` event and call `authenticate` with a fresh token, or the
+   * server closes the connection at the token's `exp` (the client then reconnects with the
+   * same, expired, token and is refused).
+   */
   token?: string | (() => string | Promise<string>);
   /** A user id to show in presence and on messages (honoured only without authentication). */
   user?: string;
@@ -75,6 +82,8 @@ export interface ClientEvents {
   close: [info: CloseInfo];
   /** An error not tied to a request: a refused token (401), an `err` without id, a malformed frame. */
   error: [error: RoomdError];
+  /** The token expires at `exp` (Unix seconds). With a `token` function the client refreshes it itself. */
+  expiring: [exp: number];
 }
 
 function ignore(): void {
@@ -181,6 +190,30 @@ export class Client extends Emitter<ClientEvents> {
     const start = Date.now();
     await this.request(req.ping(), "pong", "safe");
     return Date.now() - start;
+  }
+
+  /**
+   * Give the open connection a fresh token (SPEC.md 4.9): from now on its permissions are the
+   * new token's, and it stays open past the old one's expiry. Rejects with the server's 401 if
+   * the token is refused (the connection goes on under the old one until that expires).
+   */
+  async authenticate(token: string): Promise<void> {
+    await this.request(req.auth(token), "ok", "internal");
+  }
+
+  /** The server warned that the token expires: fetch a fresh one and send it. */
+  private async refreshToken(ws: WebSocketLike, exp: number): Promise<void> {
+    this.emit("expiring", exp);
+    const source = this.opts.token;
+    if (typeof source !== "function") return;
+    try {
+      const token = await source();
+      if (ws !== this.ws) return; // reconnected meanwhile: the dial took a fresh token already
+      await this.authenticate(token);
+    } catch (e) {
+      // The connection is closed at exp with 4003 and redials, calling the function again.
+      this.emit("error", e instanceof RoomdError ? e : new RoomdError(LocalCode.Token, `token refresh failed: ${String(e)}`, true));
+    }
   }
 
   /** Drop the current connection (if any) and dial again now, without waiting for the backoff. */
@@ -336,6 +369,9 @@ export class Client extends Emitter<ClientEvents> {
         return this.settle(f.id, f);
       case "snap":
         return this.continued(f);
+      case "expiring":
+        void this.refreshToken(ws, f.exp);
+        return;
       case "err":
         if (f.id === undefined || !this.requests.isInFlight(f.id)) {
           const err = errorFromFrame(f);

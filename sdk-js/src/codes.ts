@@ -84,6 +84,8 @@ export const CloseCode = {
   SlowConsumer: 4000,
   HeartbeatTimeout: 4001,
   AtCapacity: 4002,
+  /** The token expired without a refresh: reconnect with a new one (SPEC.md 9.3). */
+  TokenExpired: 4003,
   Unauthorized: 4401,
 } as const;
 

@@ -64,6 +64,7 @@ export const req = {
   incr: (room: string, key: string, by?: number): Request => ({ t: "incr", room, key, by }),
   who: (room: string): Request => ({ t: "who", room }),
   ping: (): Request => ({ t: "ping" }),
+  auth: (token: string): Request => ({ t: "auth", token }),
 };
 
 /** The request with `id` placed right after `t`, absent fields dropped. */
@@ -192,7 +193,9 @@ export interface Pong { t: "pong"; id: number }
 export interface Err { t: "err"; id?: number; code: number; msg: string; ver?: number; max?: number; retry_after_ms?: number }
 
 export type Reply = Subbed | Ok | Ack | HistReply | Val | Vals | Done | Who | Pong | Err;
-export type ServerFrame = Hello | Reply | Snap | LogEvent | JoinEvent | LeaveEvent;
+/** The connection's token expires at `exp` (Unix seconds): send a fresh one (SPEC.md 5.5). */
+export interface Expiring { t: "expiring"; exp: number }
+export type ServerFrame = Hello | Reply | Snap | LogEvent | JoinEvent | LeaveEvent | Expiring;
 
 type Obj = { [key: string]: Value };
 
@@ -332,6 +335,8 @@ export function parseServerFrame(v: Value): ServerFrame | undefined {
     case "ok":
     case "pong":
       return { t, id: r.num("id") };
+    case "expiring":
+      return { t, exp: r.num("exp") };
     case "ack":
       return opt({ t, id: r.num("id"), seq: r.num("seq") }, { dup: r.optBool("dup") });
     case "hist":

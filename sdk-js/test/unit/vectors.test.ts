@@ -49,7 +49,7 @@ for (const v of vectors) {
 /** Every field a client vector may carry, typed `never` so it fits any builder parameter. */
 interface Fields {
   room: never; since: never; state: never; presence: never; info: never; data: never; mid: never;
-  after: never; before: never; limit: never; prefix: never; key: never; value: never; ver: never; by: never;
+  after: never; before: never; limit: never; prefix: never; key: never; value: never; ver: never; by: never; token: never;
 }
 
 function build(v: Record<string, unknown>): Request {
@@ -79,6 +79,8 @@ function build(v: Record<string, unknown>): Request {
       return req.who(o.room);
     case "ping":
       return req.ping();
+    case "auth":
+      return req.auth(o.token);
     default:
       throw new Error(`no builder for ${String(v["t"])}`);
   }
