@@ -46,11 +46,21 @@ pub struct Config {
     pub auth: AuthConfig,
     pub admin: AdminConfig,
     pub tls: TlsConfig,
+    pub ui: UiConfig,
     pub permissions: PermissionsConfig,
     /// Settings per namespace: the part of a room name before its first `:` (`chat` for
     /// `chat:lobby`). A room without a `:`, or whose namespace has no table here, gets the
     /// defaults.
     pub namespaces: std::collections::BTreeMap<String, NamespaceConfig>,
+}
+
+/// The bundled chat.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UiConfig {
+    /// With auth on: a same-origin path (`/auth/roomd-token`) the chat fetches its token from,
+    /// with the user's cookies; it answers a JWT as text, or JSON `{"token": ...}`.
+    pub token_url: String,
 }
 
 /// What a connection may do in a room when its token has no `rooms` claim (SPEC.md 9.2).
@@ -586,6 +596,11 @@ impl Config {
             (
                 self.tls.cert.is_some() == self.tls.key.is_some(),
                 "tls.cert and tls.key must be set together",
+            ),
+            (
+                self.ui.token_url.is_empty()
+                    || (self.ui.token_url.starts_with('/') && !self.ui.token_url.starts_with("//")),
+                "ui.token_url must be a same-origin path starting with /",
             ),
         ];
         let mut failed: Vec<String> = checks

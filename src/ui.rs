@@ -4,6 +4,17 @@ const INDEX: &str = include_str!("ui/index.html");
 const APP_JS: &str = include_str!("ui/app.js");
 const APP_CSS: &str = include_str!("ui/app.css");
 
+/// What the chat needs to know before it connects (`/ui.json`): whether the server checks
+/// tokens, and where the page gets one.
+pub(crate) fn settings(auth: bool, token_url: &str) -> String {
+    #[derive(serde::Serialize)]
+    struct Settings<'a> {
+        auth: bool,
+        token_url: &'a str,
+    }
+    serde_json::to_string(&Settings { auth, token_url }).unwrap_or_else(|_| "{}".into())
+}
+
 /// The embedded file for a request path, with its content type.
 pub(crate) fn asset(path: &str) -> Option<(&'static [u8], &'static str)> {
     match path {

@@ -8,16 +8,39 @@
  * - messages typed while offline wait in the SDK's queue and are sent (once) on reconnect.
  */
 import { Client, type ConnectionState } from "../src/index.js";
+import { access, takeFragmentToken } from "./access.js";
 import { ChatRoom, pendingText } from "./chat-room.js";
 import { showNotice, toast, ui } from "./dom.js";
+import { identity } from "./presence.js";
 
 const NAME_KEY = "roomd.chat.name";
 const ROOM_RE = /^[A-Za-z0-9\-_.:@/~]{1,128}$/;
 
-const client = new Client(location.origin);
+// With tokens on, the page needs one before it connects (access.ts); without, it shows why
+// and stops here: no chat, no composer that cannot send.
+takeFragmentToken();
+const how = await access();
+if (how.kind === "signin") {
+  ui.signinWhy.textContent = how.why;
+  ui.signin.hidden = false;
+  document.title = "Sign-in needed · roomd chat";
+  await new Promise<never>(() => undefined);
+}
+identity.verified = how.kind === "token";
+const client = new Client(location.origin, how.kind === "token" ? { token: how.token } : {});
 /** Every connection id this page has had: its messages are shown as "mine" after reconnects too. */
 const myConns = new Set<string>();
-client.on("open", (hello) => myConns.add(hello.conn));
+client.on("open", (hello) => {
+  myConns.add(hello.conn);
+  showMe();
+});
+
+/** "You are …": with tokens on, the verified user id first (known once connected). */
+function showMe(): void {
+  const name = localStorage.getItem(NAME_KEY) ?? "";
+  const id = identity.verified ? client.hello?.user : undefined;
+  ui.me.textContent = id !== undefined && id !== name ? `You are ${id} (shown as “${name}”)` : `You are ${name}`;
+}
 
 // -- connection indicator ------------------------------------------------------------------
 
@@ -36,7 +59,7 @@ function showConnection(s: ConnectionState): void {
 }
 client.on("state", showConnection);
 client.on("error", (e) => {
-  if (e.code === 401) showNotice("The server refused this client's credentials.");
+  if (e.code === 401) showNotice("The server refused this page's sign-in token: sign in again, then reload.");
 });
 showConnection(client.state);
 
@@ -80,8 +103,7 @@ function route(): void {
   ui.welcome.hidden = true;
   ui.chat.hidden = false;
   ui.title.textContent = `#${room}`;
-  ui.me.textContent = `You are ${name}`;
-  ui.text.placeholder = "Write a message";
+  showMe();
   document.title = `#${room} · roomd chat`;
   current = new ChatRoom(room, name, client, myConns);
   void current.start();

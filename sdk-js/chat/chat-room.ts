@@ -3,10 +3,10 @@
  * older pages on scroll-up), live messages placed by seq (each shown once), and sending with
  * a local echo that is confirmed by the publish's seq or marked refused.
  */
-import { RateLimitError, type Client, type LogEntry, type Member, type Message, type Room, type Subscription } from "../src/index.js";
-import { refusal, showNotice, ui } from "./dom.js";
-import { Presence } from "./presence.js";
-import { avatar, h, messageRow, regroup, seqOf, systemRow } from "./view.js";
+import { ForbiddenError, RateLimitError, type Client, type LogEntry, type Member, type Message, type Room, type Subscription } from "../src/index.js";
+import { composerEnabled, refusal, showNotice, ui } from "./dom.js";
+import { identity, Presence } from "./presence.js";
+import { avatar, h, labelSpan, messageRow, regroup, seqOf, systemRow } from "./view.js";
 
 /** Messages per history page. */
 const PAGE = 50;
@@ -17,17 +17,25 @@ export interface ChatPayload {
   name: string;
 }
 
-function payloadOf(m: Message): ChatPayload {
+/** A message as shown: its text, its author, and (tokens on) the display name they chose. */
+function lineOf(m: Message): { text: string; name: string; label?: string } {
+  let text = m.data.length === 0 ? "(empty message)" : m.text();
+  let chosen: string | undefined;
   try {
     const v = m.json<unknown>();
     if (typeof v === "object" && v !== null && typeof (v as ChatPayload).text === "string") {
+      text = (v as ChatPayload).text;
       const name = (v as ChatPayload).name;
-      return { text: (v as ChatPayload).text, name: typeof name === "string" && name !== "" ? name : (m.uid ?? "anonymous") };
+      if (typeof name === "string" && name !== "") chosen = name;
     }
   } catch {
     // not a chat message: show what it is
   }
-  return { text: m.data.length === 0 ? "(empty message)" : m.text(), name: m.uid ?? `conn ${m.from.slice(-4)}` };
+  // Tokens on: the author is the verified user id the broker stamped; the name is a label.
+  if (identity.verified && m.uid !== undefined) {
+    return chosen !== undefined && chosen !== m.uid ? { text, name: m.uid, label: chosen } : { text, name: m.uid };
+  }
+  return { text, name: chosen ?? m.uid ?? `conn ${m.from.slice(-4)}` };
 }
 
 export class ChatRoom {
@@ -66,8 +74,16 @@ export class ChatRoom {
     );
     try {
       await r.subscribe({ presence: true, info: { name: this.me } });
+      composerEnabled(undefined);
     } catch (e) {
       if (this.stopped) return;
+      if (e instanceof ForbiddenError) {
+        const why = `You don't have access to #${this.name}.`;
+        composerEnabled(why);
+        ui.logTop.textContent = why;
+        showNotice(`${why} Ask whoever runs this chat, or pick another room.`);
+        return;
+      }
       showNotice(`Cannot open #${this.name}: ${e instanceof Error ? e.message : String(e)}`);
     }
   }
@@ -158,8 +174,8 @@ export class ChatRoom {
   /** Show a log entry once, at its place by seq. */
   private render(entry: LogEntry): HTMLLIElement | undefined {
     if (entry.kind !== "message" || this.rendered.has(entry.seq)) return undefined;
-    const p = payloadOf(entry);
-    const row = messageRow({ seq: entry.seq, ts: entry.ts, name: p.name, text: p.text, mine: this.myConns.has(entry.from) });
+    const p = lineOf(entry);
+    const row = messageRow({ seq: entry.seq, ts: entry.ts, ...p, mine: this.myConns.has(entry.from) });
     this.place(row, entry.seq);
     return row;
   }
@@ -198,6 +214,7 @@ export class ChatRoom {
       ...groups.map((g) => {
         const li = h("li");
         li.append(avatar(g.name), h("span", "who", g.name));
+        if (g.label !== undefined) li.append(labelSpan(g.label));
         if (g.you) li.append(h("span", "you", "(you)"));
         if (g.count > 1) li.append(h("span", "count", `×${g.count}`));
         return li;
@@ -206,7 +223,13 @@ export class ChatRoom {
   }
 
   send(text: string): void {
-    const echo = messageRow({ ts: Date.now(), name: this.me, text, mine: true });
+    const id = identity.verified ? this.client.hello?.user : undefined;
+    const echo = messageRow({
+      ts: Date.now(),
+      ...(id !== undefined && id !== this.me ? { name: id, label: this.me } : { name: id ?? this.me }),
+      text,
+      mine: true,
+    });
     echo.classList.add("pending");
     const status = h("span", "status", pendingText(this.client));
     echo.append(status);
@@ -229,6 +252,7 @@ export class ChatRoom {
           showNotice(refusal(e));
           return;
         }
+        if (e instanceof ForbiddenError) composerEnabled(refusal(e));
         echo.classList.remove("pending");
         echo.classList.add("failed");
         const shown = echo.querySelector(".text");

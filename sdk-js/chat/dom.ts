@@ -1,9 +1,12 @@
 /** The page's elements (from index.html) and the notices shown over them. */
-import { ClosedError, QueueFullError, RateLimitError, RoomdError, TooLargeError } from "../src/index.js";
+import { ClosedError, ForbiddenError, QueueFullError, RateLimitError, RoomdError, TooLargeError } from "../src/index.js";
 import { byId } from "./view.js";
 
 export const ui = {
   welcome: byId<HTMLElement>("welcome"),
+  signin: byId<HTMLElement>("signin"),
+  signinWhy: byId<HTMLElement>("signin-why"),
+  send: byId<HTMLButtonElement>("send"),
   form: byId<HTMLFormElement>("join-form"),
   nameInput: byId<HTMLInputElement>("name"),
   roomInput: byId<HTMLInputElement>("room"),
@@ -50,8 +53,16 @@ function kb(n: number): string {
   return n >= 1024 ? `${Math.round(n / 1024)} KB` : `${n} bytes`;
 }
 
+/** The composer can send, or says why not (never an enabled box that cannot send). */
+export function composerEnabled(why: string | undefined): void {
+  ui.text.disabled = why !== undefined;
+  ui.send.disabled = why !== undefined;
+  ui.text.placeholder = why ?? "Write a message";
+}
+
 export function refusal(e: unknown): string {
   if (e instanceof TooLargeError) return `Message refused: it is too large${e.max !== undefined ? ` (the limit is ${kb(e.max)})` : ""}.`;
+  if (e instanceof ForbiddenError) return "Message refused: you may read this room but not write in it.";
   if (e instanceof RateLimitError) return `You're sending too fast — try again in ${Math.max(1, Math.ceil(e.retryAfterMs / 1000))} s.`;
   if (e instanceof QueueFullError) return "Message refused: too many messages are waiting for the connection.";
   if (e instanceof ClosedError) return "Message not sent: the connection is closed.";

@@ -7,20 +7,39 @@ import type { Member } from "../src/index.js";
 /** How long a leave waits for a rejoin before it is announced. */
 const LEAVE_GRACE_MS = 3000;
 
+/** With tokens on, people are their verified user ids; the names they give are labels. */
+export const identity = { verified: false };
+
 export interface Person {
   name: string;
+  /** The display name they chose, when it differs from `name` (tokens on only). */
+  label?: string;
   /** How many connections this name has in the room. */
   count: number;
   you: boolean;
 }
 
-export function nameOf(m: Member): string {
+/** The name a member gave in its `info`, if any. */
+function chosenName(m: Member): string | undefined {
   const info = m.info;
   if (typeof info === "object" && info !== null && !Array.isArray(info) && !(info instanceof Uint8Array)) {
     const name = info["name"];
     if (typeof name === "string" && name.trim() !== "") return name.trim();
   }
-  return m.user ?? `guest ${m.conn.slice(-4)}`;
+  return undefined;
+}
+
+/** Who a member is: its verified user id with tokens on, else the name it gave. */
+export function nameOf(m: Member): string {
+  if (identity.verified && m.user !== undefined) return m.user;
+  return chosenName(m) ?? m.user ?? `guest ${m.conn.slice(-4)}`;
+}
+
+/** With tokens on, the display name a member chose, when it is not its user id. */
+export function labelOf(m: Member): string | undefined {
+  if (!identity.verified) return undefined;
+  const chosen = chosenName(m);
+  return chosen !== undefined && chosen !== m.user ? chosen : undefined;
 }
 
 export class Presence {
@@ -86,7 +105,8 @@ export class Presence {
     const byName = new Map<string, Person>();
     for (const m of members) {
       const name = nameOf(m);
-      const p = byName.get(name) ?? { name, count: 0, you: false };
+      const p: Person = byName.get(name) ?? { name, count: 0, you: false };
+      p.label ??= labelOf(m);
       p.count++;
       if (m.conn === me) p.you = true;
       byName.set(name, p);

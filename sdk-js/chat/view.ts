@@ -39,8 +39,17 @@ export interface ChatLine {
   seq?: number;
   ts: number;
   name: string;
+  /** The display name the sender chose, when it is not `name` (their verified id). */
+  label?: string;
   text: string;
   mine: boolean;
+}
+
+/** A display name shown beside a verified id, marked as the sender's own choice. */
+export function labelSpan(label: string): HTMLElement {
+  const s = h("span", "label", `“${label}”`);
+  s.title = "The name this person chose: not verified";
+  return s;
 }
 
 /** One message row: avatar, author, time, text. */
@@ -52,6 +61,7 @@ export function messageRow(m: ChatLine): HTMLLIElement {
   li.dataset["ts"] = String(m.ts);
   const meta = h("div", "meta");
   meta.append(h("span", "author", m.name));
+  if (m.label !== undefined) meta.append(labelSpan(m.label));
   const time = h("time", "time", formatTime(m.ts));
   time.dateTime = new Date(m.ts).toISOString();
   time.title = new Date(m.ts).toLocaleString();

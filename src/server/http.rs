@@ -75,6 +75,17 @@ fn route(
     match req.uri().path() {
         "/ws" => upgrade::upgrade(req, addr, shared, slot),
         "/healthz" | "/readyz" | "/metrics" => operator_route(req.uri().path(), &shared),
+        "/ui.json" => {
+            let body = crate::ui::settings(shared.auth.enabled(), &shared.config.ui.token_url);
+            let mut r = Response::new(Full::new(Bytes::from(body)));
+            let h = r.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            r
+        }
         _ if slot.is_none() => text(
             StatusCode::SERVICE_UNAVAILABLE,
             "server at its connection limit\n",
