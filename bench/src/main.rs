@@ -118,6 +118,10 @@ struct Cli {
     /// '[websocket]\nwrite_buffer_bytes = 4096'.
     #[arg(long, global = true)]
     roomd_extra_toml: Option<String>,
+    /// A JWT every roomd client connects with (`/ws?token=`), to measure with auth on: give roomd
+    /// the key with `--roomd-extra-toml` and mint the token with `roomd token`.
+    #[arg(long, global = true)]
+    roomd_token: Option<String>,
     /// A command prefix to start roomd under, for profiling only (its CPU and RSS figures then
     /// describe the wrapper too), e.g. 'valgrind --tool=massif'.
     #[arg(long, global = true)]
@@ -203,6 +207,11 @@ async fn run(cli: &Cli) -> Vec<Cell> {
                 .clone()
                 .unwrap_or_default()
                 .replace("\\n", "\n"),
+            // Leaked once: every client's `Target` is `Copy` and holds its path as `&'static str`.
+            roomd_ws_path: match &cli.roomd_token {
+                Some(t) => Box::leak(format!("/ws?token={t}").into_boxed_str()),
+                None => "/ws",
+            },
         },
         duration: Duration::from_secs_f64(cli.duration.unwrap_or(if q { 1.0 } else { 3.0 })),
         window: cli.window,

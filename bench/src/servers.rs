@@ -55,6 +55,8 @@ pub struct Binaries {
     pub nats: PathBuf,
     /// TOML appended to the generated roomd config (e.g. `[websocket]` sizes).
     pub roomd_extra_toml: String,
+    /// The roomd WebSocket path, with `?token=` when measuring with auth on.
+    pub roomd_ws_path: &'static str,
     /// A command prefix roomd is started under, for profiling (e.g. valgrind); empty: none.
     pub roomd_wrapper: Vec<String>,
 }
@@ -221,7 +223,7 @@ fn start_roomd(
         broker: Broker::Roomd,
         pid,
         ws_addr,
-        ws_path: "/ws",
+        ws_path: bins.roomd_ws_path,
         child,
         dir,
     })
