@@ -96,6 +96,13 @@ pub struct NamespaceConfig {
     pub presence: bool,
     /// Subscribers a room of this namespace takes at once; 0: no limit.
     pub max_subscribers: usize,
+    /// Retention of this namespace's rooms; unset: `[retention]`'s.
+    pub max_messages: Option<u64>,
+    pub max_age_secs: Option<u64>,
+    /// Publishes per second per connection into this namespace's rooms (a token bucket beside
+    /// `[rate]`'s, which still applies); 0: no limit of its own.
+    pub publishes_per_sec: u64,
+    pub publishes_burst: u64,
 }
 
 impl Default for NamespaceConfig {
@@ -105,6 +112,10 @@ impl Default for NamespaceConfig {
             anonymous: None,
             presence: true,
             max_subscribers: 0,
+            max_messages: None,
+            max_age_secs: None,
+            publishes_per_sec: 0,
+            publishes_burst: 0,
         }
     }
 }
@@ -614,6 +625,37 @@ impl Config {
         } else {
             Err(ConfigError::Invalid(failed))
         }
+    }
+
+    /// The settings of `room`'s namespace (the part of its name before the first `:`), when
+    /// the config has a table for it.
+    pub fn namespace(&self, room: &str) -> Option<&NamespaceConfig> {
+        if self.namespaces.is_empty() {
+            return None;
+        }
+        let (ns, _) = room.split_once(':')?;
+        self.namespaces.get(ns)
+    }
+
+    /// `room`'s retention, (max messages, max age in seconds), 0 meaning no bound: its
+    /// namespace's where set, else `[retention]`'s.
+    pub fn retention_of(&self, room: &str) -> (u64, u64) {
+        let r = &self.retention;
+        let ns = self.namespace(room);
+        (
+            ns.and_then(|n| n.max_messages).unwrap_or(r.max_messages),
+            ns.and_then(|n| n.max_age_secs).unwrap_or(r.max_age_secs),
+        )
+    }
+
+    /// Whether any room can have retention (the sweep runs only then).
+    pub fn retention_anywhere(&self) -> bool {
+        let r = &self.retention;
+        r.max_messages > 0
+            || r.max_age_secs > 0
+            || self.namespaces.values().any(|n| {
+                n.max_messages.is_some_and(|m| m > 0) || n.max_age_secs.is_some_and(|a| a > 0)
+            })
     }
 
     pub fn ping_interval(&self) -> Duration {

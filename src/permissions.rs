@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use crate::capability::{Allow, Capability, Grant};
-use crate::config::{Config, NamespaceConfig};
+use crate::config::Config;
 
 /// The permissions of one connection, fixed until it refreshes its token.
 #[derive(Debug, Clone, Default)]
@@ -38,7 +38,7 @@ impl Access {
                 .find(|g| matches(&g.pattern, room, user))
                 .map_or(Allow::NONE, |g| g.allow);
         }
-        let ns = namespace(config, room);
+        let ns = config.namespace(room);
         let p = &config.permissions;
         match (&self.user, ns) {
             (Some(_), Some(ns)) => ns.authenticated.unwrap_or(p.authenticated),
@@ -64,15 +64,6 @@ impl Access {
             None => Ok(()),
         }
     }
-}
-
-/// The namespace of `room` (the part before its first `:`) when the config has a table for it.
-pub(crate) fn namespace<'c>(config: &'c Config, room: &str) -> Option<&'c NamespaceConfig> {
-    if config.namespaces.is_empty() {
-        return None;
-    }
-    let (ns, _) = room.split_once(':')?;
-    config.namespaces.get(ns)
 }
 
 /// Whether a grant's pattern matches `room` for `user`: an exact name, or a prefix when it ends
@@ -161,6 +152,7 @@ mod tests {
 
     #[test]
     fn without_grants_the_namespace_defaults_apply() {
+        use crate::config::NamespaceConfig;
         use Capability::*;
         let mut config = Config::default();
         config.permissions.anonymous = Allow::of([Sub]);

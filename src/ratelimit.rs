@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use roomd_protocol::ErrorCode;
 
-use crate::config::RateConfig;
+use crate::config::{NamespaceConfig, RateConfig};
 use crate::error::ReplyError;
 use crate::peer::Peer;
 
@@ -134,6 +134,9 @@ pub(crate) struct ConnLimits {
     publishes: Option<Bucket>,
     bytes: Option<Bucket>,
     writes: Option<Bucket>,
+    /// The publish buckets of namespaces with a rate of their own (`namespaces.NAME.
+    /// publishes_per_sec`): at most one per configured namespace.
+    namespaces: Vec<(String, Option<Bucket>)>,
 }
 
 impl ConnLimits {
@@ -158,7 +161,51 @@ impl ConnLimits {
                 SECOND,
                 "state writes",
             )),
+            namespaces: Vec::new(),
         }
+    }
+
+    /// Adds a publish bucket for each namespace that sets its own rate.
+    pub(crate) fn with_namespaces(
+        mut self,
+        namespaces: &std::collections::BTreeMap<String, NamespaceConfig>,
+    ) -> ConnLimits {
+        self.namespaces = namespaces
+            .iter()
+            .filter_map(|(name, ns)| {
+                let rate = Rate::new(
+                    ns.publishes_per_sec,
+                    ns.publishes_burst,
+                    SECOND,
+                    "publishes in this namespace",
+                )?;
+                Some((name.clone(), Bucket::new(Some(rate))))
+            })
+            .collect();
+        self
+    }
+
+    /// [`ConnLimits::admit`] for a request into `room`, whose namespace may have a publish
+    /// rate of its own: taken together with the connection's, or neither.
+    pub(crate) fn admit_in(&mut self, room: &str, cmd: Cost) -> Result<(), ReplyError> {
+        let Cost::Publish { bytes } = cmd else {
+            return self.admit(cmd);
+        };
+        let ns = room.split_once(':').map(|(ns, _)| ns);
+        let Some(i) = ns.and_then(|ns| self.namespaces.iter().position(|(n, _)| n == ns)) else {
+            return self.admit(cmd);
+        };
+        let now = nanos_since(self.start, Instant::now());
+        let len = u64::try_from(bytes).unwrap_or(u64::MAX);
+        let ns_bucket = &mut self.namespaces[i].1;
+        take_all(
+            now,
+            [
+                (&mut self.publishes, 1),
+                (&mut self.bytes, len),
+                (ns_bucket, 1),
+            ],
+        )
     }
 
     /// Takes what `cmd` costs from this connection's buckets, or refuses it and takes nothing.

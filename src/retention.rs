@@ -1,4 +1,5 @@
-//! Background retention: trims rooms past `retention.max_messages` or `max_age_secs`.
+//! Background retention: trims rooms past their `max_messages` or `max_age_secs` (their
+//! namespace's, else `[retention]`'s).
 //!
 //! Trimming goes through the room task (it owns the room's order and knows when a subscriber
 //! is replaying, which defers the trim), so a room that needs trimming is loaded for it and
@@ -7,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::RetentionConfig;
+use crate::config::Config;
 use crate::lifecycle::Lifecycle;
 use crate::room::{model::now_ms, Command, Registry};
 use crate::store::Store;
@@ -15,10 +16,10 @@ use crate::store::Store;
 pub(crate) async fn sweep(
     registry: Arc<Registry>,
     store: Store,
-    cfg: RetentionConfig,
+    cfg: Arc<Config>,
     lifecycle: Lifecycle,
 ) {
-    let every = Duration::from_secs(cfg.sweep_interval_secs.max(1));
+    let every = Duration::from_secs(cfg.retention.sweep_interval_secs.max(1));
     let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {
@@ -28,14 +29,19 @@ pub(crate) async fn sweep(
         let (store, cfg) = (store.clone(), cfg.clone());
         let due = tokio::task::spawn_blocking(
             move || -> Result<Vec<String>, crate::store::StoreError> {
-                let cutoff = now_ms().saturating_sub(cfg.max_age_secs * 1000);
+                let now = now_ms();
                 let mut due = Vec::new();
                 for (name, id) in store.rooms()? {
+                    let (max_messages, max_age_secs) = cfg.retention_of(&name);
+                    if max_messages == 0 && max_age_secs == 0 {
+                        continue;
+                    }
                     let Some((first, first_ts, last)) = store.log_bounds(id)? else {
                         continue;
                     };
-                    let too_many = cfg.max_messages > 0 && last - first + 1 > cfg.max_messages;
-                    let too_old = cfg.max_age_secs > 0 && first < last && first_ts < cutoff;
+                    let cutoff = now.saturating_sub(max_age_secs * 1000);
+                    let too_many = max_messages > 0 && last - first + 1 > max_messages;
+                    let too_old = max_age_secs > 0 && first < last && first_ts < cutoff;
                     if too_many || too_old {
                         due.push(name);
                     }

@@ -14,7 +14,7 @@ use crate::error::ReplyError;
 use crate::expiry::{Expiries, Ticket};
 use crate::lifecycle::Lifecycle;
 use crate::peer::Peer;
-use crate::permissions::{self, Access};
+use crate::permissions::Access;
 use crate::ratelimit::ConnLimits;
 use crate::request::Requests;
 use crate::room::registry::{ShuttingDown, TrySend};
@@ -74,7 +74,7 @@ impl Session {
         lifecycle: Lifecycle,
     ) -> Session {
         Session {
-            rate: ConnLimits::new(&config.rate),
+            rate: ConnLimits::new(&config.rate).with_namespaces(&config.namespaces),
             peer,
             registry,
             store,
@@ -274,7 +274,7 @@ impl Session {
             }
             other => req.command(other)?,
         };
-        self.rate.admit(cmd.cost())?;
+        self.rate.admit_in(&room, cmd.cost())?;
         self.route(id, room, cmd)
     }
 
@@ -302,7 +302,7 @@ impl Session {
     /// Whether this connection may make this request in `room` (SPEC.md 9.2): 403 if not.
     fn check_access(&self, room: &str, frame: &ClientFrame) -> Result<(), ReplyError> {
         let (needed, presence) = needed(frame);
-        if presence && permissions::namespace(&self.config, room).is_some_and(|ns| !ns.presence) {
+        if presence && self.config.namespace(room).is_some_and(|ns| !ns.presence) {
             return Err(ReplyError::new(
                 ErrorCode::Forbidden,
                 "presence is off in this room's namespace",

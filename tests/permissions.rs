@@ -449,3 +449,55 @@ async fn a_tokens_rooms_claim_grants_per_room_first_match_wins() {
         ])
     );
 }
+
+#[tokio::test]
+async fn a_namespace_sets_its_own_retention_and_publish_rate() {
+    let b = broker(
+        "[retention]\nsweep_interval_secs = 1\n\
+         [namespaces.tmp]\nmax_messages = 3\n\
+         [namespaces.slow]\npublishes_per_sec = 2\npublishes_burst = 2\n",
+    );
+    let mut c = user(&b, "ada").await;
+    for i in 0..10u8 {
+        c.publish_seq("tmp:x", &[i]).await;
+        c.publish_seq("keep:x", &[i]).await;
+    }
+    // The sweep trims tmp: to its last 3 entries; other rooms keep everything (no global bound).
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        let mut probe = user(&b, "probe").await;
+        let ServerFrame::Subbed { earliest, .. } = probe.sub("tmp:x", Some(0)).await else {
+            panic!("sub")
+        };
+        if earliest == 8 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tmp:x not trimmed: earliest {earliest}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let ServerFrame::Subbed { earliest, .. } = c.sub("keep:x", Some(0)).await else {
+        panic!("sub")
+    };
+    assert_eq!(earliest, 1);
+
+    // slow: takes 2 publishes at once, then 429 with retry_after_ms; other rooms are not slowed.
+    assert_eq!(c.publish_seq("slow:x", b"1").await, 1);
+    assert_eq!(c.publish_seq("slow:x", b"2").await, 2);
+    match c.publish("slow:x", b"3").await {
+        ServerFrame::Err {
+            code,
+            retry_after_ms,
+            ..
+        } => {
+            assert_eq!(code, 429);
+            assert!(retry_after_ms.is_some_and(|ms| ms >= 1));
+        }
+        other => panic!("third publish admitted: {other:?}"),
+    }
+    for i in 0..5u8 {
+        c.publish_seq("fast:x", &[i]).await;
+    }
+}

@@ -8,7 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 rounds=${ROUNDS:-2}
 out=$(mktemp -d)
-cargo build --release -q --bin roomd -p roomd-bench
+cargo build --release -q -p roomd --bin roomd
+cargo build --release -q -p roomd-bench
 bench=target/release/roomd-bench
 secret=$(head -c 32 /dev/urandom | base64 | tr -d '=+/' | head -c 40)
 printf '[auth]\njwt_secret = "%s"\n' "$secret" >"$out/auth.toml"

@@ -127,7 +127,7 @@ impl Room {
             None => rand::random::<u64>() >> 11,
         };
         Room {
-            max_subscribers: env.limits.max_subscribers(&name),
+            rules: env.limits.rules(&name),
             name,
             env,
             tx,

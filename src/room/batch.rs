@@ -190,7 +190,7 @@ impl Room {
         if !std::mem::take(&mut self.trim_wanted) || self.replays > 0 || self.head == 0 {
             return None;
         }
-        let lim = &self.env.limits;
+        let lim = self.rules;
         let before_seq = match lim.retain_messages {
             0 => 0,
             max => self.head.saturating_sub(max) + 1,

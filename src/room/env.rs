@@ -5,7 +5,6 @@
 //! numbers rather than on the registry and the whole configuration, which is what lets its
 //! batching, de-duplication and replay switch be driven directly in unit tests.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,12 +47,9 @@ pub(crate) struct RoomLimits {
     pub outbox_max_bytes: usize,
     /// Presence a room holds, in bytes (`rooms.presence_bytes`).
     pub presence_bytes: usize,
-    /// Retention: keep at most this many entries (0: no bound).
-    pub retain_messages: u64,
-    /// Retention: drop entries older than this (0: no bound).
-    pub retain_age_secs: u64,
-    /// `max_subscribers` of the namespaces that set one (`namespaces.NAME.max_subscribers`).
-    pub max_subscribers: Arc<BTreeMap<String, usize>>,
+    /// The configuration, for what differs per room: its namespace's retention and
+    /// subscriber cap ([`RoomLimits::rules`]).
+    pub config: Arc<Config>,
 }
 
 impl RoomEnv {
@@ -72,6 +68,17 @@ impl RoomEnv {
     }
 }
 
+/// What applies to one room alone (its namespace's settings, or the defaults).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct RoomRules {
+    /// Subscribers it takes at once (0: no limit).
+    pub max_subscribers: usize,
+    /// Retention: keep at most this many entries (0: no bound).
+    pub retain_messages: u64,
+    /// Retention: drop entries older than this (0: no bound).
+    pub retain_age_secs: u64,
+}
+
 impl RoomLimits {
     pub(crate) fn from_config(config: &Config) -> RoomLimits {
         RoomLimits {
@@ -84,24 +91,17 @@ impl RoomLimits {
             frame_bytes: config.websocket.max_frame_bytes,
             outbox_max_bytes: config.outbox.max_bytes,
             presence_bytes: config.rooms.presence_bytes,
-            retain_messages: config.retention.max_messages,
-            retain_age_secs: config.retention.max_age_secs,
-            max_subscribers: Arc::new(
-                config
-                    .namespaces
-                    .iter()
-                    .filter(|(_, ns)| ns.max_subscribers > 0)
-                    .map(|(name, ns)| (name.clone(), ns.max_subscribers))
-                    .collect(),
-            ),
+            config: Arc::new(config.clone()),
         }
     }
 
-    /// The most subscribers `room` takes at once (its namespace's setting); 0: no limit.
-    pub(crate) fn max_subscribers(&self, room: &str) -> usize {
-        room.split_once(':')
-            .and_then(|(ns, _)| self.max_subscribers.get(ns))
-            .copied()
-            .unwrap_or(0)
+    /// What applies to `room` alone, from its namespace: read once when the room loads.
+    pub(crate) fn rules(&self, room: &str) -> RoomRules {
+        let (retain_messages, retain_age_secs) = self.config.retention_of(room);
+        RoomRules {
+            max_subscribers: self.config.namespace(room).map_or(0, |n| n.max_subscribers),
+            retain_messages,
+            retain_age_secs,
+        }
     }
 }

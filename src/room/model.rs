@@ -12,6 +12,7 @@ use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
 use super::dedup::Dedup;
+use super::env::RoomRules;
 use super::snapshot::Present;
 use super::state::{Effect, RoomState};
 use super::{InboxSender, Mutation, RoomEnv};
@@ -36,8 +37,8 @@ pub(super) struct Room {
     /// Boxed: most rooms never see a `mid`, and a loaded room should stay small.
     pub(super) dedup: Box<Dedup>,
     pub(super) subs: HashMap<Arc<str>, Sub>,
-    /// Its namespace's `max_subscribers` (0: no limit).
-    pub(super) max_subscribers: usize,
+    /// Its namespace's subscriber cap and retention.
+    pub(super) rules: RoomRules,
     pub(super) members: HashMap<Arc<str>, Present>,
     /// What `members` counts against `rooms.presence_bytes`.
     pub(super) presence_bytes: usize,

@@ -39,8 +39,8 @@ impl Room {
                 ),
             );
         }
-        if self.max_subscribers > 0 && self.subs.len() >= self.max_subscribers {
-            let max = self.max_subscribers;
+        let max = self.rules.max_subscribers;
+        if max > 0 && self.subs.len() >= max {
             peer.refuse_sub(&self.name, id);
             return peer.send_err(
                 Some(id),

@@ -146,11 +146,11 @@ impl Server {
                 }
             });
         }
-        if config.retention.max_messages > 0 || config.retention.max_age_secs > 0 {
+        if config.retention_anywhere() {
             lifecycle.spawn_background(crate::retention::sweep(
                 registry,
                 store.clone(),
-                config.retention.clone(),
+                config.clone(),
                 lifecycle.clone(),
             ));
         }
