@@ -66,6 +66,15 @@ impl Allow {
         self.0 & Allow::bit(c) != 0
     }
 
+    /// The names of the capabilities in this set, in `Capability::ALL` order.
+    pub fn names(self) -> Vec<String> {
+        Capability::ALL
+            .into_iter()
+            .filter(|c| self.has(*c))
+            .map(|c| c.name().to_string())
+            .collect()
+    }
+
     /// The first capability of `needed` this set lacks.
     pub fn missing(self, needed: Allow) -> Option<Capability> {
         Capability::ALL

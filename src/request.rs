@@ -83,6 +83,7 @@ impl Requests<'_> {
         state: bool,
         presence: bool,
         info: Option<Value>,
+        allow: Option<Vec<String>>,
     ) -> Result<Command, ReplyError> {
         if let Some(v) = &info {
             check_subset("info", v)?;
@@ -102,6 +103,7 @@ impl Requests<'_> {
             state,
             presence,
             info,
+            allow,
         })
     }
 

@@ -252,12 +252,14 @@ impl Session {
             } => {
                 forget_refused(&self.peer, &mut self.subs);
                 self.check_sub(&room)?;
+                let allow = self.access.allow(&self.config, &room);
                 let cmd = req.subscribe(
                     id,
                     since,
                     state.unwrap_or(false),
                     presence.unwrap_or(false),
                     info,
+                    (allow != Allow::ALL).then(|| allow.names()),
                 )?;
                 self.subs.insert(Arc::from(room.as_str()), id);
                 (room, cmd)

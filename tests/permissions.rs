@@ -501,3 +501,19 @@ async fn a_namespace_sets_its_own_retention_and_publish_rate() {
         c.publish_seq("fast:x", &[i]).await;
     }
 }
+
+#[tokio::test]
+async fn subbed_says_what_the_connection_may_do_when_not_everything() {
+    let b = broker("[namespaces.news]\nauthenticated = [\"sub\", \"hist\"]\n");
+    let mut ada = user(&b, "ada").await;
+    match ada.sub("news:today", None).await {
+        ServerFrame::Subbed { allow, .. } => {
+            assert_eq!(allow, Some(vec!["sub".to_string(), "hist".to_string()]));
+        }
+        other => panic!("{other:?}"),
+    }
+    match ada.sub("lobby", None).await {
+        ServerFrame::Subbed { allow, .. } => assert_eq!(allow, None),
+        other => panic!("{other:?}"),
+    }
+}

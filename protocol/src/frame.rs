@@ -199,6 +199,9 @@ pub enum ServerFrame {
         /// The snapshot continues in `snap` frames with this `id` (SPEC.md 4.1); absent: false.
         #[serde(default, skip_serializing_if = "is_false")]
         more: bool,
+        /// What this connection may do in the room, when not everything (SPEC.md 9.2).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        allow: Option<Vec<String>>,
     },
     /// A continuation of a `subbed` or `who` reply whose snapshot did not fit in one frame.
     #[serde(rename = "snap")]

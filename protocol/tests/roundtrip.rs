@@ -239,11 +239,12 @@ fn server_frame() -> impl Strategy<Value = ServerFrame> {
                 any::<u64>(),
                 any::<bool>(),
                 option::of(vec(state_item(), 0..4)),
-                option::of(vec(member(), 0..4))
+                option::of(vec(member(), 0..4)),
+                option::of(vec(text(), 0..6))
             )
         )
             .prop_map(
-                |((id, room, epoch, last, first), (earliest, complete, state, presence))| {
+                |((id, room, epoch, last, first), (earliest, complete, state, presence, allow))| {
                     ServerFrame::Subbed {
                         id,
                         room,
@@ -256,6 +257,7 @@ fn server_frame() -> impl Strategy<Value = ServerFrame> {
                         presence,
                         // `more: true` (continued in `snap` frames) is pinned by the vectors.
                         more: false,
+                        allow,
                     }
                 }
             ),

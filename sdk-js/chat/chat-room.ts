@@ -74,7 +74,6 @@ export class ChatRoom {
     );
     try {
       await r.subscribe({ presence: true, info: { name: this.me } });
-      composerEnabled(undefined);
     } catch (e) {
       if (this.stopped) return;
       if (e instanceof ForbiddenError) {
@@ -96,6 +95,8 @@ export class ChatRoom {
   }
 
   private subscribed(s: Subscription): void {
+    // Each (re)subscription says what this connection may do here (after a token refresh too).
+    composerEnabled(s.allow === undefined || s.allow.includes("pub") ? undefined : "You can read this room but not write in it.");
     if (!this.started) {
       this.started = true;
       this.presence.reset(this.room.members);

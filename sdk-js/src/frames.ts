@@ -128,6 +128,8 @@ export interface Subbed {
   presence?: Member[];
   /** The snapshot continues in `snap` frames with this id (the SDK gathers them). */
   more?: boolean;
+  /** What this connection may do in the room, when not everything (SPEC.md 9.2). */
+  allow?: string[];
 }
 
 /**
@@ -253,6 +255,12 @@ class Reader {
   optList(k: string): Obj[] | undefined {
     return this.get(k) === undefined ? undefined : this.list(k);
   }
+  optStrList(k: string): string[] | undefined {
+    const v = this.get(k);
+    if (v === undefined) return undefined;
+    if (!Array.isArray(v)) return fail(this.t, k, "an array");
+    return v.map((e) => (typeof e === "string" ? e : fail(this.t, k, "an array of strings")));
+  }
   obj(k: string): Obj {
     const v = this.get(k);
     return isObj(v) ? v : fail(this.t, k, "a map");
@@ -325,7 +333,12 @@ export function parseServerFrame(v: Value): ServerFrame | undefined {
           earliest: r.num("earliest"),
           complete: r.bool("complete"),
         },
-        { state: r.optList("state")?.map(stateItem), presence: r.optList("presence")?.map(member), more: r.optBool("more") },
+        {
+          state: r.optList("state")?.map(stateItem),
+          presence: r.optList("presence")?.map(member),
+          more: r.optBool("more"),
+          allow: r.optStrList("allow"),
+        },
       );
     case "snap":
       return opt(

@@ -76,6 +76,11 @@ export interface Subscription {
   earliest: number;
   /** False if entries after the resume position were already trimmed (see the `gap` event). */
   complete: boolean;
+  /**
+   * What this connection may do in the room (`"sub"`, `"pub"`, `"hist"`, `"state.read"`,
+   * `"state.write"`, `"presence"`), or `undefined` when it may do everything.
+   */
+  allow?: readonly string[];
 }
 
 export interface ResetInfo {
@@ -285,7 +290,7 @@ export class Room extends Emitter<RoomEvents> {
       this.lastSeq = s.first - 1;
     }
     this.epoch = s.epoch;
-    this.sub = { epoch: s.epoch, last: s.last, earliest: s.earliest, complete: s.complete && !reset };
+    this.sub = { epoch: s.epoch, last: s.last, earliest: s.earliest, complete: s.complete && !reset, ...(s.allow === undefined ? {} : { allow: s.allow }) };
     const gen = this.generation;
     this.setState("subscribed");
     if (gen !== this.generation) return; // a handler unsubscribed

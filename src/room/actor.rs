@@ -234,7 +234,8 @@ impl Room {
                 state,
                 presence,
                 info,
-            } => self.subscribe(peer, id, since, state, presence, info),
+                allow,
+            } => self.subscribe(peer, id, since, (state, presence), info, allow),
             Command::Unsubscribe { peer, id } => self.unsubscribe(&peer, id),
             Command::Leave { conn } => {
                 self.remove_sub(&conn);

@@ -91,6 +91,8 @@ pub(crate) enum Command {
         presence: bool,
         /// Presence info, encoded.
         info: Option<Bytes>,
+        /// What the connection may do in the room, for `subbed`; `None`: everything.
+        allow: Option<Vec<String>>,
     },
     Unsubscribe {
         peer: Arc<Peer>,

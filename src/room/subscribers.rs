@@ -26,9 +26,9 @@ impl Room {
         peer: Arc<Peer>,
         id: u32,
         since: Option<u64>,
-        want_state: bool,
-        want_presence: bool,
+        (want_state, want_presence): (bool, bool),
         info: Option<Bytes>,
+        allow: Option<Vec<String>>,
     ) {
         if self.subs.contains_key(&peer.id) {
             return peer.send_err(
@@ -82,6 +82,7 @@ impl Room {
             state: part.state,
             presence: part.presence,
             more: part.more,
+            allow,
         });
         self.next_token += 1;
         let mut sub = Sub {

@@ -163,6 +163,7 @@ fn subscribe(f: &mut Fixture, peer: &Arc<Peer>, since: Option<u64>) {
         state: false,
         presence: false,
         info: None,
+        allow: None,
     });
 }
 

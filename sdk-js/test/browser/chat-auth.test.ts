@@ -74,7 +74,13 @@ test("the token comes from the endpoint; verified ids are shown, chosen names ar
 });
 
 test("a forbidden room says so and the composer cannot be used", async () => {
-  const page = await open(await signedIn("ada", [{ match: "chat:*", allow: ["sub", "pub", "hist", "presence"] }]), "/#secret");
+  const page = await open(
+    await signedIn("ada", [
+      { match: "chat:*", allow: ["sub", "pub", "hist", "presence"] },
+      { match: "news:*", allow: ["sub", "hist", "presence"] },
+    ]),
+    "/#secret",
+  );
   await page.locator("#welcome").waitFor();
   await page.fill("#name", "Ada");
   await page.click("#join");
@@ -82,6 +88,11 @@ test("a forbidden room says so and the composer cannot be used", async () => {
   assert.equal(await page.isDisabled("#text"), true);
   assert.equal(await page.isDisabled("#send"), true);
   await screenshot(page, "auth-forbidden");
+  // A room it may read but not write: readable, and the composer says why it is off.
+  await page.evaluate(() => (location.hash = "news:today"));
+  await page.locator(".log-top", { hasText: /beginning|older/ }).waitFor();
+  assert.equal(await page.isDisabled("#text"), true);
+  assert.match((await page.getAttribute("#text", "placeholder")) ?? "", /read this room but not write/);
   // A room the token allows works, with the composer back.
   await page.evaluate(() => (location.hash = "chat:lobby"));
   await page.locator(".log-top", { hasText: /beginning|older/ }).waitFor();
