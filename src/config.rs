@@ -208,6 +208,9 @@ pub struct RateConfig {
     /// Rooms a user may cause to be loaded, per minute.
     pub rooms_per_minute: u64,
     pub rooms_burst: u64,
+    /// In-band token refreshes (`auth`) per minute per connection: each costs a signature check.
+    pub auths_per_minute: u64,
+    pub auths_burst: u64,
     /// Users the room-load limiter tracks at once (its memory bound).
     pub rooms_users: usize,
 }
@@ -460,6 +463,8 @@ impl Default for RateConfig {
             state_writes_burst: 0,
             rooms_per_minute: 600,
             rooms_burst: 1024,
+            auths_per_minute: 6,
+            auths_burst: 3,
             rooms_users: 65_536,
         }
     }

@@ -123,6 +123,8 @@ pub(crate) enum Cost {
     Publish { bytes: usize },
     /// A `put`, `del`, `cas` or `incr`.
     StateWrite,
+    /// An in-band token refresh.
+    Auth,
     /// Anything else: no connection limit counts it.
     Free,
 }
@@ -134,6 +136,7 @@ pub(crate) struct ConnLimits {
     publishes: Option<Bucket>,
     bytes: Option<Bucket>,
     writes: Option<Bucket>,
+    auths: Option<Bucket>,
     /// The publish buckets of namespaces with a rate of their own (`namespaces.NAME.
     /// publishes_per_sec`): at most one per configured namespace.
     namespaces: Vec<(String, Option<Bucket>)>,
@@ -160,6 +163,12 @@ impl ConnLimits {
                 c.state_writes_burst,
                 SECOND,
                 "state writes",
+            )),
+            auths: Bucket::new(Rate::new(
+                c.auths_per_minute,
+                c.auths_burst,
+                MINUTE,
+                "token refreshes",
             )),
             namespaces: Vec::new(),
         }
@@ -230,6 +239,12 @@ impl ConnLimits {
                     return Ok(());
                 }
                 take_all(now(), [(&mut self.writes, 1)])
+            }
+            Cost::Auth => {
+                if self.auths.is_none() {
+                    return Ok(());
+                }
+                take_all(now(), [(&mut self.auths, 1)])
             }
             Cost::Free => Ok(()),
         }

@@ -15,7 +15,7 @@ use crate::expiry::{Expiries, Ticket};
 use crate::lifecycle::Lifecycle;
 use crate::peer::Peer;
 use crate::permissions::Access;
-use crate::ratelimit::ConnLimits;
+use crate::ratelimit::{ConnLimits, Cost};
 use crate::request::Requests;
 use crate::room::registry::{ShuttingDown, TrySend};
 use crate::room::{Command, Registry};
@@ -230,7 +230,11 @@ impl Session {
                 self.peer.send(&ServerFrame::Pong { id });
                 return Ok(None);
             }
-            ClientFrame::Auth { id, token } => return Ok(Some(Deferred::Auth { id, token })),
+            ClientFrame::Auth { id, token } => {
+                // Before the signature check: a flood of `auth` frames costs a clock read each.
+                self.rate.admit(Cost::Auth)?;
+                return Ok(Some(Deferred::Auth { id, token }));
+            }
             ClientFrame::Hist {
                 id,
                 room,

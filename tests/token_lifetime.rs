@@ -186,3 +186,25 @@ async fn a_refresh_changes_the_connections_permissions() {
     assert_eq!(err_code(&c.publish("a:1", b"x").await), 403);
     assert_eq!(c.publish_seq("b:1", b"x").await, 1);
 }
+
+#[tokio::test]
+async fn refreshes_are_rate_limited_before_their_signature_is_checked() {
+    let b = broker();
+    let mut c = connect(&b, &token("ada", now() + 3600, None)).await;
+    // The burst (3) passes to the check, valid or not; the next is refused unchecked.
+    for _ in 0..3 {
+        assert_eq!(err_code(&auth(&mut c, "garbage").await), 401);
+    }
+    match auth(&mut c, &token("ada", now() + 3600, None)).await {
+        ServerFrame::Err {
+            code,
+            retry_after_ms,
+            ..
+        } => {
+            assert_eq!(code, 429);
+            assert!(retry_after_ms.is_some_and(|ms| ms >= 1));
+        }
+        other => panic!("a fourth refresh at once was taken: {other:?}"),
+    }
+    assert_eq!(c.publish_seq("r", b"still open").await, 1);
+}
