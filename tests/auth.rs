@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use common::{read_frame, Broker};
+use common::{read_frame, run_to_exit, Broker};
 use futures_util::StreamExt;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use roomd_protocol::ServerFrame;
@@ -687,13 +687,7 @@ fn auth_config_mistakes_are_reported_and_secrets_masked() {
     );
     // A public key file that is missing stops the server from starting.
     std::fs::write(&config, "[auth]\npublic_key = \"missing.pem\"\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_roomd"))
-        .arg("--config")
-        .arg(&config)
-        .arg("--listen")
-        .arg("127.0.0.1:0")
-        .output()
-        .unwrap();
+    let out = run_to_exit(&config);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("missing.pem"),

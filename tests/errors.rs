@@ -13,7 +13,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{err_code, Broker, Client};
+use common::{err_code, hs256, Broker, Client};
 use roomd_protocol::{codec, ClientFrame, ErrorCode, ServerFrame, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
@@ -481,17 +481,7 @@ async fn unsupported_subprotocol_is_refused_before_the_upgrade() {
 }
 
 fn jwt(secret: &str, sub: &str, exp: u64) -> String {
-    #[derive(serde::Serialize)]
-    struct Claims<'a> {
-        sub: &'a str,
-        exp: u64,
-    }
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &Claims { sub, exp },
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .unwrap()
+    hs256(secret, &serde_json::json!({"sub": sub, "exp": exp}))
 }
 
 #[tokio::test]

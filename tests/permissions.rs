@@ -20,17 +20,7 @@ const SECRET: &str = "a-test-secret-of-at-least-32-bytes!!";
 const FAR: u64 = 4_000_000_000;
 
 fn jwt(sub: &str) -> String {
-    #[derive(serde::Serialize)]
-    struct Claims<'a> {
-        sub: &'a str,
-        exp: u64,
-    }
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &Claims { sub, exp: FAR },
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
+    hs256(SECRET, &serde_json::json!({"sub": sub, "exp": FAR}))
 }
 
 /// A server with auth on, anonymous connections admitted, and `extra` config.
@@ -394,13 +384,10 @@ async fn browsers_from_other_origins_are_refused_unless_listed() {
 }
 
 fn jwt_with_rooms(sub: &str, rooms: serde_json::Value) -> String {
-    let claims = serde_json::json!({"sub": sub, "exp": FAR, "rooms": rooms});
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    hs256(
+        SECRET,
+        &serde_json::json!({"sub": sub, "exp": FAR, "rooms": rooms}),
     )
-    .unwrap()
 }
 
 #[tokio::test]

@@ -273,13 +273,7 @@ fn tls_config_mistakes_stop_the_start_with_a_clear_error() {
     let run = |toml: &str| {
         let config = dir.path().join("roomd.toml");
         std::fs::write(&config, toml).unwrap();
-        let out = Command::new(bin)
-            .arg("--config")
-            .arg(&config)
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .output()
-            .unwrap();
+        let out = run_to_exit(&config);
         (
             out.status.success(),
             String::from_utf8_lossy(&out.stderr).into_owned(),

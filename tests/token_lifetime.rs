@@ -31,12 +31,7 @@ fn token(sub: &str, exp: u64, rooms: Option<serde_json::Value>) -> String {
     if let Some(r) = rooms {
         claims["rooms"] = r;
     }
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
+    hs256(SECRET, &claims)
 }
 
 fn broker() -> Broker {

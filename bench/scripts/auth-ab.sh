@@ -27,30 +27,5 @@ for round in $(seq "$rounds"); do
       --duration 3 --json-out "$out/$which.jsonl" durable >/dev/null
   done
 done
-python3 - "$out/off.jsonl" "$out/on.jsonl" <<'PY'
-import json, statistics as st, sys
-def load(p):
-    rows = {}
-    for line in open(p):
-        d = json.loads(line)
-        if d["scenario"] == "fanout":
-            key = f"fanout subs={d['subs']} pubs={d['pubs']} size={d['size']}"
-            val = (d["deliveries_per_s"], d["server_cpu_s_per_1m_deliveries"])
-        else:
-            key = f"durable concurrency={d['concurrency']}"
-            val = (d["acks_per_s"], d["server_cpu_us_per_ack"])
-        rows.setdefault((key, d["broker"]), []).append(val)
-    return rows
-off, on = load(sys.argv[1]), load(sys.argv[2])
-print("| cell | auth off | auth on | on/off | CPU off | CPU on | CPU on/off | nats (off run, on run) |")
-print("|---|---:|---:|---:|---:|---:|---:|---|")
-for key in sorted({k for k, b in off if b == "roomd"}):
-    med = lambda rows, i: st.median(r[i] for r in rows)
-    a, b = off[(key, "roomd")], on[(key, "roomd")]
-    nats = ""
-    if (key, "nats") in off:
-        nats = f"{med(off[(key, 'nats')], 0):,.0f}, {med(on[(key, 'nats')], 0):,.0f}"
-    print(f"| {key} | {med(a,0):,.0f} | {med(b,0):,.0f} | {med(b,0)/med(a,0):.2f} | "
-          f"{med(a,1):.3f} | {med(b,1):.3f} | {med(b,1)/med(a,1):.2f} | {nats} |")
-PY
+python3 bench/scripts/ab_table.py "$out/off.jsonl" "$out/on.jsonl" off on
 echo "raw: $out" >&2

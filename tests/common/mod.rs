@@ -18,6 +18,27 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub const TIMEOUT: Duration = Duration::from_secs(20);
 
+/// An HS256 JWT of `claims`, signed with `secret`.
+pub fn hs256(secret: &str, claims: &serde_json::Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// Runs roomd with `config` on any port and waits for it to exit (a config it refuses).
+pub fn run_to_exit(config: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_roomd"))
+        .arg("--config")
+        .arg(config)
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .output()
+        .unwrap()
+}
+
 pub struct Broker {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
