@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::capability::Allow;
 
+mod api;
+pub use api::{ApiConfig, ApiKeyConfig, Scope, MIN_KEY_BYTES};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -48,6 +51,8 @@ pub struct Config {
     pub tls: TlsConfig,
     pub ui: UiConfig,
     pub permissions: PermissionsConfig,
+    /// The server API for backends (`/api/v1`).
+    pub api: ApiConfig,
     /// Settings per namespace: the part of a room name before its first `:` (`chat` for
     /// `chat:lobby`). A room without a `:`, or whose namespace has no table here, gets the
     /// defaults.
@@ -625,6 +630,7 @@ impl Config {
             .map(|(_, msg)| (*msg).to_string())
             .collect();
         failed.extend(self.auth.problems());
+        failed.extend(self.api.problems());
         if failed.is_empty() {
             Ok(())
         } else {
@@ -744,6 +750,9 @@ impl Config {
         let mut shown = self.clone();
         if !shown.auth.jwt_secret.is_empty() {
             shown.auth.jwt_secret = "********".into();
+        }
+        for key in &mut shown.api.keys {
+            key.key = "********".into();
         }
         toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot show the config: {e}\n"))
     }

@@ -26,11 +26,13 @@
 // The map above links private modules: the docs are built with --document-private-items.
 #![allow(rustdoc::private_intra_doc_links)]
 
+mod api;
 mod auth;
 pub mod backup;
 pub mod capability;
 pub mod config;
 mod connection;
+mod connections;
 mod error;
 mod expiry;
 #[cfg(feature = "fuzzing")]

@@ -137,6 +137,15 @@ fn register_all() {
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_gauge!("roomd_connections", "WebSocket connections open now");
+    describe_counter!(
+        "roomd_api_requests_total",
+        "Server API requests answered, by operation and HTTP status"
+    );
+    describe_histogram!(
+        "roomd_api_request_seconds",
+        Unit::Seconds,
+        "Server API requests: from the request head to the answer, by operation"
+    );
     describe_counter!("roomd_connections_total", "WebSocket connections accepted");
     describe_gauge!("roomd_rooms_active", "rooms loaded in memory");
     describe_counter!(
@@ -296,4 +305,12 @@ pub(crate) fn slow_consumer() {
 pub(crate) fn error(code: ErrorCode) {
     counter!("roomd_errors_total", "code" => code.as_u16().to_string(), "name" => code.name())
         .increment(1);
+}
+
+/// A server API request was answered: `op` is its operation id (`unknown` for no route).
+pub(crate) fn api_request(op: &str, status: u16, seconds: f64) {
+    let op = op.to_string();
+    counter!("roomd_api_requests_total", "op" => op.clone(), "code" => status.to_string())
+        .increment(1);
+    histogram!("roomd_api_request_seconds", "op" => op).record(seconds);
 }

@@ -120,22 +120,7 @@ impl Requests<'_> {
         data: Vec<u8>,
         mid: Option<String>,
     ) -> Result<Command, ReplyError> {
-        let l = self.limits;
-        if data.len() > l.payload_bytes {
-            return Err(ReplyError::too_large("data", data.len(), l.payload_bytes));
-        }
-        match mid.as_deref() {
-            Some("") => {
-                return Err(ReplyError::new(
-                    ErrorCode::BadRequest,
-                    "mid must not be empty",
-                ))
-            }
-            Some(m) if m.len() > l.mid_bytes => {
-                return Err(ReplyError::too_large("mid", m.len(), l.mid_bytes))
-            }
-            _ => {}
-        }
+        self.check_publish(data.len(), mid.as_deref())?;
         Ok(Command::Publish {
             peer: self.peer.clone(),
             id,
@@ -143,6 +128,22 @@ impl Requests<'_> {
             mid,
             received: Instant::now(),
         })
+    }
+
+    /// A publish's own checks: the payload's size and the `mid`.
+    pub(crate) fn check_publish(&self, len: usize, mid: Option<&str>) -> Result<(), ReplyError> {
+        let l = self.limits;
+        if len > l.payload_bytes {
+            return Err(ReplyError::too_large("data", len, l.payload_bytes));
+        }
+        match mid {
+            Some("") => Err(ReplyError::new(
+                ErrorCode::BadRequest,
+                "mid must not be empty",
+            )),
+            Some(m) if m.len() > l.mid_bytes => Err(ReplyError::too_large("mid", m.len(), l.mid_bytes)),
+            _ => Ok(()),
+        }
     }
 
     pub(crate) fn get(&self, id: u32, key: String) -> Result<Command, ReplyError> {
@@ -307,15 +308,19 @@ impl Requests<'_> {
     }
 
     fn page_limit(&self, limit: Option<u32>) -> Result<usize, ReplyError> {
-        let page = self.limits.page;
-        match limit {
-            Some(0) => Err(ReplyError::new(
-                ErrorCode::BadRequest,
-                "limit must be at least 1",
-            )),
-            Some(n) => Ok((n as usize).min(page)),
-            None => Ok(page),
-        }
+        page_limit(self.limits, limit)
+    }
+}
+
+/// A request's `limit` on a page: at least 1, at most `limits.page` (the default).
+pub(crate) fn page_limit(limits: &LimitsConfig, limit: Option<u32>) -> Result<usize, ReplyError> {
+    match limit {
+        Some(0) => Err(ReplyError::new(
+            ErrorCode::BadRequest,
+            "limit must be at least 1",
+        )),
+        Some(n) => Ok((n as usize).min(limits.page)),
+        None => Ok(limits.page),
     }
 }
 

@@ -22,7 +22,7 @@ use super::commit::{recv_commit, Flushed};
 use super::dedup::Dedup;
 use super::model::{now_ms, Pending, Room};
 use super::state::RoomState;
-use super::{Command, Inbox, InboxSender, RoomEnv};
+use super::{Command, Inbox, InboxSender, RoomEnv, RoomInfo};
 use crate::peer::{Peer, ReplyError};
 use crate::store::reader::{LoadLimits, RoomSnapshot};
 use crate::store::{CommitResult, StoreError};
@@ -271,6 +271,9 @@ impl Room {
                 drop(large);
             }
             Command::Who { peer, id } => self.who(&peer, id),
+            Command::Info { reply } => {
+                let _ = reply.send(self.info());
+            }
             Command::SnapshotSent { conn, token } => self.snapshot_sent(&conn, token),
             Command::ReplayPage {
                 conn,
@@ -282,6 +285,17 @@ impl Room {
             }
             Command::Trim => self.trim_wanted = self.id.is_some() && self.replays == 0,
             Command::Shutdown => self.shutting_down = true,
+        }
+    }
+
+    fn info(&self) -> RoomInfo {
+        RoomInfo {
+            epoch: self.epoch,
+            first: self.earliest.min(self.head + 1),
+            last: self.head,
+            subscribers: self.subs.len(),
+            members: self.members.len(),
+            keys: self.state.len(),
         }
     }
 

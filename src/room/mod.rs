@@ -65,6 +65,20 @@ pub(crate) enum Mutation {
     },
 }
 
+/// A room's numbers as of the moment it answered [`Command::Info`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RoomInfo {
+    pub epoch: u64,
+    /// The oldest retained seq (`last + 1` when the log is empty).
+    pub first: u64,
+    /// The last durable seq (0: empty log).
+    pub last: u64,
+    pub subscribers: usize,
+    /// Subscribers that are visible in presence.
+    pub members: usize,
+    pub keys: usize,
+}
+
 /// A room inbox carries boxed commands: a channel allocates its slots in blocks of 32, and a
 /// loaded room must stay cheap (one idle room per connection is a common shape).
 pub(crate) type Inbox = tokio::sync::mpsc::Receiver<Box<Command>>;
@@ -131,6 +145,10 @@ pub(crate) enum Command {
     Who {
         peer: Arc<Peer>,
         id: u32,
+    },
+    /// The room's numbers, for the server API's room info.
+    Info {
+        reply: oneshot::Sender<RoomInfo>,
     },
     /// A page read from disk by a subscriber's replay task; the reply says where to continue
     /// (`None`: the subscriber is live, or gone).

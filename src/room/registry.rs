@@ -179,6 +179,24 @@ impl Registry {
         });
     }
 
+    /// Names of loaded rooms in name order: those starting with `prefix`, after `after`, at
+    /// most `limit`; and whether more follow. Copies at most `limit + 1` names under the lock.
+    pub(crate) fn loaded(&self, prefix: &str, after: Option<&str>, limit: usize) -> (Vec<String>, bool) {
+        let rooms = self.lock();
+        let mut names: Vec<&str> = rooms
+            .keys()
+            .map(|n| &**n)
+            .filter(|n| n.starts_with(prefix) && after.is_none_or(|a| *n > a))
+            .collect();
+        let more = names.len() > limit;
+        if more {
+            names.select_nth_unstable(limit);
+            names.truncate(limit);
+        }
+        names.sort_unstable();
+        (names.into_iter().map(str::to_string).collect(), more)
+    }
+
     /// The environment rooms run in.
     pub(crate) fn env(&self) -> &Arc<RoomEnv> {
         &self.env

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::TryStreamExt;
-use http_body_util::combinators::BoxBody;
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use hyper::body::Incoming;
@@ -43,7 +43,7 @@ pub(super) async fn serve<S>(
         .max_buf_size(16 * 1024);
     let service = hyper::service::service_fn(move |req| {
         let (shared, slot) = (shared.clone(), slot.clone());
-        async move { Ok::<_, Infallible>(route(req, addr, shared, slot)) }
+        async move { Ok::<_, Infallible>(respond(req, addr, shared, slot).await) }
     });
     let conn = builder.serve_connection(io, service).with_upgrades();
     tokio::pin!(conn);
@@ -58,6 +58,26 @@ pub(super) async fn serve<S>(
     if let Err(e) = res {
         tracing::debug!(error = %e, "http connection error");
     }
+}
+
+/// The server API's requests go to its router; everything else is routed here.
+async fn respond(
+    req: Request<Incoming>,
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    slot: Option<Arc<Slot>>,
+) -> Response<axum::body::Body> {
+    if !req.uri().path().starts_with("/api/") {
+        return route(req, addr, shared, slot).map(axum::body::Body::new);
+    }
+    if slot.is_none() {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server at its connection limit\n",
+        )
+        .map(axum::body::Body::new);
+    }
+    shared.api.serve(req).await
 }
 
 fn route(
@@ -125,13 +145,20 @@ fn operator_route(path: &str, shared: &Shared) -> Response<Full<Bytes>> {
 }
 
 /// A response body that may stream (a backup) or be whole (everything else).
-type AdminBody = BoxBody<Bytes, std::io::Error>;
+type AdminBody = UnsyncBoxBody<Bytes, std::io::Error>;
 
 async fn admin_route(
-    req: &Request<Incoming>,
+    req: Request<Incoming>,
     shared: &Shared,
     backups: &Arc<tokio::sync::Semaphore>,
 ) -> Response<AdminBody> {
+    if req.uri().path().starts_with("/api/") {
+        return shared
+            .api
+            .serve(req)
+            .await
+            .map(|b| b.map_err(std::io::Error::other).boxed_unsync());
+    }
     if req.uri().path() == "/backup" && req.method() == Method::GET {
         // One at a time: a backup reads the whole database.
         let Ok(_running) = backups.try_acquire() else {
@@ -143,7 +170,7 @@ async fn admin_route(
 }
 
 fn whole(r: Response<Full<Bytes>>) -> Response<AdminBody> {
-    r.map(|b| b.map_err(|never| match never {}).boxed())
+    r.map(|b| b.map_err(|never| match never {}).boxed_unsync())
 }
 
 /// `GET /backup`: a consistent copy of the database (see [`crate::store::backup`]), streamed.
@@ -173,7 +200,7 @@ async fn backup(shared: &Shared) -> Response<AdminBody> {
         "backup made"
     );
     let frames = ReaderStream::new(file).map_ok(Frame::data);
-    let mut r = Response::new(StreamBody::new(frames).boxed());
+    let mut r = Response::new(StreamBody::new(frames).boxed_unsync());
     let h = r.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -230,7 +257,7 @@ pub(super) async fn serve_admin(listener: tokio::net::TcpListener, shared: Arc<S
             let timeout = Duration::from_millis(shared.config.server.header_timeout_ms);
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let (shared, backups) = (shared.clone(), backups.clone());
-                async move { Ok::<_, Infallible>(admin_route(&req, &shared, &backups).await) }
+                async move { Ok::<_, Infallible>(admin_route(req, &shared, &backups).await) }
             });
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder

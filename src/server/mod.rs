@@ -9,10 +9,9 @@ mod http;
 mod shutdown;
 mod upgrade;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,11 +21,12 @@ use hyper::{Response, StatusCode};
 use tokio::net::TcpListener;
 
 use self::admission::{Admission, Admitted};
+use crate::api::Api;
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::expiry::Expiries;
 use crate::lifecycle::Lifecycle;
-use crate::outbox::Outbox;
+use crate::connections::Connections;
 use crate::room::Registry;
 use crate::store::{Store, StoreError, WriterHandle};
 use crate::tls::Tls;
@@ -76,9 +76,12 @@ struct Shared {
     /// `Some` when the main port speaks TLS.
     tls: Option<Tls>,
     admission: Arc<Admission>,
-    /// Every open WebSocket's outbox, for shutdown to refuse requests and close them. A
-    /// connection registers under this lock after checking the phase (see [`shutdown`]).
-    conns: Mutex<HashMap<u64, Outbox>>,
+    /// Every open WebSocket's outbox and user, for shutdown to refuse requests and close them
+    /// and for the server API to disconnect a user. A connection registers under its lock
+    /// after checking the phase (see [`shutdown`]).
+    conns: Arc<Connections>,
+    /// The server API (`/api/`), on the main port and the admin listener.
+    api: Api,
     next_conn: AtomicU64,
     boot: u32,
 }
@@ -112,7 +115,16 @@ impl Server {
             config.clone(),
             lifecycle.background().clone(),
         );
+        let conns = Arc::<Connections>::default();
+        let api = Api::new(
+            config.clone(),
+            registry.clone(),
+            store.clone(),
+            conns.clone(),
+            lifecycle.clone(),
+        );
         let shared = Arc::new(Shared {
+            api,
             auth: Arc::new(auth),
             expiries: Arc::default(),
             tls: tls.clone(),
@@ -120,7 +132,7 @@ impl Server {
                 config.server.max_connections,
                 config.server.max_connections_per_ip,
             ),
-            conns: Mutex::new(HashMap::new()),
+            conns,
             next_conn: AtomicU64::new(1),
             boot: rand::random(),
             config: config.clone(),
@@ -286,10 +298,6 @@ impl Shared {
     /// Ready to serve: running (not shutting down) and storage writable.
     fn ready(&self) -> bool {
         self.lifecycle.phase() == crate::lifecycle::Phase::Running && self.writer.healthy()
-    }
-
-    fn lock_conns(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Outbox>> {
-        self.conns.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

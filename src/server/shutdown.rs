@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::Shared;
 use crate::lifecycle::Phase;
-use crate::outbox::{CloseReason, Outbox};
+use crate::outbox::CloseReason;
 use crate::store::WriterHandle;
 
 /// Walks the phases after the listener has closed; bounded by `server.shutdown_timeout_ms`
@@ -19,7 +19,7 @@ pub(super) async fn run(shared: &Shared, writer: &WriterHandle) {
         shared.registry.shutdown().await;
         writer.stop().await;
         shared.lifecycle.enter(Phase::Closing);
-        for outbox in open_outboxes(shared) {
+        for outbox in shared.conns.outboxes() {
             outbox.close(CloseReason::GoingAway);
         }
         shared.lifecycle.connections_done().await;
@@ -38,15 +38,11 @@ async fn lame_duck(shared: &Shared) {
     {
         // Entered under the lock that registration takes: a connection that registers after
         // this walk sees the phase and refuses requests from the start.
-        let conns = shared.lock_conns();
+        let conns = shared.conns.lock();
         shared.lifecycle.enter(Phase::LameDuck);
-        for outbox in conns.values() {
-            outbox.refuse_requests();
+        for conn in conns.values() {
+            conn.outbox.refuse_requests();
         }
     }
     tokio::time::sleep(Duration::from_millis(shared.config.server.lame_duck_ms)).await;
-}
-
-fn open_outboxes(shared: &Shared) -> Vec<Outbox> {
-    shared.lock_conns().values().cloned().collect()
 }

@@ -23,6 +23,7 @@ use super::admission::Slot;
 use super::{text, Shared};
 use crate::auth::{self, AuthError, Identity};
 use crate::config::Config;
+use crate::connections::Conn;
 use crate::connection::{self, Timing};
 use crate::error::ReplyError;
 use crate::lifecycle::Phase;
@@ -349,7 +350,7 @@ where
         in_flight: InFlight::default(),
     });
     greet(&peer, &shared.config);
-    register(&shared, n, outbox);
+    register(&shared, n, peer.user.clone(), outbox);
     crate::metrics::connection_opened();
     tracing::debug!(
         conn = %id,
@@ -419,14 +420,14 @@ fn greet(peer: &Peer, config: &Config) {
 }
 
 /// Makes the connection's outbox reachable by shutdown.
-fn register(shared: &Shared, n: u64, outbox: Outbox) {
-    let mut conns = shared.lock_conns();
+fn register(shared: &Shared, n: u64, user: Option<Arc<str>>, outbox: Outbox) {
+    let mut conns = shared.conns.lock();
     // Checked under the lock that the shutdown's walk over the connections takes: one that
     // registers after the walk refuses requests from the start.
     if shared.lifecycle.phase() >= Phase::LameDuck {
         outbox.refuse_requests();
     }
-    conns.insert(n, outbox);
+    conns.insert(n, Conn { user, outbox });
 }
 
 /// Unregisters a connection when its task ends, however it ends.
@@ -440,7 +441,7 @@ struct ConnGuard {
 impl Drop for ConnGuard {
     fn drop(&mut self) {
         crate::metrics::connection_closed();
-        self.shared.lock_conns().remove(&self.n);
+        self.shared.conns.remove(self.n);
     }
 }
 
