@@ -47,6 +47,7 @@ impl BatchBuilder<'_> {
             from: String::from(&*peer.id),
             uid: peer.user.as_deref().map(str::to_string),
             data,
+            deleted: None,
         });
         self.entries.push((
             seq,
