@@ -233,6 +233,9 @@ fn replies_to(body: &[u8], id: u32) -> bool {
         | ServerFrame::State { .. }
         | ServerFrame::Join { .. }
         | ServerFrame::Leave { .. }
+        | ServerFrame::Del { .. }
+        // Ends a subscription on the server's initiative: no request asked for it.
+        | ServerFrame::Unsubbed { .. }
         | ServerFrame::Expiring { .. }
         // A continuation of the `subbed` or `who` that was the reply.
         | ServerFrame::Snap { .. } => false,

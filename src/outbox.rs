@@ -21,6 +21,18 @@ pub(crate) enum CloseReason {
     Internal,
     /// The connection's token expired without a refresh (SPEC.md 9.3).
     TokenExpired,
+    /// The application disconnected the connection; the client may reconnect (SPEC.md 7).
+    #[allow(
+        dead_code,
+        reason = "used by the server API's disconnect (issue #13), which lands on its own branch"
+    )]
+    Disconnected,
+    /// The application removed the user; the client must not reconnect (SPEC.md 7).
+    #[allow(
+        dead_code,
+        reason = "used by the server API's disconnect (issue #13), which lands on its own branch"
+    )]
+    Removed,
 }
 
 impl CloseReason {
@@ -30,6 +42,8 @@ impl CloseReason {
             CloseReason::GoingAway => CloseCode::GOING_AWAY,
             CloseReason::Internal => CloseCode::INTERNAL,
             CloseReason::TokenExpired => CloseCode::TOKEN_EXPIRED,
+            CloseReason::Disconnected => CloseCode::DISCONNECTED,
+            CloseReason::Removed => CloseCode::REMOVED,
         }
     }
 
@@ -39,6 +53,8 @@ impl CloseReason {
             CloseReason::GoingAway => "server shutting down",
             CloseReason::Internal => "internal error",
             CloseReason::TokenExpired => "token expired: reconnect with a new token",
+            CloseReason::Disconnected => "disconnected by the application",
+            CloseReason::Removed => "removed by the application: do not reconnect",
         }
     }
 }

@@ -136,6 +136,9 @@ fn is_reply(frame: &ServerFrame) -> bool {
         | ServerFrame::State { .. }
         | ServerFrame::Join { .. }
         | ServerFrame::Leave { .. }
+        | ServerFrame::Del { .. }
+        // Ends a subscription on the server's initiative: no request asked for it.
+        | ServerFrame::Unsubbed { .. }
         | ServerFrame::Expiring { .. }
         // A continuation of the `subbed` or `who` that was the reply.
         | ServerFrame::Snap { .. } => false,

@@ -408,3 +408,123 @@ fn forget_refused(peer: &Peer, subs: &mut HashMap<Arc<str>, u32>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! A subscription the room ended (`unsubbed`) is forgotten by the connection: `unsub` gets
+    //! 404 and a new `sub` is taken.
+
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use roomd_protocol::{codec, ClientFrame, ErrorCode, ServerFrame};
+
+    use super::Session;
+    use crate::config::Config;
+    use crate::lifecycle::Lifecycle;
+    use crate::outbox::Outbox;
+    use crate::peer::Peer;
+    use crate::room::{Command, Registry};
+    use crate::store::{Store, WriterHandle};
+
+    /// The next frame queued for the connection, decoded.
+    async fn next(outbox: &Outbox) -> ServerFrame {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let ready = outbox.ready();
+            let mut out = Vec::new();
+            outbox.drain(&mut out);
+            if let Some(f) = out.first() {
+                assert_eq!(out.len(), 1, "one frame at a time");
+                return codec::decode_server(crate::wire::payload(f)).unwrap();
+            }
+            tokio::time::timeout_at(deadline, ready)
+                .await
+                .expect("a frame within 10 s");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_removed_subscription_is_forgotten_by_the_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Arc::new(Config::default());
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let writer = WriterHandle::spawn(store.clone(), &config.storage).unwrap();
+        let lifecycle = Lifecycle::default();
+        let registry = Registry::new(
+            store.clone(),
+            writer.clone(),
+            config.clone(),
+            lifecycle.background().clone(),
+        );
+        let outbox = Outbox::new(1000, 1 << 20);
+        let peer = Arc::new(Peer {
+            id: "c1".into(),
+            user: Some("ann".into()),
+            client: "c1".into(),
+            outbox: outbox.clone(),
+            refused: Default::default(),
+            in_flight: Default::default(),
+        });
+        let mut session = Session::new(peer, registry.clone(), store, config, lifecycle.clone());
+        let sub = |id| {
+            codec::encode(&ClientFrame::Sub {
+                id,
+                room: "r".into(),
+                since: None,
+                state: None,
+                presence: None,
+                info: None,
+            })
+        };
+        let unsub = codec::encode(&ClientFrame::Unsub {
+            id: 3,
+            room: "r".into(),
+        });
+
+        assert!(session.on_frame(&sub(1)).is_none());
+        assert!(matches!(
+            next(&outbox).await,
+            ServerFrame::Subbed { id: 1, .. }
+        ));
+        // Subscribed: a second `sub` is refused by the connection itself.
+        assert!(session.on_frame(&sub(2)).is_none());
+        assert!(matches!(
+            next(&outbox).await,
+            ServerFrame::Err {
+                id: Some(2),
+                code: 410,
+                ..
+            }
+        ));
+
+        let (reply, count) = tokio::sync::oneshot::channel();
+        let remove = Command::RemoveUser {
+            user: "ann".into(),
+            reply,
+        };
+        registry.send("r", remove).await.unwrap();
+        assert_eq!(count.await.unwrap(), 1);
+        assert_eq!(
+            next(&outbox).await,
+            ServerFrame::Unsubbed { room: "r".into() }
+        );
+
+        assert!(session.on_frame(&unsub).is_none());
+        let not_subscribed = ErrorCode::NotSubscribed.as_u16();
+        assert!(
+            matches!(next(&outbox).await, ServerFrame::Err { id: Some(3), code, .. } if code == not_subscribed)
+        );
+        assert!(session.on_frame(&sub(4)).is_none());
+        assert!(matches!(
+            next(&outbox).await,
+            ServerFrame::Subbed { id: 4, .. }
+        ));
+
+        session.close().await;
+        lifecycle.request_stop();
+        registry.shutdown().await;
+        writer.stop().await;
+        lifecycle.background_done().await;
+    }
+}

@@ -78,8 +78,10 @@ async fn delivered_message_carries_room_time_and_publisher() {
             from,
             uid,
             data,
+            deleted,
         } => {
             assert_eq!((room.as_str(), seq, data.as_slice()), ("r", 1, &b"hi"[..]));
+            assert_eq!(deleted, None);
             assert_eq!(from, p.conn);
             assert_eq!(uid.as_deref(), Some("ada"));
             assert!(ts >= before && ts < before + 10_000);

@@ -174,6 +174,7 @@ mod tests {
             from: "c1".into(),
             uid: Some("u".into()),
             data: vec![7; 300],
+            deleted: None,
         };
         let bytes = encode(&frame);
         let s = scan(&bytes).unwrap();

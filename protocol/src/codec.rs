@@ -623,6 +623,7 @@ mod tests {
             from: "c".into(),
             uid: None,
             data: vec![1, 2],
+            deleted: None,
         };
         let typed = encode(&ServerFrame::Hist {
             id: 300,

@@ -79,7 +79,12 @@ impl CloseCode {
     pub const HEARTBEAT_TIMEOUT: u16 = 4001;
     pub const AT_CAPACITY: u16 = 4002;
     pub const TOKEN_EXPIRED: u16 = 4003;
+    /// The application disconnected the connection (for example to end a session); the client
+    /// may reconnect.
+    pub const DISCONNECTED: u16 = 4004;
     pub const UNAUTHORIZED: u16 = 4401;
+    /// The application removed the user: reconnecting would be refused or removed again.
+    pub const REMOVED: u16 = 4403;
 
     /// The SPEC.md rule: does a client reconnect after the server closed with `code`?
     pub const fn should_reconnect(code: u16) -> bool {
@@ -108,7 +113,9 @@ mod tests {
             let row = format!("| {} | {} |", c.as_u16(), c.name());
             assert!(spec.contains(&row), "SPEC.md lacks a row for {row}");
         }
-        for code in [1001, 1002, 1007, 1009, 1011, 4000, 4001, 4002, 4003, 4401] {
+        for code in [
+            1001, 1002, 1007, 1009, 1011, 4000, 4001, 4002, 4003, 4004, 4401, 4403,
+        ] {
             assert!(
                 spec.contains(&format!("| {code} |")),
                 "SPEC.md lacks close code {code}"
@@ -123,5 +130,7 @@ mod tests {
         assert!(CloseCode::should_reconnect(1006));
         assert!(!CloseCode::should_reconnect(CloseCode::UNAUTHORIZED));
         assert!(!CloseCode::should_reconnect(CloseCode::PROTOCOL_ERROR));
+        assert!(CloseCode::should_reconnect(CloseCode::DISCONNECTED));
+        assert!(!CloseCode::should_reconnect(CloseCode::REMOVED));
     }
 }

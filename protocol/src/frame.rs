@@ -292,6 +292,22 @@ pub enum ServerFrame {
         uid: Option<String>,
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
+        /// The message was deleted by the log entry with this seq (a `del`, SPEC.md 5.6): its
+        /// `data` is empty and the payload is gone from the server.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deleted: Option<u64>,
+    },
+    /// A log entry that deleted the message `target` (SPEC.md 5.6). It has its own seq, so a
+    /// room's seqs stay dense; the message itself is kept as a stub with `deleted: seq`.
+    #[serde(rename = "del")]
+    Del {
+        room: String,
+        seq: u64,
+        ts: u64,
+        from: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        uid: Option<String>,
+        target: u64,
     },
     #[serde(rename = "state")]
     State {
@@ -322,6 +338,10 @@ pub enum ServerFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         user: Option<String>,
     },
+    /// The server ended this connection's subscription to `room` (the application removed the
+    /// user, SPEC.md 5.7): an event, not a reply, and not to be undone by resubscribing.
+    #[serde(rename = "unsubbed")]
+    Unsubbed { room: String },
 }
 
 #[allow(
@@ -333,10 +353,12 @@ fn is_false(b: &bool) -> bool {
 }
 
 impl ServerFrame {
-    /// The seq of a log event (`msg` or `state`).
+    /// The seq of a log event (`msg`, `state` or `del`).
     pub fn seq(&self) -> Option<u64> {
         match self {
-            ServerFrame::Msg { seq, .. } | ServerFrame::State { seq, .. } => Some(*seq),
+            ServerFrame::Msg { seq, .. }
+            | ServerFrame::State { seq, .. }
+            | ServerFrame::Del { seq, .. } => Some(*seq),
             _ => None,
         }
     }

@@ -170,7 +170,7 @@ fn client_frame() -> impl Strategy<Value = ClientFrame> {
     ]
 }
 
-/// A log event (`msg` or `state`), as carried in `hist` items.
+/// A log event (`msg`, `del` or `state`), as carried in `hist` items.
 fn event() -> impl Strategy<Value = ServerFrame> {
     prop_oneof![
         (
@@ -179,15 +179,35 @@ fn event() -> impl Strategy<Value = ServerFrame> {
             any::<u64>(),
             text(),
             option::of(text()),
-            bytes()
+            bytes(),
+            option::of(any::<u64>())
         )
-            .prop_map(|(room, seq, ts, from, uid, data)| ServerFrame::Msg {
+            .prop_map(
+                |(room, seq, ts, from, uid, data, deleted)| ServerFrame::Msg {
+                    room,
+                    seq,
+                    ts,
+                    from,
+                    uid,
+                    data,
+                    deleted
+                }
+            ),
+        (
+            room(),
+            any::<u64>(),
+            any::<u64>(),
+            text(),
+            option::of(text()),
+            any::<u64>()
+        )
+            .prop_map(|(room, seq, ts, from, uid, target)| ServerFrame::Del {
                 room,
                 seq,
                 ts,
                 from,
                 uid,
-                data
+                target
             }),
         (
             room(),
@@ -330,6 +350,7 @@ fn server_frame() -> impl Strategy<Value = ServerFrame> {
             conn,
             user
         }),
+        room().prop_map(|room| ServerFrame::Unsubbed { room }),
     ]
 }
 

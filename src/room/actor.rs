@@ -107,6 +107,8 @@ fn requester(cmd: &Command) -> Option<(&Arc<Peer>, u32)> {
         | Command::Unsubscribe { peer, id }
         | Command::Publish { peer, id, .. }
         | Command::Mutate { peer, id, .. }
+        | Command::Redact { peer, id, .. }
+        | Command::RedactRead { peer, id, .. }
         | Command::Get { peer, id, .. }
         | Command::List { peer, id, .. }
         | Command::Who { peer, id } => Some((peer, *id)),
@@ -142,6 +144,7 @@ impl Room {
             members: HashMap::new(),
             presence_bytes: 0,
             pending: Vec::new(),
+            redacting: HashMap::new(),
             in_flight: Vec::new(),
             trim_wanted: false,
             replays: 0,
@@ -161,7 +164,9 @@ impl Room {
         let idle_timer = tokio::time::sleep(idle_after);
         tokio::pin!(idle_timer);
         loop {
-            let quiet = commit.is_none() && self.pending.is_empty();
+            // A deletion reading its target from disk is answered through the inbox: wait
+            // for it before going idle or stopping.
+            let quiet = commit.is_none() && self.pending.is_empty() && self.redacting.is_empty();
             if quiet && self.shutting_down {
                 return false;
             }
@@ -248,6 +253,16 @@ impl Room {
                 received,
             } => self.publish(peer, id, data, mid, received),
             Command::Mutate { peer, id, op } => self.pending.push(Pending::Mutate { peer, id, op }),
+            Command::Redact { peer, id, seq } => self.redact(peer, id, seq),
+            Command::RedactRead {
+                peer,
+                id,
+                target,
+                read,
+            } => self.redact_read(peer, id, target, read),
+            Command::RemoveUser { user, reply } => {
+                let _ = reply.send(self.remove_user(&user));
+            }
             Command::Get { peer, id, key } => self.get(&peer, id, key),
             Command::List {
                 peer,

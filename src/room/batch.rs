@@ -12,7 +12,7 @@ use std::time::Instant;
 use roomd_protocol::ServerFrame;
 
 use super::dedup::Dedup;
-use super::model::{now_ms, Pending, Reply, Room, Written};
+use super::model::{now_ms, Pending, Reply, Room, Stub, Written};
 use super::state::{Effect, Overlay};
 use crate::peer::Peer;
 use crate::store::{record, RoomRef, RoomWrite, Trim};
@@ -26,6 +26,7 @@ struct BatchBuilder<'a> {
     seq: u64,
     entries: Vec<(u64, Vec<u8>)>,
     state: Vec<(String, Option<Vec<u8>>)>,
+    redactions: Vec<(u64, Vec<u8>)>,
     written: Vec<Written>,
 }
 
@@ -47,6 +48,7 @@ impl BatchBuilder<'_> {
             from: String::from(&*peer.id),
             uid: peer.user.as_deref().map(str::to_string),
             data,
+            deleted: None,
         });
         self.entries.push((
             seq,
@@ -90,6 +92,43 @@ impl BatchBuilder<'_> {
             reply: Reply::Mutated { peer, id, effect },
         });
     }
+
+    /// A `del` entry, and its target rewritten as a stub that points at it (SPEC.md 5.6).
+    fn redact(&mut self, peer: Arc<Peer>, id: u32, stub: Stub) {
+        self.seq += 1;
+        let (seq, ts) = (self.seq, self.ts);
+        let frame = wire::encode(&ServerFrame::Del {
+            room: String::from(self.room),
+            seq,
+            ts,
+            from: String::from(&*peer.id),
+            uid: peer.user.as_deref().map(str::to_string),
+            target: stub.target,
+        });
+        self.entries
+            .push((seq, record::encode_log(ts, None, wire::payload(&frame))));
+        let rewritten = wire::encode(&ServerFrame::Msg {
+            room: String::from(self.room),
+            seq: stub.target,
+            ts: stub.ts,
+            from: stub.from,
+            uid: stub.uid,
+            data: Vec::new(),
+            deleted: Some(seq),
+        });
+        self.redactions
+            .push((stub.target, wire::payload(&rewritten).to_vec()));
+        self.written.push(Written {
+            seq,
+            frame,
+            reply: Reply::Redacted {
+                peer,
+                id,
+                target: stub.target,
+                stub: rewritten,
+            },
+        });
+    }
 }
 
 impl Room {
@@ -128,9 +167,12 @@ impl Room {
             seq: self.head,
             entries: Vec::new(),
             state: Vec::new(),
+            redactions: Vec::new(),
             written: Vec::new(),
         };
         let mut overlay = Overlay::new(&self.state, self.env.limits.keys_per_room);
+        // Deletions whose target retention removed meanwhile: answered once the batch is formed.
+        let mut trimmed = Vec::new();
         // Taken and given back, so its capacity is kept from batch to batch.
         let mut pending = std::mem::take(&mut self.pending);
         for op in pending.drain(..) {
@@ -152,15 +194,25 @@ impl Room {
                     }),
                     Ok(Some(effect)) => batch.mutation(peer, id, effect),
                 },
+                // Retention may have removed the target since it was checked.
+                Pending::Redact { peer, id, stub } if stub.target < self.earliest => {
+                    peer.send_err(Some(id), super::redact::not_stored(stub.target));
+                    trimmed.push(stub.target);
+                }
+                Pending::Redact { peer, id, stub } => batch.redact(peer, id, stub),
             }
         }
         let BatchBuilder {
             entries,
             state,
+            redactions,
             written,
             ..
         } = batch;
         self.pending = pending;
+        for target in trimmed {
+            self.redaction_failed(target, &super::redact::not_stored(target));
+        }
         let trim = self.take_trim();
         if written.is_empty() && trim.is_none() {
             return None;
@@ -170,6 +222,7 @@ impl Room {
             room: self.room_ref(),
             entries,
             state,
+            redactions,
             trim,
         })
     }

@@ -145,6 +145,15 @@ impl Room {
                 });
                 self.state.apply(effect);
             }
+            Reply::Redacted {
+                peer,
+                id,
+                target,
+                stub,
+            } => {
+                peer.send(&ServerFrame::Ack { id, seq, dup: None });
+                self.redacted(target, seq, stub);
+            }
         }
     }
 
@@ -163,6 +172,12 @@ impl Room {
                     }
                 }
                 Reply::Mutated { peer, id, .. } => peer.send_err(Some(id), err.clone()),
+                Reply::Redacted {
+                    peer, id, target, ..
+                } => {
+                    peer.send_err(Some(id), err.clone());
+                    self.redaction_failed(target, &err);
+                }
             }
         }
     }

@@ -9,6 +9,7 @@
 //! - [`subscribers`]: subscribe, the replay-to-live switch, catch-up from the cache, presence.
 //! - [`dedup`]: the window of recently stored `mid`s.
 //! - [`state`]: the key/value state and its atomic operations.
+//! - [`redact`]: deleting a message: its `del` entry and the stub that replaces it.
 //! - [`replay`]: the task that pages a subscriber through history from disk.
 //! - [`snapshot`]: `subbed` and `who` split into frames that fit `limits.frame`, and the task
 //!   that queues the rest of a large snapshot at its reader's pace.
@@ -19,6 +20,7 @@ mod commit;
 mod dedup;
 pub(crate) mod env;
 pub(crate) mod model;
+mod redact;
 pub(crate) mod registry;
 pub(crate) mod replay;
 mod snapshot;
@@ -38,6 +40,7 @@ use crate::ratelimit::Cost;
 use tokio::sync::oneshot;
 
 use crate::peer::{LargeReply, Peer};
+use crate::store::StoreError;
 
 pub(crate) use env::{RoomEnv, RoomLimits};
 pub(crate) use registry::Registry;
@@ -90,6 +93,8 @@ impl Command {
         match self {
             Command::Publish { data, .. } => Cost::Publish { bytes: data.len() },
             Command::Mutate { .. } => Cost::StateWrite,
+            // An entry in the log like a publish, without a payload.
+            Command::Redact { .. } => Cost::Publish { bytes: 0 },
             _ => Cost::Free,
         }
     }
@@ -127,6 +132,35 @@ pub(crate) enum Command {
         peer: Arc<Peer>,
         id: u32,
         op: Mutation,
+    },
+    /// Delete the message with seq `seq` (SPEC.md 5.6): replies `ack` with the `del` entry's
+    /// seq once durable (`dup: true` with the earlier one's if it was deleted already), or
+    /// `406` if `seq` is not a stored message of the room.
+    #[allow(
+        dead_code,
+        reason = "sent by the server API (issue #13), which lands on its own branch"
+    )]
+    Redact {
+        peer: Arc<Peer>,
+        id: u32,
+        seq: u64,
+    },
+    /// The stored frame of a deletion's target, read on the blocking pool (`None`: not stored).
+    RedactRead {
+        peer: Arc<Peer>,
+        id: u32,
+        target: u64,
+        read: Result<Option<Bytes>, Arc<StoreError>>,
+    },
+    /// End every subscription held by a connection of `user`, as `unsub` would, telling each
+    /// connection with `unsubbed` (SPEC.md 5.7); replies how many were ended.
+    #[allow(
+        dead_code,
+        reason = "sent by the server API (issue #13), which lands on its own branch"
+    )]
+    RemoveUser {
+        user: Arc<str>,
+        reply: oneshot::Sender<usize>,
     },
     Get {
         peer: Arc<Peer>,

@@ -43,6 +43,9 @@ pub(super) struct Room {
     /// What `members` counts against `rooms.presence_bytes`.
     pub(super) presence_bytes: usize,
     pub(super) pending: Vec<Pending>,
+    /// Messages whose deletion is under way (target read from disk, pending or in flight),
+    /// with the later requests to delete the same message, answered by its outcome.
+    pub(super) redacting: HashMap<u64, Vec<(Arc<Peer>, u32)>>,
     pub(super) in_flight: Vec<Written>,
     pub(super) trim_wanted: bool,
     /// Subscribers being paged through history; retention waits for them.
@@ -53,6 +56,9 @@ pub(super) struct Room {
 
 pub(super) struct Sub {
     pub(super) peer: Arc<Peer>,
+    /// The `sub` request's id: the connection tells this subscription from a later one by it
+    /// when the room ends it ([`Peer::refuse_sub`]).
+    pub(super) id: u32,
     /// Receives live broadcasts; otherwise a replay is in progress.
     pub(super) live: bool,
     /// Next seq this subscriber must receive while replaying.
@@ -81,6 +87,20 @@ pub(super) enum Pending {
         id: u32,
         op: Mutation,
     },
+    /// Deleting a message (SPEC.md 5.6).
+    Redact {
+        peer: Arc<Peer>,
+        id: u32,
+        stub: Stub,
+    },
+}
+
+/// What a deleted message keeps: its seq, time and author (SPEC.md 5.6).
+pub(super) struct Stub {
+    pub(super) target: u64,
+    pub(super) ts: u64,
+    pub(super) from: String,
+    pub(super) uid: Option<String>,
 }
 
 /// An entry of the batch in flight, with who to answer once it is durable.
@@ -104,6 +124,14 @@ pub(super) enum Reply {
         peer: Arc<Peer>,
         id: u32,
         effect: Effect,
+    },
+    /// A deletion: `ack` with the `del` entry's seq, and the target's stub (a WebSocket frame)
+    /// replaces it in the cache.
+    Redacted {
+        peer: Arc<Peer>,
+        id: u32,
+        target: u64,
+        stub: Bytes,
     },
 }
 

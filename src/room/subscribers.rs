@@ -87,6 +87,7 @@ impl Room {
         self.next_token += 1;
         let mut sub = Sub {
             peer,
+            id,
             live: false,
             next: first,
             presence: want_presence,
@@ -303,10 +304,46 @@ impl Room {
         }
     }
 
+    /// Ends every subscription held by a connection of `user`, as its `unsub` would (presence
+    /// `leave` to the others, replay and snapshot stopped), and tells each connection with
+    /// `unsubbed` (SPEC.md 5.7); returns how many were ended.
+    pub(super) fn remove_user(&mut self, user: &str) -> usize {
+        let conns: Vec<Arc<str>> = self
+            .subs
+            .iter()
+            .filter(|(_, s)| s.peer.user.as_deref() == Some(user))
+            .map(|(conn, _)| conn.clone())
+            .collect();
+        // All out first, so the user's connections are not sent each other's `leave`.
+        let theirs: Vec<(Arc<str>, Sub)> = conns
+            .into_iter()
+            .filter_map(|c| self.subs.remove(&c).map(|s| (c, s)))
+            .collect();
+        let n = theirs.len();
+        for (conn, sub) in theirs {
+            let (peer, id) = (sub.peer.clone(), sub.id);
+            self.ended(&conn, sub);
+            // Before the event: the connection forgets the subscription before it reads the
+            // client's next request, so an `unsub` gets 404 and a new `sub` is taken.
+            peer.refuse_sub(&self.name, id);
+            peer.send(&ServerFrame::Unsubbed {
+                room: String::from(&*self.name),
+            });
+        }
+        n
+    }
+
     pub(super) fn remove_sub(&mut self, conn: &Arc<str>) -> bool {
         let Some(sub) = self.subs.remove(conn) else {
             return false;
         };
+        self.ended(conn, sub);
+        true
+    }
+
+    /// A subscription taken out of `subs`: its replay and snapshot stop counting (and the
+    /// snapshot task stops), and its presence leaves.
+    fn ended(&mut self, conn: &Arc<str>, sub: Sub) {
         if !sub.live {
             self.replays = self.replays.saturating_sub(1);
         }
@@ -321,7 +358,6 @@ impl Room {
                 user: member.user.as_deref().map(str::to_string),
             });
         }
-        true
     }
 
     /// Queues `frames` (one or more complete WebSocket frames, `entries` log entries) to every

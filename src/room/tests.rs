@@ -451,3 +451,399 @@ async fn requests_during_a_commit_wait_for_the_next_batch_and_retries_share_its_
     assert!(f.room.pending.is_empty());
     f.env.writer.stop().await;
 }
+
+fn redact(f: &mut Fixture, peer: &Arc<Peer>, id: u32, seq: u64) {
+    f.room.handle(Command::Redact {
+        peer: peer.clone(),
+        id,
+        seq,
+    });
+}
+
+/// The room's stored history, oldest first, decoded.
+async fn history(f: &Fixture) -> Vec<ServerFrame> {
+    let store = f.env.store.clone();
+    let (items, _) =
+        tokio::task::spawn_blocking(move || store.history("r", None, None, 1000, usize::MAX))
+            .await
+            .unwrap()
+            .unwrap();
+    items
+        .iter()
+        .map(|b| codec::decode_server(b).unwrap())
+        .collect()
+}
+
+/// A deleted message's stub: `target`'s place, time and author, no data, deleted by `by`.
+fn is_stub(frame: &ServerFrame, target: u64, by: u64) -> bool {
+    matches!(frame, ServerFrame::Msg { seq, data, deleted: Some(d), from, .. }
+        if *seq == target && data.is_empty() && *d == by && from == "p")
+}
+
+fn is_del(frame: &ServerFrame, seq_: u64, target_: u64) -> bool {
+    matches!(frame, ServerFrame::Del { seq, target, from, .. }
+        if *seq == seq_ && *target == target_ && from == "m")
+}
+
+/// A deletion is an entry of its own, acknowledged once durable, seen live; the target is a
+/// stub in the database, in the cache and in a replay from disk.
+#[tokio::test]
+async fn a_deleted_message_becomes_a_stub_and_its_del_entry_follows_everywhere() {
+    let mut f = Fixture::new(RoomLimits {
+        cache_entries: 3,
+        ..limits()
+    })
+    .await;
+    let (p, m, live) = (peer("p"), peer("m"), peer("live"));
+    subscribe(&mut f, &live, None);
+    for i in 1..=3u32 {
+        f.publish(&p, i, &[i as u8]);
+    }
+    f.mutate(&p, 4, put("k", 1));
+    f.commit().await;
+    let stored = history(&f).await;
+    let ServerFrame::Msg { ts: ts2, .. } = stored[1] else {
+        panic!("seq 2 is a message")
+    };
+    frames(&p);
+    frames(&live);
+
+    redact(&mut f, &m, 9, 2);
+    assert!(frames(&m).is_empty(), "nothing answered before the commit");
+    f.commit().await;
+    assert!(matches!(
+        frames(&m)[..],
+        [ServerFrame::Ack {
+            id: 9,
+            seq: 5,
+            dup: None
+        }]
+    ));
+    let got = frames(&live);
+    assert_eq!(got.len(), 1);
+    assert!(is_del(&got[0], 5, 2), "live: {got:?}");
+
+    // History: the stub keeps its seq, time and author; the `del` entry is seq 5.
+    let hist = history(&f).await;
+    assert_eq!(seqs(&hist), [1, 2, 3, 4, 5]);
+    assert!(is_stub(&hist[1], 2, 5), "{:?}", hist[1]);
+    assert!(matches!(hist[1], ServerFrame::Msg { ts, .. } if ts == ts2));
+    assert!(matches!(&hist[0], ServerFrame::Msg { data, deleted: None, .. } if data == &[1]));
+    assert!(is_del(&hist[4], 5, 2));
+
+    // A subscriber resuming from the cache (it holds seqs 3 to 5).
+    let cached = peer("cached");
+    subscribe(&mut f, &cached, Some(2));
+    assert_eq!(f.room.replays, 0);
+    assert_eq!(seqs(&frames(&cached)), [3, 4, 5]);
+
+    // A subscriber resuming from before the target is paged from disk: the stub, then `del`.
+    let behind = peer("behind");
+    subscribe(&mut f, &behind, Some(0));
+    assert_eq!(f.room.replays, 1);
+    while f.room.replays > 0 {
+        let cmd = f.next_command().await;
+        f.room.handle(cmd);
+    }
+    let got = frames(&behind);
+    assert_eq!(seqs(&got), [1, 2, 3, 4, 5]);
+    assert!(is_stub(&got[2], 2, 5), "{:?}", got[2]);
+    assert!(is_del(&got[5], 5, 2));
+    f.env.writer.stop().await;
+}
+
+/// A message in the cache is stubbed there too, so a subscriber catching up from the cache
+/// gets the stub, not the payload.
+#[tokio::test]
+async fn the_cache_holds_the_stub_after_a_deletion() {
+    let mut f = Fixture::new(limits()).await;
+    let (p, m) = (peer("p"), peer("m"));
+    f.publish(&p, 1, b"secret");
+    f.commit().await;
+    redact(&mut f, &m, 2, 1);
+    f.commit().await;
+    let s = peer("s");
+    subscribe(&mut f, &s, Some(0));
+    assert_eq!(f.room.replays, 0, "caught up from the cache");
+    let got = frames(&s);
+    assert!(is_stub(&got[1], 1, 2), "{:?}", got[1]);
+    assert!(is_del(&got[2], 2, 1));
+    f.env.writer.stop().await;
+}
+
+/// Deleting a deleted message stores nothing and answers the first deletion's seq, whether
+/// the first is durable already, in flight, or still reading its target from disk.
+#[tokio::test]
+async fn a_second_deletion_of_a_message_is_a_duplicate() {
+    let mut f = Fixture::new(RoomLimits {
+        cache_entries: 1,
+        ..limits()
+    })
+    .await;
+    let (p, m) = (peer("p"), peer("m"));
+    for i in 1..=4u32 {
+        f.publish(&p, i, &[i as u8]);
+    }
+    f.commit().await;
+
+    // In the cache (seq 4): two requests before the commit.
+    redact(&mut f, &m, 10, 4);
+    redact(&mut f, &m, 11, 4);
+    f.commit().await;
+    let ack = |id, seq, dup| ServerFrame::Ack { id, seq, dup };
+    assert_eq!(frames(&m), [ack(10, 5, None), ack(11, 5, Some(true))]);
+    // Later, from the stub in the cache... (the cache now holds seq 5 only: from disk).
+    redact(&mut f, &m, 12, 4);
+    let cmd = f.next_command().await;
+    assert!(matches!(cmd, Command::RedactRead { target: 4, .. }));
+    f.room.handle(cmd);
+    assert_eq!(frames(&m), [ack(12, 5, Some(true))]);
+
+    // Not in the cache: the target is read from disk while more requests for it arrive.
+    redact(&mut f, &m, 20, 2);
+    redact(&mut f, &m, 21, 2);
+    let cmd = f.next_command().await;
+    redact(&mut f, &m, 22, 2);
+    f.room.handle(cmd);
+    f.commit().await;
+    assert_eq!(
+        frames(&m),
+        [
+            ack(20, 6, None),
+            ack(21, 6, Some(true)),
+            ack(22, 6, Some(true))
+        ]
+    );
+    assert_eq!(f.room.head, 6);
+    assert!(f.room.redacting.is_empty());
+    let hist = history(&f).await;
+    assert_eq!(seqs(&hist), [1, 2, 3, 4, 5, 6]);
+    f.env.writer.stop().await;
+}
+
+/// Only stored messages can be deleted; anything else is a 406 and stores nothing.
+#[tokio::test]
+async fn deleting_what_is_not_a_stored_message_is_a_bad_request() {
+    let mut f = Fixture::new(RoomLimits {
+        cache_entries: 1,
+        ..limits()
+    })
+    .await;
+    let (p, m) = (peer("p"), peer("m"));
+    f.publish(&p, 1, b"a");
+    f.mutate(&p, 2, put("k", 1));
+    f.publish(&p, 3, b"b");
+    f.commit().await;
+    redact(&mut f, &m, 4, 3);
+    f.commit().await;
+    frames(&m);
+    assert_eq!(f.room.head, 4);
+
+    // 0 and beyond the head: refused at once.
+    for (id, seq) in [(10, 0), (11, 5), (12, 99)] {
+        redact(&mut f, &m, id, seq);
+    }
+    // A state entry (seq 2, read from disk) and the `del` entry (seq 4, in the cache).
+    redact(&mut f, &m, 13, 2);
+    let cmd = f.next_command().await;
+    f.room.handle(cmd);
+    redact(&mut f, &m, 14, 4);
+    f.commit().await;
+    let bad = ErrorCode::BadRequest.as_u16();
+    let answers = frames(&m);
+    let ids: Vec<u32> = answers
+        .iter()
+        .map(|a| match a {
+            ServerFrame::Err {
+                id: Some(id),
+                code,
+                msg,
+                ..
+            } if *code == bad => {
+                assert!(msg.contains("seq"), "{msg}");
+                *id
+            }
+            other => panic!("not a 406: {other:?}"),
+        })
+        .collect();
+    assert_eq!(ids, [10, 11, 12, 13, 14]);
+    assert_eq!(f.room.head, 4, "nothing stored");
+
+    // Trimmed: before the room's earliest seq.
+    f.room.earliest = 2;
+    redact(&mut f, &m, 15, 1);
+    assert!(
+        matches!(&frames(&m)[..], [ServerFrame::Err { id: Some(15), code, .. }] if *code == bad)
+    );
+    f.env.writer.stop().await;
+}
+
+/// Restart: the stub and the `del` entry come back from disk (cache and history), a second
+/// deletion is still a duplicate, and a retried publish of the deleted message is still a
+/// duplicate (the stub kept its `mid`).
+#[tokio::test]
+async fn a_deletion_survives_a_restart() {
+    let mut f = Fixture::new(limits()).await;
+    let (p, m) = (peer("p"), peer("m"));
+    f.room.handle(Command::Publish {
+        peer: p.clone(),
+        id: 1,
+        data: b"oops".to_vec(),
+        mid: Some("m1".into()),
+        received: Instant::now(),
+    });
+    f.publish(&p, 2, b"fine");
+    f.commit().await;
+    redact(&mut f, &m, 3, 1);
+    f.commit().await;
+    assert_eq!(
+        frames(&m),
+        [ServerFrame::Ack {
+            id: 3,
+            seq: 3,
+            dup: None
+        }]
+    );
+    frames(&p);
+    f.env.writer.stop().await;
+
+    // The store closes when its last handle goes (the room's, the writer threads').
+    let Fixture {
+        _dir: dir,
+        env,
+        room,
+        rx,
+    } = f;
+    drop((room, rx, env));
+    let mut tries = 0;
+    let store = loop {
+        match Store::open(dir.path(), 1 << 20) {
+            Ok(store) => break store,
+            Err(e) if tries == 100 => panic!("the store did not close: {e}"),
+            Err(_) => tries += 1,
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let writer = WriterHandle::spawn(store.clone(), &StorageConfig::default()).unwrap();
+    let env = Arc::new(RoomEnv {
+        store,
+        writer,
+        limits: limits(),
+        background: tokio_util::task::TaskTracker::new(),
+    });
+    let name: Arc<str> = Arc::from("r");
+    let (tx, rx) = mpsc::channel(64);
+    let snap = load(&env, &name).await.unwrap();
+    let room = Room::new(name, env.clone(), tx, snap);
+    let mut f = Fixture {
+        _dir: dir,
+        env,
+        room,
+        rx,
+    };
+    assert_eq!(f.room.head, 3);
+    let hist = history(&f).await;
+    assert!(is_stub(&hist[0], 1, 3), "{:?}", hist[0]);
+    assert!(is_del(&hist[2], 3, 1));
+    let s = peer("s");
+    subscribe(&mut f, &s, Some(0));
+    let got = frames(&s);
+    assert!(is_stub(&got[1], 1, 3), "cache after load: {:?}", got[1]);
+
+    redact(&mut f, &m, 4, 1);
+    f.room.handle(Command::Publish {
+        peer: p.clone(),
+        id: 5,
+        data: b"oops".to_vec(),
+        mid: Some("m1".into()),
+        received: Instant::now(),
+    });
+    f.commit().await;
+    assert_eq!(
+        frames(&m),
+        [ServerFrame::Ack {
+            id: 4,
+            seq: 3,
+            dup: Some(true)
+        }]
+    );
+    assert_eq!(
+        frames(&p),
+        [ServerFrame::Ack {
+            id: 5,
+            seq: 1,
+            dup: Some(true)
+        }]
+    );
+    assert_eq!(f.room.head, 3, "nothing stored");
+    f.env.writer.stop().await;
+}
+
+/// A connection of the given user, with a roomy outbox.
+fn user_peer(conn: &str, user: &str) -> Arc<Peer> {
+    Arc::new(Peer {
+        user: Some(user.into()),
+        ..Arc::into_inner(peer(conn)).unwrap()
+    })
+}
+
+/// `RemoveUser` ends the user's subscriptions as `unsub` would, tells each of its connections
+/// with `unsubbed`, and has them forget the subscription; others stay.
+#[tokio::test]
+async fn removing_a_user_ends_its_subscriptions_with_unsubbed() {
+    let mut f = Fixture::new(limits()).await;
+    let (a1, a2, b) = (
+        user_peer("a1", "ann"),
+        user_peer("a2", "ann"),
+        user_peer("b", "bob"),
+    );
+    for (p, id) in [(&a1, 7u32), (&a2, 8), (&b, 9)] {
+        f.room.handle(Command::Subscribe {
+            peer: p.clone(),
+            id,
+            since: None,
+            state: false,
+            presence: true,
+            info: Some(Bytes::from_static(b"\x80")),
+            allow: None,
+        });
+    }
+    for p in [&a1, &a2, &b] {
+        frames(p);
+    }
+    let (reply, count) = tokio::sync::oneshot::channel();
+    f.room.handle(Command::RemoveUser {
+        user: "ann".into(),
+        reply,
+    });
+    assert_eq!(count.await.unwrap(), 2);
+    for (p, id) in [(&a1, 7), (&a2, 8)] {
+        // Not each other's `leave`: they are removed together.
+        assert_eq!(frames(p), [ServerFrame::Unsubbed { room: "r".into() }]);
+        assert_eq!(p.take_refused(), [(Arc::from("r"), id)]);
+    }
+    let left: Vec<String> = frames(&b)
+        .into_iter()
+        .map(|fr| match fr {
+            ServerFrame::Leave { conn, .. } => conn,
+            other => panic!("not a leave: {other:?}"),
+        })
+        .collect();
+    assert_eq!(left.len(), 2);
+    assert!(b.take_refused().is_empty());
+    assert_eq!(f.room.subs.len(), 1);
+    assert_eq!(f.room.members.len(), 1);
+
+    // Nothing more reaches the removed connections.
+    f.publish(&b, 1, b"x");
+    f.commit().await;
+    assert!(frames(&a1).is_empty());
+    assert_eq!(seqs(&frames(&b)), [1]);
+    let (reply, count) = tokio::sync::oneshot::channel();
+    f.room.handle(Command::RemoveUser {
+        user: "ann".into(),
+        reply,
+    });
+    assert_eq!(count.await.unwrap(), 0);
+    f.env.writer.stop().await;
+}

@@ -86,6 +86,7 @@ pub(super) fn apply<'a, R: Applicable + 'a>(
             for (seq, rec) in &w.entries {
                 entries.insert((room_id, *seq), rec.as_slice())?;
             }
+            redact(&mut entries, room_id, &w.redactions)?;
             apply_state(&mut state, room_id, &w.state)?;
             let earliest = match w.trim {
                 Some(t) => Some(trim(&mut entries, room_id, t)?),
@@ -107,7 +108,10 @@ pub(super) fn apply<'a, R: Applicable + 'a>(
         for (room, seq, rec) in sorted {
             entries.insert((room, seq), rec)?;
         }
+        // After every entry: a redaction's target is older than the entry that deletes it, so
+        // it is in the table by now (or gone for good), whichever group of this apply logged it.
         for (w, &room) in writes.zip(&ids) {
+            redact(&mut entries, room, &w.redactions)?;
             apply_state(&mut state, room, &w.state)?;
         }
         ids.iter()
@@ -191,6 +195,29 @@ fn apply_state(
     Ok(())
 }
 
+/// Rewrites entries in place with new event frames (deleted messages' stubs, SPEC.md 5.6),
+/// keeping each record's `ts` (retention by age) and dedup key (a retried `pub` stays a
+/// duplicate). An entry no longer stored is left alone: retention removed it, and recovery
+/// applying the same redaction again must not bring it back.
+fn redact(
+    entries: &mut redb::Table<(u64, u64), &[u8]>,
+    room: u64,
+    redactions: &[(u64, Vec<u8>)],
+) -> Result<(), StoreError> {
+    for (seq, frame) in redactions {
+        let rec = entries
+            .get((room, *seq))?
+            .and_then(|old| {
+                record::decode_log(old.value()).map(|r| (r.ts, r.dedup.map(str::to_string)))
+            })
+            .map(|(ts, dedup)| record::encode_log(ts, dedup.as_deref(), frame));
+        if let Some(rec) = rec {
+            entries.insert((room, *seq), rec.as_slice())?;
+        }
+    }
+    Ok(())
+}
+
 /// Deletes the room's entries below the cut; returns the first retained seq.
 fn trim(
     entries: &mut redb::Table<(u64, u64), &[u8]>,
@@ -261,6 +288,7 @@ mod tests {
                 .map(|&s| (s, record::encode_log(s, None, b"x")))
                 .collect(),
             state: vec![("k".into(), Some(vec![1]))],
+            redactions: Vec::new(),
             trim,
         }
     }
@@ -324,5 +352,79 @@ mod tests {
         assert_eq!(kept, [3, 4]);
         drop((rooms, entries, txn));
         assert_eq!(wal_position(&db).unwrap(), (2, 0, 0));
+    }
+
+    fn stored(db: &redb::Database, room: u64) -> Vec<(u64, Vec<u8>)> {
+        let txn = db.begin_read().unwrap();
+        let entries = txn.open_table(ENTRIES).unwrap();
+        entries
+            .range((room, 0)..=(room, u64::MAX))
+            .unwrap()
+            .map(|e| {
+                let (k, v) = e.unwrap();
+                (k.value().1, v.value().to_vec())
+            })
+            .collect()
+    }
+
+    /// A redaction rewrites its target's frame, keeping the record's ts and dedup key, after
+    /// the entries of the same apply (its target may be among them); applied again (recovery)
+    /// it changes nothing, and it never brings back a trimmed entry.
+    #[test]
+    fn redactions_rewrite_in_place_keep_ts_and_dedup_and_are_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = redb::Database::create(dir.path().join("t.redb")).unwrap();
+        create_tables(&db).unwrap();
+        let created = LoggedRoom::Created {
+            id: 1,
+            name: "r".into(),
+            epoch: 1,
+        };
+        let first = RoomWrite {
+            room: created,
+            entries: vec![
+                (1, record::encode_log(10, Some("c\0m"), b"one")),
+                (2, record::encode_log(11, None, b"two")),
+            ],
+            state: Vec::new(),
+            redactions: Vec::new(),
+            trim: None,
+        };
+        let del = RoomWrite {
+            room: LoggedRoom::Id(1),
+            entries: vec![(3, record::encode_log(12, None, b"del"))],
+            state: Vec::new(),
+            redactions: vec![(1, b"stub".to_vec())],
+            trim: None,
+        };
+        // One apply holding the target's group and the redaction's, as after a crash.
+        for _ in 0..2 {
+            let txn = db.begin_write().unwrap();
+            apply(&txn, [&first, &del].into_iter(), Some(2)).unwrap();
+            txn.commit().unwrap();
+            let got = stored(&db, 1);
+            assert_eq!(got.len(), 3);
+            let r = record::decode_log(&got[0].1).unwrap();
+            assert_eq!((r.ts, r.dedup, r.frame), (10, Some("c\0m"), &b"stub"[..]));
+            assert_eq!(got[1].1, record::encode_log(11, None, b"two"));
+        }
+
+        // Trimmed, then the redaction applied again: the entry stays gone.
+        let trim = RoomWrite {
+            room: LoggedRoom::Id(1),
+            entries: Vec::new(),
+            state: Vec::new(),
+            redactions: Vec::new(),
+            trim: Some(Trim {
+                before_seq: 2,
+                older_than_ms: None,
+                head: 3,
+            }),
+        };
+        let txn = db.begin_write().unwrap();
+        apply(&txn, [&trim, &del].into_iter(), Some(3)).unwrap();
+        txn.commit().unwrap();
+        let seqs: Vec<u64> = stored(&db, 1).iter().map(|(s, _)| *s).collect();
+        assert_eq!(seqs, [2, 3]);
     }
 }

@@ -79,6 +79,11 @@ pub(crate) struct RoomWrite<R = RoomRef> {
     pub entries: Vec<(u64, Vec<u8>)>,
     /// (key, new state record or `None` to delete)
     pub state: Vec<(String, Option<Vec<u8>>)>,
+    /// (seq, new event frame) of earlier entries rewritten in place: a deleted message's stub
+    /// (SPEC.md 5.6). Applied after `entries`, in log order; the stored record keeps its `ts`
+    /// and dedup key (so a retried `pub` of a deleted message is still a duplicate), and an
+    /// entry that is gone (trimmed) stays gone, so applying it again at recovery changes nothing.
+    pub redactions: Vec<(u64, Vec<u8>)>,
     pub trim: Option<Trim>,
 }
 
@@ -92,6 +97,7 @@ impl<R> RoomWrite<R> {
             room,
             entries: self.entries,
             state: self.state,
+            redactions: self.redactions,
             trim: self.trim,
         }
     }
@@ -104,7 +110,8 @@ impl<R> RoomWrite<R> {
             .iter()
             .map(|(k, r)| k.len() + r.as_ref().map_or(0, Vec::len) + 48)
             .sum();
-        entries + state + 64
+        let redactions: usize = self.redactions.iter().map(|(_, f)| f.len() + 32).sum();
+        entries + state + redactions + 64
     }
 }
 

@@ -139,6 +139,17 @@ impl Store {
         Ok(out)
     }
 
+    /// One entry of a room's log as a WebSocket frame, if it is stored (a message about to be
+    /// deleted that has left the room's cache).
+    pub(crate) fn read_entry(&self, room: u64, seq: u64) -> Result<Option<Bytes>, StoreError> {
+        let txn = self.read_txn()?;
+        let entries = txn.open_table(ENTRIES)?;
+        let Some(v) = entries.get((room, seq))? else {
+            return Ok(None);
+        };
+        Ok(record::decode_log(v.value()).map(|r| crate::wire::wrap(r.frame)))
+    }
+
     /// One page of a room's history (SPEC.md 4.4): frames ascending, and whether more exist in
     /// the paging direction. The page ends before `limit` entries or before its frames would
     /// exceed `max_bytes` (but holds at least one entry), whichever comes first; entries past

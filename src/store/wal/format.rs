@@ -3,7 +3,9 @@
 //! A record is `len u32 | crc32 u32 | commit u64 | body` (little-endian; `len` covers `commit`
 //! and `body`, the CRC covers the cycle's salt, `commit` and `body`). The body is one group:
 //! `count u32`, then per room write its room (tag `0` id, `1` a new room from logs written
-//! before `2`, `2` a new room with its id), entries, state changes and trim.
+//! before `2`, `2` a new room with its id), entries, state changes, then a flags byte (bit 0: a
+//! trim follows, bit 1: redactions follow; logs written before redactions have only bit 0) and
+//! those.
 
 use std::sync::Arc;
 
@@ -126,14 +128,19 @@ fn encode_group<'a, R: EncodeRoom + 'a>(
                 None => out.push(0),
             }
         }
-        match w.trim {
-            Some(t) => {
-                out.push(1);
-                out.extend_from_slice(&t.before_seq.to_le_bytes());
-                out.extend_from_slice(&t.older_than_ms.map_or(u64::MAX, |v| v).to_le_bytes());
-                out.extend_from_slice(&t.head.to_le_bytes());
+        let flags = u8::from(w.trim.is_some()) | (u8::from(!w.redactions.is_empty()) << 1);
+        out.push(flags);
+        if let Some(t) = w.trim {
+            out.extend_from_slice(&t.before_seq.to_le_bytes());
+            out.extend_from_slice(&t.older_than_ms.map_or(u64::MAX, |v| v).to_le_bytes());
+            out.extend_from_slice(&t.head.to_le_bytes());
+        }
+        if !w.redactions.is_empty() {
+            put_u32(out, w.redactions.len());
+            for (seq, frame) in &w.redactions {
+                out.extend_from_slice(&seq.to_le_bytes());
+                put_bytes(out, frame);
             }
-            None => out.push(0),
         }
     }
 }
@@ -191,19 +198,31 @@ pub(super) fn decode_group(body: &[u8]) -> Option<Vec<RoomWrite<RecoveredRoom>>>
                 Some((key, rec))
             })
             .collect::<Option<Vec<_>>>()?;
-        let trim = match r.u8()? {
-            0 => None,
-            1 => Some(Trim {
+        let flags = r.u8()?;
+        if flags > 3 {
+            return None;
+        }
+        let trim = if flags & 1 == 1 {
+            Some(Trim {
                 before_seq: r.u64()?,
                 older_than_ms: Some(r.u64()?).filter(|v| *v != u64::MAX),
                 head: r.u64()?,
-            }),
-            _ => return None,
+            })
+        } else {
+            None
+        };
+        let redactions = if flags & 2 == 2 {
+            (0..r.u32()?)
+                .map(|_| Some((r.u64()?, r.bytes()?.to_vec())))
+                .collect::<Option<Vec<_>>>()?
+        } else {
+            Vec::new()
         };
         writes.push(RoomWrite {
             room,
             entries,
             state,
+            redactions,
             trim,
         });
     }

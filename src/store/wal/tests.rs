@@ -15,6 +15,7 @@ fn write(id: u64, seqs: std::ops::Range<u64>) -> RoomWrite<RecoveredRoom> {
         room: RecoveredRoom::Logged(LoggedRoom::Id(id)),
         entries: seqs.map(|s| (s, vec![s as u8; 10])).collect(),
         state: vec![("k".into(), Some(vec![1, 2])), ("gone".into(), None)],
+        redactions: vec![(1, b"stub".to_vec())],
         trim: Some(Trim {
             before_seq: 2,
             older_than_ms: None,
@@ -37,6 +38,7 @@ fn a_scan_returns_the_run_of_appended_records_and_stops_at_older_ones() {
         },
         entries: vec![],
         state: vec![],
+        redactions: vec![],
         trim: None,
     };
     let created = RoomWrite {
@@ -47,6 +49,7 @@ fn a_scan_returns_the_run_of_appended_records_and_stops_at_older_ones() {
         }),
         entries: vec![(1, b"first".to_vec())],
         state: vec![],
+        redactions: vec![],
         trim: None,
     };
     wal.append(6, [write(1, 0..1), new_room, created].iter(), true)
@@ -58,6 +61,8 @@ fn a_scan_returns_the_run_of_appended_records_and_stops_at_older_ones() {
     );
     assert_eq!(all[2].writes[0].entries.len(), 3);
     assert_eq!(all[2].writes[0].state[1], ("gone".to_string(), None));
+    assert_eq!(all[2].writes[0].redactions, [(1, b"stub".to_vec())]);
+    assert!(all[5].writes[1].redactions.is_empty());
     assert!(
         matches!(&all[5].writes[1].room, RecoveredRoom::LegacyNew { name, epoch: 7 } if &**name == "lobby")
     );
@@ -185,6 +190,7 @@ fn sized(seq: u64, len: usize) -> RoomWrite<RecoveredRoom> {
         room: RecoveredRoom::Logged(LoggedRoom::Id(1)),
         entries: vec![(seq, vec![7; len])],
         state: Vec::new(),
+        redactions: Vec::new(),
         trim: None,
     }
 }
@@ -254,4 +260,57 @@ fn a_reset_empties_both_files_and_starts_over() {
     wal.append(3, [write(1, 0..1)].iter(), true).unwrap();
     let got = Wal::open(dir.path()).unwrap().scan(1, 9, 2).unwrap();
     assert_eq!(got.iter().map(|l| l.commit).collect::<Vec<_>>(), [3]);
+}
+
+/// A deletion logged and never applied (a crash before redb saw it) is applied by recovery:
+/// the target is a stub in redb afterwards, with its ts and dedup key.
+#[tokio::test]
+async fn recovery_applies_a_logged_redaction() {
+    use crate::config::StorageConfig;
+    use crate::store::{record, Store, WriterHandle};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 1 << 20).unwrap();
+    let mut wal = Wal::open(dir.path()).unwrap();
+    let created = RoomWrite {
+        room: LoggedRoom::Created {
+            id: 1,
+            name: "r".into(),
+            epoch: 3,
+        },
+        entries: vec![(1, record::encode_log(5, Some("c\0m"), b"\x81\xa1t\xa3msg"))],
+        state: Vec::new(),
+        redactions: Vec::new(),
+        trim: None,
+    };
+    let del = RoomWrite {
+        room: LoggedRoom::Id(1),
+        entries: vec![(2, record::encode_log(6, None, b"\x81\xa1t\xa3del"))],
+        state: Vec::new(),
+        redactions: vec![(1, b"\x81\xa1t\xa4stub".to_vec())],
+        trim: None,
+    };
+    wal.append(1, [created].iter(), true).unwrap();
+    wal.append(2, [del].iter(), true).unwrap();
+    drop(wal);
+
+    let writer = WriterHandle::spawn(store.clone(), &StorageConfig::default()).unwrap();
+    let read = store.clone();
+    let got = tokio::task::spawn_blocking(move || read.read_forward(1, 1, 10, usize::MAX))
+        .await
+        .unwrap()
+        .unwrap();
+    let bodies: Vec<&[u8]> = got.iter().map(|(_, f)| crate::wire::payload(f)).collect();
+    assert_eq!(
+        bodies,
+        [&b"\x81\xa1t\xa4stub"[..], &b"\x81\xa1t\xa3del"[..]]
+    );
+    {
+        let txn = redb::ReadableDatabase::begin_read(&*store.db().unwrap()).unwrap();
+        let entries = txn.open_table(crate::store::tables::ENTRIES).unwrap();
+        let raw = redb::ReadableTable::get(&entries, (1, 1)).unwrap().unwrap();
+        let rec = record::decode_log(raw.value()).unwrap();
+        assert_eq!((rec.ts, rec.dedup), (5, Some("c\0m")));
+    }
+    writer.stop().await;
 }

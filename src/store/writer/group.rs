@@ -96,6 +96,7 @@ impl Writer {
                     room,
                     entries: w.entries,
                     state: w.state,
+                    redactions: w.redactions,
                     trim: w.trim,
                 }
             })

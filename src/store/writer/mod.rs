@@ -172,6 +172,10 @@ impl WriterHandle {
     /// a new room or a trim (their outcome comes from redb), a batch over [`ROOM_LOG_MAX`], a
     /// log someone else holds, or one that must grow first (a zero-fill and an fsync: not for a
     /// runtime thread).
+    #[allow(
+        clippy::result_large_err,
+        reason = "the write comes back whole to be submitted; boxing it would cost an allocation per batch to move a few words"
+    )]
     pub(crate) fn try_log(&self, write: RoomWrite) -> Result<CommitResult, RoomWrite> {
         let shared = &*self.shared;
         let RoomRef::Id(room_id) = write.room else {
