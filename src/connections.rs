@@ -37,13 +37,14 @@ impl Connections {
         self.lock().values().map(|c| c.outbox.clone()).collect()
     }
 
-    /// Closes every connection of `user` with `reason` (its queued frames go out first);
-    /// returns how many were open.
+    /// Closes every open connection of `user` with `reason` (its queued frames go out first);
+    /// returns how many there were. One already closing (its task not yet ended) is not
+    /// counted again.
     pub(crate) fn close_user(&self, user: &str, reason: CloseReason) -> usize {
         let matching: Vec<Outbox> = self
             .lock()
             .values()
-            .filter(|c| c.user.as_deref() == Some(user))
+            .filter(|c| c.user.as_deref() == Some(user) && !c.outbox.is_closed())
             .map(|c| c.outbox.clone())
             .collect();
         for outbox in &matching {

@@ -141,7 +141,9 @@ impl Requests<'_> {
                 ErrorCode::BadRequest,
                 "mid must not be empty",
             )),
-            Some(m) if m.len() > l.mid_bytes => Err(ReplyError::too_large("mid", m.len(), l.mid_bytes)),
+            Some(m) if m.len() > l.mid_bytes => {
+                Err(ReplyError::too_large("mid", m.len(), l.mid_bytes))
+            }
             _ => Ok(()),
         }
     }

@@ -1,5 +1,13 @@
 //! The server API against the real binary, mixed with WebSocket traffic in the same rooms.
 
+// Test code: a failed unwrap is a failed test, and helpers are shared by name.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    unreachable_pub
+)]
+
 mod common;
 
 use common::{api_at, err_code, Broker, Client};
@@ -31,8 +39,13 @@ fn packed(v: &serde_json::Value) -> Vec<u8> {
 }
 
 async fn publish(b: &Broker, room: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
-    b.api("POST", &format!("/api/v1/rooms/{room}/messages"), Some(KEY), Some(body))
-        .await
+    b.api(
+        "POST",
+        &format!("/api/v1/rooms/{room}/messages"),
+        Some(KEY),
+        Some(body),
+    )
+    .await
 }
 
 #[tokio::test]
@@ -61,7 +74,12 @@ async fn api_publishes_are_ordered_with_websocket_publishes_for_subscribers() {
     }
     // An API message's `from` names the key.
     let (status, out) = b
-        .api("GET", "/api/v1/rooms/mixed/messages?limit=1&after=0", Some(KEY), None)
+        .api(
+            "GET",
+            "/api/v1/rooms/mixed/messages?limit=1&after=0",
+            Some(KEY),
+            None,
+        )
         .await;
     assert_eq!(status, 200);
     assert_eq!(out["items"][0]["from"], "api:backend");
@@ -94,7 +112,12 @@ async fn history_pages_forward_and_backward() {
         let b = &b;
         async move {
             let (status, out) = b
-                .api("GET", &format!("/api/v1/rooms/pages/messages{q}"), Some(KEY), None)
+                .api(
+                    "GET",
+                    &format!("/api/v1/rooms/pages/messages{q}"),
+                    Some(KEY),
+                    None,
+                )
                 .await;
             assert_eq!(status, 200, "{out}");
             let seqs: Vec<u64> = out["items"]
@@ -113,7 +136,12 @@ async fn history_pages_forward_and_backward() {
     assert_eq!(get("?before=4&limit=2").await, (vec![2, 3], true));
     assert_eq!(get("?before=2").await, (vec![1], false));
     let (status, out) = b
-        .api("GET", "/api/v1/rooms/pages/messages?limit=0", Some(KEY), None)
+        .api(
+            "GET",
+            "/api/v1/rooms/pages/messages?limit=0",
+            Some(KEY),
+            None,
+        )
         .await;
     assert_eq!((status, out["code"].as_u64()), (400, Some(406)));
 }
@@ -123,17 +151,35 @@ async fn state_operations_and_concurrent_incr_sum_exactly() {
     let b = broker();
     let path = |k: &str| format!("/api/v1/rooms/counter/state/{k}");
     let (s, put) = b
-        .api("PUT", &path("title"), Some(KEY), Some(json!({"value": {"t": "hi"}})))
+        .api(
+            "PUT",
+            &path("title"),
+            Some(KEY),
+            Some(json!({"value": {"t": "hi"}})),
+        )
         .await;
     assert_eq!((s, put["ver"].as_u64()), (200, Some(1)));
     let (_, got) = b.api("GET", &path("title"), Some(KEY), None).await;
     assert_eq!(got, json!({"key": "title", "value": {"t": "hi"}, "ver": 1}));
     let (s, conflict) = b
-        .api("POST", &format!("{}/cas", path("title")), Some(KEY), Some(json!({"ver": 7, "value": 1})))
+        .api(
+            "POST",
+            &format!("{}/cas", path("title")),
+            Some(KEY),
+            Some(json!({"ver": 7, "value": 1})),
+        )
         .await;
-    assert_eq!((s, conflict["code"].as_u64(), conflict["ver"].as_u64()), (409, Some(409), Some(1)));
+    assert_eq!(
+        (s, conflict["code"].as_u64(), conflict["ver"].as_u64()),
+        (409, Some(409), Some(1))
+    );
     let (s, _) = b
-        .api("POST", &format!("{}/cas", path("title")), Some(KEY), Some(json!({"ver": 1, "value": "new"})))
+        .api(
+            "POST",
+            &format!("{}/cas", path("title")),
+            Some(KEY),
+            Some(json!({"ver": 1, "value": "new"})),
+        )
         .await;
     assert_eq!(s, 200);
 
@@ -144,7 +190,14 @@ async fn state_operations_and_concurrent_incr_sum_exactly() {
         let addr = addr.clone();
         tasks.push(tokio::spawn(async move {
             for _ in 0..25 {
-                let (s, out) = api_at(&addr, "POST", "/api/v1/rooms/counter/state/count/incr", Some(KEY), None).await;
+                let (s, out) = api_at(
+                    &addr,
+                    "POST",
+                    "/api/v1/rooms/counter/state/count/incr",
+                    Some(KEY),
+                    None,
+                )
+                .await;
                 assert_eq!(s, 200, "{out}");
             }
         }));
@@ -155,7 +208,12 @@ async fn state_operations_and_concurrent_incr_sum_exactly() {
     let (_, count) = b.api("GET", &path("count"), Some(KEY), None).await;
     assert_eq!(count["value"], 200);
     let (_, by) = b
-        .api("POST", &format!("{}/incr", path("count")), Some(KEY), Some(json!({"by": -50})))
+        .api(
+            "POST",
+            &format!("{}/incr", path("count")),
+            Some(KEY),
+            Some(json!({"by": -50})),
+        )
         .await;
     assert_eq!(by["value"], 150);
     let (s, not_int) = b
@@ -164,12 +222,22 @@ async fn state_operations_and_concurrent_incr_sum_exactly() {
     assert_eq!((s, not_int["code"].as_u64()), (422, Some(422)));
 
     let (_, list) = b
-        .api("GET", "/api/v1/rooms/counter/state?limit=1", Some(KEY), None)
+        .api(
+            "GET",
+            "/api/v1/rooms/counter/state?limit=1",
+            Some(KEY),
+            None,
+        )
         .await;
     assert_eq!(list["items"][0]["key"], "count");
     assert_eq!(list["more"], true);
     let (_, list) = b
-        .api("GET", "/api/v1/rooms/counter/state?after=count", Some(KEY), None)
+        .api(
+            "GET",
+            "/api/v1/rooms/counter/state?after=count",
+            Some(KEY),
+            None,
+        )
         .await;
     assert_eq!(list["items"][0]["key"], "title");
     assert_eq!(list["more"], false);
@@ -184,7 +252,11 @@ async fn state_operations_and_concurrent_incr_sum_exactly() {
     let mut ws = Client::connect(&b).await;
     let id = ws.id();
     match ws
-        .request(ClientFrame::Get { id, room: "counter".into(), key: "count".into() })
+        .request(ClientFrame::Get {
+            id,
+            room: "counter".into(),
+            key: "count".into(),
+        })
         .await
     {
         ServerFrame::Val { value, .. } => assert_eq!(value, Some(Value::from(150))),
@@ -209,15 +281,24 @@ async fn presence_room_info_and_room_list() {
         .await;
     assert!(matches!(reply, ServerFrame::Subbed { .. }), "{reply:?}");
     ws.publish_seq("lobby", b"x").await;
-    let (s, p) = b.api("GET", "/api/v1/rooms/lobby/presence", Some(KEY), None).await;
+    let (s, p) = b
+        .api("GET", "/api/v1/rooms/lobby/presence", Some(KEY), None)
+        .await;
     assert_eq!(s, 200);
     assert_eq!(p["members"][0]["user"], "ada");
     assert_eq!(p["members"][0]["info"], json!({"name": "Ada"}));
     assert_eq!(p["members"][0]["conn"], ws.conn.as_str());
 
-    b.api("PUT", "/api/v1/rooms/lobby/state/k", Some(KEY), Some(json!({"value": 1})))
+    b.api(
+        "PUT",
+        "/api/v1/rooms/lobby/state/k",
+        Some(KEY),
+        Some(json!({"value": 1})),
+    )
+    .await;
+    let (s, info) = b
+        .api("GET", "/api/v1/rooms/lobby", Some(READER), None)
         .await;
-    let (s, info) = b.api("GET", "/api/v1/rooms/lobby", Some(READER), None).await;
     assert_eq!(s, 200, "{info}");
     assert_eq!(info["room"], "lobby");
     assert_eq!(info["last"], 2);
@@ -230,7 +311,9 @@ async fn presence_room_info_and_room_list() {
     b.api("GET", "/api/v1/rooms/other", Some(KEY), None).await;
     let (_, rooms) = b.api("GET", "/api/v1/rooms", Some(KEY), None).await;
     assert_eq!(rooms, json!({"rooms": ["lobby", "other"], "more": false}));
-    let (_, rooms) = b.api("GET", "/api/v1/rooms?prefix=o", Some(KEY), None).await;
+    let (_, rooms) = b
+        .api("GET", "/api/v1/rooms?prefix=o", Some(KEY), None)
+        .await;
     assert_eq!(rooms["rooms"], json!(["other"]));
     let (_, rooms) = b.api("GET", "/api/v1/rooms?limit=1", Some(KEY), None).await;
     assert_eq!(rooms, json!({"rooms": ["lobby"], "more": true}));
@@ -252,11 +335,19 @@ async fn disconnecting_a_user_closes_all_their_connections_with_the_documented_c
     assert!(!roomd_protocol::CloseCode::should_reconnect(4403));
     // Others are untouched.
     let id = other.id();
-    assert!(matches!(other.request(ClientFrame::Ping { id }).await, ServerFrame::Pong { .. }));
+    assert!(matches!(
+        other.request(ClientFrame::Ping { id }).await,
+        ServerFrame::Pong { .. }
+    ));
 
     let mut again = Client::connect_query(&b, "user=mallory").await;
     let (_, out) = b
-        .api("POST", "/api/v1/users/mallory/disconnect", Some(KEY), Some(json!({"reconnect": true})))
+        .api(
+            "POST",
+            "/api/v1/users/mallory/disconnect",
+            Some(KEY),
+            Some(json!({"reconnect": true})),
+        )
         .await;
     assert_eq!(out["connections"], 1);
     assert_eq!(again.close_code().await, Some(4004));
@@ -273,7 +364,12 @@ async fn unsubscribing_a_user_ends_their_subscriptions_in_that_room_only() {
     m.sub("room-a", None).await;
     m.sub("room-b", None).await;
     let (s, out) = b
-        .api("POST", "/api/v1/rooms/room-a/users/mallory/unsubscribe", Some(KEY), None)
+        .api(
+            "POST",
+            "/api/v1/rooms/room-a/users/mallory/unsubscribe",
+            Some(KEY),
+            None,
+        )
         .await;
     assert_eq!((s, out), (200, json!({"subscriptions": 1})));
     match m.event().await {
@@ -288,10 +384,16 @@ async fn unsubscribing_a_user_ends_their_subscriptions_in_that_room_only() {
     // The connection forgot the subscription: unsub says so, and sub works again.
     let id = m.id();
     let r = m
-        .request(ClientFrame::Unsub { id, room: "room-a".into() })
+        .request(ClientFrame::Unsub {
+            id,
+            room: "room-a".into(),
+        })
         .await;
     assert_eq!(err_code(&r), 404);
-    assert!(matches!(m.sub("room-a", None).await, ServerFrame::Subbed { .. }));
+    assert!(matches!(
+        m.sub("room-a", None).await,
+        ServerFrame::Subbed { .. }
+    ));
 }
 
 #[tokio::test]
@@ -312,7 +414,12 @@ async fn a_deleted_message_leaves_history_and_replay_and_subscribers_are_told() 
     assert_eq!(again, json!({"seq": 4, "dup": true}));
     for bad in ["0", "4", "99"] {
         let (s, e) = b
-            .api("DELETE", &format!("/api/v1/rooms/del/messages/{bad}"), Some(KEY), None)
+            .api(
+                "DELETE",
+                &format!("/api/v1/rooms/del/messages/{bad}"),
+                Some(KEY),
+                None,
+            )
             .await;
         assert_eq!((s, e["code"].as_u64()), (400, Some(406)), "{bad}: {e}");
     }
@@ -323,7 +430,9 @@ async fn a_deleted_message_leaves_history_and_replay_and_subscribers_are_told() 
         ServerFrame::Del { seq, target, .. } => assert_eq!((seq, target), (4, 2)),
         other => panic!("expected del, got {other:?}"),
     }
-    let (_, h) = b.api("GET", "/api/v1/rooms/del/messages", Some(KEY), None).await;
+    let (_, h) = b
+        .api("GET", "/api/v1/rooms/del/messages", Some(KEY), None)
+        .await;
     let items = h["items"].as_array().unwrap();
     assert_eq!(items.len(), 4);
     assert_eq!(items[1]["deleted"], 4);
@@ -342,13 +451,25 @@ async fn a_deleted_message_leaves_history_and_replay_and_subscribers_are_told() 
         seen.push(resume.event().await);
     }
     match &seen[1] {
-        ServerFrame::Msg { seq: 2, data, deleted, .. } => {
+        ServerFrame::Msg {
+            seq: 2,
+            data,
+            deleted,
+            ..
+        } => {
             assert!(data.is_empty());
             assert_eq!(*deleted, Some(4));
         }
         other => panic!("{other:?}"),
     }
-    assert!(matches!(seen[3], ServerFrame::Del { seq: 4, target: 2, .. }));
+    assert!(matches!(
+        seen[3],
+        ServerFrame::Del {
+            seq: 4,
+            target: 2,
+            ..
+        }
+    ));
 }
 
 #[tokio::test]
@@ -357,11 +478,21 @@ async fn every_auth_and_scope_failure_is_a_json_error() {
     let path = "/api/v1/rooms/x/messages";
     let body = Some(json!({"data": 1}));
     let (s, e) = b.api("POST", path, None, body.clone()).await;
-    assert_eq!((s, e["code"].as_u64(), e["error"].as_str()), (401, Some(401), Some("unauthorized")));
-    let (s, e) = b.api("POST", path, Some("wrong-key-0123456789"), body.clone()).await;
+    assert_eq!(
+        (s, e["code"].as_u64(), e["error"].as_str()),
+        (401, Some(401), Some("unauthorized"))
+    );
+    let (s, e) = b
+        .api("POST", path, Some("wrong-key-0123456789"), body.clone())
+        .await;
     assert_eq!((s, e["code"].as_u64()), (401, Some(401)));
     let (s, _, out) = b
-        .http("POST", path, &[("Authorization", &format!("Basic {KEY}"))], b"{}")
+        .http(
+            "POST",
+            path,
+            &[("Authorization", &format!("Basic {KEY}"))],
+            b"{}",
+        )
         .await;
     assert_eq!(s, 401, "{}", String::from_utf8_lossy(&out));
     for (method, p, body) in [
@@ -372,7 +503,11 @@ async fn every_auth_and_scope_failure_is_a_json_error() {
         ("DELETE", "/api/v1/rooms/x/messages/1", None),
     ] {
         let (s, e) = b.api(method, p, Some(READER), body).await;
-        assert_eq!((s, e["code"].as_u64(), e["error"].as_str()), (403, Some(403), Some("forbidden")), "{method} {p}");
+        assert_eq!(
+            (s, e["code"].as_u64(), e["error"].as_str()),
+            (403, Some(403), Some("forbidden")),
+            "{method} {p}"
+        );
     }
     let (s, _) = b.api("GET", path, Some(READER), None).await;
     assert_eq!(s, 200);
@@ -390,8 +525,12 @@ async fn bad_bodies_get_the_protocols_codes() {
     ));
     let path = "/api/v1/rooms/x/messages";
     let auth = format!("Bearer {KEY}");
-    let json = [("Authorization", auth.as_str()), ("Content-Type", "application/json")];
-    let code = |out: &[u8]| serde_json::from_slice::<serde_json::Value>(out).unwrap()["code"].as_u64();
+    let json = [
+        ("Authorization", auth.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    let code =
+        |out: &[u8]| serde_json::from_slice::<serde_json::Value>(out).unwrap()["code"].as_u64();
     // Over the body bound (2 × frame): 413 with the bound.
     let (s, _, out) = b.http("POST", path, &json, &vec![b' '; 20_000]).await;
     assert_eq!((s, code(&out)), (413, Some(413)));
@@ -399,26 +538,57 @@ async fn bad_bodies_get_the_protocols_codes() {
     let big = json!({"data_b64": base64_of(&[7u8; 3000])}).to_string();
     let (s, _, out) = b.http("POST", path, &json, big.as_bytes()).await;
     let e: serde_json::Value = serde_json::from_slice(&out).unwrap();
-    assert_eq!((s, e["code"].as_u64(), e["max"].as_u64()), (413, Some(413), Some(2048)));
+    assert_eq!(
+        (s, e["code"].as_u64(), e["max"].as_u64()),
+        (413, Some(413), Some(2048))
+    );
     // Not JSON at all: 400 malformed. A wrong or unknown field: 400 bad_request (406).
     let (s, _, out) = b.http("POST", path, &json, b"{nope").await;
     assert_eq!((s, code(&out)), (400, Some(400)));
-    for body in [r#"[1, null]"#, r#"{"data": 1, "extra": 2}"#, r#"{"mid": 5, "data": 1}"#, r#"{}"#, r#"{"data": 1, "data_b64": "AA=="}"#, r#"{"data_b64": "%%%"}"#, r#"{"data": 1, "mid": ""}"#] {
+    for body in [
+        r#"[1, null]"#,
+        r#"{"data": 1, "extra": 2}"#,
+        r#"{"mid": 5, "data": 1}"#,
+        r#"{}"#,
+        r#"{"data": 1, "data_b64": "AA=="}"#,
+        r#"{"data_b64": "%%%"}"#,
+        r#"{"data": 1, "mid": ""}"#,
+    ] {
         let (s, _, out) = b.http("POST", path, &json, body.as_bytes()).await;
-        assert_eq!((s, code(&out)), (400, Some(406)), "{body}: {}", String::from_utf8_lossy(&out));
+        assert_eq!(
+            (s, code(&out)),
+            (400, Some(406)),
+            "{body}: {}",
+            String::from_utf8_lossy(&out)
+        );
     }
     // A bad room name: 400 with the protocol's bad_room.
     let (s, _, out) = b
-        .http("POST", "/api/v1/rooms/no%20spaces/messages", &json, br#"{"data": 1}"#)
+        .http(
+            "POST",
+            "/api/v1/rooms/no%20spaces/messages",
+            &json,
+            br#"{"data": 1}"#,
+        )
         .await;
     assert_eq!((s, code(&out)), (400, Some(414)));
     // Another content type: 415.
     let (s, _, _) = b
-        .http("POST", path, &[("Authorization", auth.as_str()), ("Content-Type", "text/plain")], b"hi")
+        .http(
+            "POST",
+            path,
+            &[
+                ("Authorization", auth.as_str()),
+                ("Content-Type", "text/plain"),
+            ],
+            b"hi",
+        )
         .await;
     assert_eq!(s, 415);
     // Unknown query parameters are refused too; unknown routes and methods are JSON errors.
-    let (s, e) = b.api("GET", "/api/v1/rooms/x/messages?sinse=1", Some(KEY), None).await;
+    let (s, e) = b
+        .api("GET", "/api/v1/rooms/x/messages?sinse=1", Some(KEY), None)
+        .await;
     assert_eq!((s, e["code"].as_u64()), (400, Some(406)));
     let (s, e) = b.api("GET", "/api/v1/nope", Some(KEY), None).await;
     assert_eq!((s, e["code"].as_u64()), (404, Some(405)));
@@ -427,7 +597,12 @@ async fn bad_bodies_get_the_protocols_codes() {
     // Broadcast: more rooms than allowed.
     let rooms: Vec<String> = (0..1001).map(|i| format!("r{i}")).collect();
     let (s, e) = b
-        .api("POST", "/api/v1/broadcast", Some(KEY), Some(json!({"rooms": rooms, "data": 1})))
+        .api(
+            "POST",
+            "/api/v1/broadcast",
+            Some(KEY),
+            Some(json!({"rooms": rooms, "data": 1})),
+        )
         .await;
     assert_eq!((s, e["max"].as_u64()), (413, Some(1000)));
 }
@@ -459,7 +634,12 @@ async fn broadcast_answers_per_room() {
     assert_eq!(sub.msg().await, (1, packed(&json!("hi"))));
     // One bad name refuses the whole request, before anything is published.
     let (s, e) = b
-        .api("POST", "/api/v1/broadcast", Some(KEY), Some(json!({"rooms": ["b3", "bad room"], "data": 1})))
+        .api(
+            "POST",
+            "/api/v1/broadcast",
+            Some(KEY),
+            Some(json!({"rooms": ["b3", "bad room"], "data": 1})),
+        )
         .await;
     assert_eq!((s, e["code"].as_u64()), (400, Some(414)));
     let (_, info) = b.api("GET", "/api/v1/rooms/b3", Some(KEY), None).await;
@@ -475,22 +655,30 @@ async fn msgpack_in_and_out() {
         .http(
             "POST",
             "/api/v1/rooms/mp/messages",
-            &[("Authorization", auth.as_str()), ("Content-Type", "application/msgpack")],
+            &[
+                ("Authorization", auth.as_str()),
+                ("Content-Type", "application/msgpack"),
+            ],
             &body,
         )
         .await;
     assert_eq!(s, 200);
-    assert!(headers.iter().any(|(k, v)| k == "content-type" && v == "application/msgpack"));
+    assert!(headers
+        .iter()
+        .any(|(k, v)| k == "content-type" && v == "application/msgpack"));
     let v: serde_json::Value = rmp_serde::from_slice(&out).unwrap();
     assert_eq!(v, json!({"seq": 1, "dup": false}));
-    // A msgpack bin `data` is the payload as it is.
+    // `data` is a value in MessagePack bodies too: a bin is stored as its encoding.
     let bin = rmpv::Value::Map(vec![("data".into(), rmpv::Value::Binary(b"raw".to_vec()))]);
     let mut body = Vec::new();
     rmpv::encode::write_value(&mut body, &bin).unwrap();
     b.http(
         "POST",
         "/api/v1/rooms/mp/messages",
-        &[("Authorization", auth.as_str()), ("Content-Type", "application/msgpack")],
+        &[
+            ("Authorization", auth.as_str()),
+            ("Content-Type", "application/msgpack"),
+        ],
         &body,
     )
     .await;
@@ -498,14 +686,18 @@ async fn msgpack_in_and_out() {
         .http(
             "GET",
             "/api/v1/rooms/mp/messages",
-            &[("Authorization", auth.as_str()), ("Accept", "application/msgpack")],
+            &[
+                ("Authorization", auth.as_str()),
+                ("Accept", "application/msgpack"),
+            ],
             b"",
         )
         .await;
     assert_eq!(s, 200);
     let v: serde_json::Value = rmp_serde::from_slice(&out).unwrap();
     assert_eq!(v["items"][0]["data"], json!({"a": 1}));
-    assert_eq!(v["items"][1]["data_b64"], base64_of(b"raw"));
+    assert_eq!(v["items"][1]["data_b64"], base64_of(b"\xc4\x03raw"));
+    assert_eq!(v["items"][1]["data"], json!([114, 97, 119]));
 }
 
 #[tokio::test]
@@ -514,7 +706,10 @@ async fn openapi_document_metrics_and_the_admin_listener() {
     let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let admin_addr = admin.local_addr().unwrap().to_string();
     drop(admin);
-    let b = Broker::start_in(dir, &format!("{KEYS}\n[admin]\nlisten = \"{admin_addr}\"\n"));
+    let b = Broker::start_in(
+        dir,
+        &format!("{KEYS}\n[admin]\nlisten = \"{admin_addr}\"\n"),
+    );
     let (s, doc) = b.http_get("/api/openapi.json").await;
     assert_eq!(s, 200);
     let doc: serde_json::Value = serde_json::from_str(&doc).unwrap();
@@ -529,7 +724,13 @@ async fn openapi_document_metrics_and_the_admin_listener() {
         assert!(doc["paths"][p].is_object(), "{p} missing");
     }
     publish(&b, "m", json!({"data": 1})).await;
-    b.api("POST", "/api/v1/rooms/m/messages", None, Some(json!({"data": 1}))).await;
+    b.api(
+        "POST",
+        "/api/v1/rooms/m/messages",
+        None,
+        Some(json!({"data": 1})),
+    )
+    .await;
     let (_, metrics) = b.http_get("/metrics").await;
     assert!(
         metrics.contains(r#"roomd_api_requests_total{op="publish",code="200"} 1"#),
@@ -557,9 +758,12 @@ async fn the_backend_examples_run() {
         info: Some(Value::Map(vec![("name".into(), "Ada".into())])),
     })
     .await;
-    for (i, (program, script)) in [("node", "examples/backend.mjs"), ("python3", "examples/backend.py")]
-        .into_iter()
-        .enumerate()
+    for (i, (program, script)) in [
+        ("node", "examples/backend.mjs"),
+        ("python3", "examples/backend.py"),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let url = format!("http://{}", b.addr);
         let out = tokio::task::spawn_blocking(move || {
@@ -574,12 +778,26 @@ async fn the_backend_examples_run() {
         .await
         .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{program}: {stdout}{}", String::from_utf8_lossy(&out.stderr));
-        let posted = if i == 0 { "posted seq 1\n" } else { "posted seq 1 (already posted)\n" };
+        assert!(
+            out.status.success(),
+            "{program}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let posted = if i == 0 {
+            "posted seq 1\n"
+        } else {
+            "posted seq 1 (already posted)\n"
+        };
         assert!(stdout.starts_with(posted), "{program}: {stdout}");
-        assert!(stdout.contains(&format!("visits: {}\n", i + 1)), "{program}: {stdout}");
+        assert!(
+            stdout.contains(&format!("visits: {}\n", i + 1)),
+            "{program}: {stdout}"
+        );
         let line = stdout.lines().find(|l| l.starts_with("#1 api:backend: "));
-        assert!(line.is_some_and(|l| l.contains("02:00 UTC")), "{program}: {stdout}");
+        assert!(
+            line.is_some_and(|l| l.contains("02:00 UTC")),
+            "{program}: {stdout}"
+        );
         assert!(stdout.contains("online: ada\n"), "{program}: {stdout}");
     }
 }

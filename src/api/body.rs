@@ -32,13 +32,13 @@ impl<T: DeserializeOwned> FromRequest<Arc<Ctx>> for Body<T> {
         let max = ctx.body_bytes;
         let bytes = match Limited::new(req.into_body(), max).collect().await {
             Ok(collected) => collected.to_bytes(),
-            Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            Err(e)
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some() =>
+            {
                 return Err(ApiError {
                     max: Some(max as u64),
-                    ..ApiError::new(
-                        ErrorCode::TooLarge,
-                        format!("the body is over {max} bytes"),
-                    )
+                    ..ApiError::new(ErrorCode::TooLarge, format!("the body is over {max} bytes"))
                 });
             }
             Err(e) => {

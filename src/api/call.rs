@@ -70,9 +70,11 @@ impl Call {
 
     pub(crate) async fn send(&self, room: &str, cmd: Command) -> Result<(), ApiError> {
         self.requests().check_room(room)?;
-        self.ctx.registry.send(room, cmd).await.map_err(|e| {
-            ApiError::from(ReplyError::new(ErrorCode::Unavailable, e.to_string()))
-        })
+        self.ctx
+            .registry
+            .send(room, cmd)
+            .await
+            .map_err(|e| ApiError::from(ReplyError::new(ErrorCode::Unavailable, e.to_string())))
     }
 
     /// The next frame for this request; an `err` frame becomes the error it carries.
@@ -101,9 +103,8 @@ impl Call {
     async fn next(&mut self) -> Result<ServerFrame, ApiError> {
         loop {
             if let Some(frame) = self.pending.pop_front() {
-                return decode_server(crate::wire::payload(&frame)).map_err(|e| {
-                    ApiError::from(ReplyError::internal("decoding a reply", &e))
-                });
+                return decode_server(crate::wire::payload(&frame))
+                    .map_err(|e| ApiError::from(ReplyError::internal("decoding a reply", &e)));
             }
             let ready = self.peer.outbox.ready();
             let mut frames = Vec::new();

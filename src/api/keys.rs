@@ -135,10 +135,22 @@ mod tests {
     fn finds_the_key_by_its_secret_with_any_case_of_bearer() {
         let keys = keys();
         let found = |h: &str| keys.find(Some(h)).map(|k| k.name.to_string());
-        assert_eq!(found("Bearer bbbbbbbbbbbbbbbbbbbb").ok().as_deref(), Some("b"));
-        assert_eq!(found("bearer aaaaaaaaaaaaaaaaaaaa").ok().as_deref(), Some("a"));
-        assert_eq!(found("Bearer aaaaaaaaaaaaaaaaaaa").map_err(|e| e.code), Err(401));
-        assert_eq!(found("Basic aaaaaaaaaaaaaaaaaaaa").map_err(|e| e.code), Err(401));
+        assert_eq!(
+            found("Bearer bbbbbbbbbbbbbbbbbbbb").ok().as_deref(),
+            Some("b")
+        );
+        assert_eq!(
+            found("bearer aaaaaaaaaaaaaaaaaaaa").ok().as_deref(),
+            Some("a")
+        );
+        assert_eq!(
+            found("Bearer aaaaaaaaaaaaaaaaaaa").map_err(|e| e.code),
+            Err(401)
+        );
+        assert_eq!(
+            found("Basic aaaaaaaaaaaaaaaaaaaa").map_err(|e| e.code),
+            Err(401)
+        );
         assert_eq!(keys.find(None).map(|_| ()).map_err(|e| e.code), Err(401));
         assert!(Keys::new(&ApiConfig::default())
             .find(Some("Bearer aaaaaaaaaaaaaaaaaaaa"))

@@ -175,17 +175,32 @@ fn document(doc: &mut OpenApi) {
         Vec::<String>::new(),
     )]);
     let errors = [
-        (400, "Malformed body, bad field or bad room name (`code` 400, 406 or 414)"),
+        (
+            400,
+            "Malformed body, bad field or bad room name (`code` 400, 406 or 414)",
+        ),
         (401, "No key, or an unknown one"),
         (403, "The key lacks the operation's scope"),
         (404, "No such operation"),
-        (409, "`cas`: the key's version differs (`ver` is the current one)"),
-        (413, "A payload, value, key, mid or the body over its limit (`max`)"),
+        (
+            409,
+            "`cas`: the key's version differs (`ver` is the current one)",
+        ),
+        (
+            413,
+            "A payload, value, key, mid or the body over its limit (`max`)",
+        ),
         (415, "The body is neither JSON nor MessagePack"),
         (422, "`incr` on a value that is not an integer, or overflow"),
         (429, "A limit (`max`): too many keys in the room"),
-        (503, "Shutting down, or the request timed out: retry (a publish with the same `mid`)"),
-        (507, "The disk write failed: nothing was stored; retry later"),
+        (
+            503,
+            "Shutting down, or the request timed out: retry (a publish with the same `mid`)",
+        ),
+        (
+            507,
+            "The disk write failed: nothing was stored; retry later",
+        ),
     ];
     for item in doc.paths.paths.values_mut() {
         for (_, op) in operations_of(item) {

@@ -71,7 +71,10 @@ pub(crate) struct PublishValue {
 #[serde(deny_unknown_fields)]
 pub(crate) struct PublishBytes {
     /// The payload as base64 bytes (stored as they are).
-    #[schema(content_encoding = "base64", pattern = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$")]
+    #[schema(
+        content_encoding = "base64",
+        pattern = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+    )]
     pub data_b64: String,
     /// As for `data`.
     #[schema(min_length = 1)]
@@ -112,19 +115,29 @@ pub(crate) struct BroadcastValue {
 #[serde(deny_unknown_fields)]
 pub(crate) struct BroadcastBytes {
     pub rooms: Vec<RoomName>,
-    #[schema(content_encoding = "base64", pattern = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$")]
+    #[schema(
+        content_encoding = "base64",
+        pattern = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+    )]
     pub data_b64: String,
     #[schema(min_length = 1)]
     pub mid: Option<String>,
 }
 
+/// A broadcast read: the payload as bytes.
+pub(crate) struct Outgoing {
+    pub rooms: Vec<RoomName>,
+    pub data: Vec<u8>,
+    pub mid: Option<String>,
+}
+
 impl Broadcast {
-    /// The rooms, the payload's bytes and the `mid`.
-    pub(crate) fn parts(self) -> Result<(Vec<RoomName>, Vec<u8>, Option<String>), ApiError> {
-        match self {
-            Broadcast::Value(b) => Ok((b.rooms, encode(&b.data), b.mid)),
-            Broadcast::Bytes(b) => Ok((b.rooms, decode_b64(&b.data_b64)?, b.mid)),
-        }
+    pub(crate) fn parts(self) -> Result<Outgoing, ApiError> {
+        let (rooms, data, mid) = match self {
+            Broadcast::Value(b) => (b.rooms, encode(&b.data), b.mid),
+            Broadcast::Bytes(b) => (b.rooms, decode_b64(&b.data_b64)?, b.mid),
+        };
+        Ok(Outgoing { rooms, data, mid })
     }
 }
 
@@ -278,7 +291,9 @@ impl Entry {
                 ..
             } => Entry {
                 data: decoded(&data),
-                text: String::from_utf8(data.clone()).ok().filter(|t| !t.is_empty()),
+                text: String::from_utf8(data.clone())
+                    .ok()
+                    .filter(|t| !t.is_empty()),
                 data_b64: Some(BASE64.encode(&data)),
                 deleted,
                 ..Entry::blank("msg", seq, ts, from, uid)

@@ -12,8 +12,8 @@ use super::call::{Call, ID};
 use super::error::ApiError;
 use super::keys::Caller;
 use super::model::{
-    json, safe, Broadcast, BroadcastResult, Entry, History, HistoryQuery, ListQuery, Member, Presence,
-    Publish, Published, RoomInfo, RoomResult, Rooms,
+    json, safe, Broadcast, BroadcastResult, Entry, History, HistoryQuery, ListQuery, Member,
+    Presence, Publish, Published, RoomInfo, RoomResult, Rooms,
 };
 use super::{unexpected, Ctx};
 use crate::config::Scope;
@@ -63,7 +63,7 @@ pub(crate) async fn broadcast(
 ) -> Result<Json<BroadcastResult>, ApiError> {
     caller.require(Scope::Publish)?;
     let max = ctx.config.api.broadcast_rooms;
-    let (rooms, data, mid) = body.parts()?;
+    let super::model::Outgoing { rooms, data, mid } = body.parts()?;
     if rooms.len() > max {
         return Err(ApiError {
             max: Some(max as u64),

@@ -32,7 +32,9 @@ async fn run(
 
 fn done(frame: ServerFrame) -> Result<Json<Done>, ApiError> {
     match frame {
-        ServerFrame::Done { seq, ver, value, .. } => Ok(Json(Done {
+        ServerFrame::Done {
+            seq, ver, value, ..
+        } => Ok(Json(Done {
             seq,
             ver,
             value: value.as_ref().map(json),
@@ -50,10 +52,10 @@ pub(crate) async fn get(
     caller: Caller,
     Segments((room, key)): Segments<(String, String)>,
 ) -> Result<Json<Val>, ApiError> {
-    match run(&ctx, &caller, &room, |c| c.requests().get(ID, key))
-        .await?
-    {
-        ServerFrame::Val { key, value, ver, .. } => Ok(Json(Val {
+    match run(&ctx, &caller, &room, |c| c.requests().get(ID, key)).await? {
+        ServerFrame::Val {
+            key, value, ver, ..
+        } => Ok(Json(Val {
             key,
             value: value.as_ref().map(json),
             ver,
@@ -102,7 +104,12 @@ pub(crate) async fn put(
     Segments((room, key)): Segments<(String, String)>,
     Body(body): Body<Put>,
 ) -> Result<Json<Done>, ApiError> {
-    done(run(&ctx, &caller, &room, |c| c.requests().put(ID, key, body.value)).await?)
+    done(
+        run(&ctx, &caller, &room, |c| {
+            c.requests().put(ID, key, body.value)
+        })
+        .await?,
+    )
 }
 
 /// Delete a key (deleting an absent key stores nothing and answers without `seq`).
@@ -148,5 +155,10 @@ pub(crate) async fn incr(
     Segments((room, key)): Segments<(String, String)>,
     Body(body): Body<Incr>,
 ) -> Result<Json<Done>, ApiError> {
-    done(run(&ctx, &caller, &room, |c| c.requests().incr(ID, key, body.by)).await?)
+    done(
+        run(&ctx, &caller, &room, |c| {
+            c.requests().incr(ID, key, body.by)
+        })
+        .await?,
+    )
 }

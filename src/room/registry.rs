@@ -181,7 +181,12 @@ impl Registry {
 
     /// Names of loaded rooms in name order: those starting with `prefix`, after `after`, at
     /// most `limit`; and whether more follow. Copies at most `limit + 1` names under the lock.
-    pub(crate) fn loaded(&self, prefix: &str, after: Option<&str>, limit: usize) -> (Vec<String>, bool) {
+    pub(crate) fn loaded(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> (Vec<String>, bool) {
         let rooms = self.lock();
         let mut names: Vec<&str> = rooms
             .keys()
