@@ -10,6 +10,7 @@
 
 mod client;
 mod clock;
+mod http_client;
 mod mpack;
 mod nats_client;
 mod nats_proto;
@@ -28,7 +29,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use crate::report::Cell;
-use crate::scenario::{Ctx, FanOut};
+use crate::scenario::{Ctx, FanOut, Via};
 use crate::servers::{Binaries, Broker, Durability};
 
 #[derive(Debug, thiserror::Error)]
@@ -130,6 +131,10 @@ struct Cli {
     /// cost of a connection from the cost of a room).
     #[arg(long, global = true)]
     idle_shared_room: bool,
+    /// Durable: also publish through roomd's server API (HTTP POST, one request in flight per
+    /// keep-alive connection) to the same configuration, as the broker `roomd-http`.
+    #[arg(long, global = true)]
+    api: bool,
     /// Run the whole matrix this many times; the table shows the median of each figure.
     #[arg(long, global = true, default_value_t = 1)]
     repeat: u32,
@@ -314,8 +319,13 @@ async fn run(cli: &Cli) -> Vec<Cell> {
         for &c in &conc {
             for &b in &brokers {
                 for d in modes(cli, b) {
-                    let r = scenario::durable(&ctx, b, d, c.clamp(1, 256), 64, 64).await;
+                    let c = c.clamp(1, 256);
+                    let r = scenario::durable(&ctx, b, d, c, 64, 64, Via::Native).await;
                     emit(r, format!("durable {b:?} {d:?} {c}"));
+                    if cli.api && b == Broker::Roomd {
+                        let r = scenario::durable(&ctx, b, d, c, 64, 64, Via::Http).await;
+                        emit(r, format!("durable {b:?} {d:?} {c} over the server API"));
+                    }
                 }
             }
         }

@@ -364,6 +364,15 @@ async fn hold_and_sample(pid: u32, hold: Duration) -> Result<(Sample, Sample), B
     Ok((mid, after))
 }
 
+/// How the durable scenario's publishers reach the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// The broker's own protocol.
+    Native,
+    /// roomd's server API over HTTP (label `roomd-http`).
+    Http,
+}
+
 pub async fn durable(
     ctx: &Ctx,
     broker: Broker,
@@ -371,6 +380,7 @@ pub async fn durable(
     concurrency: usize,
     rooms: usize,
     size: usize,
+    via: Via,
 ) -> Result<Cell, BenchError> {
     let duration = ctx.duration;
     with_server(ctx, broker, durability, move |server| async move {
@@ -384,18 +394,21 @@ pub async fn durable(
         let ready = Arc::new(Barrier::new(concurrency + 1));
         let tasks: Vec<_> = (0..concurrency)
             .map(|i| {
-                tokio::spawn(client::durable_publisher(
-                    broker,
-                    DurableArgs {
-                        target,
-                        src: ws::source(i as u32),
-                        index: i,
-                        rooms,
-                        size,
-                        ready: ready.clone(),
-                        duration,
-                    },
-                ))
+                let args = DurableArgs {
+                    target,
+                    src: ws::source(i as u32),
+                    index: i,
+                    rooms,
+                    size,
+                    ready: ready.clone(),
+                    duration,
+                };
+                match via {
+                    Via::Native => tokio::spawn(client::durable_publisher(broker, args)),
+                    Via::Http => {
+                        tokio::spawn(crate::http_client::durable_publisher(target.addr, args))
+                    }
+                }
             })
             .collect();
         ready.wait().await;
@@ -440,7 +453,10 @@ pub async fn durable(
                 ("rooms", rooms as u64),
                 ("size", size as u64),
             ],
-            broker: label(broker, durability),
+            broker: match via {
+                Via::Http => format!("{}-http", label(broker, durability)),
+                Via::Native => label(broker, durability),
+            },
             metrics: vec![
                 ("acks_per_s", acks as f64 / secs),
                 ("server_cpu_us_per_ack", cpu * 1e6 / acks as f64),

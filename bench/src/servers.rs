@@ -149,8 +149,9 @@ pub fn roomd_config(durability: Durability, extra: &str) -> String {
     format!(
         "# written by roomd-bench\n\
          [server]\nmax_connections = 15000\n\n\
-         [storage]\ndurability = \"{}\"\n\n{extra}\n",
-        durability.name()
+         [storage]\ndurability = \"{}\"\n\n{}\n{extra}\n",
+        durability.name(),
+        crate::http_client::KEY_TOML
     )
 }
 
