@@ -3,10 +3,20 @@
  * older pages on scroll-up), live messages placed by seq (each shown once), and sending with
  * a local echo that is confirmed by the publish's seq or marked refused.
  */
-import { ForbiddenError, RateLimitError, type Client, type LogEntry, type Member, type Message, type Room, type Subscription } from "../src/index.js";
+import {
+  ForbiddenError,
+  RateLimitError,
+  type Client,
+  type Deletion,
+  type LogEntry,
+  type Member,
+  type Message,
+  type Room,
+  type Subscription,
+} from "../src/index.js";
 import { composerEnabled, refusal, showNotice, ui } from "./dom.js";
 import { identity, Presence } from "./presence.js";
-import { avatar, h, labelSpan, messageRow, regroup, seqOf, systemRow } from "./view.js";
+import { avatar, DELETED_TEXT, h, labelSpan, markDeleted, messageRow, regroup, seqOf, systemRow } from "./view.js";
 
 /** Messages per history page. */
 const PAGE = 50;
@@ -19,6 +29,10 @@ export interface ChatPayload {
 
 /** A message as shown: its text, its author, and (tokens on) the display name they chose. */
 function lineOf(m: Message): { text: string; name: string; label?: string } {
+  if (m.deleted !== undefined) {
+    // The payload (and the name chosen in it) is gone: the author is what the broker stamped.
+    return { text: DELETED_TEXT, name: m.uid ?? `conn ${m.from.slice(-4)}` };
+  }
   let text = m.data.length === 0 ? "(empty message)" : m.text();
   let chosen: string | undefined;
   try {
@@ -42,6 +56,8 @@ export class ChatRoom {
   private readonly room: Room;
   private readonly offs: (() => void)[] = [];
   private readonly rendered = new Map<number, HTMLLIElement>();
+  /** Seqs of deleted messages seen in `del` entries, for a row rendered after its deletion. */
+  private readonly deleted = new Set<number>();
   private readonly presence: Presence;
   private oldest: number | undefined;
   private more = false;
@@ -64,6 +80,7 @@ export class ChatRoom {
     const r = this.room;
     this.offs.push(
       r.on("message", (m) => this.live(m)),
+      r.on("deleted", (d) => this.render(d)),
       r.on("join", (m) => this.presence.join(m)),
       r.on("leave", (m) => this.presence.leave(m)),
       r.on("presence", (ms) => this.people(ms)),
@@ -71,6 +88,11 @@ export class ChatRoom {
       r.on("reset", () => void this.reload()),
       r.on("gap", (g) => this.system(`Messages ${g.from}–${g.to} are no longer kept by the server.`, true)),
       r.on("error", (e) => this.system(`Lost the room: ${e.message}`, true)),
+      r.on("unsubscribed", () => {
+        // The application removed this user: the SDK does not subscribe again, nor does the chat.
+        composerEnabled("You were removed from this room.");
+        this.system(`You were removed from #${this.name}.`, true);
+      }),
     );
     try {
       await r.subscribe({ presence: true, info: { name: this.me } });
@@ -172,13 +194,29 @@ export class ChatRoom {
     else ui.jump.hidden = false;
   }
 
-  /** Show a log entry once, at its place by seq. */
+  /** Show a log entry once, at its place by seq; a deletion mutes the message it deleted. */
   private render(entry: LogEntry): HTMLLIElement | undefined {
-    if (entry.kind !== "message" || this.rendered.has(entry.seq)) return undefined;
+    if (entry.kind === "deletion") return this.markDeleted(entry);
+    if (entry.kind !== "message") return undefined;
+    const shown = this.rendered.get(entry.seq);
+    if (shown !== undefined) {
+      // A replay or history page can bring the stub of a message shown before its deletion.
+      if (entry.deleted !== undefined) markDeleted(shown);
+      return undefined;
+    }
     const p = lineOf(entry);
-    const row = messageRow({ seq: entry.seq, ts: entry.ts, ...p, mine: this.myConns.has(entry.from) });
+    const deleted = entry.deleted !== undefined || this.deleted.has(entry.seq);
+    const row = messageRow({ seq: entry.seq, ts: entry.ts, ...p, mine: this.myConns.has(entry.from), deleted });
     this.place(row, entry.seq);
     return row;
+  }
+
+  /** Keeps the row (its place, author and time) and drops its text. */
+  private markDeleted(d: Deletion): undefined {
+    this.deleted.add(d.target);
+    const row = this.rendered.get(d.target);
+    if (row !== undefined) markDeleted(row);
+    return undefined;
   }
 
   private place(row: HTMLLIElement, seq: number): void {

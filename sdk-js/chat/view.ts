@@ -43,7 +43,12 @@ export interface ChatLine {
   label?: string;
   text: string;
   mine: boolean;
+  /** Deleted: shown muted as "message deleted", with its author and time. */
+  deleted?: boolean;
 }
+
+/** What a deleted message shows instead of its text. */
+export const DELETED_TEXT = "message deleted";
 
 /** A display name shown beside a verified id, marked as the sender's own choice. */
 export function labelSpan(label: string): HTMLElement {
@@ -67,7 +72,15 @@ export function messageRow(m: ChatLine): HTMLLIElement {
   time.title = new Date(m.ts).toLocaleString();
   meta.append(time);
   li.append(avatar(m.name), meta, h("p", "text", m.text));
+  if (m.deleted === true) markDeleted(li);
   return li;
+}
+
+/** A shown message was deleted: it keeps its place, author and time, and loses its text. */
+export function markDeleted(li: HTMLElement): void {
+  li.classList.add("deleted");
+  const text = li.querySelector(".text");
+  if (text !== null) text.textContent = DELETED_TEXT;
 }
 
 /** Consecutive messages by one author within five minutes are shown as one group. */

@@ -359,8 +359,10 @@ export class Client extends Emitter<ClientEvents> {
         return this.opened(ws, f);
       case "msg":
       case "state":
+      case "del":
       case "join":
       case "leave":
+      case "unsubbed":
         this.rooms.get(f.room)?.handleEvent(f);
         return;
       case "subbed":

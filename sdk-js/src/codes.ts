@@ -86,7 +86,11 @@ export const CloseCode = {
   AtCapacity: 4002,
   /** The token expired without a refresh: reconnect with a new one (SPEC.md 9.3). */
   TokenExpired: 4003,
+  /** The application disconnected this connection; reconnecting is fine. */
+  Disconnected: 4004,
   Unauthorized: 4401,
+  /** The application removed this user: the client closes for good. */
+  Removed: 4403,
 } as const;
 
 /**

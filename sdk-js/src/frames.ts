@@ -153,6 +153,19 @@ export interface MsgEvent {
   from: string;
   uid?: string;
   data: Uint8Array;
+  /** The message was deleted by the `del` entry with this seq: `data` is empty (SPEC.md 5.6). */
+  deleted?: number;
+}
+
+/** A log entry that deleted the message with seq `target` (SPEC.md 5.6). */
+export interface DelEvent {
+  t: "del";
+  room: string;
+  seq: number;
+  ts: number;
+  from: string;
+  uid?: string;
+  target: number;
 }
 
 export interface StateEvent {
@@ -167,7 +180,7 @@ export interface StateEvent {
   value?: Value;
 }
 
-export type LogEvent = MsgEvent | StateEvent;
+export type LogEvent = MsgEvent | StateEvent | DelEvent;
 
 export interface JoinEvent {
   t: "join";
@@ -184,6 +197,12 @@ export interface LeaveEvent {
   user?: string;
 }
 
+/** The server ended this connection's subscription to `room`: do not resubscribe (SPEC.md 5.7). */
+export interface UnsubbedEvent {
+  t: "unsubbed";
+  room: string;
+}
+
 export interface Ok { t: "ok"; id: number }
 export interface Ack { t: "ack"; id: number; seq: number; dup?: boolean }
 export interface HistReply { t: "hist"; id: number; room: string; items: LogEvent[]; more: boolean }
@@ -197,7 +216,7 @@ export interface Err { t: "err"; id?: number; code: number; msg: string; ver?: n
 export type Reply = Subbed | Ok | Ack | HistReply | Val | Vals | Done | Who | Pong | Err;
 /** The connection's token expires at `exp` (Unix seconds): send a fresh one (SPEC.md 5.5). */
 export interface Expiring { t: "expiring"; exp: number }
-export type ServerFrame = Hello | Reply | Snap | LogEvent | JoinEvent | LeaveEvent | Expiring;
+export type ServerFrame = Hello | Reply | Snap | LogEvent | JoinEvent | LeaveEvent | UnsubbedEvent | Expiring;
 
 type Obj = { [key: string]: Value };
 
@@ -285,7 +304,7 @@ function stateItem(o: Obj): StateItem {
 
 function logEvent(o: Obj): LogEvent {
   const f = parseServerFrame(o);
-  if (f === undefined || (f.t !== "msg" && f.t !== "state")) throw new ProtocolError("hist item is not a msg or state event");
+  if (f === undefined || (f.t !== "msg" && f.t !== "state" && f.t !== "del")) throw new ProtocolError("hist item is not a msg, state or del event");
   return f;
 }
 
@@ -372,6 +391,11 @@ export function parseServerFrame(v: Value): ServerFrame | undefined {
     case "msg":
       return opt(
         { t, room: r.str("room"), seq: r.num("seq"), ts: r.num("ts"), from: r.str("from"), data: r.bin("data") },
+        { uid: r.optStr("uid"), deleted: r.optNum("deleted") },
+      );
+    case "del":
+      return opt(
+        { t, room: r.str("room"), seq: r.num("seq"), ts: r.num("ts"), from: r.str("from"), target: r.num("target") },
         { uid: r.optStr("uid") },
       );
     case "state":
@@ -383,6 +407,8 @@ export function parseServerFrame(v: Value): ServerFrame | undefined {
       return opt({ t, room: r.str("room"), conn: r.str("conn") }, { user: r.optStr("user"), info: r.value("info") });
     case "leave":
       return opt({ t, room: r.str("room"), conn: r.str("conn") }, { user: r.optStr("user") });
+    case "unsubbed":
+      return { t, room: r.str("room") };
     default:
       return undefined;
   }

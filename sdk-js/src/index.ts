@@ -4,7 +4,7 @@
  * - `client.ts`   the connection state machine: dialing, dispatch, reconnects, heartbeats
  * - `requests.ts` request ids, replies in flight with timeouts, the bounded offline queue
  * - `room.ts`     a room: subscription with resume, presence, state mirror, log and state requests
- * - `message.ts`  what the log holds: `Message`, `StateChange`
+ * - `message.ts`  what the log holds: `Message`, `StateChange`, `Deletion`
  * - `frames.ts`   the wire frames: request builders and the checked server frame parser
  * - `codec.ts`    MessagePack encode/decode in the canonical key order
  * - `codes.ts`    error codes and close codes, and which ones to retry
@@ -23,10 +23,25 @@ export {
   type ResetInfo,
   type GapInfo,
   type SubscriptionState,
+  type UnsubscribedInfo,
 } from "./room.js";
 export type { RequestKind } from "./requests.js";
-export { Message, StateChange, type LogEntry } from "./message.js";
-export type { Hello, Limits, Member, StateItem, HistOptions, ListOptions, Request, Reply, ServerFrame } from "./frames.js";
+export { Message, StateChange, Deletion, type LogEntry } from "./message.js";
+export type {
+  Hello,
+  Limits,
+  Member,
+  StateItem,
+  HistOptions,
+  ListOptions,
+  Request,
+  Reply,
+  ServerFrame,
+  MsgEvent,
+  StateEvent,
+  DelEvent,
+  UnsubbedEvent,
+} from "./frames.js";
 export { req, withId, parseServerFrame } from "./frames.js";
 export { encode, decode, textToBytes, bytesToText, type Value } from "./codec.js";
 export { ErrorCode, LocalCode, CloseCode, codeName, isRetryable, shouldReconnect } from "./codes.js";

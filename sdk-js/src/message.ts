@@ -1,6 +1,6 @@
-/** What the app receives from a room's log: published messages and state changes. */
+/** What the app receives from a room's log: published messages, state changes, deletions. */
 import { bytesToText, type Value } from "./codec.js";
-import type { Member, MsgEvent, StateEvent } from "./frames.js";
+import type { DelEvent, Member, MsgEvent, StateEvent } from "./frames.js";
 
 /** A published message, in the room's log at `seq`. */
 export class Message {
@@ -13,8 +13,13 @@ export class Message {
   readonly from: string;
   /** The publisher's user id, when it had one. */
   readonly uid: string | undefined;
-  /** The payload, as published. */
+  /** The payload, as published; empty once the message was deleted. */
   readonly data: Uint8Array;
+  /**
+   * Set when the message was deleted: the seq of the `Deletion` that deleted it. Its place,
+   * time and author stay; its payload is gone from the server (SPEC.md 5.6).
+   */
+  readonly deleted?: number;
 
   constructor(e: MsgEvent) {
     this.room = e.room;
@@ -23,6 +28,7 @@ export class Message {
     this.from = e.from;
     this.uid = e.uid;
     this.data = e.data;
+    if (e.deleted !== undefined) this.deleted = e.deleted;
   }
 
   /** The payload read as UTF-8 text. */
@@ -70,11 +76,44 @@ export class StateChange {
   }
 }
 
-/** An entry of a room's log. */
-export type LogEntry = Message | StateChange;
+/**
+ * The deletion of the message with seq `target`, in the room's log at `seq` (an entry of its
+ * own, so seqs stay dense). From now on the message reads as deleted (`Message.deleted`).
+ */
+export class Deletion {
+  readonly kind = "deletion" as const;
+  readonly room: string;
+  readonly seq: number;
+  readonly ts: number;
+  /** The deleting connection's id. */
+  readonly from: string;
+  /** The deleting user's id, when it had one. */
+  readonly uid: string | undefined;
+  /** The seq of the deleted message. */
+  readonly target: number;
 
-export function toEntry(e: MsgEvent | StateEvent): LogEntry {
-  return e.t === "msg" ? new Message(e) : new StateChange(e);
+  constructor(e: DelEvent) {
+    this.room = e.room;
+    this.seq = e.seq;
+    this.ts = e.ts;
+    this.from = e.from;
+    this.uid = e.uid;
+    this.target = e.target;
+  }
+}
+
+/** An entry of a room's log. */
+export type LogEntry = Message | StateChange | Deletion;
+
+export function toEntry(e: MsgEvent | StateEvent | DelEvent): LogEntry {
+  switch (e.t) {
+    case "msg":
+      return new Message(e);
+    case "state":
+      return new StateChange(e);
+    case "del":
+      return new Deletion(e);
+  }
 }
 
 export type { Member };

@@ -9,7 +9,9 @@
  *
  * The subscription is one state machine (`SubscriptionState`, changed only by `setState`, which
  * emits `subscriptionState`): unsubscribed → subscribing → subscribed, and after a lost
- * connection waiting → resubscribing → subscribed; `unsubscribe()` or a refusal ends it.
+ * connection waiting → resubscribing → subscribed; `unsubscribe()`, a refusal, or the server
+ * ending it (`unsubbed`: the application removed this user) ends it, and only the app starts
+ * it again.
  */
 import { textToBytes, type Value } from "./codec.js";
 import { ErrorCode } from "./codes.js";
@@ -17,6 +19,7 @@ import { Emitter } from "./emitter.js";
 import { DisconnectedError, RoomdError, TooLargeError } from "./errors.js";
 import {
   req,
+  type DelEvent,
   type HistOptions,
   type JoinEvent,
   type LeaveEvent,
@@ -29,8 +32,9 @@ import {
   type StateEvent,
   type StateItem,
   type Subbed,
+  type UnsubbedEvent,
 } from "./frames.js";
-import { Message, StateChange, toEntry, type LogEntry } from "./message.js";
+import { Deletion, Message, StateChange, toEntry, type LogEntry } from "./message.js";
 import type { RequestKind } from "./requests.js";
 
 /** @internal What a Room needs from its Client. */
@@ -98,9 +102,20 @@ export interface GapInfo {
   to: number;
 }
 
+/** Why the server ended a subscription. */
+export interface UnsubscribedInfo {
+  /** `removed`: the application removed this user from the room (SPEC.md 5.7). */
+  reason: "removed";
+}
+
 export interface RoomEvents {
-  /** A published message, in seq order, each once. */
+  /**
+   * A published message, in seq order, each once. A message replayed after it was deleted
+   * comes with `deleted` set and no data.
+   */
   message: [message: Message];
+  /** A message was deleted (`deletion.target`): show it as deleted. In seq order, each once. */
+  deleted: [deletion: Deletion];
   /** A state change, in seq order with the messages, each once. */
   state: [change: StateChange];
   /** A connection became present (it subscribed with info). */
@@ -117,6 +132,11 @@ export interface RoomEvents {
   gap: [info: GapInfo];
   /** The subscription failed for good (e.g. 414 or 429 on resubscribe). */
   error: [error: RoomdError];
+  /**
+   * The server ended the subscription (the application removed this user). The room is now
+   * `unsubscribed` and is not resubscribed after a reconnect; `subscribe()` tries again.
+   */
+  unsubscribed: [info: UnsubscribedInfo];
   /** The subscription's state changed (see `SubscriptionState`). */
   subscriptionState: [state: SubscriptionState, previous: SubscriptionState];
 }
@@ -374,11 +394,13 @@ export class Room extends Emitter<RoomEvents> {
   }
 
   /** @internal An event for this room. */
-  handleEvent(e: MsgEvent | StateEvent | JoinEvent | LeaveEvent): void {
+  handleEvent(e: MsgEvent | StateEvent | DelEvent | JoinEvent | LeaveEvent | UnsubbedEvent): void {
+    if (e.t === "unsubbed") return this.removed();
     if (this.stateValue !== "subscribed") return;
     switch (e.t) {
       case "msg":
       case "state":
+      case "del":
         return this.entry(e);
       case "join": {
         const m: Member = { conn: e.conn };
@@ -399,7 +421,25 @@ export class Room extends Emitter<RoomEvents> {
     }
   }
 
-  private entry(e: MsgEvent | StateEvent): void {
+  /**
+   * The server ended the subscription (SPEC.md 5.7). Heeded while a `sub` of this connection
+   * is confirmed or on the wire (a snapshot in `snap` frames may still be coming); while
+   * `waiting` the subscription it ended is one this client is already replacing.
+   */
+  private removed(): void {
+    const s = this.stateValue;
+    if (s === "unsubscribed" || s === "waiting") return;
+    this.want = undefined;
+    this.lastSeq = undefined; // as after unsubscribe(): a later subscribe starts live
+    this.generation++; // a `subbed` still being gathered is ignored
+    this.sub = undefined;
+    this.memberMap.clear();
+    this.rejectWaiters(new RoomdError("closed", "the server ended the subscription", false));
+    this.setState("unsubscribed");
+    this.emit("unsubscribed", { reason: "removed" });
+  }
+
+  private entry(e: MsgEvent | StateEvent | DelEvent): void {
     const last = this.lastSeq;
     if (last !== undefined && e.seq <= last) {
       this.duplicatesDropped++;
@@ -412,8 +452,9 @@ export class Room extends Emitter<RoomEvents> {
       else this.mirror.set(e.key, { value: e.value ?? null, ver: e.ver });
     }
     const entry = toEntry(e);
-    if (entry.kind === "message") this.emit("message", entry);
-    else this.emit("state", entry);
+    if (entry instanceof Message) this.emit("message", entry);
+    else if (entry instanceof StateChange) this.emit("state", entry);
+    else this.emit("deleted", entry);
   }
 
   // -- publishing and the log --------------------------------------------------------------

@@ -32,6 +32,8 @@ enum Verdict {
     Deleted(u64),
     /// Not a message (a `state` or `del` entry, or unreadable).
     NotAMessage,
+    /// No longer stored: retention removed it after the request was checked.
+    Trimmed,
 }
 
 impl Room {
@@ -90,8 +92,7 @@ impl Room {
         let waiters = self.redacting.remove(&target).unwrap_or_default();
         let verdict = match read {
             Ok(Some(frame)) => verdict(target, &frame),
-            // Trimmed since the request was checked.
-            Ok(None) => Verdict::NotAMessage,
+            Ok(None) => Verdict::Trimmed,
             Err(e) => {
                 let err = ReplyError::from(&*e);
                 for (peer, id) in std::iter::once((peer, id)).chain(waiters) {
@@ -112,23 +113,24 @@ impl Room {
         verdict: Verdict,
         waiters: Vec<(Arc<Peer>, u32)>,
     ) {
-        let dup = match verdict {
+        let answer = match verdict {
             Verdict::Delete(stub) => {
                 self.redacting.insert(target, waiters);
                 self.pending.push(Pending::Redact { peer, id, stub });
                 return;
             }
-            Verdict::Deleted(seq) => Some(seq),
-            Verdict::NotAMessage => None,
+            Verdict::Deleted(seq) => Ok(seq),
+            Verdict::NotAMessage => Err(not_a_message(target)),
+            Verdict::Trimmed => Err(not_stored(target)),
         };
         for (peer, id) in std::iter::once((peer, id)).chain(waiters) {
-            match dup {
-                Some(seq) => peer.send(&ServerFrame::Ack {
+            match &answer {
+                Ok(seq) => peer.send(&ServerFrame::Ack {
                     id,
-                    seq,
+                    seq: *seq,
                     dup: Some(true),
                 }),
-                None => peer.send_err(Some(id), not_a_message(target)),
+                Err(e) => peer.send_err(Some(id), e.clone()),
             }
         }
     }

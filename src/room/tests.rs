@@ -847,3 +847,31 @@ async fn removing_a_user_ends_its_subscriptions_with_unsubbed() {
     assert_eq!(count.await.unwrap(), 0);
     f.env.writer.stop().await;
 }
+
+/// A deletion whose target retention removed after it was checked stores nothing: it and the
+/// requests waiting on it get 406.
+#[tokio::test]
+async fn a_deletion_whose_target_was_trimmed_meanwhile_stores_nothing() {
+    let mut f = Fixture::new(limits()).await;
+    let (p, m) = (peer("p"), peer("m"));
+    f.publish(&p, 1, b"a");
+    f.publish(&p, 2, b"b");
+    f.commit().await;
+    redact(&mut f, &m, 10, 1);
+    redact(&mut f, &m, 11, 1);
+    // As a commit with a trim would leave it.
+    f.room.earliest = 2;
+    f.commit().await;
+    let bad = ErrorCode::BadRequest.as_u16();
+    let answers = frames(&m);
+    assert_eq!(answers.len(), 2);
+    for (a, want) in answers.iter().zip([10, 11]) {
+        assert!(
+            matches!(a, ServerFrame::Err { id: Some(id), code, .. } if *id == want && *code == bad),
+            "{a:?}"
+        );
+    }
+    assert_eq!(f.room.head, 2);
+    assert!(f.room.redacting.is_empty());
+    f.env.writer.stop().await;
+}
