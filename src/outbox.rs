@@ -22,16 +22,8 @@ pub(crate) enum CloseReason {
     /// The connection's token expired without a refresh (SPEC.md 9.3).
     TokenExpired,
     /// The application disconnected the connection; the client may reconnect (SPEC.md 7).
-    #[allow(
-        dead_code,
-        reason = "used by the server API's disconnect (issue #13), which lands on its own branch"
-    )]
     Disconnected,
     /// The application removed the user; the client must not reconnect (SPEC.md 7).
-    #[allow(
-        dead_code,
-        reason = "used by the server API's disconnect (issue #13), which lands on its own branch"
-    )]
     Removed,
 }
 

@@ -31,7 +31,10 @@ async fn connect(addr: SocketAddr, src: Ipv4Addr) -> Result<tokio::net::TcpStrea
     Ok(stream)
 }
 
-pub async fn durable_publisher(addr: SocketAddr, args: DurableArgs) -> Result<PubResult, BenchError> {
+pub async fn durable_publisher(
+    addr: SocketAddr,
+    args: DurableArgs,
+) -> Result<PubResult, BenchError> {
     let opened = connect(addr, args.src).await;
     args.ready.wait().await;
     let (read, mut write) = opened?.into_split();

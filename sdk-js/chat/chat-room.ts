@@ -27,6 +27,25 @@ export interface ChatPayload {
   name: string;
 }
 
+/**
+ * A message's payload as a value: UTF-8 JSON (what this chat publishes) or one MessagePack
+ * value (what a backend's `data` through the server API is stored as); `undefined` if neither.
+ * A JSON object's text starts with `{`, which MessagePack reads as one small integer followed
+ * by more bytes, so the two cannot be mistaken for each other.
+ */
+function payloadOf(m: Message): unknown {
+  try {
+    return m.json<unknown>();
+  } catch {
+    // not JSON: MessagePack?
+  }
+  try {
+    return m.value();
+  } catch {
+    return undefined;
+  }
+}
+
 /** A message as shown: its text, its author, and (tokens on) the display name they chose. */
 function lineOf(m: Message): { text: string; name: string; label?: string } {
   if (m.deleted !== undefined) {
@@ -35,15 +54,11 @@ function lineOf(m: Message): { text: string; name: string; label?: string } {
   }
   let text = m.data.length === 0 ? "(empty message)" : m.text();
   let chosen: string | undefined;
-  try {
-    const v = m.json<unknown>();
-    if (typeof v === "object" && v !== null && typeof (v as ChatPayload).text === "string") {
-      text = (v as ChatPayload).text;
-      const name = (v as ChatPayload).name;
-      if (typeof name === "string" && name !== "") chosen = name;
-    }
-  } catch {
-    // not a chat message: show what it is
+  const v = payloadOf(m);
+  if (typeof v === "object" && v !== null && typeof (v as ChatPayload).text === "string") {
+    text = (v as ChatPayload).text;
+    const name = (v as ChatPayload).name;
+    if (typeof name === "string" && name !== "") chosen = name;
   }
   // Tokens on: the author is the verified user id the broker stamped; the name is a label.
   if (identity.verified && m.uid !== undefined) {

@@ -1,5 +1,5 @@
 /** What the app receives from a room's log: published messages, state changes, deletions. */
-import { bytesToText, type Value } from "./codec.js";
+import { bytesToText, decode, type Value } from "./codec.js";
 import type { DelEvent, Member, MsgEvent, StateEvent } from "./frames.js";
 
 /** A published message, in the room's log at `seq`. */
@@ -39,6 +39,15 @@ export class Message {
   /** The payload read as UTF-8 JSON (as sent by `publishJSON`). Throws `SyntaxError` if it is not. */
   json<T = unknown>(): T {
     return JSON.parse(this.text()) as T;
+  }
+
+  /**
+   * The payload read as one MessagePack value: what `publishValue` sends, and what the server
+   * API stores for a publish with `data` (README, "From your backend"). Throws if the payload
+   * is not exactly one MessagePack value.
+   */
+  value<T extends Value = Value>(): T {
+    return decode(this.data) as T;
   }
 
   get time(): Date {

@@ -13,7 +13,7 @@
  * ending it (`unsubbed`: the application removed this user) ends it, and only the app starts
  * it again.
  */
-import { textToBytes, type Value } from "./codec.js";
+import { encode, textToBytes, type Value } from "./codec.js";
 import { ErrorCode } from "./codes.js";
 import { Emitter } from "./emitter.js";
 import { DisconnectedError, RoomdError, TooLargeError } from "./errors.js";
@@ -470,6 +470,14 @@ export class Room extends Emitter<RoomEvents> {
       bytes.byteLength > l.payload ? new TooLargeError(`payload is ${bytes.byteLength} bytes, limit ${l.payload}`, l.payload) : undefined,
     );
     return expect(reply, "ack").seq;
+  }
+
+  /**
+   * Publish a value as MessagePack (read it back with `message.value()`): the encoding the
+   * server API stores for a publish with `data`, so backend and browser messages read alike.
+   */
+  publishValue(value: Value): Promise<number> {
+    return this.publish(encode(value));
   }
 
   /** Publish a value as UTF-8 JSON (read it back with `message.json()`). */

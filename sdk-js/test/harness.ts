@@ -197,3 +197,25 @@ export async function jwt(secret: string, claims: Record<string, unknown>): Prom
   const sig = createHmac("sha256", secret).update(body).digest("base64url");
   return `${body}.${sig}`;
 }
+
+/** The API key `API_CONFIG` gives every scope. */
+export const API_KEY = "sdk-test-api-key-0123456789";
+
+/** Config with an API key of every scope (prepend to a test's own config). */
+export const API_CONFIG = `[[api.keys]]
+name = "backend"
+key = "${API_KEY}"
+scopes = ["publish", "read", "state", "presence", "admin"]
+`;
+
+/** A server API call (README, "From your backend"): JSON in and out; throws on a non-2xx answer. */
+export async function api(b: Broker, method: string, path: string, body?: unknown): Promise<Record<string, unknown>> {
+  const res = await fetch(`${b.url}/api/v1${path}`, {
+    method,
+    headers: { authorization: `Bearer ${API_KEY}`, "content-type": "application/json" },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  });
+  const out = (await res.json()) as Record<string, unknown>;
+  if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${JSON.stringify(out)}`);
+  return out;
+}

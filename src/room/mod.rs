@@ -136,10 +136,6 @@ pub(crate) enum Command {
     /// Delete the message with seq `seq` (SPEC.md 5.6): replies `ack` with the `del` entry's
     /// seq once durable (`dup: true` with the earlier one's if it was deleted already), or
     /// `406` if `seq` is not a stored message of the room.
-    #[allow(
-        dead_code,
-        reason = "sent by the server API (issue #13), which lands on its own branch"
-    )]
     Redact {
         peer: Arc<Peer>,
         id: u32,
@@ -154,10 +150,6 @@ pub(crate) enum Command {
     },
     /// End every subscription held by a connection of `user`, as `unsub` would, telling each
     /// connection with `unsubbed` (SPEC.md 5.7); replies how many were ended.
-    #[allow(
-        dead_code,
-        reason = "sent by the server API (issue #13), which lands on its own branch"
-    )]
     RemoveUser {
         user: Arc<str>,
         reply: oneshot::Sender<usize>,
