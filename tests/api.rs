@@ -27,6 +27,11 @@ scopes = ["publish", "read", "state", "presence", "admin"]
 name = "reader"
 key = "reader-secret-0123456789"
 scopes = ["read"]
+
+[[api.keys]]
+name = "writer"
+key = "writer-secret-0123456789"
+scopes = ["publish", "state"]
 "#;
 
 fn broker() -> Broker {
@@ -511,6 +516,12 @@ async fn every_auth_and_scope_failure_is_a_json_error() {
     }
     let (s, _) = b.api("GET", path, Some(READER), None).await;
     assert_eq!(s, 200);
+    for p in [path, "/api/v1/rooms/x", "/api/v1/rooms"] {
+        let (s, e) = b
+            .api("GET", p, Some("writer-secret-0123456789"), None)
+            .await;
+        assert_eq!((s, e["code"].as_u64()), (403, Some(403)), "{p}");
+    }
 
     // A server without keys refuses everything.
     let open = Broker::start("");
@@ -650,18 +661,19 @@ async fn broadcast_answers_per_room() {
 async fn msgpack_in_and_out() {
     let b = broker();
     let auth = format!("Bearer {KEY}");
-    let body = rmp_serde::to_vec_named(&json!({"data": {"a": 1}, "mid": "mp"})).unwrap();
-    let (s, headers, out) = b
-        .http(
-            "POST",
-            "/api/v1/rooms/mp/messages",
-            &[
+    let post = |body: Vec<u8>| {
+        let (b, auth) = (&b, auth.clone());
+        async move {
+            let headers = [
                 ("Authorization", auth.as_str()),
                 ("Content-Type", "application/msgpack"),
-            ],
-            &body,
-        )
-        .await;
+            ];
+            b.http("POST", "/api/v1/rooms/mp/messages", &headers, &body)
+                .await
+        }
+    };
+    let body = rmp_serde::to_vec_named(&json!({"data": {"a": 1}, "mid": "mp"})).unwrap();
+    let (s, headers, out) = post(body).await;
     assert_eq!(s, 200);
     assert!(headers
         .iter()
@@ -672,16 +684,7 @@ async fn msgpack_in_and_out() {
     let bin = rmpv::Value::Map(vec![("data".into(), rmpv::Value::Binary(b"raw".to_vec()))]);
     let mut body = Vec::new();
     rmpv::encode::write_value(&mut body, &bin).unwrap();
-    b.http(
-        "POST",
-        "/api/v1/rooms/mp/messages",
-        &[
-            ("Authorization", auth.as_str()),
-            ("Content-Type", "application/msgpack"),
-        ],
-        &body,
-    )
-    .await;
+    assert_eq!(post(body).await.0, 200);
     let (s, _, out) = b
         .http(
             "GET",
@@ -800,4 +803,30 @@ async fn the_backend_examples_run() {
         );
         assert!(stdout.contains("online: ada\n"), "{program}: {stdout}");
     }
+}
+
+/// A request that does not finish in `api.request_timeout_ms` (here a body that never comes)
+/// is answered 503 and the connection freed.
+#[tokio::test]
+async fn a_request_that_stalls_times_out_with_503() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let b = Broker::start(&format!("{KEYS}\n[api]\nrequest_timeout_ms = 300\n"));
+    let mut s = tokio::net::TcpStream::connect(&b.addr).await.unwrap();
+    let head = format!(
+        "POST /api/v1/rooms/x/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"data\""
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut out = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), s.read(&mut out))
+        .await
+        .expect("an answer before the test's timeout")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out[..n]);
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+    assert!(text.contains("\"code\":503"), "{text}");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(250));
+    let (_, info) = b.api("GET", "/api/v1/rooms/x", Some(KEY), None).await;
+    assert_eq!(info["last"], 0, "nothing was stored");
 }

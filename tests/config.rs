@@ -47,7 +47,11 @@ fn a_relative_data_dir_is_taken_from_the_config_files_directory() {
 fn environment_variables_override_the_file_and_secrets_are_masked() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("roomd.toml");
-    std::fs::write(&config, "[server]\nmax_connections = 100\n").unwrap();
+    std::fs::write(
+        &config,
+        "[server]\nmax_connections = 100\n[[api.keys]]\nname = \"b\"\nkey = \"api-key-abcdefghijklmnop\"\nscopes = [\"read\"]\n",
+    )
+    .unwrap();
     let out = roomd()
         .arg("check-config")
         .arg(&config)
@@ -67,6 +71,40 @@ fn environment_variables_override_the_file_and_secrets_are_masked() {
     assert!(text.contains("listen = \"0.0.0.0:7799\""), "{text}");
     assert!(!text.contains("1234567890"), "the secret is shown: {text}");
     assert!(text.contains("jwt_secret = \"********\""), "{text}");
+    assert!(
+        !text.contains("abcdefghijklmnop"),
+        "an API key is shown: {text}"
+    );
+}
+
+#[test]
+fn bad_api_keys_are_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("roomd.toml");
+    std::fs::write(
+        &config,
+        "[[api.keys]]\nname = \"a\"\nkey = \"short\"\nscopes = []\n\
+         [[api.keys]]\nname = \"a\"\nkey = \"long-enough-key-0123\"\nscopes = [\"admin\"]\n",
+    )
+    .unwrap();
+    let out = roomd().arg("check-config").arg(&config).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for problem in [
+        "api.keys[0].key must be at least 16 bytes",
+        "api.keys[0].scopes must name at least one scope",
+        "api.keys[1].name \"a\" is used twice",
+    ] {
+        assert!(err.contains(problem), "{problem}: {err}");
+    }
+    std::fs::write(
+        &config,
+        "[[api.keys]]\nname = \"a\"\nkey = \"long-enough-key-0123\"\nscopes = [\"everything\"]\n",
+    )
+    .unwrap();
+    let out = roomd().arg("check-config").arg(&config).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("everything"));
 }
 
 #[test]

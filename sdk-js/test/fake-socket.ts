@@ -3,7 +3,8 @@
  * (send 503, never answer, close with a given code). Tests against the real broker live in
  * test/broker/.
  */
-import { decode, encode, type WebSocketLike } from "../src/index.js";
+import { afterEach, beforeEach } from "node:test";
+import { Client, decode, encode, type ClientOptions, type WebSocketLike } from "../src/index.js";
 import type { SocketCloseEvent, SocketMessageEvent } from "../src/transport.js";
 
 export const HELLO = {
@@ -78,4 +79,27 @@ export class FakeSocket implements WebSocketLike {
     if (f === undefined) throw new Error(`no ${t} frame sent`);
     return f;
   }
+}
+
+const fakeClients: Client[] = [];
+
+/**
+ * A client on fake sockets with fast reconnects and no heartbeat, closed after the test. A test
+ * file using it calls `resetFakes` before and `closeFakes` after each test.
+ */
+export function make(o: ClientOptions = {}): Client {
+  const c = new Client("ws://fake/ws", { WebSocket: FakeSocket, reconnect: { baseDelay: 1, maxDelay: 2 }, heartbeat: false, ...o });
+  fakeClients.push(c);
+  return c;
+}
+
+/** Lets pending promise callbacks and timers of `ms` run. */
+export const tick = (ms = 0): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Registers the per-test reset of the fake sockets and the closing of `make`'s clients. */
+export function useFakes(): void {
+  beforeEach(() => FakeSocket.reset());
+  afterEach(() => {
+    for (const c of fakeClients.splice(0)) c.close();
+  });
 }

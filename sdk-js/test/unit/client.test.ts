@@ -3,9 +3,8 @@
 //! the close-code families. The same behaviours are tested against the real broker in
 //! test/broker/ where the broker can be made to produce them.
 import assert from "node:assert/strict";
-import { afterEach, beforeEach, test } from "node:test";
+import { test } from "node:test";
 import {
-  Client,
   ClosedError,
   ConflictError,
   DisconnectedError,
@@ -15,23 +14,11 @@ import {
   ServerError,
   TimeoutError,
   TooLargeError,
-  type ClientOptions,
   type ConnectionState,
 } from "../../src/index.js";
-import { FakeSocket, HELLO } from "../fake-socket.js";
+import { FakeSocket, HELLO, make, tick, useFakes } from "../fake-socket.js";
 
-const clients: Client[] = [];
-function make(o: ClientOptions = {}): Client {
-  const c = new Client("ws://fake/ws", { WebSocket: FakeSocket, reconnect: { baseDelay: 1, maxDelay: 2 }, heartbeat: false, ...o });
-  clients.push(c);
-  return c;
-}
-const tick = (ms = 0): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-beforeEach(() => FakeSocket.reset());
-afterEach(() => {
-  for (const c of clients.splice(0)) c.close();
-});
+useFakes();
 
 test("dials with the subprotocol and the client id, opens on hello", async () => {
   const c = make({ user: "ada", token: "tok" });

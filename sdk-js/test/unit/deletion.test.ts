@@ -2,31 +2,19 @@
 //! and the application's close codes (4004 reconnects, 4403 does not), driven by a scripted
 //! socket. Against the real broker these come with the server API that makes them happen.
 import assert from "node:assert/strict";
-import { afterEach, beforeEach, test } from "node:test";
+import { test } from "node:test";
 import {
   Client,
   ClosedError,
   CloseCode,
   Deletion,
   Message,
-  type ClientOptions,
   type Room,
   type UnsubscribedInfo,
 } from "../../src/index.js";
-import { FakeSocket } from "../fake-socket.js";
+import { FakeSocket, make, tick, useFakes } from "../fake-socket.js";
 
-const clients: Client[] = [];
-function make(o: ClientOptions = {}): Client {
-  const c = new Client("ws://fake/ws", { WebSocket: FakeSocket, reconnect: { baseDelay: 1, maxDelay: 2 }, heartbeat: false, ...o });
-  clients.push(c);
-  return c;
-}
-const tick = (ms = 0): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-beforeEach(() => FakeSocket.reset());
-afterEach(() => {
-  for (const c of clients.splice(0)) c.close();
-});
+useFakes();
 
 const msg = (seq: number, deleted?: number) => ({
   t: "msg",

@@ -3,22 +3,11 @@
 //! the ones the room sent before it had a state (a `sub` only while open, an `unsub` only for a
 //! `sub` that went out).
 import assert from "node:assert/strict";
-import { afterEach, beforeEach, test } from "node:test";
-import { Client, LimitError, type ClientOptions, type Room, type SubscriptionState } from "../../src/index.js";
-import { FakeSocket } from "../fake-socket.js";
+import { test } from "node:test";
+import { LimitError, type Room, type SubscriptionState } from "../../src/index.js";
+import { FakeSocket, make, tick, useFakes } from "../fake-socket.js";
 
-const clients: Client[] = [];
-function make(o: ClientOptions = {}): Client {
-  const c = new Client("ws://fake/ws", { WebSocket: FakeSocket, reconnect: { baseDelay: 1, maxDelay: 2 }, heartbeat: false, ...o });
-  clients.push(c);
-  return c;
-}
-const tick = (ms = 0): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-beforeEach(() => FakeSocket.reset());
-afterEach(() => {
-  for (const c of clients.splice(0)) c.close();
-});
+useFakes();
 
 /** Every transition of `room` as "from>to", starting from its current state. */
 function record(room: Room): string[] {
