@@ -213,6 +213,7 @@ async fn run(cli: &Cli) -> Vec<Cell> {
                 .unwrap_or_default()
                 .replace("\\n", "\n"),
             // Leaked once: every client's `Target` is `Copy` and holds its path as `&'static str`.
+            roomd_api_key: cli.api,
             roomd_ws_path: match &cli.roomd_token {
                 Some(t) => Box::leak(format!("/ws?token={t}").into_boxed_str()),
                 None => "/ws",

@@ -59,6 +59,9 @@ pub struct Binaries {
     pub roomd_ws_path: &'static str,
     /// A command prefix roomd is started under, for profiling (e.g. valgrind); empty: none.
     pub roomd_wrapper: Vec<String>,
+    /// Give roomd the benchmark's server API key (`--api`): off by default, so builds from
+    /// before the server API (which refuse an `[api]` table) can be measured.
+    pub roomd_api_key: bool,
 }
 
 /// A running server under test.
@@ -145,13 +148,17 @@ fn fresh_dir(name: &str) -> Result<PathBuf, BenchError> {
 /// The roomd configuration for a benchmark run: the defaults, except the durability mode and
 /// a connection limit above the idle scenario's 10,000 (plus anything given with
 /// `--roomd-extra-toml`).
-pub fn roomd_config(durability: Durability, extra: &str) -> String {
+pub fn roomd_config(durability: Durability, extra: &str, api_key: bool) -> String {
     format!(
         "# written by roomd-bench\n\
          [server]\nmax_connections = 15000\n\n\
          [storage]\ndurability = \"{}\"\n\n{}\n{extra}\n",
         durability.name(),
-        crate::http_client::KEY_TOML
+        if api_key {
+            crate::http_client::KEY_TOML
+        } else {
+            ""
+        }
     )
 }
 
@@ -168,8 +175,11 @@ fn start_roomd(
         )));
     }
     let config = dir.join("roomd.toml");
-    std::fs::write(&config, roomd_config(durability, &bins.roomd_extra_toml))
-        .map_err(|e| BenchError::io("write config", e))?;
+    std::fs::write(
+        &config,
+        roomd_config(durability, &bins.roomd_extra_toml, bins.roomd_api_key),
+    )
+    .map_err(|e| BenchError::io("write config", e))?;
     let data = dir.join("data");
     let log =
         std::fs::File::create(dir.join("server.log")).map_err(|e| BenchError::io("log", e))?;
