@@ -307,6 +307,15 @@ pub(crate) fn error(code: ErrorCode) {
         .increment(1);
 }
 
+/// The server API's operations exist from the start, at zero (as every other metric): a
+/// success count and a latency histogram per operation.
+pub(crate) fn api_operations<'a>(ops: impl IntoIterator<Item = &'a str>) {
+    for op in ops {
+        counter!("roomd_api_requests_total", "op" => op.to_string(), "code" => "200").increment(0);
+        let _ = histogram!("roomd_api_request_seconds", "op" => op.to_string());
+    }
+}
+
 /// A server API request was answered: `op` is its operation id (`unknown` for no route).
 pub(crate) fn api_request(op: &str, status: u16, seconds: f64) {
     let op = op.to_string();

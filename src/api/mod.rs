@@ -81,6 +81,7 @@ impl Api {
         });
         let (router, doc) = routes();
         let ops = Arc::new(operations(&doc));
+        crate::metrics::api_operations(ops.values().map(String::as_str));
         let doc = Bytes::from(doc.to_json().unwrap_or_default());
         let router = router
             .route(
