@@ -167,6 +167,10 @@ pub struct ServerConfig {
     pub log_format: LogFormat,
     pub shutdown_timeout_ms: u64,
     pub lame_duck_ms: u64,
+    /// The listen queue: connections the kernel completes before the server accepts them. A
+    /// restart brings every client back at once; the kernel drops a connection beyond the queue
+    /// and the client's retry comes a second later. Capped by `net.core.somaxconn`.
+    pub listen_backlog: u32,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -424,6 +428,7 @@ impl Default for ServerConfig {
             log_format: LogFormat::Text,
             shutdown_timeout_ms: 10_000,
             lame_duck_ms: 0,
+            listen_backlog: 4096,
         }
     }
 }
@@ -564,6 +569,10 @@ impl Config {
             (
                 self.limits.subscriptions_per_connection >= 1,
                 "limits.subscriptions_per_connection must be at least 1",
+            ),
+            (
+                self.server.listen_backlog >= 1,
+                "server.listen_backlog must be at least 1",
             ),
             (
                 self.server.header_timeout_ms >= 1,

@@ -156,3 +156,33 @@ async fn frames_sent_with_the_handshake_are_not_lost() {
         Some(ServerFrame::Pong { id: 7 })
     );
 }
+
+/// The listen queue's length, as `ss` reads it off the listening socket (its Send-Q).
+fn listen_backlog(addr: &str) -> u32 {
+    let port = addr.rsplit(':').next().unwrap();
+    let out = std::process::Command::new("ss")
+        .args(["-ltnH", &format!("sport = :{port}")])
+        .output()
+        .expect("ss (iproute2) is installed");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let line = text
+        .lines()
+        .next()
+        .unwrap_or_else(|| panic!("no listener on {addr}"));
+    // State Recv-Q Send-Q Local Peer
+    line.split_whitespace().nth(2).unwrap().parse().unwrap()
+}
+
+#[test]
+fn the_listen_queue_is_as_configured() {
+    let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let b = Broker::start("");
+    // The default, 4096, within the kernel's cap (the runtime's own default would be 128).
+    assert_eq!(listen_backlog(&b.addr), 4096.min(somaxconn));
+    let b = Broker::start("[server]\nlisten_backlog = 333\n");
+    assert_eq!(listen_backlog(&b.addr), 333.min(somaxconn));
+}

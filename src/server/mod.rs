@@ -101,11 +101,12 @@ impl Server {
             Ok::<_, StoreError>((store, writer))
         })
         .await??;
-        let listener = TcpListener::bind(config.server.listen)
-            .await
-            .map_err(|source| ServerError::Bind {
-                addr: config.server.listen,
-                source,
+        let listener =
+            listen(config.server.listen, config.server.listen_backlog).map_err(|source| {
+                ServerError::Bind {
+                    addr: config.server.listen,
+                    source,
+                }
             })?;
         let addr = listener.local_addr()?;
         let lifecycle = Lifecycle::default();
@@ -215,6 +216,20 @@ impl Server {
         self.lifecycle.request_stop();
         let _ = self.task.await;
     }
+}
+
+/// The main listener, with `server.listen_backlog` rather than the runtime's default (128):
+/// after a restart every client reconnects at once, and a connection the queue cannot hold is
+/// dropped by the kernel and retried by the client only after a second.
+fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // As `TcpListener::bind` does: a restart can listen again while old connections linger.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }
 
 /// The flush tick: relaxed mode's periodic fsync, and checkpoints when due.
