@@ -86,10 +86,12 @@ pub(super) async fn load(env: &RoomEnv, name: &Arc<str>) -> Result<RoomSnapshot,
         dedup_max: env.limits.dedup_max,
         dedup_since_ms: now_ms().saturating_sub(env.limits.dedup_window_secs * 1000),
     };
-    let (store, name) = (env.store.clone(), name.clone());
-    tokio::task::spawn_blocking(move || store.load_room(&name, &lim))
+    let (store, room) = (env.store.clone(), name.clone());
+    let snap = tokio::task::spawn_blocking(move || store.load_room(&room, &lim))
         .await
-        .map_err(StoreError::Task)?
+        .map_err(StoreError::Task)??;
+    tracing::debug!(room = %name, head = snap.head, entries_read = snap.walked, mids = snap.dedup.len(), "room loaded");
+    Ok(snap)
 }
 
 /// Answers every command still queued for a room that stops without running them.

@@ -1,24 +1,49 @@
 //! Every write to redb's tables, and the reads of `META` that go with them. The writer (for
 //! trims and recovery) and the applier thread (for logged groups) both write through [`apply`].
 
-use redb::{ReadableDatabase, ReadableTable};
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 use super::error::StoreError;
 use super::model::{CommitInfo, LoggedRoom, RecoveredRoom, RoomWrite, Trim};
 use super::record;
-use super::tables::{ENTRIES, META, NEXT_ROOM_ID, ROOMS, STATE, WAL_COMMIT, WAL_FILE, WAL_SALT};
+use super::tables::{
+    ENTRIES, META, MIDS, MIDS_SINCE, NEXT_ROOM_ID, ROOMS, STATE, WAL_COMMIT, WAL_FILE, WAL_SALT,
+};
 
-/// Creates the tables a new database lacks.
-pub(super) fn create_tables(db: &redb::Database) -> Result<(), StoreError> {
+/// Creates the tables a new database lacks, and notes since when `MIDS` is complete.
+pub(super) fn create_tables(db: &redb::Database, now_ms: u64) -> Result<(), StoreError> {
     let mut txn = db.begin_write()?;
     txn.set_quick_repair(true);
     {
         txn.open_table(ROOMS)?;
-        txn.open_table(ENTRIES)?;
+        let entries = txn.open_table(ENTRIES)?;
         txn.open_table(STATE)?;
-        txn.open_table(META)?;
+        txn.open_table(MIDS)?;
+        let mut meta = txn.open_table(META)?;
+        if meta.get(MIDS_SINCE)?.is_none() {
+            // A database with entries was written by a build without the index.
+            let since = if entries.is_empty()? { 0 } else { now_ms };
+            meta.insert(MIDS_SINCE, since)?;
+        }
     }
     txn.commit()?;
+    Ok(())
+}
+
+/// Stores one log entry, and its dedup key in `MIDS` when it has one.
+fn insert_entry(
+    entries: &mut redb::Table<(u64, u64), &[u8]>,
+    mids: &mut redb::Table<(u64, u64), &[u8]>,
+    room: u64,
+    seq: u64,
+    rec: &[u8],
+) -> Result<(), StoreError> {
+    entries.insert((room, seq), rec)?;
+    if let Some(r) = record::decode_log(rec) {
+        if let Some(key) = r.dedup {
+            mids.insert((room, seq), record::encode_mid(r.ts, key).as_slice())?;
+        }
+    }
     Ok(())
 }
 
@@ -79,17 +104,18 @@ pub(super) fn apply<'a, R: Applicable + 'a>(
 ) -> Result<Vec<CommitInfo>, StoreError> {
     let ids = create_rooms(txn, writes.clone())?;
     let mut entries = txn.open_table(ENTRIES)?;
+    let mut mids = txn.open_table(MIDS)?;
     let mut state = txn.open_table(STATE)?;
     let infos = if writes.clone().any(|w| w.trim.is_some()) {
         let mut infos = Vec::with_capacity(ids.len());
         for (w, &room_id) in writes.zip(&ids) {
             for (seq, rec) in &w.entries {
-                entries.insert((room_id, *seq), rec.as_slice())?;
+                insert_entry(&mut entries, &mut mids, room_id, *seq, rec)?;
             }
             redact(&mut entries, room_id, &w.redactions)?;
             apply_state(&mut state, room_id, &w.state)?;
             let earliest = match w.trim {
-                Some(t) => Some(trim(&mut entries, room_id, t)?),
+                Some(t) => Some(trim(&mut entries, &mut mids, room_id, t)?),
                 None => None,
             };
             infos.push(CommitInfo { room_id, earliest });
@@ -106,7 +132,7 @@ pub(super) fn apply<'a, R: Applicable + 'a>(
         }
         sorted.sort_unstable_by_key(|&(room, seq, _)| (room, seq));
         for (room, seq, rec) in sorted {
-            entries.insert((room, seq), rec)?;
+            insert_entry(&mut entries, &mut mids, room, seq, rec)?;
         }
         // After every entry: a redaction's target is older than the entry that deletes it, so
         // it is in the table by now (or gone for good), whichever group of this apply logged it.
@@ -221,6 +247,7 @@ fn redact(
 /// Deletes the room's entries below the cut; returns the first retained seq.
 fn trim(
     entries: &mut redb::Table<(u64, u64), &[u8]>,
+    mids: &mut redb::Table<(u64, u64), &[u8]>,
     room: u64,
     t: Trim,
 ) -> Result<u64, StoreError> {
@@ -236,6 +263,7 @@ fn trim(
     }
     let cut = cut.min(t.head);
     entries.retain_in((room, 0)..(room, cut), |_, _| false)?;
+    mids.retain_in((room, 0)..(room, cut), |_, _| false)?;
     let first = entries
         .range((room, 0)..=(room, u64::MAX))?
         .next()
@@ -297,7 +325,7 @@ mod tests {
     fn new_rooms_get_their_ids_and_a_trim_sees_the_entries_before_it() {
         let dir = tempfile::tempdir().unwrap();
         let db = redb::Database::create(dir.path().join("t.redb")).unwrap();
-        create_tables(&db).unwrap();
+        create_tables(&db, 0).unwrap();
 
         // A log from before `Created`: the id comes from redb.
         let legacy = [write(
@@ -374,7 +402,7 @@ mod tests {
     fn redactions_rewrite_in_place_keep_ts_and_dedup_and_are_idempotent() {
         let dir = tempfile::tempdir().unwrap();
         let db = redb::Database::create(dir.path().join("t.redb")).unwrap();
-        create_tables(&db).unwrap();
+        create_tables(&db, 0).unwrap();
         let created = LoggedRoom::Created {
             id: 1,
             name: "r".into(),

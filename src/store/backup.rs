@@ -16,7 +16,7 @@ use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefiniti
 
 use super::db::create_dir_durable;
 use super::error::StoreError;
-use super::tables::{ENTRIES, META, ROOMS, STATE};
+use super::tables::{ENTRIES, META, MIDS, ROOMS, STATE};
 use super::Store;
 
 /// The database file in a data directory.
@@ -36,6 +36,7 @@ impl Store {
         stats.rooms = copy(&read, &txn, ROOMS)?;
         stats.entries = copy(&read, &txn, ENTRIES)?;
         stats.keys = copy(&read, &txn, STATE)?;
+        copy(&read, &txn, MIDS)?;
         copy(&read, &txn, META)?;
         txn.commit()?;
         drop(out);

@@ -53,7 +53,10 @@ impl Store {
             cache_bytes,
             catch_up: Arc::default(),
         };
-        create_tables(&*store.db()?)?;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        create_tables(&*store.db()?, now_ms)?;
         Ok(store)
     }
 

@@ -11,7 +11,7 @@ use redb::{ReadableDatabase, ReadableTable};
 use super::db::Store;
 use super::error::StoreError;
 use super::record;
-use super::tables::{ENTRIES, ROOMS, STATE};
+use super::tables::{ENTRIES, META, MIDS, MIDS_SINCE, ROOMS, STATE};
 
 /// What a room needs in memory when it is loaded.
 #[derive(Debug, Default)]
@@ -28,6 +28,9 @@ pub(crate) struct RoomSnapshot {
     pub recent: Vec<(u64, Bytes)>,
     /// Recent publishes with a dedup key, ascending by seq: (key, seq, ts).
     pub dedup: Vec<(String, u64, u64)>,
+    /// Log entries the load read (the cache's, and the `mid` window's where `MIDS` does not
+    /// cover it yet): what a room load costs in reads, for the log line and the tests.
+    pub walked: usize,
 }
 
 pub(crate) struct LoadLimits {
@@ -67,8 +70,14 @@ impl Store {
             Some(e) => e?.0.value().1,
             None => 0,
         };
-        // Walk back from the newest entry: the cache wants the last `recent`, dedup wants those
-        // inside its window.
+        // The `mid` window from `MIDS` when it covers the whole window; else (for a while after
+        // an upgrade) from the log, as entries without a `mid` in the window are walked too.
+        let indexed = txn
+            .open_table(META)?
+            .get(MIDS_SINCE)?
+            .is_some_and(|since| since.value() <= lim.dedup_since_ms);
+        // Walk back from the newest entry: the cache wants the last `recent`, and without the
+        // index dedup wants those inside its window.
         for entry in range_rev(&entries, id)? {
             let (k, v) = entry?;
             let seq = k.value().1;
@@ -80,15 +89,30 @@ impl Store {
                 continue;
             };
             let want_recent = snap.recent.len() < lim.recent;
-            let want_dedup = snap.dedup.len() < lim.dedup_max && rec.ts >= lim.dedup_since_ms;
+            let want_dedup =
+                !indexed && snap.dedup.len() < lim.dedup_max && rec.ts >= lim.dedup_since_ms;
             if !want_recent && !want_dedup {
                 break;
             }
+            snap.walked += 1;
             if want_recent {
                 snap.recent.push((seq, crate::wire::wrap(rec.frame)));
             }
             if let (true, Some(key)) = (want_dedup, rec.dedup) {
                 snap.dedup.push((key.to_string(), seq, rec.ts));
+            }
+        }
+        if indexed {
+            let mids = txn.open_table(MIDS)?;
+            for row in mids.range((id, 0)..=(id, u64::MAX))?.rev() {
+                let (k, v) = row?;
+                let Some((ts, key)) = record::decode_mid(v.value()) else {
+                    continue;
+                };
+                if ts < lim.dedup_since_ms || snap.dedup.len() >= lim.dedup_max {
+                    break;
+                }
+                snap.dedup.push((key.to_string(), k.value().1, ts));
             }
         }
         snap.recent.reverse();
@@ -257,4 +281,129 @@ fn range_rev<'a>(
     id: u64,
 ) -> Result<std::iter::Rev<LogRange<'a>>, StoreError> {
     Ok(entries.range((id, 0)..=(id, u64::MAX))?.rev())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::apply::apply;
+    use super::super::model::{LoggedRoom, RoomWrite};
+    use super::*;
+
+    /// Writes `n` entries to room 1 ("r"): every 100th with a dedup key, at `ts` = its seq.
+    fn filled(n: u64) -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let entries = (1..=n)
+            .map(|s| {
+                let key = (s % 100 == 0).then(|| format!("c\0m{s}"));
+                (s, record::encode_log(s, key.as_deref(), b"\x80"))
+            })
+            .collect();
+        let write = RoomWrite {
+            room: LoggedRoom::Created {
+                id: 1,
+                name: "r".into(),
+                epoch: 7,
+            },
+            entries,
+            state: Vec::new(),
+            redactions: Vec::new(),
+            trim: None,
+        };
+        let db = store.db().unwrap();
+        let txn = db.begin_write().unwrap();
+        apply(&txn, [write].iter(), None).unwrap();
+        txn.commit().unwrap();
+        (dir, store)
+    }
+
+    fn limits(dedup_since_ms: u64) -> LoadLimits {
+        LoadLimits {
+            recent: 10,
+            dedup_max: 5,
+            dedup_since_ms,
+        }
+    }
+
+    /// A room's load reads the entries its cache wants and its `mid` window from `MIDS`, not
+    /// the log entries inside the window that have no `mid` (#19: a room of a million such
+    /// entries read them all before its first `subbed`).
+    #[test]
+    fn a_load_reads_the_cache_and_the_mid_index_not_the_window() {
+        let (_dir, store) = filled(10_000);
+        // Every entry is inside the window (ts ≥ 0).
+        let snap = store.load_room("r", &limits(0)).unwrap();
+        assert_eq!((snap.head, snap.earliest, snap.epoch), (10_000, 1, 7));
+        assert_eq!(snap.walked, 10, "only the cache's entries are read");
+        assert_eq!(snap.recent.first().map(|r| r.0), Some(9_991));
+        let mids: Vec<u64> = snap.dedup.iter().map(|d| d.1).collect();
+        assert_eq!(
+            mids,
+            [9_600, 9_700, 9_800, 9_900, 10_000],
+            "the newest dedup_max"
+        );
+        assert_eq!(snap.dedup[4].0, "c\0m10000");
+        // The window bounds the index too.
+        let snap = store.load_room("r", &limits(9_850)).unwrap();
+        let mids: Vec<u64> = snap.dedup.iter().map(|d| d.1).collect();
+        assert_eq!(mids, [9_900, 10_000]);
+    }
+
+    /// A database written before the index: until the `mid` window lies after the first start
+    /// with the index, loads find the window's keys in the log, as before.
+    #[test]
+    fn before_the_index_covers_the_window_the_log_is_walked() {
+        let (_dir, store) = filled(1_000);
+        let db = store.db().unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert(MIDS_SINCE, 500)
+            .unwrap();
+        txn.commit().unwrap();
+        let snap = store.load_room("r", &limits(400)).unwrap();
+        let mids: Vec<u64> = snap.dedup.iter().map(|d| d.1).collect();
+        assert_eq!(mids, [600, 700, 800, 900, 1_000]);
+        assert_eq!(snap.walked, 401, "back through the window to the 5th key");
+        // Once the window starts after MIDS_SINCE, the index.
+        let snap = store.load_room("r", &limits(600)).unwrap();
+        let mids: Vec<u64> = snap.dedup.iter().map(|d| d.1).collect();
+        assert_eq!(mids, [600, 700, 800, 900, 1_000]);
+        assert_eq!(snap.walked, 10);
+    }
+
+    /// Retention removes a trimmed entry's `MIDS` row with it.
+    #[test]
+    fn a_trim_takes_the_index_rows_with_the_entries() {
+        use super::super::model::Trim;
+        use redb::{ReadableDatabase, ReadableTableMetadata};
+        let (_dir, store) = filled(1_000);
+        let db = store.db().unwrap();
+        let txn = db.begin_write().unwrap();
+        let trim = RoomWrite {
+            room: LoggedRoom::Id(1),
+            entries: Vec::new(),
+            state: Vec::new(),
+            redactions: Vec::new(),
+            trim: Some(Trim {
+                before_seq: 801,
+                older_than_ms: None,
+                head: 1_000,
+            }),
+        };
+        apply(&txn, [trim].iter(), None).unwrap();
+        txn.commit().unwrap();
+        let rows = db
+            .begin_read()
+            .unwrap()
+            .open_table(MIDS)
+            .unwrap()
+            .len()
+            .unwrap();
+        assert_eq!(rows, 2, "900 and 1000 stay");
+        let snap = store.load_room("r", &limits(0)).unwrap();
+        assert_eq!(snap.earliest, 801);
+        let mids: Vec<u64> = snap.dedup.iter().map(|d| d.1).collect();
+        assert_eq!(mids, [900, 1_000]);
+    }
 }

@@ -38,6 +38,19 @@ pub(crate) fn decode_log(raw: &[u8]) -> Option<LogRecord<'_>> {
     })
 }
 
+/// A `MIDS` row: `ts (u64 BE) | dedup key`.
+pub(crate) fn encode_mid(ts: u64, key: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + key.len());
+    out.extend_from_slice(&ts.to_be_bytes());
+    out.extend_from_slice(key.as_bytes());
+    out
+}
+
+pub(crate) fn decode_mid(raw: &[u8]) -> Option<(u64, &str)> {
+    let ts = u64::from_be_bytes(raw.get(..8)?.try_into().ok()?);
+    Some((ts, std::str::from_utf8(&raw[8..]).ok()?))
+}
+
 pub(crate) fn encode_state(ver: u64, value: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + value.len());
     out.extend_from_slice(&ver.to_be_bytes());
