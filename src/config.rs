@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 use crate::capability::Allow;
 
 mod api;
+mod cluster;
 pub use api::{ApiConfig, ApiKeyConfig, Scope, MIN_KEY_BYTES};
+pub use cluster::{ClusterConfig, ClusterDurability, EngineKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -53,6 +55,8 @@ pub struct Config {
     pub permissions: PermissionsConfig,
     /// The server API for backends (`/api/v1`).
     pub api: ApiConfig,
+    /// Where rooms live: the embedded store, or Redis shared by many nodes.
+    pub cluster: ClusterConfig,
     /// Settings per namespace: the part of a room name before its first `:` (`chat` for
     /// `chat:lobby`). A room without a `:`, or whose namespace has no table here, gets the
     /// defaults.
@@ -640,6 +644,7 @@ impl Config {
             .collect();
         failed.extend(self.auth.problems());
         failed.extend(self.api.problems());
+        failed.extend(self.cluster.problems());
         if failed.is_empty() {
             Ok(())
         } else {

@@ -62,7 +62,17 @@ impl ReplyError {
 
 impl From<&StoreError> for ReplyError {
     fn from(e: &StoreError) -> ReplyError {
-        ReplyError::internal("storage", e)
+        match e {
+            // Transient, and nothing was written: the client retries (with the same `mid`).
+            StoreError::Engine(_) | StoreError::Behind { .. } | StoreError::EpochChanged { .. } => {
+                tracing::warn!(error = %e, "cluster engine");
+                ReplyError::new(
+                    ErrorCode::Unavailable,
+                    "the cluster's engine is unavailable; retry",
+                )
+            }
+            _ => ReplyError::internal("storage", e),
+        }
     }
 }
 

@@ -74,7 +74,7 @@ impl SessionHarness {
         let lifecycle = Lifecycle::default();
         let registry = rt.block_on(async {
             Registry::new(
-                store.clone(),
+                crate::engine::Engine::Embedded(store.clone()),
                 writer.clone(),
                 config.clone(),
                 lifecycle.background().clone(),
@@ -137,11 +137,12 @@ impl SessionHarness {
             user: peer.user.as_deref().map(str::to_string),
             ping: self.config.websocket.ping_interval_secs,
             limits: self.config.wire_limits(),
+            node: None,
         });
         self.session = Some(Session::new(
             peer,
             self.registry.clone(),
-            self.store.clone(),
+            crate::engine::Engine::Embedded(self.store.clone()),
             self.config.clone(),
             self.lifecycle.clone(),
         ));

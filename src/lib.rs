@@ -12,6 +12,8 @@
 //! - [`wire`]: outbound frames built once as complete WebSocket frames.
 //! - [`room`]: one single-owner task per room: ordering, fan-out, resume, state, presence.
 //! - [`store`]: the write-ahead log, its group-committing writer thread, and redb.
+//! - [`engine`]: where rooms live, the embedded store or Redis; [`cluster`]: many nodes
+//!   sharing rooms through Redis.
 //! - [`retention`]: background trimming; [`metrics`]: Prometheus.
 //! - [`auth`]: token verification (HMAC secret, PEM public key, JWKS file or URL);
 //!   [`permissions`]: the capabilities a token's `rooms` claim grants; [`token`]: the
@@ -30,9 +32,11 @@ mod api;
 mod auth;
 pub mod backup;
 pub mod capability;
+mod cluster;
 pub mod config;
 mod connection;
 mod connections;
+mod engine;
 mod error;
 mod expiry;
 #[cfg(feature = "fuzzing")]

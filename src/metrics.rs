@@ -106,6 +106,10 @@ fn register_all() {
         "roomd_tls_reloads_total",
         "roomd_jwks_fetches_total",
         "roomd_jwks_fetch_failures_total",
+        "roomd_cluster_gap_fills_total",
+        "roomd_cluster_fence_trips_total",
+        "roomd_cluster_pubsub_reconnects_total",
+        "roomd_cluster_write_conflicts_total",
     ] {
         counter!(name).increment(0);
     }
@@ -118,6 +122,7 @@ fn register_all() {
         "roomd_commit_batch_entries",
         "roomd_checkpoint_seconds",
         "roomd_apply_seconds",
+        "roomd_cluster_engine_seconds",
     ] {
         // A registered histogram renders its buckets at zero.
         let _ = histogram!(name);
@@ -219,6 +224,27 @@ fn describe() {
         "roomd_jwks_fetch_failures_total",
         "JWKS fetches that failed (the keys already held stay in use)"
     );
+    describe_counter!(
+        "roomd_cluster_gap_fills_total",
+        "cluster: reads of a room's log in Redis for entries this node's live feed missed"
+    );
+    describe_counter!(
+        "roomd_cluster_fence_trips_total",
+        "cluster: rooms whose epoch rotated because Redis lost acknowledged writes"
+    );
+    describe_counter!(
+        "roomd_cluster_pubsub_reconnects_total",
+        "cluster: reconnections of this node's Redis pub/sub connection"
+    );
+    describe_counter!(
+        "roomd_cluster_write_conflicts_total",
+        "cluster: room writes formed again because another node wrote to the room first"
+    );
+    describe_histogram!(
+        "roomd_cluster_engine_seconds",
+        Unit::Seconds,
+        "cluster: round-trip time of the room operations sent to Redis"
+    );
     describe_gauge!(
         "roomd_build_info",
         "always 1; the labels name the version and the git commit of the running binary"
@@ -232,6 +258,26 @@ pub(crate) fn connection_opened() {
 
 pub(crate) fn connection_closed() {
     gauge!("roomd_connections").decrement(1.0);
+}
+
+pub(crate) fn cluster_gap_fill() {
+    counter!("roomd_cluster_gap_fills_total").increment(1);
+}
+
+pub(crate) fn cluster_fence_trip() {
+    counter!("roomd_cluster_fence_trips_total").increment(1);
+}
+
+pub(crate) fn cluster_pubsub_reconnect() {
+    counter!("roomd_cluster_pubsub_reconnects_total").increment(1);
+}
+
+pub(crate) fn cluster_write_conflict() {
+    counter!("roomd_cluster_write_conflicts_total").increment(1);
+}
+
+pub(crate) fn cluster_engine(took: Duration) {
+    histogram!("roomd_cluster_engine_seconds").record(took.as_secs_f64());
 }
 
 pub(crate) fn rooms_active(n: usize) {

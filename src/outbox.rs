@@ -25,6 +25,9 @@ pub(crate) enum CloseReason {
     Disconnected,
     /// The application removed the user; the client must not reconnect (SPEC.md 7).
     Removed,
+    /// Cluster: this node lost Redis past its grace, or a room's epoch changed under it;
+    /// reconnect (to any node) and resume (SPEC.md 7).
+    EngineUnavailable,
 }
 
 impl CloseReason {
@@ -36,6 +39,7 @@ impl CloseReason {
             CloseReason::TokenExpired => CloseCode::TOKEN_EXPIRED,
             CloseReason::Disconnected => CloseCode::DISCONNECTED,
             CloseReason::Removed => CloseCode::REMOVED,
+            CloseReason::EngineUnavailable => CloseCode::ENGINE_UNAVAILABLE,
         }
     }
 
@@ -47,6 +51,9 @@ impl CloseReason {
             CloseReason::TokenExpired => "token expired: reconnect with a new token",
             CloseReason::Disconnected => "disconnected by the application",
             CloseReason::Removed => "removed by the application: do not reconnect",
+            CloseReason::EngineUnavailable => {
+                "this node lost its cluster engine: reconnect (to any node) and resume"
+            }
         }
     }
 }

@@ -9,10 +9,10 @@ use std::time::Instant;
 use roomd_protocol::{check_value, codec, validate_room_name, ClientFrame, ErrorCode, Value};
 
 use crate::config::LimitsConfig;
+use crate::engine::Engine;
 use crate::error::ReplyError;
 use crate::peer::{LargeReply, Peer};
 use crate::room::{Command, Mutation};
-use crate::store::Store;
 
 /// Builds the commands of one requester.
 pub(crate) struct Requests<'a> {
@@ -244,7 +244,7 @@ impl Requests<'_> {
     /// there: it never holds more than one frame's worth of entries.
     pub(crate) fn history(
         &self,
-        store: Store,
+        engine: Engine,
         id: u32,
         room: String,
         after: Option<u64>,
@@ -260,15 +260,12 @@ impl Requests<'_> {
         let overhead = codec::encode_hist_raw(id, &room, empty, true).len() + 4;
         let budget = self.frame.saturating_sub(overhead);
         Ok(async move {
-            let name = room.clone();
-            let read = tokio::task::spawn_blocking(move || {
-                store.history(&name, after, before, limit, budget)
-            })
-            .await;
+            let read = engine
+                .history(room.clone(), after, before, limit, budget)
+                .await;
             let page = match read {
-                Ok(Ok(page)) => page,
-                Ok(Err(e)) => return peer.send_err(Some(id), &e),
-                Err(e) => return peer.send_err(Some(id), e),
+                Ok(page) => page,
+                Err(e) => return peer.send_err(Some(id), &e),
             };
             let (frames, more) = page;
             let bytes = codec::encode_hist_raw(id, &room, &frames, more);

@@ -10,6 +10,7 @@ use roomd_protocol::{decode_client, ClientFrame, ErrorCode, ServerFrame};
 use crate::auth::Auth;
 use crate::capability::{Allow, Capability};
 use crate::config::Config;
+use crate::engine::Engine;
 use crate::error::ReplyError;
 use crate::expiry::{Expiries, Ticket};
 use crate::lifecycle::Lifecycle;
@@ -19,7 +20,6 @@ use crate::ratelimit::{ConnLimits, Cost};
 use crate::request::Requests;
 use crate::room::registry::{ShuttingDown, TrySend};
 use crate::room::{Command, Registry};
-use crate::store::Store;
 
 /// A request the connection's task finishes by awaiting it ([`Session::complete`]).
 pub(crate) enum Deferred {
@@ -50,7 +50,7 @@ pub(crate) struct Session {
     pub peer: Arc<Peer>,
     registry: Arc<Registry>,
     /// History pages are read from the database directly, not through a room.
-    store: Store,
+    engine: Engine,
     config: Arc<Config>,
     /// History reads run as background tasks that shutdown waits for.
     lifecycle: Lifecycle,
@@ -69,7 +69,7 @@ impl Session {
     pub(crate) fn new(
         peer: Arc<Peer>,
         registry: Arc<Registry>,
-        store: Store,
+        engine: Engine,
         config: Arc<Config>,
         lifecycle: Lifecycle,
     ) -> Session {
@@ -77,7 +77,7 @@ impl Session {
             rate: ConnLimits::new(&config.rate).with_namespaces(&config.namespaces),
             peer,
             registry,
-            store,
+            engine,
             config,
             lifecycle,
             subs: HashMap::new(),
@@ -242,7 +242,7 @@ impl Session {
                 before,
                 limit,
             } => {
-                let read = req.history(self.store.clone(), id, room, after, before, limit)?;
+                let read = req.history(self.engine.clone(), id, room, after, before, limit)?;
                 self.lifecycle.spawn_background(read);
                 return Ok(None);
             }
@@ -452,7 +452,7 @@ mod tests {
         let writer = WriterHandle::spawn(store.clone(), &config.storage).unwrap();
         let lifecycle = Lifecycle::default();
         let registry = Registry::new(
-            store.clone(),
+            crate::engine::Engine::Embedded(store.clone()),
             writer.clone(),
             config.clone(),
             lifecycle.background().clone(),
@@ -466,7 +466,13 @@ mod tests {
             refused: Default::default(),
             in_flight: Default::default(),
         });
-        let mut session = Session::new(peer, registry.clone(), store, config, lifecycle.clone());
+        let mut session = Session::new(
+            peer,
+            registry.clone(),
+            crate::engine::Engine::Embedded(store),
+            config,
+            lifecycle.clone(),
+        );
         let sub = |id| {
             codec::encode(&ClientFrame::Sub {
                 id,

@@ -82,6 +82,9 @@ impl CloseCode {
     /// The application disconnected the connection (for example to end a session); the client
     /// may reconnect.
     pub const DISCONNECTED: u16 = 4004;
+    /// Cluster: the node lost its engine (Redis) past its grace, or a room's epoch changed
+    /// under it; reconnect, to any node, and resume.
+    pub const ENGINE_UNAVAILABLE: u16 = 4005;
     pub const UNAUTHORIZED: u16 = 4401;
     /// The application removed the user: reconnecting would be refused or removed again.
     pub const REMOVED: u16 = 4403;
@@ -114,7 +117,7 @@ mod tests {
             assert!(spec.contains(&row), "SPEC.md lacks a row for {row}");
         }
         for code in [
-            1001, 1002, 1007, 1009, 1011, 4000, 4001, 4002, 4003, 4004, 4401, 4403,
+            1001, 1002, 1007, 1009, 1011, 4000, 4001, 4002, 4003, 4004, 4005, 4401, 4403,
         ] {
             assert!(
                 spec.contains(&format!("| {code} |")),

@@ -182,6 +182,9 @@ pub enum ServerFrame {
         user: Option<String>,
         ping: u32,
         limits: Limits,
+        /// The node that serves the connection, in cluster mode (SPEC.md 3).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        node: Option<String>,
     },
     #[serde(rename = "subbed")]
     Subbed {

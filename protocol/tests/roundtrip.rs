@@ -243,16 +243,20 @@ fn server_frame() -> impl Strategy<Value = ServerFrame> {
             text(),
             option::of(text()),
             any::<u32>(),
-            limits()
+            limits(),
+            option::of(text())
         )
-            .prop_map(|(v, server, conn, user, ping, limits)| ServerFrame::Hello {
-                v,
-                server,
-                conn,
-                user,
-                ping,
-                limits
-            }),
+            .prop_map(
+                |(v, server, conn, user, ping, limits, node)| ServerFrame::Hello {
+                    v,
+                    server,
+                    conn,
+                    user,
+                    ping,
+                    limits,
+                    node
+                }
+            ),
         (
             (id(), room(), any::<u64>(), any::<u64>(), any::<u64>()),
             (

@@ -40,15 +40,15 @@ use utoipa_axum::routes;
 use self::error::ApiError;
 use crate::config::Config;
 use crate::connections::Connections;
+use crate::engine::Engine;
 use crate::lifecycle::{Lifecycle, Phase};
 use crate::room::Registry;
-use crate::store::Store;
 
 /// What every API request may reach.
 pub(crate) struct Ctx {
     pub config: Arc<Config>,
     pub registry: Arc<Registry>,
-    pub store: Store,
+    pub engine: Engine,
     pub conns: Arc<Connections>,
     pub lifecycle: Lifecycle,
     keys: keys::Keys,
@@ -66,7 +66,7 @@ impl Api {
     pub(crate) fn new(
         config: Arc<Config>,
         registry: Arc<Registry>,
-        store: Store,
+        engine: Engine,
         conns: Arc<Connections>,
         lifecycle: Lifecycle,
     ) -> Api {
@@ -75,7 +75,7 @@ impl Api {
             body_bytes: 2 * config.websocket.max_frame_bytes,
             config,
             registry,
-            store,
+            engine,
             conns,
             lifecycle,
         });

@@ -118,7 +118,7 @@ pub(crate) async fn history(
     let (after, before) = (safe("after", q.after)?, safe("before", q.before)?);
     let read = call
         .requests()
-        .history(ctx.store.clone(), ID, room, after, before, q.limit)?;
+        .history(ctx.engine.clone(), ID, room, after, before, q.limit)?;
     read.await;
     match call.reply().await? {
         ServerFrame::Hist { items, more, .. } => Ok(Json(History {

@@ -18,6 +18,7 @@ use std::time::Instant;
 use roomd_protocol::{ErrorCode, ServerFrame};
 use tokio::sync::oneshot;
 
+use super::cluster::Linked;
 use super::commit::{recv_commit, Flushed};
 use super::dedup::Dedup;
 use super::model::{now_ms, Pending, Room};
@@ -48,6 +49,11 @@ pub(crate) trait RoomHost: Send + Sync + 'static {
 /// The room task: loads the room, runs it, and tells the registry when it stops.
 pub(crate) async fn run<H: RoomHost>(name: Arc<str>, mut rx: Inbox, registry: Arc<H>) {
     let env = registry.env().clone();
+    let cluster = env.engine.cluster().cloned();
+    if let (Some(c), Some(tx)) = (&cluster, registry.sender(&name)) {
+        // Before the load: nothing stored after it can pass unseen.
+        super::cluster::watch(c, &name, tx).await;
+    }
     // The handle was inserted before this task was spawned; a clone lets replay tasks reach us.
     let loaded = Box::pin(load(&env, &name)).await;
     let unloaded = match (registry.sender(&name), loaded) {
@@ -63,6 +69,9 @@ pub(crate) async fn run<H: RoomHost>(name: Arc<str>, mut rx: Inbox, registry: Ar
         }
         (None, _) => false,
     };
+    if let Some(c) = &cluster {
+        super::cluster::unwatch(c, &name);
+    }
     // Closing first lets the registry see this inbox is dead and drop its entry, so the next
     // command for the room starts a fresh task instead of hitting a closed channel forever.
     rx.close();
@@ -81,17 +90,21 @@ pub(crate) async fn run<H: RoomHost>(name: Arc<str>, mut rx: Inbox, registry: Ar
 /// Reads the room from disk, with as much of its recent log as the cache and the `mid` window
 /// want.
 pub(super) async fn load(env: &RoomEnv, name: &Arc<str>) -> Result<RoomSnapshot, StoreError> {
-    let lim = LoadLimits {
+    let lim = load_limits(env);
+    // Below 2^53 so JavaScript numbers hold it exactly; taken only by a room new to the engine.
+    let epoch = rand::random::<u64>() >> 11;
+    let snap = env.engine.load_room(name, epoch, lim).await?;
+    tracing::debug!(room = %name, head = snap.head, entries_read = snap.walked, mids = snap.dedup.len(), "room loaded");
+    Ok(snap)
+}
+
+/// What a load reads: the cache's entries, and the `mid`s of the window.
+pub(super) fn load_limits(env: &RoomEnv) -> LoadLimits {
+    LoadLimits {
         recent: env.limits.cache_entries,
         dedup_max: env.limits.dedup_max,
         dedup_since_ms: now_ms().saturating_sub(env.limits.dedup_window_secs * 1000),
-    };
-    let (store, room) = (env.store.clone(), name.clone());
-    let snap = tokio::task::spawn_blocking(move || store.load_room(&room, &lim))
-        .await
-        .map_err(StoreError::Task)??;
-    tracing::debug!(room = %name, head = snap.head, entries_read = snap.walked, mids = snap.dedup.len(), "room loaded");
-    Ok(snap)
+    }
 }
 
 /// Answers every command still queued for a room that stops without running them.
@@ -133,7 +146,6 @@ impl Room {
         Room {
             rules: env.limits.rules(&name),
             name,
-            env,
             tx,
             id: snap.id,
             epoch,
@@ -152,6 +164,8 @@ impl Room {
             replays: 0,
             next_token: 0,
             shutting_down: false,
+            linked: env.engine.cluster().map(|c| Linked::new(c.clone())),
+            env,
         }
     }
 
@@ -192,7 +206,10 @@ impl Room {
                     idle_timer.as_mut().reset(due.into());
                 }
             }
-            if commit.is_none() && (!self.pending.is_empty() || self.trim_wanted) {
+            if commit.is_none()
+                && self.may_write()
+                && (!self.pending.is_empty() || self.trim_wanted)
+            {
                 self.drain_inbox(rx);
                 commit = match self.flush() {
                     Flushed::Settled => None,
@@ -227,7 +244,13 @@ impl Room {
         }
         rx.close();
         while let Ok(cmd) = rx.try_recv() {
-            registry.clone().forward(self.name.clone(), cmd);
+            // What the cluster feed brought concerns this incarnation only.
+            if !matches!(
+                *cmd,
+                Command::Feed(_) | Command::Filled(_) | Command::Reloaded(_)
+            ) {
+                registry.clone().forward(self.name.clone(), cmd);
+            }
         }
         true
     }
@@ -300,6 +323,9 @@ impl Room {
             } => {
                 let _ = next.send(self.replay_page(&conn, token, frames));
             }
+            Command::Feed(ev) => self.on_feed(ev),
+            Command::Filled(read) => self.filled(read),
+            Command::Reloaded(snap) => self.reloaded(snap),
             Command::Trim => self.trim_wanted = self.id.is_some() && self.replays == 0,
             Command::Shutdown => self.shutting_down = true,
         }

@@ -107,24 +107,17 @@ impl BatchBuilder<'_> {
         });
         self.entries
             .push((seq, record::encode_log(ts, None, wire::payload(&frame))));
-        let rewritten = wire::encode(&ServerFrame::Msg {
-            room: String::from(self.room),
-            seq: stub.target,
-            ts: stub.ts,
-            from: stub.from,
-            uid: stub.uid,
-            data: Vec::new(),
-            deleted: Some(seq),
-        });
+        let target = stub.target;
+        let rewritten = super::redact::stub_frame(self.room, stub, seq);
         self.redactions
-            .push((stub.target, wire::payload(&rewritten).to_vec()));
+            .push((target, wire::payload(&rewritten).to_vec()));
         self.written.push(Written {
             seq,
             frame,
             reply: Reply::Redacted {
                 peer,
                 id,
-                target: stub.target,
+                target,
                 stub: rewritten,
             },
         });
@@ -175,7 +168,17 @@ impl Room {
         let mut trimmed = Vec::new();
         // Taken and given back, so its capacity is kept from batch to batch.
         let mut pending = std::mem::take(&mut self.pending);
+        // On Redis: copies of what goes into the batch, formed again if another node wrote
+        // first.
+        let linked = self.linked.is_some();
+        let mut retry = Vec::new();
         for op in pending.drain(..) {
+            let copy = match linked {
+                true if super::cluster::answered_as_dup(&self.dedup, &op) => continue,
+                true => Some(op.clone()),
+                false => None,
+            };
+            let before = batch.written.len();
             match op {
                 Pending::Publish {
                     peer,
@@ -201,6 +204,9 @@ impl Room {
                 }
                 Pending::Redact { peer, id, stub } => batch.redact(peer, id, stub),
             }
+            if let Some(copy) = copy.filter(|_| batch.written.len() > before) {
+                retry.push(copy);
+            }
         }
         let BatchBuilder {
             entries,
@@ -210,6 +216,9 @@ impl Room {
             ..
         } = batch;
         self.pending = pending;
+        if let Some(l) = &mut self.linked {
+            l.retry = retry;
+        }
         for target in trimmed {
             self.redaction_failed(target, &super::redact::not_stored(target));
         }

@@ -48,6 +48,9 @@ impl Room {
     /// Relaxed mode logs the write right here when the log is free; otherwise it is queued for
     /// the writer thread.
     fn hand_to_writer(&mut self, write: RoomWrite) -> Flushed {
+        if self.linked.is_some() {
+            return Flushed::Queued(self.send_to_redis(write));
+        }
         let write = match self.env.writer.try_log(write) {
             Ok(res) => {
                 self.on_commit(res);
@@ -84,9 +87,18 @@ impl Room {
         let written = std::mem::take(&mut self.in_flight);
         let info = match res {
             Ok(info) => info,
+            // On Redis, a room that moved on: the requests are formed again.
+            Err(e) if self.requeue(&e) => {
+                drop(written);
+                return self.release_held();
+            }
             // The writer logged the failure, once for its whole group.
-            Err(_) => return self.fail_written(written),
+            Err(e) => {
+                self.fail_written(written, &e);
+                return self.release_held();
+            }
         };
+        self.committed();
         self.id = Some(info.room_id);
         if let Some(earliest) = info.earliest {
             self.trimmed_to(earliest);
@@ -97,6 +109,7 @@ impl Room {
             self.cache_frame(seq, frame);
             self.answer(seq, reply);
         }
+        self.release_held();
     }
 
     /// Retention removed everything before `earliest`.
@@ -107,7 +120,7 @@ impl Room {
         }
     }
 
-    fn cache_frame(&mut self, seq: u64, frame: Bytes) {
+    pub(super) fn cache_frame(&mut self, seq: u64, frame: Bytes) {
         let cache_max = self.env.limits.cache_entries;
         if cache_max > 0 {
             if self.cache.len() == cache_max {
@@ -158,8 +171,12 @@ impl Room {
     }
 
     /// The batch was not stored: answer everyone in it; its seqs will be reused.
-    fn fail_written(&mut self, written: Vec<Written>) {
-        let err = ReplyError::storage_logged();
+    fn fail_written(&mut self, written: Vec<Written>, cause: &StoreError) {
+        let err = match cause {
+            // Redis did not answer: a retry may succeed.
+            StoreError::Engine(_) => ReplyError::from(cause),
+            _ => ReplyError::storage_logged(),
+        };
         for w in written {
             match w.reply {
                 Reply::Ack {

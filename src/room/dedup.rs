@@ -91,6 +91,11 @@ impl Dedup {
 
     /// The publish with `key` was not stored: the retries that waited for it, to be answered
     /// with the same error. The key is free again.
+    /// The seq stored under `key`, if remembered.
+    pub(super) fn stored_seq(&self, key: &str) -> Option<u64> {
+        self.seqs.get(key).copied()
+    }
+
     pub(super) fn failed(&mut self, key: &str) -> Vec<(Arc<Peer>, u32)> {
         self.waiting.remove(key).unwrap_or_default()
     }

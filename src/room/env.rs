@@ -11,14 +11,16 @@ use std::time::Duration;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::store::{Store, WriterHandle};
+use crate::engine::Engine;
+use crate::store::WriterHandle;
 
 /// A room's environment: where it reads and writes, and the limits it applies.
 #[derive(Clone)]
 pub(crate) struct RoomEnv {
-    /// For loading the room and for its subscribers' replay reads.
-    pub store: Store,
-    /// Where the room's batches go.
+    /// For loading the room and for its subscribers' replay reads; on Redis, also where its
+    /// batches go.
+    pub engine: Engine,
+    /// Where the room's batches go on the embedded store.
     pub writer: WriterHandle,
     pub limits: RoomLimits,
     /// Where a room spawns its subscribers' replay tasks, so shutdown waits for them (after
@@ -54,13 +56,13 @@ pub(crate) struct RoomLimits {
 
 impl RoomEnv {
     pub(crate) fn new(
-        store: Store,
+        engine: Engine,
         writer: WriterHandle,
         config: &Config,
         background: TaskTracker,
     ) -> RoomEnv {
         RoomEnv {
-            store,
+            engine,
             writer,
             limits: RoomLimits::from_config(config),
             background,

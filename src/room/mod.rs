@@ -10,12 +10,14 @@
 //! - [`dedup`]: the window of recently stored `mid`s.
 //! - [`state`]: the key/value state and its atomic operations.
 //! - [`redact`]: deleting a message: its `del` entry and the stub that replaces it.
+//! - [`cluster`]: on Redis, the batch's round trip, other nodes' entries, fills and reloads.
 //! - [`replay`]: the task that pages a subscriber through history from disk.
 //! - [`snapshot`]: `subbed` and `who` split into frames that fit `limits.frame`, and the task
 //!   that queues the rest of a large snapshot at its reader's pace.
 
 pub(crate) mod actor;
 mod batch;
+mod cluster;
 mod commit;
 mod dedup;
 pub(crate) mod env;
@@ -46,7 +48,7 @@ pub(crate) use env::{RoomEnv, RoomLimits};
 pub(crate) use registry::Registry;
 
 /// A state mutation request, validated by the connection.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum Mutation {
     Put {
         key: String,
@@ -190,6 +192,12 @@ pub(crate) enum Command {
         conn: Arc<str>,
         token: u64,
     },
+    /// Cluster: what the node's feed brought (entries stored by a node, or a probe).
+    Feed(crate::cluster::feed::FeedEvent),
+    /// Cluster: the entries a fill read from Redis.
+    Filled(Result<crate::cluster::Range, StoreError>),
+    /// Cluster: the room loaded again after its epoch changed.
+    Reloaded(Result<crate::store::reader::RoomSnapshot, StoreError>),
     /// Apply retention now.
     Trim,
     /// Finish pending writes, then stop.

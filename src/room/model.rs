@@ -11,6 +11,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
+use super::cluster::Linked;
 use super::dedup::Dedup;
 use super::env::RoomRules;
 use super::snapshot::Present;
@@ -52,6 +53,8 @@ pub(super) struct Room {
     pub(super) replays: usize,
     pub(super) next_token: u64,
     pub(super) shutting_down: bool,
+    /// On Redis: the room's cluster side.
+    pub(super) linked: Option<Box<Linked>>,
 }
 
 pub(super) struct Sub {
@@ -73,7 +76,9 @@ pub(super) struct Sub {
     pub(super) snapshot: Option<CancellationToken>,
 }
 
-/// A request waiting to be written.
+/// A request waiting to be written (cloned only on Redis, to be formed again after a
+/// conflict).
+#[derive(Clone)]
 pub(super) enum Pending {
     Publish {
         peer: Arc<Peer>,
@@ -96,6 +101,7 @@ pub(super) enum Pending {
 }
 
 /// What a deleted message keeps: its seq, time and author (SPEC.md 5.6).
+#[derive(Clone)]
 pub(super) struct Stub {
     pub(super) target: u64,
     pub(super) ts: u64,

@@ -55,12 +55,11 @@ impl Room {
             return peer.send_err(Some(id), not_stored(target));
         };
         self.redacting.insert(target, Vec::new());
-        let (store, tx) = (self.env.store.clone(), self.tx.clone());
+        let (engine, tx, name) = (self.env.engine.clone(), self.tx.clone(), self.name.clone());
         self.env.background.spawn(async move {
-            let read = tokio::task::spawn_blocking(move || store.read_entry(room_id, target))
+            let read = engine
+                .read_entry((room_id, &name), target)
                 .await
-                .map_err(StoreError::Task)
-                .and_then(|r| r)
                 .map_err(Arc::new);
             let back = Command::RedactRead {
                 peer,
@@ -158,10 +157,43 @@ impl Room {
         }
     }
 
+    /// A deletion stored by another node (cluster): the target's cached frame becomes its
+    /// stub, and requests here to delete the same message are answered with its seq.
+    pub(super) fn redacted_elsewhere(&mut self, target: u64, seq: u64) {
+        match self.cached(target).map(|f| verdict(target, &f)) {
+            Some(Verdict::Delete(stub)) => {
+                let frame = stub_frame(&self.name, stub, seq);
+                self.redacted(target, seq, frame);
+            }
+            _ => {
+                for (peer, id) in self.redacting.remove(&target).unwrap_or_default() {
+                    peer.send(&ServerFrame::Ack {
+                        id,
+                        seq,
+                        dup: Some(true),
+                    });
+                }
+            }
+        }
+    }
+
     fn cached(&self, seq: u64) -> Option<Bytes> {
         let i = self.cache.binary_search_by_key(&seq, |(s, _)| *s).ok()?;
         Some(self.cache[i].1.clone())
     }
+}
+
+/// The frame a deleted message keeps: its seq, time and author, and the seq of its `del`.
+pub(super) fn stub_frame(room: &str, stub: Stub, del: u64) -> Bytes {
+    wire::encode(&ServerFrame::Msg {
+        room: String::from(room),
+        seq: stub.target,
+        ts: stub.ts,
+        from: stub.from,
+        uid: stub.uid,
+        data: Vec::new(),
+        deleted: Some(del),
+    })
 }
 
 /// Reads a target's stored frame.

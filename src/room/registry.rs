@@ -21,10 +21,11 @@ use tokio_util::task::TaskTracker;
 
 use super::{actor, Command, Inbox, InboxSender, RoomEnv};
 use crate::config::Config;
+use crate::engine::Engine;
 use crate::error::ReplyError;
 use crate::peer::Peer;
 use crate::ratelimit::RoomLoads;
-use crate::store::{Store, WriterHandle};
+use crate::store::WriterHandle;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the server is shutting down")]
@@ -55,18 +56,23 @@ pub(crate) struct Registry {
 impl Registry {
     /// `background` tracks the rooms' replay tasks (see [`RoomEnv::background`]).
     pub(crate) fn new(
-        store: Store,
+        engine: Engine,
         writer: WriterHandle,
         config: Arc<Config>,
         background: TaskTracker,
     ) -> Arc<Registry> {
         Arc::new(Registry {
             rooms: Mutex::new(HashMap::new()),
-            env: Arc::new(RoomEnv::new(store, writer, &config, background)),
+            env: Arc::new(RoomEnv::new(engine, writer, &config, background)),
             loads: RoomLoads::new(&config.rate),
             inbox: config.rooms.inbox,
             tasks: TaskTracker::new(),
         })
+    }
+
+    /// Where rooms live, for reads that do not go through a room (history).
+    pub(crate) fn engine(&self) -> Engine {
+        self.env.engine.clone()
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<Arc<str>, InboxSender>> {

@@ -9,13 +9,14 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 
 use super::{Command, InboxSender};
+use crate::engine::Engine;
 use crate::outbox::{CloseReason, Outbox};
-use crate::store::Store;
 
 pub(crate) struct Replay {
-    pub store: Store,
+    pub engine: Engine,
     pub room_tx: InboxSender,
     pub room_id: u64,
+    pub room: Arc<str>,
     pub conn: Arc<str>,
     pub token: u64,
     pub outbox: Outbox,
@@ -33,14 +34,12 @@ impl Replay {
             if !self.outbox.wait_half_empty().await {
                 return;
             }
-            let (store, room, page) = (self.store.clone(), self.room_id, self.page);
-            let bytes = self.page_bytes;
-            let read =
-                tokio::task::spawn_blocking(move || store.read_forward(room, from, page, bytes))
-                    .await;
+            let read = self
+                .engine
+                .read_forward((self.room_id, &self.room), from, self.page, self.page_bytes)
+                .await;
             let frames = match read {
-                Ok(Ok(frames)) => frames,
-                Ok(Err(e)) => return self.fail(&e.to_string()),
+                Ok(frames) => frames,
                 Err(e) => return self.fail(&e.to_string()),
             };
             let (next, wait) = oneshot::channel();

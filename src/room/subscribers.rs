@@ -254,9 +254,10 @@ impl Room {
         let Some(room_id) = self.id else { return };
         self.replays += 1;
         let replay = Replay {
-            store: self.env.store.clone(),
+            engine: self.env.engine.clone(),
             room_tx: self.tx.clone(),
             room_id,
+            room: self.name.clone(),
             conn: sub.peer.id.clone(),
             token: sub.token,
             outbox: sub.peer.outbox.clone(),

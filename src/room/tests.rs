@@ -15,6 +15,7 @@ use super::commit::{recv_commit, Flushed};
 use super::model::Room;
 use super::{Command, Inbox, Mutation, RoomEnv, RoomLimits};
 use crate::config::{Config, StorageConfig};
+use crate::engine::Engine;
 use crate::outbox::Outbox;
 use crate::peer::Peer;
 use crate::store::{Store, WriterHandle};
@@ -80,7 +81,7 @@ impl Fixture {
         let store = Store::open(dir.path(), 1 << 20).unwrap();
         let writer = WriterHandle::spawn(store.clone(), &StorageConfig::default()).unwrap();
         let env = Arc::new(RoomEnv {
-            store,
+            engine: Engine::Embedded(store),
             writer,
             limits,
             background: tokio_util::task::TaskTracker::new(),
@@ -262,7 +263,7 @@ async fn publishes_and_mutations_pending_together_form_one_write_in_order() {
     assert_eq!(f.room.head, 4);
     assert_eq!(f.room.state.get("k").map(|e| e.ver), Some(2));
     let room_id = f.room.id.expect("the first write created the room");
-    let store = f.env.store.clone();
+    let store = embedded(f);
     let stored =
         tokio::task::spawn_blocking(move || store.read_forward(room_id, 1, 100, usize::MAX))
             .await
@@ -461,8 +462,16 @@ fn redact(f: &mut Fixture, peer: &Arc<Peer>, id: u32, seq: u64) {
 }
 
 /// The room's stored history, oldest first, decoded.
+/// The fixture's embedded store, for reading what a room wrote.
+fn embedded(f: &Fixture) -> Store {
+    match &f.env.engine {
+        Engine::Embedded(store) => store.clone(),
+        Engine::Redis(_) => unreachable!("the fixture runs on the embedded store"),
+    }
+}
+
 async fn history(f: &Fixture) -> Vec<ServerFrame> {
-    let store = f.env.store.clone();
+    let store = embedded(f);
     let (items, _) =
         tokio::task::spawn_blocking(move || store.history("r", None, None, 1000, usize::MAX))
             .await
@@ -726,7 +735,7 @@ async fn a_deletion_survives_a_restart() {
     };
     let writer = WriterHandle::spawn(store.clone(), &StorageConfig::default()).unwrap();
     let env = Arc::new(RoomEnv {
-        store,
+        engine: Engine::Embedded(store),
         writer,
         limits: limits(),
         background: tokio_util::task::TaskTracker::new(),

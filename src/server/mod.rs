@@ -23,10 +23,13 @@ use tokio::net::TcpListener;
 use self::admission::{Admission, Admitted};
 use crate::api::Api;
 use crate::auth::Auth;
-use crate::config::Config;
+use crate::cluster::Cluster;
+use crate::config::{Config, EngineKind};
 use crate::connections::Connections;
+use crate::engine::Engine;
 use crate::expiry::Expiries;
 use crate::lifecycle::Lifecycle;
+use crate::outbox::CloseReason;
 use crate::room::Registry;
 use crate::store::{Store, StoreError, WriterHandle};
 use crate::tls::Tls;
@@ -51,6 +54,8 @@ pub enum ServerError {
     NoTls,
     #[error("{0}")]
     Auth(#[from] crate::auth::KeyError),
+    #[error("cluster: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 /// A running broker. Dropping it does not stop it; call [`Server::shutdown`].
@@ -110,8 +115,15 @@ impl Server {
             })?;
         let addr = listener.local_addr()?;
         let lifecycle = Lifecycle::default();
+        let engine = match config.cluster.engine {
+            EngineKind::Redis => {
+                let default_id = format!("{}:{}", host_name(), addr.port());
+                Engine::Redis(Cluster::connect(&config.cluster, default_id, &lifecycle).await?)
+            }
+            _ => Engine::Embedded(store.clone()),
+        };
         let registry = Registry::new(
-            store.clone(),
+            engine.clone(),
             writer.clone(),
             config.clone(),
             lifecycle.background().clone(),
@@ -120,7 +132,7 @@ impl Server {
         let api = Api::new(
             config.clone(),
             registry.clone(),
-            store.clone(),
+            engine.clone(),
             conns.clone(),
             lifecycle.clone(),
         );
@@ -159,7 +171,22 @@ impl Server {
                 }
             });
         }
-        if config.retention_anywhere() {
+        if let Some(cluster) = engine.cluster() {
+            let (conns, stop) = (shared.conns.clone(), lifecycle.clone());
+            let watch = cluster.clone().watch(move || {
+                for outbox in conns.outboxes() {
+                    outbox.close(CloseReason::EngineUnavailable);
+                }
+            });
+            lifecycle.spawn_background(async move {
+                tokio::select! {
+                    () = watch => {}
+                    () = stop.stopping() => {}
+                }
+            });
+        }
+        // On Redis, retention goes with each room's writes.
+        if config.retention_anywhere() && engine.cluster().is_none() {
             lifecycle.spawn_background(crate::retention::sweep(
                 registry,
                 store.clone(),
@@ -312,7 +339,11 @@ async fn serve_stream(
 impl Shared {
     /// Ready to serve: running (not shutting down) and storage writable.
     fn ready(&self) -> bool {
-        self.lifecycle.phase() == crate::lifecycle::Phase::Running && self.writer.healthy()
+        let engine = match self.registry.engine().cluster() {
+            Some(c) => c.reachable(),
+            None => self.writer.healthy(),
+        };
+        self.lifecycle.phase() == crate::lifecycle::Phase::Running && engine
     }
 }
 
@@ -325,4 +356,14 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     r
+}
+
+/// This machine's name, for a cluster node's default id.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "roomd".into())
 }

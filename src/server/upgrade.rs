@@ -349,7 +349,8 @@ where
         refused: Default::default(),
         in_flight: InFlight::default(),
     });
-    greet(&peer, &shared.config);
+    let node = shared.registry.engine();
+    greet(&peer, &shared.config, node.cluster().map(|c| c.node_id()));
     register(&shared, n, peer.user.clone(), outbox);
     crate::metrics::connection_opened();
     tracing::debug!(
@@ -363,7 +364,7 @@ where
     let session = Session::new(
         peer,
         shared.registry.clone(),
-        shared.store.clone(),
+        shared.registry.engine(),
         shared.config.clone(),
         shared.lifecycle.clone(),
     )
@@ -408,7 +409,7 @@ fn ws_config(config: &Config) -> WebSocketConfig {
 }
 
 /// The first frame of every connection (SPEC.md section 3).
-fn greet(peer: &Peer, config: &Config) {
+fn greet(peer: &Peer, config: &Config, node: Option<&str>) {
     peer.send(&ServerFrame::Hello {
         v: roomd_protocol::VERSION,
         server: format!("roomd/{}", env!("CARGO_PKG_VERSION")),
@@ -416,6 +417,7 @@ fn greet(peer: &Peer, config: &Config) {
         user: peer.user.as_deref().map(str::to_string),
         ping: config.websocket.ping_interval_secs,
         limits: config.wire_limits(),
+        node: node.map(str::to_string),
     });
 }
 

@@ -26,6 +26,17 @@ pub enum StoreError {
     /// `roomd restore` refuses to overwrite an existing database.
     #[error("{path} exists: restore into an empty data directory")]
     RestoreTarget { path: String },
+    /// Cluster: Redis did not answer in time, or refused; the request may be retried.
+    #[error("cluster engine: {0}")]
+    Engine(String),
+    /// Cluster: another node wrote to the room first; the write is formed again after this
+    /// node has read what it missed.
+    #[error("another node wrote to the room first (its last seq is {head})")]
+    Behind { head: u64 },
+    /// Cluster: the room's epoch changed (Redis lost acknowledged writes and the loss fence
+    /// rotated it, here or on another node): the room reloads.
+    #[error("the room's epoch changed to {epoch}")]
+    EpochChanged { epoch: u64 },
     /// A blocking storage task panicked or was cancelled.
     #[error("storage task: {0}")]
     Task(#[from] tokio::task::JoinError),

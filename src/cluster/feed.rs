@@ -1,0 +1,232 @@
+//! The live path between nodes: each node holds one Redis pub/sub connection, subscribed to the
+//! channel of every room it has loaded, and hands what arrives to that room.
+//!
+//! Pub/sub does not redeliver: a message published while the connection was down, or dropped
+//! on the way, is simply not seen. The rooms do not depend on it for correctness, only for
+//! speed: a room that sees a seq beyond the next one, or is probed (after a reconnect and on a
+//! timer), reads what it missed from the room's log in Redis.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::lifecycle::Lifecycle;
+
+/// What a node's feed tells a loaded room.
+pub(crate) enum FeedEvent {
+    /// Entries another node (or this one) stored: `(seq, log record)`, ascending.
+    Entries {
+        epoch: u64,
+        entries: Vec<(u64, Vec<u8>)>,
+    },
+    /// Compare the room's last seq with Redis's and read what is missing.
+    Probe,
+}
+
+/// How a room takes its feed: the room wraps the event into a command to its own inbox (so the
+/// feed does not depend on the room module). Must not block.
+pub(crate) type Deliver = Box<dyn Fn(FeedEvent) + Send + Sync>;
+
+/// A published batch: `epoch`, then per entry `seq`, record length and record (big-endian).
+pub(crate) fn encode(epoch: u64, entries: &[(u64, Vec<u8>)]) -> Vec<u8> {
+    let len: usize = entries.iter().map(|(_, r)| 12 + r.len()).sum();
+    let mut out = Vec::with_capacity(8 + len);
+    out.extend_from_slice(&epoch.to_be_bytes());
+    for (seq, rec) in entries {
+        out.extend_from_slice(&seq.to_be_bytes());
+        out.extend_from_slice(&u32::try_from(rec.len()).unwrap_or(u32::MAX).to_be_bytes());
+        out.extend_from_slice(rec);
+    }
+    out
+}
+
+/// `None`: not a batch this version wrote.
+pub(crate) fn decode(mut raw: &[u8]) -> Option<(u64, Vec<(u64, Vec<u8>)>)> {
+    let epoch = u64::from_be_bytes(raw.get(..8)?.try_into().ok()?);
+    raw = &raw[8..];
+    let mut entries = Vec::new();
+    while !raw.is_empty() {
+        let seq = u64::from_be_bytes(raw.get(..8)?.try_into().ok()?);
+        let len = u32::from_be_bytes(raw.get(8..12)?.try_into().ok()?) as usize;
+        entries.push((seq, raw.get(12..12 + len)?.to_vec()));
+        raw = &raw[12 + len..];
+    }
+    Some((epoch, entries))
+}
+
+enum Change {
+    Watch(String, oneshot::Sender<()>),
+    Unwatch(String),
+}
+
+/// The rooms this node watches, by channel.
+#[derive(Clone)]
+pub(crate) struct Feed {
+    rooms: Arc<Mutex<HashMap<String, Deliver>>>,
+    changes: mpsc::UnboundedSender<Change>,
+}
+
+impl Feed {
+    /// Starts the node's subscriber task.
+    pub(crate) fn start(client: redis::Client, lifecycle: &Lifecycle) -> Feed {
+        let (changes, rx) = mpsc::unbounded_channel();
+        let feed = Feed {
+            rooms: Arc::default(),
+            changes,
+        };
+        let task = Subscriber {
+            client,
+            rooms: feed.rooms.clone(),
+            changes: rx,
+        };
+        let stop = lifecycle.clone();
+        lifecycle.spawn_background(async move {
+            tokio::select! {
+                () = task.run() => {}
+                () = stop.stopping() => {}
+            }
+        });
+        feed
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Deliver>> {
+        self.rooms.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Subscribes to a room's channel; resolves once Redis confirmed the subscription (or the
+    /// connection is down: the room's probe covers what it misses).
+    pub(crate) fn watch(&self, channel: &str, deliver: Deliver) -> oneshot::Receiver<()> {
+        self.lock().insert(channel.to_owned(), deliver);
+        let (done, wait) = oneshot::channel();
+        let _ = self.changes.send(Change::Watch(channel.to_owned(), done));
+        wait
+    }
+
+    pub(crate) fn unwatch(&self, channel: &str) {
+        self.lock().remove(channel);
+        let _ = self.changes.send(Change::Unwatch(channel.to_owned()));
+    }
+
+    /// Asks every watched room to compare its last seq with Redis's.
+    pub(crate) fn probe_all(&self) {
+        for deliver in self.lock().values() {
+            deliver(FeedEvent::Probe);
+        }
+    }
+}
+
+struct Subscriber {
+    client: redis::Client,
+    rooms: Arc<Mutex<HashMap<String, Deliver>>>,
+    changes: mpsc::UnboundedReceiver<Change>,
+}
+
+impl Subscriber {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Deliver>> {
+        self.rooms.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Connects, subscribes to every watched room, and serves until the connection drops; then
+    /// again, after a pause, for ever.
+    async fn run(mut self) {
+        let mut first = true;
+        loop {
+            match self.client.get_async_pubsub().await {
+                Ok(pubsub) => {
+                    if !first {
+                        crate::metrics::cluster_pubsub_reconnect();
+                    }
+                    first = false;
+                    self.serve(pubsub).await;
+                }
+                Err(e) => tracing::warn!(error = %e, "cluster: pub/sub connection failed"),
+            }
+            // Meanwhile, watch requests are answered at once: the rooms probe instead.
+            let wait = tokio::time::sleep(Duration::from_millis(250));
+            tokio::pin!(wait);
+            loop {
+                tokio::select! {
+                    () = &mut wait => break,
+                    change = self.changes.recv() => match change {
+                        Some(Change::Watch(_, done)) => drop(done),
+                        Some(Change::Unwatch(_)) => {}
+                        None => return,
+                    },
+                }
+            }
+        }
+    }
+
+    async fn serve(&mut self, pubsub: redis::aio::PubSub) {
+        let (mut sink, mut stream) = pubsub.split();
+        let channels: Vec<String> = self.lock().keys().cloned().collect();
+        for ch in channels {
+            if sink.subscribe(&ch).await.is_err() {
+                return;
+            }
+        }
+        // Whatever was published while no connection listened.
+        self.probe_all();
+        loop {
+            tokio::select! {
+                msg = stream.next() => match msg {
+                    Some(msg) => self.dispatch(&msg),
+                    None => {
+                        tracing::warn!("cluster: pub/sub connection lost; reconnecting");
+                        return;
+                    }
+                },
+                change = self.changes.recv() => match change {
+                    Some(Change::Watch(ch, done)) => {
+                        // Watched again (or still): subscribing twice is harmless.
+                        if self.lock().contains_key(&ch) && sink.subscribe(&ch).await.is_err() {
+                            return;
+                        }
+                        let _ = done.send(());
+                    }
+                    // Unless the room was loaded again meanwhile.
+                    Some(Change::Unwatch(ch)) => {
+                        if !self.lock().contains_key(&ch) && sink.unsubscribe(&ch).await.is_err() {
+                            return;
+                        }
+                    }
+                    None => return,
+                },
+            }
+        }
+    }
+
+    fn probe_all(&self) {
+        for deliver in self.lock().values() {
+            deliver(FeedEvent::Probe);
+        }
+    }
+
+    fn dispatch(&self, msg: &redis::Msg) {
+        let channel = msg.get_channel_name();
+        let Some((epoch, entries)) = decode(msg.get_payload_bytes()) else {
+            tracing::warn!(channel, "cluster: a message this node cannot read; ignored");
+            return;
+        };
+        if let Some(deliver) = self.lock().get(channel) {
+            deliver(FeedEvent::Entries { epoch, entries });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_decodes_to_what_was_encoded() {
+        let entries = vec![(7, b"abc".to_vec()), (8, Vec::new()), (9, vec![0; 300])];
+        let raw = encode(42, &entries);
+        assert_eq!(decode(&raw), Some((42, entries)));
+        assert_eq!(decode(&raw[..raw.len() - 1]), None);
+        assert_eq!(decode(&raw[..4]), None);
+    }
+}

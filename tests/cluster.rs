@@ -1,0 +1,624 @@
+//! Cluster mode against real processes: a redis-server of its own per test (temp dir, loopback
+//! port; Debian's `redis-server`, installed by `.ci/run`) and three roomd nodes sharing it.
+
+// Test code: a failed unwrap is a failed test, and helpers are shared by name.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    unreachable_pub
+)]
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{Read, Write};
+use std::net::TcpStream as StdTcp;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{err_code, Broker, Client};
+use roomd_protocol::{ClientFrame, ServerFrame, Value};
+
+/// A redis-server on a loopback port, its files in a temp dir.
+struct Redis {
+    dir: tempfile::TempDir,
+    port: u16,
+    /// `appendfsync` and whether the append-only file is on.
+    fsync: &'static str,
+    aof: bool,
+    child: Option<Child>,
+}
+
+impl Redis {
+    /// Strict durability: `appendonly yes`, `appendfsync always`.
+    fn start() -> Redis {
+        Redis::start_with(true, "always")
+    }
+
+    fn start_with(aof: bool, fsync: &'static str) -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut r = Redis {
+            dir: tempfile::tempdir().unwrap(),
+            port,
+            fsync,
+            aof,
+            child: None,
+        };
+        r.spawn();
+        r
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .args(["--appendonly", if self.aof { "yes" } else { "no" }])
+            .args([
+                "--appendfsync",
+                self.fsync,
+                "--save",
+                "",
+                "--daemonize",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian package redis-server; .ci/run installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.cmd(&["PING"]).as_deref() != Some("+PONG") {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// One command over a plain socket; the first line of the reply.
+    fn cmd(&self, args: &[&str]) -> Option<String> {
+        let mut s = StdTcp::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        let mut req = format!("*{}\r\n", args.len());
+        for a in args {
+            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        s.write_all(req.as_bytes()).ok()?;
+        let mut buf = [0u8; 512];
+        let n = s.read(&mut buf).ok()?;
+        Some(
+            String::from_utf8_lossy(&buf[..n])
+                .lines()
+                .next()?
+                .to_string(),
+        )
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+    }
+
+    fn appendonly_dir(&self) -> PathBuf {
+        self.dir.path().join("appendonlydir")
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.signal("CONT");
+        }
+        self.kill9();
+    }
+}
+
+fn node_config(redis: &Redis, extra: &str) -> String {
+    format!(
+        "[cluster]\nengine = \"redis\"\nredis_url = \"{}\"\nunreachable_grace_ms = 1500\nprobe_ms = 300\n{extra}",
+        redis.url()
+    )
+}
+
+fn nodes(redis: &Redis, n: usize) -> Vec<Broker> {
+    (0..n)
+        .map(|i| Broker::start(&node_config(redis, &format!("node_id = \"n{i}\"\n"))))
+        .collect()
+}
+
+fn incr(c: &mut Client, room: &str, key: &str) -> ClientFrame {
+    ClientFrame::Incr {
+        id: c.id(),
+        room: room.into(),
+        key: key.into(),
+        by: None,
+    }
+}
+
+async fn publish_mid(c: &mut Client, room: &str, data: &[u8], mid: &str) -> ServerFrame {
+    let id = c.id();
+    c.request(ClientFrame::Pub {
+        id,
+        room: room.into(),
+        data: data.to_vec(),
+        mid: Some(mid.into()),
+    })
+    .await
+}
+
+/// Every stored message of `room` as (seq, data), oldest first, paged through `hist`.
+async fn history(c: &mut Client, room: &str) -> Vec<(u64, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut after = 0;
+    loop {
+        let id = c.id();
+        let reply = c
+            .request(ClientFrame::Hist {
+                id,
+                room: room.into(),
+                after: Some(after),
+                before: None,
+                limit: None,
+            })
+            .await;
+        let ServerFrame::Hist { items, more, .. } = reply else {
+            panic!("expected hist, got {reply:?}");
+        };
+        for item in items {
+            if let ServerFrame::Msg { seq, data, .. } = item {
+                after = seq;
+                out.push((seq, data));
+            } else if let Some(seq) = seq_of(&item) {
+                after = seq;
+            }
+        }
+        if !more {
+            return out;
+        }
+    }
+}
+
+fn seq_of(f: &ServerFrame) -> Option<u64> {
+    match f {
+        ServerFrame::Msg { seq, .. } | ServerFrame::State { seq, .. } => Some(*seq),
+        ServerFrame::Del { seq, .. } => Some(*seq),
+        _ => None,
+    }
+}
+
+fn epoch_of(f: &ServerFrame) -> u64 {
+    match f {
+        ServerFrame::Subbed { epoch, .. } => *epoch,
+        other => panic!("expected subbed, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_publish_on_one_node_reaches_the_others_in_order() {
+    let redis = Redis::start();
+    let n = nodes(&redis, 3);
+    let (mut a, mut b, mut c) = (
+        Client::connect(&n[0]).await,
+        Client::connect(&n[1]).await,
+        Client::connect(&n[2]).await,
+    );
+    match &b.hello {
+        ServerFrame::Hello { node, .. } => assert_eq!(node.as_deref(), Some("n1")),
+        other => panic!("{other:?}"),
+    }
+    let (sb, sc) = (b.sub("r", None).await, c.sub("r", None).await);
+    assert_eq!(
+        epoch_of(&sb),
+        epoch_of(&sc),
+        "one room, one epoch on every node"
+    );
+    for i in 0..200u32 {
+        let seq = a.publish_seq("r", &i.to_be_bytes()).await;
+        assert_eq!(seq, u64::from(i) + 1);
+    }
+    for sub in [&mut b, &mut c] {
+        for i in 0..200u32 {
+            assert_eq!(
+                sub.msg().await,
+                (u64::from(i) + 1, i.to_be_bytes().to_vec())
+            );
+        }
+    }
+    // A node that loads the room afterwards sees the same log.
+    let mut late = Client::connect(&n[2]).await;
+    let hist = history(&mut late, "r").await;
+    assert_eq!(hist.len(), 200);
+    assert!(hist
+        .iter()
+        .enumerate()
+        .all(|(i, (s, _))| *s == i as u64 + 1));
+}
+
+#[tokio::test]
+async fn writers_on_every_node_share_one_dense_order() {
+    let redis = Redis::start();
+    let n = nodes(&redis, 3);
+    let mut watcher = Client::connect(&n[0]).await;
+    watcher.sub("r", None).await;
+    let mut tasks = Vec::new();
+    for (i, node) in n.iter().enumerate() {
+        let mut c = Client::connect(node).await;
+        tasks.push(tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for j in 0..100u32 {
+                let data = format!("{i}:{j}");
+                seqs.push(c.publish_seq("r", data.as_bytes()).await);
+            }
+            seqs
+        }));
+    }
+    let mut acked = HashSet::new();
+    for t in tasks {
+        for s in t.await.unwrap() {
+            assert!(acked.insert(s), "seq {s} acked twice");
+        }
+    }
+    assert_eq!(acked, (1..=300).collect());
+    // The subscriber on node 0 saw every entry once, in seq order.
+    let mut per_writer: BTreeMap<String, u32> = BTreeMap::new();
+    for want in 1..=300 {
+        let (seq, data) = watcher.msg().await;
+        assert_eq!(seq, want);
+        let text = String::from_utf8(data).unwrap();
+        let (w, j) = text.split_once(':').unwrap();
+        let next = per_writer.entry(w.into()).or_default();
+        assert_eq!(
+            j.parse::<u32>().unwrap(),
+            *next,
+            "a writer's messages keep their order"
+        );
+        *next += 1;
+    }
+}
+
+#[tokio::test]
+async fn concurrent_incr_on_three_nodes_sums_exactly() {
+    let redis = Redis::start();
+    let n = nodes(&redis, 3);
+    let mut tasks = Vec::new();
+    for node in &n {
+        let mut c = Client::connect(node).await;
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..100 {
+                let f = incr(&mut c, "counter", "n");
+                match c.request(f).await {
+                    ServerFrame::Done { .. } => {}
+                    other => panic!("expected done, got {other:?}"),
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    for node in &n {
+        let mut c = Client::connect(node).await;
+        let id = c.id();
+        let reply = c
+            .request(ClientFrame::Get {
+                id,
+                room: "counter".into(),
+                key: "n".into(),
+            })
+            .await;
+        match reply {
+            ServerFrame::Val { value, ver, .. } => {
+                assert_eq!(value, Some(Value::from(300)));
+                assert_eq!(ver, 300, "every incr is one entry of the log");
+            }
+            other => panic!("expected val, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_resume_on_another_node_has_no_gap_and_no_duplicate() {
+    let redis = Redis::start();
+    let n = nodes(&redis, 3);
+    let mut publisher = Client::connect(&n[0]).await;
+    let mut sub = Client::connect(&n[0]).await;
+    sub.sub("r", None).await;
+    for i in 0..50u32 {
+        publisher.publish_seq("r", &i.to_be_bytes()).await;
+    }
+    let mut last = 0;
+    for _ in 0..20 {
+        last = sub.msg().await.0;
+    }
+    drop(sub);
+    // The publisher goes on while the subscriber moves to another node.
+    let publishing = tokio::spawn(async move {
+        for i in 50..300u32 {
+            publisher.publish_seq("r", &i.to_be_bytes()).await;
+        }
+    });
+    let mut resumed = Client::connect(&n[1]).await;
+    resumed.sub("r", Some(last)).await;
+    publishing.await.unwrap();
+    for want in last + 1..=300 {
+        let (seq, data) = resumed.msg().await;
+        assert_eq!(seq, want);
+        assert_eq!(data, ((want - 1) as u32).to_be_bytes());
+    }
+    assert!(resumed
+        .try_event(Duration::from_millis(300))
+        .await
+        .is_none());
+}
+
+#[tokio::test]
+async fn a_mid_is_stored_once_across_nodes() {
+    let redis = Redis::start();
+    let n = nodes(&redis, 2);
+    let mut a = Client::connect_query(&n[0], "client=c1").await;
+    let mut b = Client::connect_query(&n[1], "client=c1").await;
+    let first = publish_mid(&mut a, "r", b"x", "m1").await;
+    let ServerFrame::Ack { seq, dup: None, .. } = first else {
+        panic!("expected ack, got {first:?}");
+    };
+    // The retry goes to the other node, which has not loaded the room yet.
+    match publish_mid(&mut b, "r", b"x", "m1").await {
+        ServerFrame::Ack {
+            seq: s,
+            dup: Some(true),
+            ..
+        } => assert_eq!(s, seq),
+        other => panic!("expected a dup ack, got {other:?}"),
+    }
+    // And when it has the room loaded and another node wrote the mid meanwhile.
+    publish_mid(&mut b, "r", b"y", "m2").await;
+    let ServerFrame::Ack { seq: s3, .. } = publish_mid(&mut a, "r", b"z", "m3").await else {
+        panic!()
+    };
+    match publish_mid(&mut b, "r", b"z", "m3").await {
+        ServerFrame::Ack {
+            seq,
+            dup: Some(true),
+            ..
+        } => assert_eq!(seq, s3),
+        other => panic!("expected a dup ack, got {other:?}"),
+    }
+    assert_eq!(history(&mut a, "r").await.len(), 3);
+}
+
+#[tokio::test]
+async fn kill9_of_a_node_during_idempotent_publishing_stores_each_mid_once() {
+    let redis = Redis::start();
+    let mut n = nodes(&redis, 2);
+    let mut a = Client::connect_query(&n[0], "client=w").await;
+    let mut acked = 0;
+    for i in 0..100 {
+        match publish_mid(&mut a, "r", format!("{i}").as_bytes(), &format!("m{i}")).await {
+            ServerFrame::Ack { .. } => acked = i + 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    // Requests in flight when the node dies: their outcome is unknown to the client.
+    for i in 100..150 {
+        let id = a.id();
+        a.send(&ClientFrame::Pub {
+            id,
+            room: "r".into(),
+            data: format!("{i}").into_bytes(),
+            mid: Some(format!("m{i}")),
+        })
+        .await;
+    }
+    n[0].kill9();
+    // The client retries everything unacknowledged on the other node.
+    let mut b = Client::connect_query(&n[1], "client=w").await;
+    for i in acked..200 {
+        match publish_mid(&mut b, "r", format!("{i}").as_bytes(), &format!("m{i}")).await {
+            ServerFrame::Ack { .. } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    let hist = history(&mut b, "r").await;
+    let mut seen = HashSet::new();
+    for (_, data) in &hist {
+        assert!(
+            seen.insert(data.clone()),
+            "{:?} stored twice",
+            String::from_utf8_lossy(data)
+        );
+    }
+    assert_eq!(seen.len(), 200);
+}
+
+#[tokio::test]
+async fn kill9_of_redis_under_load_loses_no_acknowledged_seq() {
+    let mut redis = Redis::start();
+    let n = nodes(&redis, 2);
+    let mut writers = Vec::new();
+    for (w, node) in n.iter().enumerate() {
+        let mut c = Client::connect_query(node, &format!("client=w{w}")).await;
+        writers.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..400u32 {
+                let id = c.id();
+                let f = ClientFrame::Pub {
+                    id,
+                    room: "r".into(),
+                    data: format!("{w}:{i}").into_bytes(),
+                    mid: Some(format!("{i}")),
+                };
+                c.send(&f).await;
+                match c.reply_to(id).await {
+                    ServerFrame::Ack { seq, .. } => acked.push((seq, format!("{w}:{i}"))),
+                    // Redis is down: 503, the client would retry later.
+                    f @ ServerFrame::Err { .. } => assert_eq!(err_code(&f), 503),
+                    other => panic!("{other:?}"),
+                }
+            }
+            acked
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    redis.kill9();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis.spawn();
+    let mut acked = Vec::new();
+    for w in writers {
+        acked.extend(w.await.unwrap());
+    }
+    assert!(!acked.is_empty());
+    let mut reader = Client::connect(&n[0]).await;
+    // Whatever the nodes' connections went through, the reader gets the log from Redis.
+    let stored: BTreeMap<u64, String> = history(&mut reader, "r")
+        .await
+        .into_iter()
+        .map(|(s, d)| (s, String::from_utf8(d).unwrap()))
+        .collect();
+    for (seq, data) in &acked {
+        assert_eq!(
+            stored.get(seq),
+            Some(data),
+            "acked seq {seq} lost or changed"
+        );
+    }
+    let max = *stored.keys().max().unwrap();
+    assert_eq!(stored.len() as u64, max, "no holes: seqs 1..={max}");
+}
+
+#[tokio::test]
+async fn redis_losing_acknowledged_writes_rotates_the_epoch_and_never_reuses_a_seq() {
+    let mut redis = Redis::start();
+    let n = nodes(&redis, 2);
+    let mut a = Client::connect(&n[0]).await;
+    let mut watcher = Client::connect(&n[1]).await;
+    let epoch = epoch_of(&watcher.sub("r", None).await);
+    for i in 0..10u32 {
+        a.publish_seq("r", &i.to_be_bytes()).await;
+    }
+    // A copy of Redis's files as of seq 10 stands for a replica that had replicated that far.
+    let behind = tempfile::tempdir().unwrap();
+    copy_dir(
+        &redis.appendonly_dir(),
+        &behind.path().join("appendonlydir"),
+    );
+    for i in 10..20u32 {
+        a.publish_seq("r", &i.to_be_bytes()).await;
+    }
+    for want in 1..=20 {
+        assert_eq!(watcher.msg().await.0, want);
+    }
+    // The "replica" is promoted: Redis comes back without seqs 11..=20.
+    redis.kill9();
+    std::fs::remove_dir_all(redis.appendonly_dir()).unwrap();
+    copy_dir(
+        &behind.path().join("appendonlydir"),
+        &redis.appendonly_dir(),
+    );
+    redis.spawn();
+    // The nodes notice by their probe (their last seq is past Redis's) and rotate the epoch:
+    // subscribers are closed to resume, and are told their history is not complete.
+    assert_eq!(watcher.close_code().await, Some(4005));
+    let mut resumed = Client::connect(&n[1]).await;
+    let subbed = resumed.sub("r", Some(20)).await;
+    assert_ne!(epoch_of(&subbed), epoch, "a new epoch");
+    // Seqs go on after the fence: 11..=20 are never given to other content.
+    let seq = a.publish_seq("r", b"after").await;
+    assert!(seq > 20, "seq {seq} reused");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn killed_pubsub_connections_are_filled_from_the_log() {
+    let redis = Redis::start();
+    let n = nodes(&redis, 2);
+    let mut a = Client::connect(&n[0]).await;
+    let mut b = Client::connect(&n[1]).await;
+    b.sub("r", None).await;
+    let publishing = tokio::spawn(async move {
+        for i in 0..300u32 {
+            a.publish_seq("r", &i.to_be_bytes()).await;
+            if i % 50 == 25 {
+                tokio::task::yield_now().await;
+            }
+        }
+    });
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        redis.cmd(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    }
+    publishing.await.unwrap();
+    for want in 1..=300 {
+        assert_eq!(b.msg().await.0, want);
+    }
+}
+
+#[tokio::test]
+async fn a_node_without_redis_closes_its_clients_and_recovers() {
+    let redis = Redis::start();
+    let n = nodes(&redis, 1);
+    let mut c = Client::connect(&n[0]).await;
+    c.sub("r", None).await;
+    assert_eq!(n[0].http_get("/readyz").await.0, 200);
+    redis.signal("STOP");
+    // Past the grace (1.5 s here) the node closes its connections with 4005.
+    assert_eq!(c.close_code().await, Some(4005));
+    assert_eq!(n[0].http_get("/readyz").await.0, 503);
+    let mut d = Client::connect(&n[0]).await;
+    let f = d.publish("r", b"x").await;
+    assert_eq!(err_code(&f), 503, "{f:?}");
+    redis.signal("CONT");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while n[0].http_get("/readyz").await.0 != 200 {
+        assert!(Instant::now() < deadline, "not ready again after SIGCONT");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut e = Client::connect(&n[0]).await;
+    e.sub("r", None).await;
+    let seq = d.publish_seq("r", b"y").await;
+    assert_eq!(e.msg().await, (seq, b"y".to_vec()));
+}
+
+#[tokio::test]
+async fn a_redis_without_fsync_on_every_write_is_refused_in_strict_mode() {
+    let redis = Redis::start_with(true, "everysec");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("roomd.toml");
+    std::fs::write(&config, node_config(&redis, "")).unwrap();
+    let out = common::run_to_exit(&config);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("appendfsync everysec"), "{err}");
+    // Relaxed mode starts, with a warning.
+    let b = Broker::start(&node_config(&redis, "durability = \"relaxed\"\n"));
+    let mut c = Client::connect(&b).await;
+    assert_eq!(c.publish_seq("r", b"x").await, 1);
+}
