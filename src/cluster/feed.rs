@@ -15,13 +15,13 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::lifecycle::Lifecycle;
 
+/// Entries as `(seq, log record)`, ascending.
+pub(crate) type Entries = Vec<(u64, Vec<u8>)>;
+
 /// What a node's feed tells a loaded room.
 pub(crate) enum FeedEvent {
     /// Entries another node (or this one) stored: `(seq, log record)`, ascending.
-    Entries {
-        epoch: u64,
-        entries: Vec<(u64, Vec<u8>)>,
-    },
+    Entries { epoch: u64, entries: Entries },
     /// Compare the room's last seq with Redis's and read what is missing.
     Probe,
 }
@@ -44,7 +44,7 @@ pub(crate) fn encode(epoch: u64, entries: &[(u64, Vec<u8>)]) -> Vec<u8> {
 }
 
 /// `None`: not a batch this version wrote.
-pub(crate) fn decode(mut raw: &[u8]) -> Option<(u64, Vec<(u64, Vec<u8>)>)> {
+pub(crate) fn decode(mut raw: &[u8]) -> Option<(u64, Entries)> {
     let epoch = u64::from_be_bytes(raw.get(..8)?.try_into().ok()?);
     raw = &raw[8..];
     let mut entries = Vec::new();

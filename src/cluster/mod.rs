@@ -208,7 +208,7 @@ impl Cluster {
         cmd.arg(epoch)
             .arg(lim.recent.min(LOAD_MAX))
             .arg(lim.dedup_max.min(LOAD_MAX));
-        let reply = self.call(&cmd).await?;
+        let reply = self.call_twice(&cmd).await?;
         let mut snap = parse_load(&reply).ok_or_else(|| bad_reply("roomd_load", &reply))?;
         snap.dedup.retain(|(_, _, ts)| *ts >= lim.dedup_since_ms);
         Ok(snap)
@@ -288,7 +288,7 @@ impl Cluster {
             .arg(if back { "b" } else { "f" })
             .arg(fence)
             .arg(fresh);
-        let reply = self.call(&cmd).await?;
+        let reply = self.call_twice(&cmd).await?;
         let range = parse_range(&reply).ok_or_else(|| bad_reply("roomd_range", &reply))?;
         if fence > 0 && range.epoch == fresh {
             crate::metrics::cluster_fence_trip();
@@ -386,6 +386,15 @@ impl Cluster {
             kept.iter().map(|f| Bytes::copy_from_slice(f)).collect(),
             more,
         ))
+    }
+
+    /// For reads (and the load, which at most creates a room's meta): the first call after
+    /// Redis restarted finds the old connection broken while the manager reconnects.
+    async fn call_twice(&self, cmd: &redis::Cmd) -> Result<Value, StoreError> {
+        match self.call(cmd).await {
+            Ok(v) => Ok(v),
+            Err(_) => self.call(cmd).await,
+        }
     }
 
     async fn call(&self, cmd: &redis::Cmd) -> Result<Value, StoreError> {

@@ -18,14 +18,13 @@ use std::time::Instant;
 use roomd_protocol::{ErrorCode, ServerFrame};
 use tokio::sync::oneshot;
 
-use super::cluster::Linked;
 use super::commit::{recv_commit, Flushed};
 use super::dedup::Dedup;
-use super::model::{now_ms, Pending, Room};
+use super::model::{Linked, Pending, Room};
 use super::state::RoomState;
 use super::{Command, Inbox, InboxSender, RoomEnv, RoomInfo};
 use crate::peer::{Peer, ReplyError};
-use crate::store::reader::{LoadLimits, RoomSnapshot};
+use crate::store::reader::RoomSnapshot;
 use crate::store::{CommitResult, StoreError};
 
 /// Most commands taken from the inbox at once before a batch is formed.
@@ -90,21 +89,12 @@ pub(crate) async fn run<H: RoomHost>(name: Arc<str>, mut rx: Inbox, registry: Ar
 /// Reads the room from disk, with as much of its recent log as the cache and the `mid` window
 /// want.
 pub(super) async fn load(env: &RoomEnv, name: &Arc<str>) -> Result<RoomSnapshot, StoreError> {
-    let lim = load_limits(env);
+    let lim = env.load_limits(super::model::now_ms());
     // Below 2^53 so JavaScript numbers hold it exactly; taken only by a room new to the engine.
     let epoch = rand::random::<u64>() >> 11;
     let snap = env.engine.load_room(name, epoch, lim).await?;
     tracing::debug!(room = %name, head = snap.head, entries_read = snap.walked, mids = snap.dedup.len(), "room loaded");
     Ok(snap)
-}
-
-/// What a load reads: the cache's entries, and the `mid`s of the window.
-pub(super) fn load_limits(env: &RoomEnv) -> LoadLimits {
-    LoadLimits {
-        recent: env.limits.cache_entries,
-        dedup_max: env.limits.dedup_max,
-        dedup_since_ms: now_ms().saturating_sub(env.limits.dedup_window_secs * 1000),
-    }
 }
 
 /// Answers every command still queued for a room that stops without running them.

@@ -21,6 +21,7 @@ use bytes::{Bytes, BytesMut};
 use roomd_protocol::{codec, ServerFrame};
 
 use super::dedup::Dedup;
+use super::model::HELD_MAX_BYTES;
 use super::model::{now_ms, Pending, Room};
 use super::state::{Effect, Entry};
 use super::{Command, InboxSender};
@@ -32,40 +33,6 @@ use crate::store::model::CommitInfo;
 use crate::store::reader::RoomSnapshot;
 use crate::store::{record, CommitResult, RoomWrite, StoreError};
 use crate::wire;
-
-/// Feed entries a room holds while its batch is in flight, in bytes; past it they are dropped
-/// and read again by a fill.
-const HELD_MAX_BYTES: usize = 4 << 20;
-
-/// A room's cluster side.
-pub(super) struct Linked {
-    pub(super) cluster: Arc<Cluster>,
-    /// Copies of the requests in the batch in flight, formed again if another node wrote first.
-    pub(super) retry: Vec<Pending>,
-    /// Feed entries that arrived while a batch was in flight.
-    held: Vec<(u64, Vec<u8>)>,
-    held_bytes: usize,
-    /// A fill is under way.
-    filling: bool,
-    /// The highest seq known to exist (seen on the feed or in a reply).
-    known: u64,
-    /// A reload after an epoch change is under way: nothing is written meanwhile.
-    reloading: bool,
-}
-
-impl Linked {
-    pub(super) fn new(cluster: Arc<Cluster>) -> Box<Linked> {
-        Box::new(Linked {
-            cluster,
-            retry: Vec::new(),
-            held: Vec::new(),
-            held_bytes: 0,
-            filling: false,
-            known: 0,
-            reloading: false,
-        })
-    }
-}
 
 /// Subscribes the room's inbox to its channel; resolves once Redis confirmed it.
 pub(super) async fn watch(cluster: &Cluster, name: &str, tx: InboxSender) {
@@ -332,7 +299,7 @@ impl Room {
             return;
         };
         let (cluster, tx, name) = (linked.cluster.clone(), self.tx.clone(), self.name.clone());
-        let lim = super::actor::load_limits(&self.env);
+        let lim = self.env.load_limits(now_ms());
         self.env.background.spawn(async move {
             let epoch = rand::random::<u64>() >> 11;
             let snap = cluster.load(&name, epoch, &lim).await;

@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::engine::Engine;
+use crate::store::reader::LoadLimits;
 use crate::store::WriterHandle;
 
 /// A room's environment: where it reads and writes, and the limits it applies.
@@ -55,6 +56,16 @@ pub(crate) struct RoomLimits {
 }
 
 impl RoomEnv {
+    /// What a room's load reads at `now` (ms since the Unix epoch): the cache's entries, and
+    /// the `mid`s of the window.
+    pub(crate) fn load_limits(&self, now: u64) -> LoadLimits {
+        LoadLimits {
+            recent: self.limits.cache_entries,
+            dedup_max: self.limits.dedup_max,
+            dedup_since_ms: now.saturating_sub(self.limits.dedup_window_secs * 1000),
+        }
+    }
+
     pub(crate) fn new(
         engine: Engine,
         writer: WriterHandle,

@@ -11,12 +11,12 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
-use super::cluster::Linked;
 use super::dedup::Dedup;
 use super::env::RoomRules;
 use super::snapshot::Present;
 use super::state::{Effect, RoomState};
 use super::{InboxSender, Mutation, RoomEnv};
+use crate::cluster::Cluster;
 use crate::peer::Peer;
 
 /// One room's everything, owned by its task. The fields are shared with the sibling modules
@@ -139,6 +139,40 @@ pub(super) enum Reply {
         target: u64,
         stub: Bytes,
     },
+}
+
+/// Feed entries a room holds while its batch is in flight, in bytes; past it they are dropped
+/// and read again by a fill.
+pub(super) const HELD_MAX_BYTES: usize = 4 << 20;
+
+/// A room's cluster side.
+pub(super) struct Linked {
+    pub(super) cluster: Arc<Cluster>,
+    /// Copies of the requests in the batch in flight, formed again if another node wrote first.
+    pub(super) retry: Vec<Pending>,
+    /// Feed entries that arrived while a batch was in flight.
+    pub(super) held: Vec<(u64, Vec<u8>)>,
+    pub(super) held_bytes: usize,
+    /// A fill is under way.
+    pub(super) filling: bool,
+    /// The highest seq known to exist (seen on the feed or in a reply).
+    pub(super) known: u64,
+    /// A reload after an epoch change is under way: nothing is written meanwhile.
+    pub(super) reloading: bool,
+}
+
+impl Linked {
+    pub(super) fn new(cluster: Arc<Cluster>) -> Box<Linked> {
+        Box::new(Linked {
+            cluster,
+            retry: Vec::new(),
+            held: Vec::new(),
+            held_bytes: 0,
+            filling: false,
+            known: 0,
+            reloading: false,
+        })
+    }
 }
 
 pub(crate) fn now_ms() -> u64 {

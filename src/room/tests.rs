@@ -263,7 +263,7 @@ async fn publishes_and_mutations_pending_together_form_one_write_in_order() {
     assert_eq!(f.room.head, 4);
     assert_eq!(f.room.state.get("k").map(|e| e.ver), Some(2));
     let room_id = f.room.id.expect("the first write created the room");
-    let store = embedded(f);
+    let store = embedded(&f);
     let stored =
         tokio::task::spawn_blocking(move || store.read_forward(room_id, 1, 100, usize::MAX))
             .await
