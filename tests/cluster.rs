@@ -676,3 +676,115 @@ async fn a_lagging_node_never_shows_an_entry_redis_did_not_keep() {
         assert_eq!(stored.get(seq), Some(data));
     }
 }
+
+async fn sub_present(c: &mut Client, room: &str, name: &str) -> ServerFrame {
+    let id = c.id();
+    c.request(ClientFrame::Sub {
+        id,
+        room: room.into(),
+        since: None,
+        state: None,
+        presence: Some(true),
+        info: Some(Value::from(name)),
+    })
+    .await
+}
+
+fn members(f: &ServerFrame) -> Vec<Value> {
+    let list = match f {
+        ServerFrame::Subbed { presence, .. } => presence.clone().unwrap_or_default(),
+        ServerFrame::Who { members, .. } => members.clone(),
+        other => panic!("expected a member list, got {other:?}"),
+    };
+    let mut infos: Vec<Value> = list.into_iter().filter_map(|m| m.info).collect();
+    infos.sort_by_key(|v| v.to_string());
+    infos
+}
+
+/// The next join or leave: (joined, info or conn).
+async fn presence_event(c: &mut Client) -> (bool, String) {
+    loop {
+        match c.event().await {
+            ServerFrame::Join { info, .. } => return (true, info.unwrap().to_string()),
+            ServerFrame::Leave { conn, .. } => return (false, conn),
+            _ => continue,
+        }
+    }
+}
+
+#[tokio::test]
+async fn presence_spans_nodes_and_a_crashed_nodes_members_leave() {
+    let redis = Redis::start();
+    let mut n: Vec<Broker> = (0..2)
+        .map(|i| {
+            Broker::start(&node_config(
+                &redis,
+                &format!("node_id = \"p{i}\"\nnode_ttl_ms = 1000\n"),
+            ))
+        })
+        .collect();
+    let mut ada = Client::connect(&n[0]).await;
+    let ada_conn = match &ada.hello {
+        ServerFrame::Hello { conn, .. } => conn.clone(),
+        other => panic!("{other:?}"),
+    };
+    sub_present(&mut ada, "room", "ada").await;
+    let mut bob = Client::connect(&n[1]).await;
+    // Bob, on the other node, sees Ada in his snapshot; Ada sees Bob join.
+    let subbed = sub_present(&mut bob, "room", "bob").await;
+    assert_eq!(members(&subbed), [Value::from("ada"), Value::from("bob")]);
+    assert_eq!(presence_event(&mut ada).await, (true, "\"bob\"".into()));
+    let mut cy = Client::connect(&n[1]).await;
+    let id = cy.id();
+    let who = cy
+        .request(ClientFrame::Who {
+            id,
+            room: "room".into(),
+        })
+        .await;
+    assert_eq!(members(&who), [Value::from("ada"), Value::from("bob")]);
+    // Ada's node dies: within its heartbeat's lifetime Bob sees her leave.
+    let killed = Instant::now();
+    n[0].kill9();
+    assert_eq!(presence_event(&mut bob).await, (false, ada_conn));
+    assert!(
+        killed.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        killed.elapsed()
+    );
+    let id = cy.id();
+    let who = cy
+        .request(ClientFrame::Who {
+            id,
+            room: "room".into(),
+        })
+        .await;
+    assert_eq!(members(&who), [Value::from("bob")]);
+    // And a graceful leave on one node is seen on the other.
+    let mut dan = Client::connect(&n[1]).await;
+    n[0] = Broker::start(&node_config(
+        &redis,
+        "node_id = \"p0\"\nnode_ttl_ms = 1000\n",
+    ));
+    let mut eve = Client::connect(&n[0]).await;
+    sub_present(&mut eve, "room", "eve").await;
+    // Presence crosses nodes a moment after the `subbed`.
+    assert_eq!(presence_event(&mut bob).await, (true, "\"eve\"".into()));
+    let subbed = sub_present(&mut dan, "room", "dan").await;
+    assert_eq!(
+        members(&subbed),
+        [Value::from("bob"), Value::from("dan"), Value::from("eve")]
+    );
+    let eve_conn = match &eve.hello {
+        ServerFrame::Hello { conn, .. } => conn.clone(),
+        other => panic!("{other:?}"),
+    };
+    drop(eve);
+    loop {
+        let (joined, who) = presence_event(&mut dan).await;
+        if !joined {
+            assert_eq!(who, eve_conn);
+            break;
+        }
+    }
+}

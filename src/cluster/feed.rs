@@ -24,16 +24,89 @@ pub(crate) enum FeedEvent {
     Entries { epoch: u64, entries: Entries },
     /// Compare the room's last seq with Redis's and read what is missing.
     Probe,
+    /// A connection on some node joined the room's presence (`Some`) or left it.
+    Presence {
+        conn: String,
+        member: Option<Member>,
+    },
+    /// A node instance stopped heart-beating: its members have left.
+    NodeGone(Arc<str>),
+}
+
+/// A member of a room's presence held by a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Member {
+    /// The node instance (node id and boot) that holds the connection.
+    pub instance: String,
+    pub user: Option<String>,
+    pub info: Vec<u8>,
+}
+
+impl Member {
+    /// As stored in the room's presence hash: instance, user (if any), info.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(4 + self.instance.len() + self.info.len() + 64);
+        put_str(&mut out, &self.instance);
+        match &self.user {
+            Some(u) => {
+                out.push(1);
+                put_str(&mut out, u);
+            }
+            None => out.push(0),
+        }
+        out.extend_from_slice(&self.info);
+        out
+    }
+
+    pub(crate) fn decode(raw: &[u8]) -> Option<Member> {
+        let (instance, rest) = take_str(raw)?;
+        let (user, rest) = match rest.first()? {
+            1 => {
+                let (u, rest) = take_str(&rest[1..])?;
+                (Some(u), rest)
+            }
+            _ => (None, &rest[1..]),
+        };
+        Some(Member {
+            instance,
+            user,
+            info: rest.to_vec(),
+        })
+    }
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    let len = u16::try_from(s.len()).unwrap_or(u16::MAX);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&s.as_bytes()[..usize::from(len)]);
+}
+
+fn take_str(raw: &[u8]) -> Option<(String, &[u8])> {
+    let len = usize::from(u16::from_be_bytes(raw.get(..2)?.try_into().ok()?));
+    let s = std::str::from_utf8(raw.get(2..2 + len)?).ok()?.to_string();
+    Some((s, &raw[2 + len..]))
+}
+
+/// A presence change: `P`, then the connection, then the member (absent: it left).
+pub(crate) fn encode_presence(conn: &str, member: Option<&Member>) -> Vec<u8> {
+    let mut out = vec![b'P'];
+    put_str(&mut out, conn);
+    if let Some(m) = member {
+        out.extend_from_slice(&m.encode());
+    }
+    out
 }
 
 /// How a room takes its feed: the room wraps the event into a command to its own inbox (so the
 /// feed does not depend on the room module). Must not block.
 pub(crate) type Deliver = Box<dyn Fn(FeedEvent) + Send + Sync>;
 
-/// A published batch: `epoch`, then per entry `seq`, record length and record (big-endian).
+/// A published batch: `E`, `epoch`, then per entry `seq`, record length and record
+/// (big-endian).
 pub(crate) fn encode(epoch: u64, entries: &[(u64, Vec<u8>)]) -> Vec<u8> {
     let len: usize = entries.iter().map(|(_, r)| 12 + r.len()).sum();
-    let mut out = Vec::with_capacity(8 + len);
+    let mut out = Vec::with_capacity(9 + len);
+    out.push(b'E');
     out.extend_from_slice(&epoch.to_be_bytes());
     for (seq, rec) in entries {
         out.extend_from_slice(&seq.to_be_bytes());
@@ -43,8 +116,26 @@ pub(crate) fn encode(epoch: u64, entries: &[(u64, Vec<u8>)]) -> Vec<u8> {
     out
 }
 
-/// `None`: not a batch this version wrote.
-pub(crate) fn decode(mut raw: &[u8]) -> Option<(u64, Entries)> {
+/// What a message on a room's channel says; `None`: not one this version wrote.
+pub(crate) fn decode_event(raw: &[u8]) -> Option<FeedEvent> {
+    match raw.first()? {
+        b'E' => {
+            let (epoch, entries) = decode(&raw[1..])?;
+            Some(FeedEvent::Entries { epoch, entries })
+        }
+        b'P' => {
+            let (conn, rest) = take_str(&raw[1..])?;
+            let member = match rest.is_empty() {
+                true => None,
+                false => Some(Member::decode(rest)?),
+            };
+            Some(FeedEvent::Presence { conn, member })
+        }
+        _ => None,
+    }
+}
+
+fn decode(mut raw: &[u8]) -> Option<(u64, Entries)> {
     let epoch = u64::from_be_bytes(raw.get(..8)?.try_into().ok()?);
     raw = &raw[8..];
     let mut entries = Vec::new();
@@ -114,6 +205,13 @@ impl Feed {
     pub(crate) fn probe_all(&self) {
         for deliver in self.lock().values() {
             deliver(FeedEvent::Probe);
+        }
+    }
+
+    /// Tells every watched room that a node instance is gone.
+    pub(crate) fn node_gone(&self, instance: &Arc<str>) {
+        for deliver in self.lock().values() {
+            deliver(FeedEvent::NodeGone(instance.clone()));
         }
     }
 }
@@ -207,12 +305,12 @@ impl Subscriber {
 
     fn dispatch(&self, msg: &redis::Msg) {
         let channel = msg.get_channel_name();
-        let Some((epoch, entries)) = decode(msg.get_payload_bytes()) else {
+        let Some(event) = decode_event(msg.get_payload_bytes()) else {
             tracing::warn!(channel, "cluster: a message this node cannot read; ignored");
             return;
         };
         if let Some(deliver) = self.lock().get(channel) {
-            deliver(FeedEvent::Entries { epoch, entries });
+            deliver(event);
         }
     }
 }
@@ -225,8 +323,34 @@ mod tests {
     fn a_batch_decodes_to_what_was_encoded() {
         let entries = vec![(7, b"abc".to_vec()), (8, Vec::new()), (9, vec![0; 300])];
         let raw = encode(42, &entries);
-        assert_eq!(decode(&raw), Some((42, entries)));
-        assert_eq!(decode(&raw[..raw.len() - 1]), None);
-        assert_eq!(decode(&raw[..4]), None);
+        assert_eq!(decode(&raw[1..]), Some((42, entries)));
+        assert_eq!(decode(&raw[1..raw.len() - 1]), None);
+        assert_eq!(decode(&raw[1..4]), None);
+        assert!(decode_event(b"X").is_none());
+    }
+
+    #[test]
+    fn presence_changes_decode_to_what_was_encoded() {
+        let m = Member {
+            instance: "n1/abc".into(),
+            user: Some("ada".into()),
+            info: vec![0x81, 0xa1, 0x6e],
+        };
+        assert_eq!(Member::decode(&m.encode()), Some(m.clone()));
+        let anon = Member {
+            user: None,
+            ..m.clone()
+        };
+        assert_eq!(Member::decode(&anon.encode()), Some(anon));
+        match decode_event(&encode_presence("c1", Some(&m))) {
+            Some(FeedEvent::Presence { conn, member }) => {
+                assert_eq!((conn.as_str(), member), ("c1", Some(m)));
+            }
+            _ => panic!(),
+        }
+        match decode_event(&encode_presence("c1", None)) {
+            Some(FeedEvent::Presence { conn, member: None }) => assert_eq!(conn, "c1"),
+            _ => panic!(),
+        }
     }
 }

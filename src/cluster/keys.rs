@@ -4,6 +4,9 @@
 //! [`PARTITIONS`]), so one Function can touch them all on Redis Cluster, and rooms spread
 //! over the cluster's slots however their names look (a room name may hold `{` or `}`).
 
+/// The node instances alive: a ZSET of instance -> the moment (ms) its heartbeat lapses.
+pub(crate) const NODES: &str = "roomd:nodes";
+
 /// Fixed for the life of a deployment: changing it moves every room to other keys.
 const PARTITIONS: u32 = 1024;
 
@@ -13,6 +16,8 @@ pub(crate) struct RoomKeys {
     pub log: String,
     pub state: String,
     pub mids: String,
+    /// HASH conn -> [`super::feed::Member`]: who is present, on every node.
+    pub presence: String,
     /// The channel its writes are published on.
     pub channel: String,
 }
@@ -25,6 +30,7 @@ impl RoomKeys {
             log: format!("{base}:log"),
             state: format!("{base}:state"),
             mids: format!("{base}:mids"),
+            presence: format!("{base}:presence"),
             channel: format!("{base}:live"),
         }
     }
@@ -53,7 +59,7 @@ mod tests {
     fn keys_share_one_tag_and_partitions_are_stable() {
         let k = RoomKeys::new("chat:{x}");
         let tag = &k.meta[..k.meta.find('}').unwrap() + 1];
-        for key in k.all().into_iter().chain([k.channel.as_str()]) {
+        for key in k.all().into_iter().chain([k.channel.as_str(), &k.presence]) {
             assert!(key.starts_with(tag), "{key}");
         }
         // Pinned: a change would move every deployed room.

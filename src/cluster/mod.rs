@@ -33,7 +33,7 @@ use crate::config::{ClusterConfig, ClusterDurability};
 use crate::lifecycle::Lifecycle;
 use crate::store::reader::{LoadLimits, RoomSnapshot};
 use crate::store::{record, RoomWrite, StoreError};
-use feed::Feed;
+use feed::{Feed, Member};
 use keys::RoomKeys;
 
 const FUNCTIONS: &str = include_str!("functions.lua");
@@ -85,9 +85,29 @@ pub(crate) struct Apply<'a> {
     pub write: &'a RoomWrite,
 }
 
+/// A presence change this node makes, sent to Redis in order by one task.
+struct PresenceOp {
+    room: Arc<str>,
+    conn: Arc<str>,
+    /// `None`: the connection left.
+    member: Option<Member>,
+}
+
+/// Presence changes waiting for Redis, at most (past it they are dropped and logged: a member
+/// may then linger on other nodes until this node's instance is gone).
+const PRESENCE_QUEUE: usize = 65_536;
+
 /// This node's link to Redis.
 pub(crate) struct Cluster {
     node_id: String,
+    /// The node id and this process's boot: a restarted node is a new instance, so members
+    /// left over from its previous life are told apart from its new ones.
+    instance: Arc<str>,
+    presence: tokio::sync::mpsc::Sender<PresenceOp>,
+    /// A node whose heartbeat lapsed this long ago is gone: its members leave.
+    node_ttl: Duration,
+    /// Instances this node already announced as gone.
+    gone: std::sync::Mutex<std::collections::HashSet<Arc<str>>>,
     /// Reconnects by itself after Redis restarts or the connection drops; calls made while it
     /// is down fail (and are answered 503).
     conn: ConnectionManager,
@@ -127,8 +147,25 @@ impl Cluster {
             cfg.node_id.clone()
         };
         tracing::info!(node = %node_id, durability = ?cfg.durability, "cluster: connected to redis");
-        Ok(Arc::new(Cluster {
+        let instance: Arc<str> = Arc::from(format!("{node_id}/{:08x}", rand::random::<u32>()));
+        let (presence, rx) = tokio::sync::mpsc::channel(PRESENCE_QUEUE);
+        let writer = PresenceWriter {
+            conn: conn.clone(),
+            instance: instance.clone(),
+        };
+        let stop = lifecycle.clone();
+        lifecycle.spawn_background(async move {
+            tokio::select! {
+                () = writer.run(rx) => {}
+                () = stop.stopping() => {}
+            }
+        });
+        let cluster = Arc::new(Cluster {
             node_id,
+            instance,
+            presence,
+            node_ttl: Duration::from_millis(cfg.node_ttl_ms),
+            gone: std::sync::Mutex::default(),
             conn,
             feed: Feed::start(client, lifecycle),
             reachable: AtomicBool::new(true),
@@ -136,7 +173,11 @@ impl Cluster {
             started: Instant::now(),
             grace: Duration::from_millis(cfg.unreachable_grace_ms),
             probe: Duration::from_millis(cfg.probe_ms),
-        }))
+        });
+        // Alive before any room loads: another node reading this one's members must not take
+        // them for a dead node's.
+        cluster.heartbeat().await;
+        Ok(cluster)
     }
 
     pub(crate) fn node_id(&self) -> &str {
@@ -145,6 +186,117 @@ impl Cluster {
 
     pub(crate) fn feed(&self) -> &Feed {
         &self.feed
+    }
+
+    pub(crate) fn instance(&self) -> &Arc<str> {
+        &self.instance
+    }
+
+    /// Records a local member (or, with `None`, its leaving) in Redis and tells the other
+    /// nodes; in order, off the room's task.
+    pub(crate) fn set_presence(&self, room: &Arc<str>, conn: &Arc<str>, member: Option<Member>) {
+        let op = PresenceOp {
+            room: room.clone(),
+            conn: conn.clone(),
+            member,
+        };
+        if self.presence.try_send(op).is_err() {
+            tracing::warn!(%room, %conn, "cluster: presence queue full; a change is dropped");
+        }
+    }
+
+    /// The room's members held by live node instances other than this one.
+    pub(crate) async fn remote_members(
+        &self,
+        room: &str,
+    ) -> Result<Vec<(String, Member)>, StoreError> {
+        let keys = RoomKeys::new(room);
+        let mut cmd = redis::cmd("HGETALL");
+        cmd.arg(&keys.presence);
+        let reply = self.call_twice(&cmd).await?;
+        let all: Vec<(String, Member)> = array(&reply)
+            .unwrap_or_default()
+            .chunks_exact(2)
+            .filter_map(|kv| {
+                let conn = std::str::from_utf8(bytes_of(&kv[0])?).ok()?.to_string();
+                Some((conn, Member::decode(bytes_of(&kv[1])?)?))
+            })
+            .collect();
+        let alive = self.alive().await?;
+        let (keep, dead): (Vec<_>, Vec<_>) = all
+            .into_iter()
+            .filter(|(_, m)| *m.instance != *self.instance)
+            .partition(|(_, m)| alive.contains(m.instance.as_str()));
+        if !dead.is_empty() {
+            let mut del = redis::cmd("HDEL");
+            del.arg(&keys.presence);
+            for (conn, _) in &dead {
+                del.arg(conn);
+            }
+            let _ = self.call(&del).await;
+        }
+        Ok(keep)
+    }
+
+    /// The node instances whose heartbeat has not lapsed.
+    async fn alive(&self) -> Result<std::collections::HashSet<String>, StoreError> {
+        let mut cmd = redis::cmd("ZRANGE");
+        cmd.arg(keys::NODES)
+            .arg(now_ms())
+            .arg("+inf")
+            .arg("BYSCORE");
+        let reply = self.call_twice(&cmd).await?;
+        Ok(array(&reply)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|v| Some(std::str::from_utf8(bytes_of(v)?).ok()?.to_string()))
+            .collect())
+    }
+
+    /// Renews this instance's heartbeat, and tells the rooms about instances whose heartbeat
+    /// lapsed (forgetting them once long gone).
+    async fn heartbeat(&self) {
+        let ttl = duration_ms(self.node_ttl);
+        let now = now_ms();
+        let mut beat = redis::cmd("ZADD");
+        beat.arg(keys::NODES).arg(now + ttl).arg(&*self.instance);
+        if self.call(&beat).await.is_err() {
+            return;
+        }
+        let mut lapsed = redis::cmd("ZRANGE");
+        lapsed
+            .arg(keys::NODES)
+            .arg("-inf")
+            .arg(format!("({now}"))
+            .arg("BYSCORE")
+            .arg("WITHSCORES");
+        let Ok(reply) = self.call(&lapsed).await else {
+            return;
+        };
+        for pair in array(&reply).unwrap_or_default().chunks_exact(2) {
+            let (Some(name), Some(until)) = (bytes_of(&pair[0]), u64_of(&pair[1])) else {
+                continue;
+            };
+            let Ok(name) = std::str::from_utf8(name) else {
+                continue;
+            };
+            let name: Arc<str> = Arc::from(name);
+            if self
+                .gone
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(name.clone())
+            {
+                tracing::warn!(instance = %name, "cluster: a node's heartbeat lapsed; its members leave");
+                self.feed.node_gone(&name);
+            }
+            // Every node has had many heartbeats to see it go.
+            if now.saturating_sub(until) > 10 * ttl {
+                let mut rm = redis::cmd("ZREM");
+                rm.arg(keys::NODES).arg(&*name);
+                let _ = self.call(&rm).await;
+            }
+        }
     }
 
     /// Whether Redis answered the last health check.
@@ -188,6 +340,9 @@ impl Cluster {
                     on_lost();
                     told = true;
                 }
+            }
+            if ok {
+                self.heartbeat().await;
             }
             if ok && last_probe.elapsed() >= self.probe {
                 last_probe = Instant::now();
@@ -415,6 +570,39 @@ impl Cluster {
         crate::metrics::cluster_engine(start.elapsed());
         res.map_err(|e| StoreError::Engine(e.to_string()))
     }
+}
+
+/// Writes this node's presence changes to Redis in the order they happened.
+struct PresenceWriter {
+    conn: ConnectionManager,
+    instance: Arc<str>,
+}
+
+impl PresenceWriter {
+    async fn run(mut self, mut rx: tokio::sync::mpsc::Receiver<PresenceOp>) {
+        while let Some(op) = rx.recv().await {
+            let keys = RoomKeys::new(&op.room);
+            let mut pipe = redis::pipe();
+            match &op.member {
+                Some(m) => pipe.hset(&keys.presence, &*op.conn, m.encode()).ignore(),
+                None => pipe.hdel(&keys.presence, &*op.conn).ignore(),
+            };
+            pipe.publish(
+                &keys.channel,
+                feed::encode_presence(&op.conn, op.member.as_ref()),
+            )
+            .ignore();
+            if let Err(e) = pipe.query_async::<()>(&mut self.conn).await {
+                tracing::warn!(instance = %self.instance, room = %op.room, error = %e, "cluster: a presence change did not reach redis");
+            }
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 async fn load_functions(conn: &mut ConnectionManager) -> redis::RedisResult<()> {

@@ -47,6 +47,9 @@ pub struct ClusterConfig {
     /// How often a node compares each loaded room's last seq with Redis's, to fill what its
     /// subscription to the room's channel missed (pub/sub does not redeliver).
     pub probe_ms: u64,
+    /// A node that has not renewed its heartbeat for this long is gone: every other node
+    /// removes its connections from presence (with a `leave` each).
+    pub node_ttl_ms: u64,
 }
 
 impl Default for ClusterConfig {
@@ -59,6 +62,7 @@ impl Default for ClusterConfig {
             timeout_ms: 5_000,
             unreachable_grace_ms: 5_000,
             probe_ms: 1_000,
+            node_ttl_ms: 5_000,
         }
     }
 }
@@ -73,6 +77,7 @@ impl ClusterConfig {
             (self.timeout_ms, "timeout_ms"),
             (self.unreachable_grace_ms, "unreachable_grace_ms"),
             (self.probe_ms, "probe_ms"),
+            (self.node_ttl_ms, "node_ttl_ms"),
         ] {
             if v == 0 {
                 out.push(format!("cluster.{name} must be at least 1"));

@@ -57,13 +57,18 @@ pub(crate) async fn run<H: RoomHost>(name: Arc<str>, mut rx: Inbox, registry: Ar
     let loaded = Box::pin(load(&env, &name)).await;
     let unloaded = match (registry.sender(&name), loaded) {
         (Some(tx), Ok(snap)) => {
-            Room::new(name.clone(), env, tx, snap)
-                .run(&mut rx, &registry)
-                .await
+            let mut room = Room::new(name.clone(), env, tx, snap);
+            room.load_remote().await;
+            room.run(&mut rx, &registry).await
         }
         (_, Err(e)) => {
             tracing::error!(room = %name, error = %e, "room load failed");
-            fail_all(&mut rx, &ReplyError::storage_logged());
+            let err = match e {
+                // Redis did not answer: a retry may succeed.
+                StoreError::Engine(_) => ReplyError::from(&e),
+                _ => ReplyError::storage_logged(),
+            };
+            fail_all(&mut rx, &err);
             false
         }
         (None, _) => false,

@@ -22,10 +22,11 @@ use roomd_protocol::{codec, ServerFrame};
 
 use super::dedup::Dedup;
 use super::model::HELD_MAX_BYTES;
-use super::model::{now_ms, Pending, Room};
+use super::model::{now_ms, Linked, Pending, Room};
+use super::snapshot::Present;
 use super::state::{Effect, Entry};
 use super::{Command, InboxSender};
-use crate::cluster::feed::FeedEvent;
+use crate::cluster::feed::{FeedEvent, Member};
 use crate::cluster::keys::RoomKeys;
 use crate::cluster::{Applied, Apply, Cluster, Range};
 use crate::outbox::CloseReason;
@@ -146,6 +147,97 @@ impl Room {
                 self.take_entries(entries);
             }
             FeedEvent::Probe => self.fill(),
+            FeedEvent::Presence { conn, member } => self.remote_presence(conn, member),
+            FeedEvent::NodeGone(instance) => self.node_gone(&instance),
+        }
+    }
+
+    /// The members other nodes hold, read once the room is loaded.
+    pub(super) async fn load_remote(&mut self) {
+        let Some(linked) = &self.linked else {
+            return;
+        };
+        let cluster = linked.cluster.clone();
+        match cluster.remote_members(&self.name).await {
+            Ok(members) => {
+                for (conn, m) in members {
+                    self.remote_presence(conn, Some(m));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(room = %self.name, error = %e, "cluster: reading the room's presence failed")
+            }
+        }
+    }
+
+    /// A join or leave on another node.
+    fn remote_presence(&mut self, conn: String, member: Option<Member>) {
+        let Some(linked) = &mut self.linked else {
+            return;
+        };
+        let conn: Arc<str> = Arc::from(conn);
+        match member {
+            // Our own, echoed back.
+            Some(m) if *m.instance == **linked.cluster.instance() => {}
+            Some(m) => {
+                let present = Present {
+                    user: m.user.map(Arc::from),
+                    info: Bytes::from(m.info),
+                };
+                let cost = present.cost(&conn);
+                if linked.remote.contains_key(&conn) {
+                    return;
+                }
+                if self.presence_bytes + cost > self.env.limits.presence_bytes {
+                    tracing::warn!(room = %self.name, %conn, "cluster: presence full; a remote member is not shown here");
+                    return;
+                }
+                self.presence_bytes += cost;
+                let item = present.member(&conn);
+                linked.remote.insert(conn, (Arc::from(m.instance), present));
+                self.presence_event(&ServerFrame::Join {
+                    room: String::from(&*self.name),
+                    conn: item.conn,
+                    user: item.user,
+                    info: item.info,
+                });
+            }
+            None => {
+                if let Some((_, present)) = linked.remote.remove(&conn) {
+                    self.remote_left(&conn, &present);
+                }
+            }
+        }
+    }
+
+    fn remote_left(&mut self, conn: &Arc<str>, present: &Present) {
+        self.presence_bytes = self.presence_bytes.saturating_sub(present.cost(conn));
+        self.presence_event(&ServerFrame::Leave {
+            room: String::from(&*self.name),
+            conn: String::from(&**conn),
+            user: present.user.as_deref().map(str::to_string),
+        });
+    }
+
+    /// A node stopped heart-beating: its members leave, here and in Redis.
+    fn node_gone(&mut self, instance: &Arc<str>) {
+        let Some(linked) = &mut self.linked else {
+            return;
+        };
+        let gone: Vec<Arc<str>> = linked
+            .remote
+            .iter()
+            .filter(|(_, (i, _))| i == instance)
+            .map(|(c, _)| c.clone())
+            .collect();
+        for conn in gone {
+            let Some(linked) = &mut self.linked else {
+                return;
+            };
+            if let Some((_, present)) = linked.remote.remove(&conn) {
+                linked.cluster.set_presence(&self.name, &conn, None);
+                self.remote_left(&conn, &present);
+            }
         }
     }
 
@@ -333,6 +425,15 @@ impl Room {
             linked.held.clear();
             linked.held_bytes = 0;
         }
+    }
+}
+
+/// This node's member as Redis holds it.
+pub(super) fn member_of(linked: &Linked, present: &Present) -> Member {
+    Member {
+        instance: linked.cluster.instance().to_string(),
+        user: present.user.as_deref().map(str::to_string),
+        info: present.info.to_vec(),
     }
 }
 

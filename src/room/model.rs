@@ -159,6 +159,8 @@ pub(super) struct Linked {
     pub(super) known: u64,
     /// A reload after an epoch change is under way: nothing is written meanwhile.
     pub(super) reloading: bool,
+    /// Members held by other nodes, with the instance that holds each.
+    pub(super) remote: HashMap<Arc<str>, (Arc<str>, Present)>,
 }
 
 impl Linked {
@@ -171,6 +173,7 @@ impl Linked {
             filling: false,
             known: 0,
             reloading: false,
+            remote: HashMap::new(),
         })
     }
 }

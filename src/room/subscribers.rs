@@ -136,8 +136,10 @@ impl Room {
 
     /// Who is here, sharing the infos' bytes.
     pub(super) fn presence_list(&self) -> Vec<(Arc<str>, Present)> {
+        let remote = self.linked.iter().flat_map(|l| l.remote.iter());
         self.members
             .iter()
+            .chain(remote.map(|(c, (_, p))| (c, p)))
             .map(|(c, p)| (c.clone(), p.clone()))
             .collect()
     }
@@ -209,6 +211,13 @@ impl Room {
             user: member.user,
             info: member.info,
         });
+        if let Some(l) = &self.linked {
+            l.cluster.set_presence(
+                &self.name,
+                &peer.id,
+                Some(super::cluster::member_of(l, &present)),
+            );
+        }
         self.members.insert(peer.id.clone(), present);
         Ok(())
     }
@@ -352,6 +361,9 @@ impl Room {
             snapshot.cancel();
         }
         if let Some(member) = self.members.remove(conn) {
+            if let Some(l) = &self.linked {
+                l.cluster.set_presence(&self.name, conn, None);
+            }
             self.presence_bytes = self.presence_bytes.saturating_sub(member.cost(conn));
             self.presence_event(&ServerFrame::Leave {
                 room: String::from(&*self.name),
@@ -381,7 +393,7 @@ impl Room {
     }
 
     /// Queues a join or leave to every subscriber that asked for presence.
-    fn presence_event(&mut self, frame: &ServerFrame) {
+    pub(super) fn presence_event(&mut self, frame: &ServerFrame) {
         let bytes = wire::encode(frame);
         let mut slow = Vec::new();
         for (conn, sub) in &mut self.subs {
