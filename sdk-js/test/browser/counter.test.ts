@@ -3,10 +3,12 @@
 //! middle, with clicks made while it is down, loses no increment and doubles none; the value
 //! survives the restart (read by a fresh page and by the SDK). Screenshots go to test-output/.
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { after, before, test } from "node:test";
 import type { Browser, Page } from "playwright-core";
 import type { Client } from "../../src/index.js";
-import { Broker, client, roomName } from "../harness.js";
+import { Broker, client, REPO_DIR, roomName } from "../harness.js";
 import { context, launch, screenshot, watchErrors } from "./browser.js";
 
 let broker: Broker;
@@ -47,6 +49,15 @@ async function settled(page: Page, value: number): Promise<void> {
 async function click(page: Page, button: "plus" | "minus", times: number): Promise<void> {
   for (let i = 0; i < times; i++) await page.click(`#${button}`);
 }
+
+test("the broker serves the committed counter bundle at /counter", { skip: process.env["ROOMD_UI_FROM_DISK"] === "1" && "pages load src/ui from disk" }, async () => {
+  for (const [path, file] of [["/counter", "index.html"], ["/counter/", "index.html"], ["/counter/app.js", "app.js"], ["/counter/app.css", "app.css"]] as const) {
+    const res = await fetch(`${broker.url}${path}`);
+    assert.equal(res.status, 200, path);
+    const served = Buffer.from(await res.arrayBuffer());
+    assert.ok(served.equals(readFileSync(join(REPO_DIR, "src/ui/counter", file))), `roomd serves a stale ${path}: run cargo build --release`);
+  }
+});
 
 test("two pages share one counter; a kill -9 in the middle loses and doubles nothing", async () => {
   const name = roomName("count");
