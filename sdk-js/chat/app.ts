@@ -44,11 +44,13 @@ function browserId(): string {
   }
   return id;
 }
-const client = new Client(location.origin, how.kind === "token" ? { token: how.token } : { user: browserId() });
+if (how.kind !== "token") identity.me = browserId();
+const client = new Client(location.origin, how.kind === "token" ? { token: how.token } : { user: identity.me });
 /** Every connection id this page has had: its messages are shown as "mine" after reconnects too. */
 const myConns = new Set<string>();
 client.on("open", (hello) => {
   myConns.add(hello.conn);
+  identity.me = hello.user ?? identity.me;
   showMe();
 });
 

@@ -292,7 +292,7 @@ export class ChatRoom {
     const id = identity.verified ? this.client.hello?.user : undefined;
     const echo = messageRow({
       ts: Date.now(),
-      who: this.client.hello?.user ?? this.client.conn ?? "me",
+      who: this.client.hello?.user ?? identity.me ?? "me",
       ...(id !== undefined && id !== this.me ? { name: id, label: this.me } : { name: id ?? this.me }),
       text,
       mine: true,

@@ -8,8 +8,11 @@ import type { Member } from "../src/index.js";
 /** How long a leave waits for a rejoin before it is announced. */
 const LEAVE_GRACE_MS = 3000;
 
-/** With tokens on, people are their verified user ids; the names they give are labels. */
-export const identity = { verified: false };
+/**
+ * With tokens on, people are their verified user ids; the names they give are labels. `me` is
+ * this page's user id (the token's, else this browser's own), known before it connects.
+ */
+export const identity: { verified: boolean; me: string | undefined } = { verified: false, me: undefined };
 
 export interface Person {
   /** Who they are: their user id, else their connection (see `personOf`). */

@@ -42,7 +42,7 @@ async function pageIn(ctx: BrowserContext): Promise<Page> {
 
 async function join(page: Page, room: string, name: string, b: Broker = broker): Promise<void> {
   await page.goto(`${b.url}/#${room}`);
-  await page.locator("#welcome, #chat").first().waitFor();
+  await page.locator("#welcome:visible, #chat:visible").first().waitFor();
   if (await page.locator("#welcome").isVisible()) {
     await page.fill("#name", name);
     await page.click("#join");
@@ -114,16 +114,20 @@ test("the notice and the New messages button are centred on the message column; 
   await sleep(200);
   await node.room(room).publishJSON({ text: "a new one below", name: "Bot" });
   await page.locator("#jump").waitFor();
+  const centre = (id: string) =>
+    page.evaluate((el) => {
+      const r = document.getElementById(el)!.getBoundingClientRect();
+      return { centre: r.left + r.width / 2, left: r.left, right: r.right };
+    }, id);
+  const log = (await centre("log")).centre;
+  const jump = (await centre("jump")).centre;
+  assert.ok(Math.abs(jump - log) < 2, `New messages centred on the column (${jump} vs ${log})`);
+  await screenshot(page, "desktop-new-messages");
   await send(page, "x".repeat(70_000));
   await page.locator("#notice", { hasText: "too large" }).waitFor();
-  const geo = await page.evaluate(() => {
-    const rect = (id: string) => document.getElementById(id)!.getBoundingClientRect();
-    const centre = (r: DOMRect) => r.left + r.width / 2;
-    return { log: centre(rect("log")), jump: centre(rect("jump")), notice: centre(rect("notice")), noticeRight: rect("notice").right, peopleLeft: rect("people").left };
-  });
-  assert.ok(Math.abs(geo.jump - geo.log) < 2, `New messages centred on the column (${geo.jump} vs ${geo.log})`);
-  assert.ok(Math.abs(geo.notice - geo.log) < 2, `notice centred on the column (${geo.notice} vs ${geo.log})`);
-  assert.ok(geo.noticeRight <= geo.peopleLeft, "the notice does not cover the people list");
+  const notice = await centre("notice");
+  assert.ok(Math.abs(notice.centre - log) < 2, `notice centred on the column (${notice.centre} vs ${log})`);
+  assert.ok(notice.right <= (await centre("people")).left, "the notice does not cover the people list");
   await screenshot(page, "desktop-notice");
 
   // Another room: the notice was about the last one.
@@ -216,7 +220,7 @@ test("two people who chose one name stay two; one person's two tabs stay one", a
   await join(a, room, "Ada");
   const b = await newPage();
   await join(b, room, "Ada");
-  await a.locator("#people-count", { hasText: "2" }).waitFor();
+  await a.waitForFunction(() => document.getElementById("people-count")?.textContent === "2");
   assert.equal(await a.locator("#people-list li").count(), 2);
   assert.equal(await a.locator("#people-list li .you").count(), 1, "only one of them is you");
   await send(a, "one from the first Ada");
