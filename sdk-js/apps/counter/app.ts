@@ -66,6 +66,7 @@ const value = el<HTMLOutputElement>("value");
 const status = el<HTMLElement>("status");
 const problem = el<HTMLElement>("problem");
 const retry = el<HTMLButtonElement>("retry");
+const connText = el<HTMLElement>("conn-text");
 
 el("room").textContent = name;
 document.title = `${name} · roomd counter`;
@@ -92,10 +93,11 @@ function show(): void {
   value.textContent = entry === undefined ? (room.subscriptionState === "subscribed" ? "0" : "…") : String(entry.value);
   const online = client.state === "open";
   document.body.dataset["conn"] = client.state;
+  connText.textContent = { connecting: "Connecting", open: "Live", reconnecting: "Offline", closed: "Closed" }[client.state];
   retry.hidden = online;
   const clicks = (n: number): string => `${n} click${n === 1 ? "" : "s"}`;
   if (!online) status.textContent = pending > 0 ? `Offline: ${clicks(pending)} will be sent when the connection is back` : "Offline: clicks wait and are sent when the connection is back";
-  else status.textContent = pending > 0 ? `Sending ${clicks(pending)}…` : "Live: every tab shows this number";
+  else status.textContent = pending > 0 ? `Sending ${clicks(pending)}…` : "Every open tab shows this number, at once";
   status.dataset["pending"] = String(pending);
   if (unsure > 0) problem.textContent = `The connection dropped while ${clicks(unsure)} were being sent: they may or may not have counted. The number shown is the server's.`;
 }
