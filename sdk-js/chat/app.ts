@@ -238,5 +238,7 @@ ui.log.addEventListener("scroll", () => {
   if (current.nearBottom()) ui.jump.hidden = true;
 });
 ui.jump.addEventListener("click", () => current?.scrollToBottom());
+ui.notice.title = "Dismiss";
+ui.notice.addEventListener("click", clearNotice);
 
 route();

@@ -274,7 +274,7 @@ export class ChatRoom {
     ui.peopleList.replaceChildren(
       ...groups.map((g) => {
         const li = h("li");
-        li.append(avatar(g.name), h("span", "who", g.name));
+        li.append(avatar(g.name, g.id), h("span", "who", g.name));
         if (g.label !== undefined) li.append(labelSpan(g.label));
         if (g.you) li.append(h("span", "you", "(you)"));
         if (g.count > 1) li.append(h("span", "count", `×${g.count}`));

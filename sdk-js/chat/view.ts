@@ -20,9 +20,10 @@ export function colorFor(name: string): string {
   return `hsl(${x % 360} 55% 42%)`;
 }
 
-export function avatar(name: string): HTMLElement {
+/** A round initial; coloured by who the person is (`id`), so two people of one name differ. */
+export function avatar(name: string, id = name): HTMLElement {
   const el = h("span", "avatar", (Array.from(name.trim())[0] ?? "?").toUpperCase());
-  el.style.background = colorFor(name);
+  el.style.background = colorFor(id);
   el.setAttribute("aria-hidden", "true");
   return el;
 }
@@ -126,7 +127,7 @@ export function messageRow(m: ChatLine): HTMLLIElement {
   meta.append(timeEl(m.ts, "time", formatTime(m.ts)));
   const text = h("p", "text");
   text.append(...textWithLinks(m.text));
-  li.append(avatar(m.name), timeEl(m.ts, "stamp", timeFormat.format(new Date(m.ts))), meta, text);
+  li.append(avatar(m.name, m.who), timeEl(m.ts, "stamp", timeFormat.format(new Date(m.ts))), meta, text);
   if (m.deleted === true) markDeleted(li);
   return li;
 }

@@ -260,6 +260,7 @@ test("times follow the browser's languages, grouped messages show theirs on hove
   assert.equal(await stamp.evaluate((el) => getComputedStyle(el).visibility), "hidden");
   await second.hover();
   assert.equal(await stamp.evaluate((el) => getComputedStyle(el).visibility), "visible", "its time shows on hover");
+  await screenshot(page, "desktop-hover-time");
   assert.match((await stamp.textContent()) ?? "", /^\d{2}:\d{2}$/);
 
   const text = "docs at https://example.com/a?b=1, not javascript:alert(1) nor <b>bold</b> nor ftp://x.org";
