@@ -97,7 +97,7 @@ function show(): void {
   retry.hidden = online;
   const clicks = (n: number): string => `${n} click${n === 1 ? "" : "s"}`;
   if (!online) status.textContent = pending > 0 ? `Offline: ${clicks(pending)} will be sent when the connection is back` : "Offline: clicks wait and are sent when the connection is back";
-  else status.textContent = pending > 0 ? `Sending ${clicks(pending)}…` : "Every open tab shows this number, at once";
+  else status.textContent = pending > 0 ? `Sending ${clicks(pending)}…` : "Shared live with every open tab";
   status.dataset["pending"] = String(pending);
   if (unsure > 0) problem.textContent = `The connection dropped while ${clicks(unsure)} were being sent: they may or may not have counted. The number shown is the server's.`;
 }

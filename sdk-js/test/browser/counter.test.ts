@@ -75,7 +75,7 @@ test("two pages share one counter; a kill -9 in the middle loses and doubles not
   await click(phone, "plus", 3);
   expected += 3;
   await Promise.all([settled(desk, expected), settled(phone, expected)]);
-  assert.equal(await desk.textContent("#status"), "Every open tab shows this number, at once");
+  assert.equal(await desk.textContent("#status"), "Shared live with every open tab");
   assert.equal(await desk.textContent("#conn-text"), "Live");
   await screenshot(desk, "counter-desktop");
   await screenshot(phone, "counter-phone");
