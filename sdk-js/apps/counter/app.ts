@@ -4,7 +4,8 @@
  * One shared number per room. Every tab that opens `/counter#tea` sees the same value, live;
  * − and + change it with the room state's atomic `incr`, so two people clicking at once never
  * overwrite each other; the value lives in the broker's database, so it survives restarts.
- * It uses the public SDK only: read it top to bottom as a tutorial.
+ * Every click counts exactly once, through restarts and dropped connections (step 5). It uses
+ * the public SDK only: read it top to bottom as a tutorial.
  */
 import { Client, DisconnectedError, ErrorCode, RoomdError, TimeoutError } from "../../src/index.js";
 
@@ -16,7 +17,14 @@ const client = new Client(location.origin);
 // -- 2. Pick the room ------------------------------------------------------------------------
 // The link's fragment names the counter (`/counter#tea`). Rooms are created on first use; the
 // `counter:` prefix puts every counter in one namespace an operator can set permissions for.
-const name = decodeURIComponent(location.hash.slice(1)) || "lobby";
+function fragment(): string {
+  try {
+    return decodeURIComponent(location.hash.slice(1));
+  } catch {
+    return ""; // a malformed %-escape: the default counter
+  }
+}
+const name = fragment() || "lobby";
 const room = client.room(`counter:${name}`);
 /** The state key that holds the number. */
 const KEY = "count";
@@ -26,7 +34,7 @@ const KEY = "count";
 // filled from a snapshot when the subscription starts (again after each reconnect) and updated
 // by a `state` event for every change anyone makes. So the page never polls: it redraws.
 room.on("subscribed", (sub) => {
-  lastOfSub = sub.last;
+  lastOfSub = sub.last; // for step 5
   settleDoubts();
   show();
 });
