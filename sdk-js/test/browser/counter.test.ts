@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 import type { Browser, Page } from "playwright-core";
 import type { Client } from "../../src/index.js";
-import { Broker, client, REPO_DIR, roomName } from "../harness.js";
+import { Broker, client, REPO_DIR } from "../harness.js";
 import { context, launch, screenshot, watchErrors } from "./browser.js";
 
 let broker: Broker;
@@ -146,7 +146,7 @@ test("clicks in flight when the broker dies: the log says which counted, the oth
 });
 
 test("the counter fits a phone screen and links to the chat", async () => {
-  const phone = await open(roomName("fit"), PHONE);
+  const phone = await open("coffee", PHONE);
   const layout = await phone.evaluate(() => {
     const plus = document.getElementById("plus")!.getBoundingClientRect();
     return {
@@ -159,6 +159,8 @@ test("the counter fits a phone screen and links to the chat", async () => {
   assert.equal(layout.visualWidth, 390);
   assert.ok(layout.plusOnScreen, "+ is on screen and big enough to tap");
   await phone.locator('a[href="/"]').waitFor();
+  await phone.emulateMedia({ colorScheme: "dark" });
+  await screenshot(phone, "counter-phone-dark");
   // The chat's start page links back.
   await phone.goto(`${broker.url}/`);
   await phone.locator('#welcome a[href="/counter"]').waitFor();
