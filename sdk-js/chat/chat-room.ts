@@ -6,6 +6,7 @@
 import {
   ForbiddenError,
   RateLimitError,
+  TooLargeError,
   type Client,
   type Deletion,
   type LogEntry,
@@ -325,14 +326,15 @@ export class ChatRoom {
           return;
         }
         if (e instanceof ForbiddenError) composerEnabled(refusal(e));
-        this.failed(echo, text, refusal(e));
+        // Sent again as it is, too large or forbidden would only be refused again.
+        this.failed(echo, text, refusal(e), !(e instanceof TooLargeError || e instanceof ForbiddenError));
         showNotice(refusal(e));
       },
     );
   }
 
   /** A refused message: the whole text stays, with what can be done about it. */
-  private failed(echo: HTMLLIElement, text: string, why: string): void {
+  private failed(echo: HTMLLIElement, text: string, why: string, retryable: boolean): void {
     echo.classList.remove("pending");
     echo.classList.add("failed");
     regroup(echo);
@@ -346,14 +348,15 @@ export class ChatRoom {
       b.addEventListener("click", fn);
       bar.append(b);
     };
-    action("Retry", "Send this message again", () => {
+    const retry = (): void => {
       bar.remove();
       echo.classList.remove("failed");
       echo.classList.add("pending");
       regroup(echo);
       showPending(this.client);
       this.publish(echo, text);
-    });
+    };
+    if (retryable) action("Retry", "Send this message again", retry);
     action("Edit", "Put this message back in the box to change it", () => {
       this.drop(echo);
       putInComposer(text);

@@ -146,6 +146,7 @@ test("a refused message keeps its whole text: Edit puts it back, Retry sends it"
   const failed = page.locator("#pending li.failed");
   await failed.waitFor();
   assert.equal((await failed.locator(".text").textContent())?.length, big.length, "the row keeps every character");
+  assert.equal(await failed.locator("button", { hasText: "Retry" }).count(), 0, "no Retry for what would be refused again");
   await failed.locator("button", { hasText: "Edit" }).click();
   assert.equal(await page.inputValue("#text"), big, "Edit puts the whole text back in the composer");
   assert.equal(await failed.count(), 0, "and the refused row goes away");
