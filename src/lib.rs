@@ -20,6 +20,8 @@
 //!   `roomd token` command's development tokens.
 //! - [`config`]: every limit, from `config/roomd.toml`; [`tls`]: the main port's certificate,
 //!   reloadable.
+//! - [`ui`]: the bundled web apps built on the SDK, embedded: the chat at `/`, the counter at
+//!   `/counter`.
 //!
 //! Only [`Server`], [`ServerError`], [`Config`], [`backup`] (the backup and restore commands)
 //! and [`token`] (the token command) are public: the embedding API.

@@ -1,8 +1,23 @@
-//! The chat web UI, built from `sdk-js/` and embedded so the broker serves it offline.
+//! The bundled web apps, built from `sdk-js/` (`npm run bundle`) and embedded so the broker
+//! serves them offline: the chat at `/`, the counter at `/counter`.
 
-const INDEX: &str = include_str!("ui/index.html");
-const APP_JS: &str = include_str!("ui/app.js");
-const APP_CSS: &str = include_str!("ui/app.css");
+const HTML: &str = "text/html; charset=utf-8";
+const JS: &str = "text/javascript; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
+
+/// Every embedded file: the request path it answers, its text and its content type. An app's
+/// page is also served at its bare path (`/counter`), so its assets live under that path and
+/// the page names them absolutely.
+const ASSETS: &[(&str, &str, &str)] = &[
+    ("/", include_str!("ui/index.html"), HTML),
+    ("/index.html", include_str!("ui/index.html"), HTML),
+    ("/app.js", include_str!("ui/app.js"), JS),
+    ("/app.css", include_str!("ui/app.css"), CSS),
+    ("/counter", include_str!("ui/counter/index.html"), HTML),
+    ("/counter/", include_str!("ui/counter/index.html"), HTML),
+    ("/counter/app.js", include_str!("ui/counter/app.js"), JS),
+    ("/counter/app.css", include_str!("ui/counter/app.css"), CSS),
+];
 
 /// What the chat needs to know before it connects (`/ui.json`): whether the server checks
 /// tokens, and where the page gets one.
@@ -17,10 +32,8 @@ pub(crate) fn settings(auth: bool, token_url: &str) -> String {
 
 /// The embedded file for a request path, with its content type.
 pub(crate) fn asset(path: &str) -> Option<(&'static [u8], &'static str)> {
-    match path {
-        "/" | "/index.html" => Some((INDEX.as_bytes(), "text/html; charset=utf-8")),
-        "/app.js" => Some((APP_JS.as_bytes(), "text/javascript; charset=utf-8")),
-        "/app.css" => Some((APP_CSS.as_bytes(), "text/css; charset=utf-8")),
-        _ => None,
-    }
+    ASSETS
+        .iter()
+        .find(|(p, _, _)| *p == path)
+        .map(|(_, body, mime)| (body.as_bytes(), *mime))
 }

@@ -9,8 +9,9 @@
  */
 import { Client, type ConnectionState } from "../src/index.js";
 import { access, takeFragmentToken } from "./access.js";
-import { ChatRoom, pendingText } from "./chat-room.js";
-import { showNotice, toast, ui } from "./dom.js";
+import { ChatRoom, showPending } from "./chat-room.js";
+import { clearNotice, showNotice, toast, ui } from "./dom.js";
+import { Unread } from "./unread.js";
 import { identity } from "./presence.js";
 
 const NAME_KEY = "roomd.chat.name";
@@ -27,11 +28,29 @@ if (how.kind === "signin") {
   await new Promise<never>(() => undefined);
 }
 identity.verified = how.kind === "token";
-const client = new Client(location.origin, how.kind === "token" ? { token: how.token } : {});
+
+/**
+ * Without tokens, this browser's own random user id (kept in localStorage): presence and
+ * messages are grouped by it, so two people who chose one name stay two, and one person's
+ * tabs stay one. With tokens on, the token's user id does this.
+ */
+function browserId(): string {
+  const key = "roomd.chat.id";
+  let id = localStorage.getItem(key);
+  if (id === null || !/^guest-[a-z0-9]{10}$/.test(id)) {
+    const bytes = crypto.getRandomValues(new Uint8Array(10));
+    id = `guest-${Array.from(bytes, (b) => "abcdefghijklmnopqrstuvwxyz0123456789"[b % 36]).join("")}`;
+    localStorage.setItem(key, id);
+  }
+  return id;
+}
+if (how.kind !== "token") identity.me = browserId();
+const client = new Client(location.origin, how.kind === "token" ? { token: how.token } : { user: identity.me });
 /** Every connection id this page has had: its messages are shown as "mine" after reconnects too. */
 const myConns = new Set<string>();
 client.on("open", (hello) => {
   myConns.add(hello.conn);
+  identity.me = hello.user ?? identity.me;
   showMe();
 });
 
@@ -55,9 +74,22 @@ function showConnection(s: ConnectionState): void {
   ui.conn.dataset["state"] = s;
   ui.connText.textContent = stateLabel[s];
   ui.conn.title = s === "open" ? "Connected: messages arrive live" : "Not connected: messages you send wait and go out on reconnect";
-  for (const el of ui.pending.querySelectorAll<HTMLElement>(".msg.pending .status")) el.textContent = pendingText(client);
+  ui.retry.hidden = s !== "reconnecting";
+  showPending(client);
 }
 client.on("state", showConnection);
+
+// The SDK retries with a growing delay (up to 10 s); a user who is looking, or a network that
+// just came back (the SDK listens for `online` itself), should not wait for it.
+function reconnectIfDown(): void {
+  if (client.state === "reconnecting") client.reconnectNow();
+}
+ui.retry.addEventListener("click", reconnectIfDown);
+ui.pendingRetry.addEventListener("click", reconnectIfDown);
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState === "visible") reconnectIfDown();
+});
+window.addEventListener("focus", reconnectIfDown);
 client.on("error", (e) => {
   if (e.code === 401) showNotice("The server refused this page's sign-in token: sign in again, then reload.");
 });
@@ -66,6 +98,7 @@ showConnection(client.state);
 // -- routing: the fragment names the room --------------------------------------------------
 
 let current: ChatRoom | undefined;
+const unread = new Unread();
 
 function roomFromHash(): string {
   try {
@@ -88,6 +121,9 @@ function route(): void {
   if (current !== undefined && current.name === room) return;
   current?.stop();
   current = undefined;
+  clearNotice();
+  closePeople();
+  ui.jump.hidden = true;
   ui.messages.replaceChildren();
   ui.pending.replaceChildren();
   ui.peopleList.replaceChildren();
@@ -97,15 +133,15 @@ function route(): void {
     ui.nameInput.value = name;
     ui.roomInput.value = room !== "" ? room : ui.roomInput.value;
     (name === "" ? ui.nameInput : ui.roomInput).focus();
-    document.title = "roomd chat";
+    unread.title = "roomd chat";
     return;
   }
   ui.welcome.hidden = true;
   ui.chat.hidden = false;
   ui.title.textContent = `#${room}`;
   showMe();
-  document.title = `#${room} · roomd chat`;
-  current = new ChatRoom(room, name, client, myConns);
+  unread.title = `#${room} · roomd chat`;
+  current = new ChatRoom(room, name, client, myConns, () => unread.arrived());
   void current.start();
   ui.text.focus();
 }
@@ -150,9 +186,22 @@ ui.share.addEventListener("click", () => {
   }
 });
 
+// On a phone "Here now" is a drawer: the toggle opens and closes it, and so does a tap
+// anywhere outside it, or Escape.
+function closePeople(): void {
+  ui.people.classList.remove("open");
+  ui.peopleToggle.setAttribute("aria-expanded", "false");
+}
 ui.peopleToggle.addEventListener("click", () => {
   const open = ui.people.classList.toggle("open");
   ui.peopleToggle.setAttribute("aria-expanded", String(open));
+});
+document.addEventListener("pointerdown", (e) => {
+  if (!ui.people.classList.contains("open") || !(e.target instanceof Node)) return;
+  if (!ui.people.contains(e.target) && !ui.peopleToggle.contains(e.target)) closePeople();
+});
+document.addEventListener("keydown", (e) => {
+  if (e.key === "Escape") closePeople();
 });
 
 // -- composing -----------------------------------------------------------------------------
@@ -189,5 +238,7 @@ ui.log.addEventListener("scroll", () => {
   if (current.nearBottom()) ui.jump.hidden = true;
 });
 ui.jump.addEventListener("click", () => current?.scrollToBottom());
+ui.notice.title = "Dismiss";
+ui.notice.addEventListener("click", clearNotice);
 
 route();

@@ -6,6 +6,7 @@
 import {
   ForbiddenError,
   RateLimitError,
+  TooLargeError,
   type Client,
   type Deletion,
   type LogEntry,
@@ -14,7 +15,7 @@ import {
   type Room,
   type Subscription,
 } from "../src/index.js";
-import { composerEnabled, refusal, showNotice, ui } from "./dom.js";
+import { composerEnabled, refusal, showNotice, toast, ui } from "./dom.js";
 import { identity, Presence } from "./presence.js";
 import { avatar, DELETED_TEXT, h, labelSpan, markDeleted, messageRow, regroup, seqOf, systemRow } from "./view.js";
 
@@ -46,11 +47,15 @@ function payloadOf(m: Message): unknown {
   }
 }
 
-/** A message as shown: its text, its author, and (tokens on) the display name they chose. */
-function lineOf(m: Message): { text: string; name: string; label?: string } {
+/**
+ * A message as shown: its text, its author (`who`: the user id the broker stamped, else the
+ * connection; `name`: what is shown), and (tokens on) the display name they chose.
+ */
+function lineOf(m: Message): { text: string; who: string; name: string; label?: string } {
+  const who = m.uid ?? m.from;
   if (m.deleted !== undefined) {
     // The payload (and the name chosen in it) is gone: the author is what the broker stamped.
-    return { text: DELETED_TEXT, name: m.uid ?? `conn ${m.from.slice(-4)}` };
+    return { text: DELETED_TEXT, who, name: m.uid ?? `conn ${m.from.slice(-4)}` };
   }
   let text = m.data.length === 0 ? "(empty message)" : m.text();
   let chosen: string | undefined;
@@ -62,9 +67,9 @@ function lineOf(m: Message): { text: string; name: string; label?: string } {
   }
   // Tokens on: the author is the verified user id the broker stamped; the name is a label.
   if (identity.verified && m.uid !== undefined) {
-    return chosen !== undefined && chosen !== m.uid ? { text, name: m.uid, label: chosen } : { text, name: m.uid };
+    return chosen !== undefined && chosen !== m.uid ? { text, who, name: m.uid, label: chosen } : { text, who, name: m.uid };
   }
-  return { text, name: chosen ?? m.uid ?? `conn ${m.from.slice(-4)}` };
+  return { text, who, name: chosen ?? m.uid ?? `conn ${m.from.slice(-4)}` };
 }
 
 export class ChatRoom {
@@ -86,6 +91,8 @@ export class ChatRoom {
     private readonly client: Client,
     /** Every connection id this page has had: their messages are "mine". */
     private readonly myConns: ReadonlySet<string>,
+    /** A live message from someone else was shown (for the unread count). */
+    private readonly onOthers: () => void = () => undefined,
   ) {
     this.room = client.room(name);
     this.presence = new Presence((text) => this.system(text), () => client.conn);
@@ -205,6 +212,7 @@ export class ChatRoom {
     const stick = this.nearBottom();
     const row = this.render(m);
     if (row === undefined) return;
+    if (!row.classList.contains("mine")) this.onOthers();
     if (stick || row.classList.contains("mine")) this.scrollToBottom();
     else ui.jump.hidden = false;
   }
@@ -267,7 +275,7 @@ export class ChatRoom {
     ui.peopleList.replaceChildren(
       ...groups.map((g) => {
         const li = h("li");
-        li.append(avatar(g.name), h("span", "who", g.name));
+        li.append(avatar(g.name, g.id), h("span", "who", g.name));
         if (g.label !== undefined) li.append(labelSpan(g.label));
         if (g.you) li.append(h("span", "you", "(you)"));
         if (g.count > 1) li.append(h("span", "count", `×${g.count}`));
@@ -276,45 +284,95 @@ export class ChatRoom {
     );
   }
 
+  /**
+   * Show `text` at once as pending, and publish it. Pending rows of one author are grouped,
+   * with one status line under them (`showPending`). Refused, the row keeps the whole text
+   * with Retry, Edit (back into the composer) and Copy.
+   */
   send(text: string): void {
     const id = identity.verified ? this.client.hello?.user : undefined;
     const echo = messageRow({
       ts: Date.now(),
+      who: this.client.hello?.user ?? identity.me ?? "me",
       ...(id !== undefined && id !== this.me ? { name: id, label: this.me } : { name: id ?? this.me }),
       text,
       mine: true,
     });
     echo.classList.add("pending");
-    const status = h("span", "status", pendingText(this.client));
-    echo.append(status);
     ui.pending.append(echo);
+    regroup(echo);
+    showPending(this.client);
     this.scrollToBottom();
+    this.publish(echo, text);
+  }
+
+  private publish(echo: HTMLLIElement, text: string): void {
     this.room.publishJSON({ text, name: this.me } satisfies ChatPayload).then(
       (seq) => {
+        const next = echo.nextElementSibling;
         echo.classList.remove("pending");
-        status.remove();
         if (this.rendered.has(seq) || this.stopped) echo.remove();
         else this.place(echo, seq);
+        regroup(next);
+        showPending(this.client);
       },
       (e: unknown) => {
         if (e instanceof RateLimitError && ui.text.value === "") {
           // Too fast: nothing was stored. The text goes back into the composer to send again
           // (unless something new is being typed there: then it stays below, marked refused).
-          echo.remove();
-          ui.text.value = text;
-          ui.text.dispatchEvent(new Event("input"));
+          this.drop(echo);
+          putInComposer(text);
           showNotice(refusal(e));
           return;
         }
         if (e instanceof ForbiddenError) composerEnabled(refusal(e));
-        echo.classList.remove("pending");
-        echo.classList.add("failed");
-        const shown = echo.querySelector(".text");
-        if (shown !== null && text.length > 300) shown.textContent = `${text.slice(0, 300)}… (${text.length - 300} more characters)`;
-        status.textContent = refusal(e);
+        // Sent again as it is, too large or forbidden would only be refused again.
+        this.failed(echo, text, refusal(e), !(e instanceof TooLargeError || e instanceof ForbiddenError));
         showNotice(refusal(e));
       },
     );
+  }
+
+  /** A refused message: the whole text stays, with what can be done about it. */
+  private failed(echo: HTMLLIElement, text: string, why: string, retryable: boolean): void {
+    echo.classList.remove("pending");
+    echo.classList.add("failed");
+    regroup(echo);
+    regroup(echo.nextElementSibling);
+    const bar = h("div", "failure");
+    bar.append(h("span", "status", why));
+    const action = (label: string, title: string, fn: () => void): void => {
+      const b = h("button", "act", label);
+      b.type = "button";
+      b.title = title;
+      b.addEventListener("click", fn);
+      bar.append(b);
+    };
+    const retry = (): void => {
+      bar.remove();
+      echo.classList.remove("failed");
+      echo.classList.add("pending");
+      regroup(echo);
+      showPending(this.client);
+      this.publish(echo, text);
+    };
+    if (retryable) action("Retry", "Send this message again", retry);
+    action("Edit", "Put this message back in the box to change it", () => {
+      this.drop(echo);
+      putInComposer(text);
+    });
+    action("Copy", "Copy the text of this message", () => {
+      void navigator.clipboard?.writeText(text).then(() => toast("Message copied"));
+    });
+    echo.append(bar);
+    showPending(this.client);
+  }
+
+  private drop(echo: HTMLLIElement): void {
+    const next = echo.nextElementSibling;
+    echo.remove();
+    regroup(next);
+    showPending(this.client);
   }
 
   nearBottom(): boolean {
@@ -327,7 +385,19 @@ export class ChatRoom {
   }
 }
 
-/** The status line of a message not yet confirmed. */
-export function pendingText(client: Client): string {
-  return client.state === "open" ? "Sending…" : "Waiting for the connection…";
+/** The composer gets `text` back (to edit or send again), unless the user is typing. */
+function putInComposer(text: string): void {
+  if (ui.text.value !== "" && ui.text.value !== text) return toast("Finish or clear the message you are typing first");
+  ui.text.value = text;
+  ui.text.dispatchEvent(new Event("input"));
+  ui.text.focus();
+}
+
+/** One status line under the messages not yet confirmed, instead of one per message. */
+export function showPending(client: Client): void {
+  const n = ui.pending.querySelectorAll(".msg.pending").length;
+  ui.pendingStatus.hidden = n === 0;
+  const messages = n === 1 ? "1 message" : `${n} messages`;
+  ui.pendingText.textContent = client.state === "open" ? `Sending ${messages}…` : `${messages} waiting for the connection: sent as soon as it is back`;
+  ui.pendingRetry.hidden = client.state === "open";
 }

@@ -26,6 +26,10 @@ export const ui = {
   logTop: byId<HTMLElement>("log-top"),
   messages: byId<HTMLOListElement>("messages"),
   pending: byId<HTMLOListElement>("pending"),
+  pendingStatus: byId<HTMLElement>("pending-status"),
+  pendingText: byId<HTMLElement>("pending-text"),
+  pendingRetry: byId<HTMLButtonElement>("pending-retry"),
+  retry: byId<HTMLButtonElement>("retry"),
   jump: byId<HTMLButtonElement>("jump"),
   notice: byId<HTMLElement>("notice"),
   composer: byId<HTMLFormElement>("composer"),
@@ -34,11 +38,19 @@ export const ui = {
 };
 
 let noticeTimer: ReturnType<typeof setTimeout> | undefined;
+/** A notice over the message column, for 10 s (or until the room changes). */
 export function showNotice(text: string): void {
   ui.notice.textContent = text;
   ui.notice.hidden = false;
   clearTimeout(noticeTimer);
-  noticeTimer = setTimeout(() => (ui.notice.hidden = true), 10_000);
+  noticeTimer = setTimeout(clearNotice, 10_000);
+}
+
+/** A notice is about one room: leaving it takes the notice away. */
+export function clearNotice(): void {
+  clearTimeout(noticeTimer);
+  ui.notice.hidden = true;
+  ui.notice.textContent = "";
 }
 
 let toastTimer: ReturnType<typeof setTimeout> | undefined;

@@ -1,20 +1,26 @@
 /**
- * Who is here, by name. Presence is per connection; people are shown per name (two tabs of
- * one person are one entry) and a quick leave-and-rejoin (a reconnect) is not announced.
+ * Who is here. Presence is per connection; people are shown per user id (two tabs of one
+ * browser are one entry, two people who chose one name are two) and a quick leave-and-rejoin
+ * (a reconnect) is not announced.
  */
 import type { Member } from "../src/index.js";
 
 /** How long a leave waits for a rejoin before it is announced. */
 const LEAVE_GRACE_MS = 3000;
 
-/** With tokens on, people are their verified user ids; the names they give are labels. */
-export const identity = { verified: false };
+/**
+ * With tokens on, people are their verified user ids; the names they give are labels. `me` is
+ * this page's user id (the token's, else this browser's own), known before it connects.
+ */
+export const identity: { verified: boolean; me: string | undefined } = { verified: false, me: undefined };
 
 export interface Person {
+  /** Who they are: their user id, else their connection (see `personOf`). */
+  id: string;
   name: string;
   /** The display name they chose, when it differs from `name` (tokens on only). */
   label?: string;
-  /** How many connections this name has in the room. */
+  /** How many connections this person has in the room. */
   count: number;
   you: boolean;
 }
@@ -35,6 +41,14 @@ export function nameOf(m: Member): string {
   return chosenName(m) ?? m.user ?? `guest ${m.conn.slice(-4)}`;
 }
 
+/**
+ * The person behind a member: its user id (verified with tokens on; without, the chat's
+ * per-browser id, so one browser's tabs are one person), else its connection.
+ */
+export function personOf(m: Member): string {
+  return m.user ?? m.conn;
+}
+
 /** With tokens on, the display name a member chose, when it is not its user id. */
 export function labelOf(m: Member): string | undefined {
   if (!identity.verified) return undefined;
@@ -43,7 +57,9 @@ export function labelOf(m: Member): string | undefined {
 }
 
 export class Presence {
-  private readonly conns = new Map<string, string>();
+  /** Each connection here: the person it belongs to and the name it shows. */
+  private readonly conns = new Map<string, { id: string; name: string }>();
+  /** People whose last connection left, announced after a grace period unless they return. */
   private readonly leaving = new Map<string, ReturnType<typeof setTimeout>>();
 
   constructor(
@@ -51,67 +67,71 @@ export class Presence {
     private readonly myConn: () => string | undefined,
   ) {}
 
-  private has(name: string): boolean {
-    for (const n of this.conns.values()) if (n === name) return true;
+  private has(id: string): boolean {
+    for (const c of this.conns.values()) if (c.id === id) return true;
     return false;
+  }
+
+  private people(): Map<string, string> {
+    return new Map([...this.conns.values()].map((c) => [c.id, c.name]));
   }
 
   /** The first list after joining: nothing to announce. */
   reset(members: Member[]): void {
     this.conns.clear();
-    for (const m of members) this.conns.set(m.conn, nameOf(m));
+    for (const m of members) this.conns.set(m.conn, { id: personOf(m), name: nameOf(m) });
   }
 
   /** A fresh list after our own reconnect: announce who came and went meanwhile. */
   resync(members: Member[]): void {
-    const before = new Set(this.conns.values());
+    const before = this.people();
     this.reset(members);
-    const after = new Set(this.conns.values());
+    const after = this.people();
     const mine = members.find((m) => m.conn === this.myConn());
-    const me = mine === undefined ? undefined : nameOf(mine);
-    for (const n of after) if (!before.has(n) && n !== me) this.announce(`${n} joined`);
-    for (const n of before) if (!after.has(n) && n !== me && !this.leaving.has(n)) this.announce(`${n} left`);
+    const me = mine === undefined ? undefined : personOf(mine);
+    for (const [id, name] of after) if (!before.has(id) && id !== me) this.announce(`${name} joined`);
+    for (const [id, name] of before) if (!after.has(id) && id !== me && !this.leaving.has(id)) this.announce(`${name} left`);
   }
 
   join(m: Member): void {
-    const name = nameOf(m);
-    const known = this.has(name);
-    this.conns.set(m.conn, name);
-    const pending = this.leaving.get(name);
+    const id = personOf(m);
+    const known = this.has(id);
+    this.conns.set(m.conn, { id, name: nameOf(m) });
+    const pending = this.leaving.get(id);
     if (pending !== undefined) {
       clearTimeout(pending);
-      this.leaving.delete(name);
+      this.leaving.delete(id);
       return;
     }
-    if (!known && m.conn !== this.myConn()) this.announce(`${name} joined`);
+    if (!known && m.conn !== this.myConn()) this.announce(`${nameOf(m)} joined`);
   }
 
   leave(m: Member): void {
-    const name = this.conns.get(m.conn) ?? nameOf(m);
+    const who = this.conns.get(m.conn) ?? { id: personOf(m), name: nameOf(m) };
     this.conns.delete(m.conn);
-    if (this.has(name) || this.leaving.has(name)) return;
+    if (this.has(who.id) || this.leaving.has(who.id)) return;
     this.leaving.set(
-      name,
+      who.id,
       setTimeout(() => {
-        this.leaving.delete(name);
-        if (!this.has(name)) this.announce(`${name} left`);
+        this.leaving.delete(who.id);
+        if (!this.has(who.id)) this.announce(`${who.name} left`);
       }, LEAVE_GRACE_MS),
     );
   }
 
-  /** People by name: you first, then alphabetically. */
+  /** People (by user id, else connection): you first, then alphabetically. */
   groups(members: Member[]): Person[] {
     const me = this.myConn();
-    const byName = new Map<string, Person>();
+    const byId = new Map<string, Person>();
     for (const m of members) {
-      const name = nameOf(m);
-      const p: Person = byName.get(name) ?? { name, count: 0, you: false };
+      const id = personOf(m);
+      const p: Person = byId.get(id) ?? { id, name: nameOf(m), count: 0, you: false };
       p.label ??= labelOf(m);
       p.count++;
       if (m.conn === me) p.you = true;
-      byName.set(name, p);
+      byId.set(id, p);
     }
-    return [...byName.values()].sort((a, b) => Number(b.you) - Number(a.you) || a.name.localeCompare(b.name));
+    return [...byId.values()].sort((a, b) => Number(b.you) - Number(a.you) || a.name.localeCompare(b.name));
   }
 
   stop(): void {

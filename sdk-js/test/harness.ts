@@ -98,7 +98,9 @@ export class Broker {
   private static spawnOnce(bin: string, port: number, dataDir: string, configPath: string | undefined): Promise<Broker> {
     const args = ["--listen", `127.0.0.1:${port}`, "--data-dir", dataDir];
     if (configPath !== undefined) args.unshift("--config", configPath);
-    const proc = spawn(bin, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, RUST_LOG: process.env["RUST_LOG"] ?? "warn" } });
+    // ROOMD_UI_FROM_DISK is the tests' own switch; roomd would read it as the config key ui.from_disk.
+    const { ROOMD_UI_FROM_DISK: _testsOnly, ...env } = process.env;
+    const proc = spawn(bin, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...env, RUST_LOG: process.env["RUST_LOG"] ?? "warn" } });
     const errors: string[] = [];
     proc.stderr.on("data", (d: Buffer) => errors.push(d.toString()));
     return new Promise((res, rej) => {

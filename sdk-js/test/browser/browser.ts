@@ -38,10 +38,13 @@ export async function context(browser: Browser, options: BrowserContextOptions =
   const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 }, ...options });
   ctx.setDefaultTimeout(15_000);
   if (process.env["ROOMD_UI_FROM_DISK"] === "1") {
-    await ctx.route(/\/(app\.js|app\.css)?(\?.*)?$/, async (route) => {
+    // The chat at / and the counter at /counter, as src/ui.rs serves them.
+    await ctx.route(/\/(counter\/?)?(app\.js|app\.css)?(\?.*)?$/, async (route) => {
       const path = new URL(route.request().url()).pathname;
-      const file = path === "/" ? "index.html" : path.slice(1);
-      await route.fulfill({ body: readFileSync(join(REPO_DIR, "src/ui", file)), contentType: types[file] ?? "text/plain" });
+      const dir = path.startsWith("/counter") ? "counter/" : "";
+      const name = path.replace(/^\/(counter\/?)?/, "");
+      const file = name === "" ? "index.html" : name;
+      await route.fulfill({ body: readFileSync(join(REPO_DIR, "src/ui", dir + file)), contentType: types[file] ?? "text/plain" });
     });
   }
   return ctx;

@@ -262,3 +262,25 @@ test("heartbeat: a pong keeps the connection", async () => {
   await tick(400);
   assert.equal(c.state, "open");
 });
+
+test("reconnectNow while waiting out a long backoff dials at once; an incr queued meanwhile goes out once", async () => {
+  const c = make({ reconnect: { baseDelay: 60_000, maxDelay: 60_000 } });
+  await tick();
+  FakeSocket.latest().accept();
+  // Several failed attempts would make the delay long; one drop with a 60 s base does it too.
+  FakeSocket.latest().serverClose(1006);
+  assert.equal(c.state, "reconnecting");
+  const queued = c.room("r").incr("n");
+  const dialed = FakeSocket.all.length;
+  await tick(20);
+  assert.equal(FakeSocket.all.length, dialed, "nothing dialed while the backoff runs");
+  c.reconnectNow();
+  await tick();
+  assert.equal(FakeSocket.all.length, dialed + 1, "dialed at once");
+  const s = FakeSocket.latest();
+  s.accept();
+  assert.equal(c.state, "open");
+  assert.equal(s.sent.filter((f) => f["t"] === "incr").length, 1, "the queued incr is sent once");
+  s.serverSend({ t: "done", id: s.last("incr")["id"], seq: 1, ver: 1, value: 1 });
+  assert.equal((await queued).value, 1);
+});
