@@ -101,7 +101,13 @@ function randomId(bytes: number): string {
 export class Client extends Emitter<ClientEvents> {
   /** The `client` id sent to the server; publishes are de-duplicated per (client, mid). */
   readonly clientId: string;
-  readonly url: URL;
+  /**
+   * Every endpoint given, in the order tried: after a lost connection the client reconnects
+   * to the next one (round robin), so with several roomd nodes of one cluster it moves off a
+   * node that died and resumes there without a gap.
+   */
+  readonly urls: readonly URL[];
+  private endpoint = 0;
   private readonly opts: ClientOptions;
   private readonly WS: WebSocketConstructor;
   private readonly backoff: Backoff | undefined;
@@ -122,9 +128,15 @@ export class Client extends Emitter<ClientEvents> {
   private pendingAuthError: RoomdError | undefined;
   private readonly onOnline = (): void => this.reconnectNow();
 
-  constructor(url: string, options: ClientOptions = {}) {
+  /**
+   * `url` is one endpoint or several (the nodes of a cluster); `ws:`/`wss:` or `http:`/`https:`
+   * (`/ws` is added to a URL without a path).
+   */
+  constructor(url: string | readonly string[], options: ClientOptions = {}) {
     super();
-    this.url = normalizeUrl(url);
+    const list = typeof url === "string" ? [url] : url;
+    if (list.length === 0) throw new TypeError("no endpoint URL");
+    this.urls = list.map(normalizeUrl);
     this.opts = options;
     const WS = options.WebSocket ?? defaultWebSocket();
     if (WS === undefined) throw new TypeError("no WebSocket implementation: pass options.WebSocket (for example the ws package)");
@@ -135,6 +147,11 @@ export class Client extends Emitter<ClientEvents> {
     const g = globalThis as { addEventListener?: (type: string, fn: () => void) => void };
     if (typeof g.addEventListener === "function") g.addEventListener("online", this.onOnline);
     this.dial();
+  }
+
+  /** The endpoint in use (or dialled next). */
+  get url(): URL {
+    return this.urls[this.endpoint] ?? this.urls[0]!;
   }
 
   // -- public API --------------------------------------------------------------------------
@@ -549,6 +566,8 @@ export class Client extends Emitter<ClientEvents> {
       return this.shutdown(err);
     }
     const delay = backoff.next();
+    // The next node, if there are several: this one may be the one that failed.
+    this.endpoint = (this.endpoint + 1) % this.urls.length;
     this.setState("reconnecting");
     this.emit("close", { code, reason, reconnect: true, delay });
     this.later(delay, () => this.dial());

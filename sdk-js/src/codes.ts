@@ -88,6 +88,8 @@ export const CloseCode = {
   TokenExpired: 4003,
   /** The application disconnected this connection; reconnecting is fine. */
   Disconnected: 4004,
+  /** Cluster: the node lost its engine (Redis), or a room's epoch changed; reconnect to any node. */
+  EngineUnavailable: 4005,
   Unauthorized: 4401,
   /** The application removed this user: the client closes for good. */
   Removed: 4403,

@@ -100,6 +100,8 @@ export interface Hello {
   user?: string;
   ping: number;
   limits: Limits;
+  /** In cluster mode, the node serving this connection. */
+  node?: string;
 }
 
 /** One connection present in a room. */
@@ -338,7 +340,7 @@ export function parseServerFrame(v: Value): ServerFrame | undefined {
     case "hello":
       return opt(
         { t, v: r.num("v"), server: r.str("server"), conn: r.str("conn"), ping: r.num("ping"), limits: parseLimits(r.obj("limits")) },
-        { user: r.optStr("user") },
+        { user: r.optStr("user"), node: r.optStr("node") },
       );
     case "subbed":
       return opt(

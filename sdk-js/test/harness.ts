@@ -162,8 +162,8 @@ export class TrackedWebSocket extends WebSocket {
 }
 
 /** A client for tests: the ws package, fast reconnects, short timeouts. */
-export function client(b: Broker | string, o: ClientOptions = {}): Client {
-  return new Client(typeof b === "string" ? b : b.wsUrl, {
+export function client(b: Broker | string | string[], o: ClientOptions = {}): Client {
+  return new Client(b instanceof Broker ? b.wsUrl : b, {
     WebSocket: WS,
     reconnect: { baseDelay: 50, maxDelay: 500, minUptime: 1000 },
     requestTimeout: 5000,

@@ -11,6 +11,7 @@ import type { Browser, BrowserContext, Page } from "playwright-core";
 import type { Client } from "../../src/index.js";
 import { Broker, client, roomName, sleep } from "../harness.js";
 import { context, launch, screenshot, watchErrors } from "./browser.js";
+import { join, send } from "./chat-page.js";
 
 let broker: Broker;
 let browser: Browser;
@@ -40,22 +41,6 @@ async function pageIn(ctx: BrowserContext): Promise<Page> {
   return page;
 }
 
-async function join(page: Page, room: string, name: string, b: Broker = broker): Promise<void> {
-  await page.goto(`${b.url}/#${room}`);
-  await page.locator("#welcome:visible, #chat:visible").first().waitFor();
-  if (await page.locator("#welcome").isVisible()) {
-    await page.fill("#name", name);
-    await page.click("#join");
-  }
-  await page.locator('#conn[data-state="open"]').waitFor();
-  await page.locator(".log-top", { hasText: /beginning|older/ }).waitFor();
-}
-
-async function send(page: Page, text: string): Promise<void> {
-  await page.fill("#text", text);
-  await page.press("#text", "Enter");
-}
-
 function row(page: Page, text: string) {
   return page.locator("#messages li.msg", { has: page.locator(".text", { hasText: text }) });
 }
@@ -69,9 +54,9 @@ function sdk(b: Broker = broker): Client {
 test("phone: the closed drawer does not widen the page, and a tap outside closes it", async () => {
   const room = roomName("drawer");
   const phone = await newPage(PHONE);
-  await join(phone, room, "Pat");
+  await join(phone, broker.url, room, "Pat");
   const other = await newPage();
-  await join(other, room, "Sam");
+  await join(other, broker.url, room, "Sam");
   await phone.locator("#people-list li", { hasText: "Sam" }).waitFor({ state: "attached" });
   const closed = await phone.evaluate(() => {
     const r = document.getElementById("people")!.getBoundingClientRect();
@@ -108,7 +93,7 @@ test("the notice and the New messages button are centred on the message column; 
     await Promise.all(Array.from({ length: 20 }, (_, j) => node.room(room).publishJSON({ text: `filler ${i + j}`, name: "Bot" })));
   }
   const page = await newPage();
-  await join(page, room, "Ada");
+  await join(page, broker.url, room, "Ada");
   await row(page, "filler 59").waitFor();
   await page.$eval("#log", (el) => el.scrollTo(0, 0));
   await sleep(200);
@@ -140,7 +125,7 @@ test("the notice and the New messages button are centred on the message column; 
 
 test("a refused message keeps its whole text: Edit puts it back, Retry sends it", async (t) => {
   const page = await newPage();
-  await join(page, roomName("refused"), "Ada");
+  await join(page, broker.url, roomName("refused"), "Ada");
   const big = `start ${"x".repeat(70_000)} end`;
   await send(page, big);
   const failed = page.locator("#pending li.failed");
@@ -159,7 +144,7 @@ test("a refused message keeps its whole text: Edit puts it back, Retry sends it"
     limited.cleanup();
   });
   const fast = await newPage();
-  await join(fast, roomName("retry"), "Ada", limited);
+  await join(fast, limited.url, roomName("retry"), "Ada");
   await send(fast, "first");
   await fast.evaluate(() => {
     const text = document.getElementById("text") as HTMLTextAreaElement;
@@ -183,7 +168,7 @@ test("a refused message keeps its whole text: Edit puts it back, Retry sends it"
 test("offline: pending messages are grouped under one status; Retry now and showing the tab reconnect at once", async () => {
   const room = roomName("offline");
   const page = await newPage();
-  await join(page, room, "Ada");
+  await join(page, broker.url, room, "Ada");
   await broker.stop("SIGKILL");
   await page.locator('#conn[data-state="reconnecting"]').waitFor();
   for (const text of ["one", "two", "three"]) await send(page, `offline ${text}`);
@@ -218,9 +203,9 @@ test("two people who chose one name stay two; one person's two tabs stay one", a
   const room = roomName("names");
   const mine = await context(browser);
   const a = await pageIn(mine);
-  await join(a, room, "Ada");
+  await join(a, broker.url, room, "Ada");
   const b = await newPage();
-  await join(b, room, "Ada");
+  await join(b, broker.url, room, "Ada");
   await a.waitForFunction(() => document.getElementById("people-count")?.textContent === "2");
   assert.equal(await a.locator("#people-list li").count(), 2);
   assert.equal(await a.locator("#people-list li .you").count(), 1, "only one of them is you");
@@ -234,7 +219,7 @@ test("two people who chose one name stay two; one person's two tabs stay one", a
   assert.ok(await theirs.locator(".avatar").isVisible());
   // A second tab of the first browser is the same person.
   const a2 = await pageIn(mine);
-  await join(a2, room, "Ada");
+  await join(a2, broker.url, room, "Ada");
   await a.locator("#people-list li", { hasText: "×2" }).waitFor();
   assert.equal(await a.locator("#people-list li").count(), 2);
   assert.deepEqual(errors, []);
@@ -249,7 +234,7 @@ test("times follow the browser's languages, grouped messages show theirs on hove
     Object.defineProperty(navigator, "language", { get: () => "de-DE" });
   });
   const page = await pageIn(ctx);
-  await join(page, room, "Ada");
+  await join(page, broker.url, room, "Ada");
   await send(page, "first of a group");
   await send(page, "second of a group");
   const second = row(page, "second of a group");

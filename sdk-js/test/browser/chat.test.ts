@@ -11,6 +11,7 @@ import type { Client } from "../../src/index.js";
 import { Broker, client, REPO_DIR, roomName, sleep } from "../harness.js";
 import { CuttableProxy } from "../proxy.js";
 import { context, launch, screenshot, watchErrors } from "./browser.js";
+import { join, send, shown } from "./chat-page.js";
 
 let broker: Broker;
 let browser: Browser;
@@ -33,30 +34,6 @@ async function newPage(options: Parameters<typeof context>[1] = {}): Promise<Pag
   const page = await ctx.newPage();
   watchErrors(page, errors);
   return page;
-}
-
-/** Open the chat at a room's link and enter a name on the welcome form. */
-async function join(page: Page, room: string, name: string): Promise<void> {
-  await page.goto(`${broker.url}/#${room}`);
-  await page.locator("#welcome").waitFor();
-  assert.equal(await page.inputValue("#room"), room, "the link's room is filled in");
-  await page.fill("#name", name);
-  await page.click("#join");
-  await page.locator("#chat").waitFor();
-  await page.locator('#conn[data-state="open"]').waitFor();
-  await page.locator(".log-top", { hasText: /beginning|older/ }).waitFor();
-}
-
-async function send(page: Page, text: string): Promise<void> {
-  await page.fill("#text", text);
-  await page.press("#text", "Enter");
-}
-
-/** The messages shown, in order: [seq, author, text]. */
-async function shown(page: Page): Promise<[number, string, string][]> {
-  return page.$$eval("#messages li.msg", (lis) =>
-    lis.map((li) => [Number((li as HTMLElement).dataset["seq"]), (li as HTMLElement).dataset["author"] ?? "", li.querySelector(".text")?.textContent ?? ""]),
-  );
 }
 
 async function waitForText(page: Page, text: string, timeout = 10_000): Promise<void> {
@@ -84,9 +61,9 @@ test("the broker serves the committed UI bundle", { skip: fromDisk && "ROOMD_UI_
 test("two pages chat with each other; a reload shows the history; a restart loses nothing", async () => {
   const room = roomName("chat");
   const ada = await newPage();
-  await join(ada, room, "Ada");
+  await join(ada, broker.url, room, "Ada");
   const ben = await newPage();
-  await join(ben, room, "Ben");
+  await join(ben, broker.url, room, "Ben");
 
   // Presence: both see both, and Ada is told Ben joined.
   await ada.locator("#people-list li", { hasText: "Ben" }).waitFor();
@@ -203,7 +180,7 @@ test("older messages load on scroll-up", async () => {
     await Promise.all(Array.from({ length: 10 }, (_, j) => node.room(room).publishJSON({ text: `message ${i + j}`, name: "Bot" })));
   }
   const page = await newPage();
-  await join(page, room, "Reader");
+  await join(page, broker.url, room, "Reader");
   await waitForText(page, "message 130");
   const first = await shown(page);
   assert.ok(first.length >= 50 && first.length < 130, `a first page, not everything (${first.length})`);
@@ -225,7 +202,7 @@ test("older messages load on scroll-up", async () => {
 
 test("a refused message shows a clear notice", async () => {
   const page = await newPage();
-  await join(page, roomName("big"), "Ada");
+  await join(page, broker.url, roomName("big"), "Ada");
   await send(page, "x".repeat(70_000));
   await page.locator("#notice", { hasText: "too large" }).waitFor();
   assert.match((await page.textContent("#notice")) ?? "", /Message refused: it is too large \(the limit is 64 KB\)/);
@@ -275,16 +252,16 @@ test("a private room gets an unguessable shareable name", async () => {
   assert.match(hash, /^#p\/[a-z2-9]{16}$/);
   assert.equal(await page.textContent("#room-title"), `#${hash.slice(1)}`);
   const friend = await newPage();
-  await join(friend, hash.slice(1), "Ben");
+  await join(friend, broker.url, hash.slice(1), "Ben");
   await page.locator("#people-list li", { hasText: "Ben" }).waitFor();
 });
 
 test("a phone-sized screen works", async () => {
   const room = roomName("phone");
   const phone = await newPage({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2 });
-  await join(phone, room, "Pat");
+  await join(phone, broker.url, room, "Pat");
   const other = await newPage();
-  await join(other, room, "Sam");
+  await join(other, broker.url, room, "Sam");
   await send(other, "Can you read this on a phone?");
   await waitForText(phone, "Can you read this on a phone?");
   await send(phone, "Yes, and Enter sends from here too.");

@@ -20,7 +20,7 @@ test("every error code row of SPEC.md matches name and retryability", () => {
 });
 
 test("close codes: reconnect vs give up, as SPEC.md section 7 says", () => {
-  for (const c of [1001, 1006, 1009, 1011, 4000, 4001, 4002, 4003, 4004, 1005, 3000, 4999]) assert.ok(shouldReconnect(c), `${c} reconnects`);
+  for (const c of [1001, 1006, 1009, 1011, 4000, 4001, 4002, 4003, 4004, 4005, 1005, 3000, 4999]) assert.ok(shouldReconnect(c), `${c} reconnects`);
   for (const c of [1000, 1002, 1003, 1007, 1008, 1010, 4400, 4401, 4403, 4499]) assert.ok(!shouldReconnect(c), `${c} gives up`);
   assert.equal(CloseCode.Unauthorized, 4401);
 });
