@@ -627,6 +627,8 @@ async fn a_redis_without_fsync_on_every_write_is_refused_in_strict_mode() {
     let b = Broker::start(&node_config(&redis, "durability = \"relaxed\"\n"));
     let mut c = Client::connect(&b).await;
     assert_eq!(c.publish_seq("r", b"x").await, 1);
+    // The rooms are not on this node's disk: no backup of it.
+    assert_eq!(b.http_get("/backup").await.0, 409);
 }
 
 #[tokio::test]

@@ -160,6 +160,13 @@ async fn admin_route(
             .map(|b| b.map_err(std::io::Error::other).boxed_unsync());
     }
     if req.uri().path() == "/backup" && req.method() == Method::GET {
+        if shared.registry.engine().cluster().is_some() {
+            // The rooms are in Redis: back Redis up (its RDB or AOF files), not this node.
+            return whole(text(
+                StatusCode::CONFLICT,
+                "cluster mode: the rooms are in Redis; back up Redis's files instead\n",
+            ));
+        }
         // One at a time: a backup reads the whole database.
         let Ok(_running) = backups.try_acquire() else {
             return whole(text(StatusCode::CONFLICT, "a backup is already running\n"));
