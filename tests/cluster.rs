@@ -624,11 +624,18 @@ async fn a_redis_without_fsync_on_every_write_is_refused_in_strict_mode() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("appendfsync everysec"), "{err}");
     // Relaxed mode starts, with a warning.
-    let b = Broker::start(&node_config(&redis, "durability = \"relaxed\"\n"));
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let config = node_config(&redis, "durability = \"relaxed\"\n");
+    let b = Broker::start(&format!("{config}[admin]\nlisten = \"{admin}\"\n"));
     let mut c = Client::connect(&b).await;
     assert_eq!(c.publish_seq("r", b"x").await, 1);
     // The rooms are not on this node's disk: no backup of it.
-    assert_eq!(b.http_get("/backup").await.0, 409);
+    let (status, _, _) = common::http_at(&admin, "GET", "/backup", &[], b"").await;
+    assert_eq!(status, 409);
 }
 
 #[tokio::test]
