@@ -48,6 +48,10 @@ local function apply(keys, args)
   if head > base then
     return {'behind', cur[2]}
   end
+  if base == 0 then
+    -- The first write keeps the room (a room only ever read expires: see load).
+    redis.call('PERSIST', meta)
+  end
   local dedup_max, trim_before = tonumber(args[4]), tonumber(args[5])
   local i = 6
   local n = tonumber(args[i]); i = i + 1
@@ -108,7 +112,11 @@ local function load(keys, args)
   local meta, log, state, mids = keys[1], keys[2], keys[3], keys[4]
   local cur = redis.call('HMGET', meta, 'epoch', 'seq', 'earliest')
   if not cur[1] then
+    -- Every node that loads the room agrees on its epoch from now on. A room nobody writes
+    -- to (a client subscribing to made-up names) leaves nothing behind: its meta expires a
+    -- day later unless a write keeps it.
     redis.call('HSET', meta, 'epoch', args[1], 'seq', '0', 'earliest', '1')
+    redis.call('PEXPIRE', meta, 86400000)
     cur = {args[1], '0', '1'}
   end
   local head, earliest = tonumber(cur[2]), tonumber(cur[3])
