@@ -187,12 +187,14 @@ fn main() {
     let cells = report::aggregate(&runs);
     println!();
     println!("{}", machine());
-    println!("{}", report::side_by_side(&cells));
+    if cells.iter().any(|c| !c.scenario.starts_with("cluster-")) {
+        println!("{}", report::side_by_side(&cells));
+    }
     let cluster = report::cluster_tables(&cells);
     if !cluster.is_empty() {
         println!("{cluster}");
     }
-    if cli.cmd == Cmd::All || cells.len() > 1 {
+    if cli.cmd == Cmd::All || (cli.cmd != Cmd::Cluster && cells.len() > 1) {
         println!("Targets:\n{}", report::targets(&cells));
     }
 }
