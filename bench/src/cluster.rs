@@ -127,11 +127,13 @@ pub fn info(port: u16, section: &str) -> std::io::Result<String> {
 }
 
 /// Calls of each Redis command so far (`INFO commandstats`): fcall, publish, and all commands.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct Calls {
     pub fcall: u64,
     pub publish: u64,
     pub all: u64,
+    /// Every command by name (commands a Function runs count too).
+    pub each: Vec<(String, u64)>,
 }
 
 impl Calls {
@@ -151,6 +153,7 @@ impl Calls {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
             c.all += calls;
+            c.each.push((name.to_string(), calls));
             match name {
                 "fcall" => c.fcall += calls,
                 "publish" => c.publish += calls,
@@ -161,11 +164,35 @@ impl Calls {
     }
 
     pub fn since(&self, before: &Calls) -> Calls {
+        let earlier = |name: &str| {
+            before
+                .each
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or(0, |(_, c)| *c)
+        };
+        let mut each: Vec<(String, u64)> = self
+            .each
+            .iter()
+            .map(|(n, c)| (n.clone(), c.saturating_sub(earlier(n))))
+            .filter(|(_, c)| *c > 0)
+            .collect();
+        each.sort_by(|a, b| b.1.cmp(&a.1));
         Calls {
             fcall: self.fcall.saturating_sub(before.fcall),
             publish: self.publish.saturating_sub(before.publish),
             all: self.all.saturating_sub(before.all),
+            each,
         }
+    }
+
+    /// `name per`-unit counts, most frequent first: the profile of what Redis was asked.
+    pub fn breakdown(&self, per: f64) -> String {
+        self.each
+            .iter()
+            .map(|(n, c)| format!("{n} {:.3}", *c as f64 / per))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -276,12 +303,12 @@ fn partition(room: &str) -> u32 {
 pub fn floor(
     clients: usize,
     pipeline: usize,
-    calls: u64,
+    duration: Duration,
     record: usize,
 ) -> Result<Cell, BenchError> {
     procstat::settle(Duration::from_secs(10));
     let redis = Redis::start()?;
-    let r = floor_on(&redis, clients, pipeline, calls, record);
+    let r = floor_on(&redis, clients, pipeline, duration, record);
     redis.stop();
     r
 }
@@ -290,7 +317,7 @@ fn floor_on(
     redis: &Redis,
     clients: usize,
     pipeline: usize,
-    calls: u64,
+    duration: Duration,
     record: usize,
 ) -> Result<Cell, BenchError> {
     let loaded = command(
@@ -304,7 +331,7 @@ fn floor_on(
     // Command-line arguments cannot hold NUL bytes; the record's size is what costs.
     let rec = "r".repeat(record);
     let port = redis.port.to_string();
-    let (c, n, p) = (clients.to_string(), calls.to_string(), pipeline.to_string());
+    let (c, p) = (clients.to_string(), pipeline.to_string());
     let args = [
         "-h",
         "127.0.0.1",
@@ -313,7 +340,7 @@ fn floor_on(
         "-c",
         &c,
         "-n",
-        &n,
+        "2000000000",
         "-P",
         &p,
         // redis-benchmark reads -r as a C int: past 2^31 it measures errors instead.
@@ -338,29 +365,41 @@ fn floor_on(
         "0",
         "0",
     ];
-    let before = Sample::read(redis.pid).map_err(|e| BenchError::io("read /proc", e))?;
-    let start = Instant::now();
-    let out = Command::new("redis-benchmark")
+    // redis-benchmark has no time limit: it is given more calls than it can make, measured
+    // for `duration` by Redis's own counters, then stopped by PID.
+    let mut child = Command::new("redis-benchmark")
         .args(args)
         .stdin(Stdio::null())
-        .output()
-        .map_err(|e| BenchError::io("run redis-benchmark", e))?;
-    let secs = start.elapsed().as_secs_f64();
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| BenchError::io("run redis-benchmark (apt-get install redis-tools)", e))?;
+    // Let its connections open first.
+    std::thread::sleep(Duration::from_millis(300));
+    let before = Sample::read(redis.pid).map_err(|e| BenchError::io("read /proc", e))?;
+    let calls_before = Calls::read(redis.port);
+    let start = Instant::now();
+    std::thread::sleep(duration);
     let after = Sample::read(redis.pid).map_err(|e| BenchError::io("read /proc", e))?;
+    let calls = Calls::read(redis.port).since(&calls_before).fcall;
+    let secs = start.elapsed().as_secs_f64();
+    let exited = child.try_wait().ok().flatten();
+    let _ = child.kill();
+    let out = child.wait_with_output().ok();
     // Every call must have stored its entry, or the floor measured something cheaper.
     let stored = command(redis.port, &[b"DBSIZE"]).unwrap_or_default();
     let keys: u64 = stored
         .strip_prefix(':')
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(0);
-    if !out.status.success() || keys < calls / 2 {
+    if exited.is_some() || calls == 0 || keys < calls / 2 {
         return Err(BenchError::Setup(format!(
-            "redis-benchmark: {} (keys {keys}); {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
+            "redis-benchmark: exited {exited:?}, {calls} calls, {keys} keys; {}",
+            out.map(|o| String::from_utf8_lossy(&o.stderr)
                 .chars()
                 .take(400)
-                .collect::<String>()
+                .collect())
+                .unwrap_or_default()
         )));
     }
     let cpu = before.cpu_secs_until(&after);

@@ -400,10 +400,8 @@ async fn run(cli: &Cli) -> Vec<Cell> {
         // pipelined ones like the nodes' multiplexed connections).
         match record {
             Some(len) => {
-                let secs = ctx.duration.as_secs_f64();
                 for (clients, pipeline) in [(1, 1), (64, 1), (nodes, 64usize.div_ceil(nodes))] {
-                    let calls = (secs * if clients == 1 { 2500.0 } else { 15000.0 }) as u64;
-                    let r = cluster::floor(clients, pipeline, calls, len as usize);
+                    let r = cluster::floor(clients, pipeline, ctx.duration, len as usize);
                     emit(r, format!("cluster floor {clients}x{pipeline}"));
                 }
             }

@@ -121,6 +121,7 @@ fn headline(scenario: &str) -> &'static [&'static str] {
             "deliveries_per_s",
             "server_cpu_s_per_1m_deliveries",
             "redis_cpu_us_per_publish",
+            "write_conflicts_per_publish",
             "p99_us",
             "lost",
         ],
@@ -231,8 +232,8 @@ pub fn cluster_tables(cells: &[Cell]) -> String {
         let _ = writeln!(
             out,
             "Cluster fan-out (subscribers and publishers spread over the nodes; CPU summed over the nodes)\n\n\
-             | subs | pubs | size | deliveries/s 1 node | cluster | ratio | node CPU s / 1M deliveries 1 node | cluster | ratio | Redis CPU µs / publish | lost 1 node / cluster |\n\
-             |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+             | subs | pubs | size | deliveries/s 1 node | cluster | ratio | node CPU s / 1M deliveries 1 node | cluster | ratio | Redis CPU µs / publish | conflicts / publish | lost 1 node / cluster |\n\
+             |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
         );
         for c in fan {
             let one = twin(c);
@@ -241,7 +242,7 @@ pub fn cluster_tables(cells: &[Cell]) -> String {
             let (c1, cc) = (m(one, cpu), m(Some(c), cpu));
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} |",
                 c.param("subs").unwrap_or(0),
                 c.param("pubs").unwrap_or(0),
                 c.param("size").unwrap_or(0),
@@ -252,6 +253,7 @@ pub fn cluster_tables(cells: &[Cell]) -> String {
                 fmt(cc),
                 ratio(cc, c1),
                 fmt(m(Some(c), "redis_cpu_us_per_publish")),
+                fmt(m(Some(c), "write_conflicts_per_publish")),
                 fmt(m(one, "lost")),
                 fmt(m(Some(c), "lost")),
             );

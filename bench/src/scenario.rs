@@ -132,6 +132,10 @@ impl RedisUse {
             .redis_sample()
             .map_or(f64::NAN, |after| self.cpu.cpu_secs_until(&after));
         let calls = Calls::read(self.port).since(&self.calls);
+        println!(
+            "# redis commands per publish: {}",
+            calls.breakdown(per)
+        );
         vec![
             ("redis_cpu_s", cpu),
             ("redis_cpu_us_per_publish", cpu * 1e6 / per),
@@ -141,6 +145,9 @@ impl RedisUse {
         ]
     }
 }
+
+/// Batches a node formed again because another node wrote the room first.
+const CONFLICTS: &str = "roomd_cluster_write_conflicts_total";
 
 /// The sum of a counter over the nodes' `/metrics` (NaN if a node does not answer).
 fn nodes_counter(dep: &Deployment, name: &str) -> f64 {
@@ -291,6 +298,7 @@ pub async fn fanout(
         let fsync_us = procstat::fsync_probe_us();
         let before = Sample::read_all(&pids).map_err(|e| BenchError::io("read /proc", e))?;
         let redis = RedisUse::start(&dep);
+        let conflicts_before = nodes_counter(&dep, CONFLICTS);
         let client_before =
             Sample::read(std::process::id()).map_err(|e| BenchError::io("read /proc", e))?;
         let busy_before = procstat::machine_busy_ticks();
@@ -344,7 +352,12 @@ pub async fn fanout(
         let unique = totals.unique.load(Ordering::Relaxed);
         let expected = published * u64::from(f.subs);
         let cpu = before.cpu_secs_until(&after);
-        let redis_metrics = redis.map(|r| r.metrics(&dep, published as f64));
+        let redis_metrics = redis.map(|r| {
+            let conflicts = nodes_counter(&dep, CONFLICTS) - conflicts_before;
+            let mut m = r.metrics(&dep, published as f64);
+            m.push(("write_conflicts_per_publish", conflicts / published as f64));
+            m
+        });
         let mut params = vec![
             ("subs", u64::from(f.subs)),
             ("pubs", f.pubs as u64),
@@ -568,7 +581,7 @@ pub async fn durable(
         ready.wait().await;
         let before = Sample::read_all(&pids).map_err(|e| BenchError::io("read /proc", e))?;
         let redis = RedisUse::start(&dep);
-        let conflicts_before = nodes_counter(&dep, "roomd_cluster_write_conflicts_total");
+        let conflicts_before = nodes_counter(&dep, CONFLICTS);
         let client_before =
             Sample::read(std::process::id()).map_err(|e| BenchError::io("read /proc", e))?;
         let busy_before = procstat::machine_busy_ticks();
@@ -592,8 +605,7 @@ pub async fn durable(
         let secs = start.elapsed().as_secs_f64();
         let after = Sample::read_all(&pids).map_err(|e| BenchError::io("read /proc", e))?;
         let redis_metrics = redis.map(|r| r.metrics(&dep, acks as f64));
-        let conflicts =
-            nodes_counter(&dep, "roomd_cluster_write_conflicts_total") - conflicts_before;
+        let conflicts = nodes_counter(&dep, CONFLICTS) - conflicts_before;
         let record_bytes = dep
             .redis
             .as_ref()
