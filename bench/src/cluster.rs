@@ -398,7 +398,7 @@ fn floor_on(
             out.map(|o| String::from_utf8_lossy(&o.stderr)
                 .chars()
                 .take(400)
-                .collect())
+                .collect::<String>())
                 .unwrap_or_default()
         )));
     }

@@ -132,10 +132,7 @@ impl RedisUse {
             .redis_sample()
             .map_or(f64::NAN, |after| self.cpu.cpu_secs_until(&after));
         let calls = Calls::read(self.port).since(&self.calls);
-        println!(
-            "# redis commands per publish: {}",
-            calls.breakdown(per)
-        );
+        println!("# redis commands per publish: {}", calls.breakdown(per));
         vec![
             ("redis_cpu_s", cpu),
             ("redis_cpu_us_per_publish", cpu * 1e6 / per),
