@@ -177,7 +177,7 @@ impl Calls {
             .map(|(n, c)| (n.clone(), c.saturating_sub(earlier(n))))
             .filter(|(_, c)| *c > 0)
             .collect();
-        each.sort_by(|a, b| b.1.cmp(&a.1));
+        each.sort_by_key(|e| std::cmp::Reverse(e.1));
         Calls {
             fcall: self.fcall.saturating_sub(before.fcall),
             publish: self.publish.saturating_sub(before.publish),

@@ -32,7 +32,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use crate::report::Cell;
-use crate::scenario::{Ctx, FanOut, Rooms, Topology, Via};
+use crate::scenario::{Ctx, FanOut, Publishers, Rooms, Topology, Via};
 use crate::servers::{Binaries, Broker, Durability};
 
 #[derive(Debug, thiserror::Error)]
@@ -334,11 +334,16 @@ async fn run(cli: &Cli) -> Vec<Cell> {
             for &b in &brokers {
                 for d in modes(cli, b) {
                     let c = c.clamp(1, 256);
-                    let (t, rooms) = (Topology::Single, Rooms::Rotate(64));
-                    let r = scenario::durable(&ctx, b, d, t, c, rooms, 64, Via::Native).await;
+                    let t = Topology::Single;
+                    let load = Publishers {
+                        concurrency: c,
+                        rooms: Rooms::Rotate(64),
+                        size: 64,
+                    };
+                    let r = scenario::durable(&ctx, b, d, t, load, Via::Native).await;
                     emit(r, format!("durable {b:?} {d:?} {c}"));
                     if cli.api && b == Broker::Roomd {
-                        let r = scenario::durable(&ctx, b, d, t, c, rooms, 64, Via::Http).await;
+                        let r = scenario::durable(&ctx, b, d, t, load, Via::Http).await;
                         emit(r, format!("durable {b:?} {d:?} {c} over the server API"));
                     }
                 }
@@ -383,7 +388,12 @@ async fn run(cli: &Cli) -> Vec<Cell> {
             };
             for &rooms in layouts {
                 for t in topologies {
-                    let r = scenario::durable(&ctx, roomd, durable, t, c, rooms, 64, Via::Native);
+                    let load = Publishers {
+                        concurrency: c,
+                        rooms,
+                        size: 64,
+                    };
+                    let r = scenario::durable(&ctx, roomd, durable, t, load, Via::Native);
                     let r = r.await;
                     if let Ok(cell) = &r {
                         record = cell

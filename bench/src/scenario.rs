@@ -514,6 +514,14 @@ pub enum Rooms {
     Shared,
 }
 
+/// The durable scenario's load: publishers (one publish in flight each), their rooms, payload.
+#[derive(Debug, Clone, Copy)]
+pub struct Publishers {
+    pub concurrency: usize,
+    pub rooms: Rooms,
+    pub size: usize,
+}
+
 /// How the durable scenario's publishers reach the broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Via {
@@ -528,11 +536,14 @@ pub async fn durable(
     broker: Broker,
     durability: Durability,
     topology: Topology,
-    concurrency: usize,
-    rooms: Rooms,
-    size: usize,
+    load: Publishers,
     via: Via,
 ) -> Result<Cell, BenchError> {
+    let Publishers {
+        concurrency,
+        rooms,
+        size,
+    } = load;
     let duration = ctx.duration;
     with_deployment(ctx, broker, durability, topology, move |dep| async move {
         stats::reset();
