@@ -61,9 +61,19 @@ pub struct DurableArgs {
     pub src: Ipv4Addr,
     pub index: usize,
     pub rooms: usize,
+    /// Publisher i keeps to room i (mod `rooms`) instead of going round the rooms.
+    pub own_room: bool,
     pub size: usize,
     pub ready: Arc<tokio::sync::Barrier>,
     pub duration: Duration,
+}
+
+impl DurableArgs {
+    /// The room of this publisher's `sent`-th publish.
+    pub fn room_index(&self, sent: u64) -> usize {
+        let step = if self.own_room { 0 } else { sent as usize };
+        (self.index + step) % self.rooms.max(1)
+    }
 }
 
 pub async fn subscriber(broker: Broker, args: SubArgs) {

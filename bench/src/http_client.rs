@@ -47,7 +47,7 @@ pub async fn durable_publisher(
     let mut r = PubResult::default();
     let end = std::time::Instant::now() + args.duration;
     while std::time::Instant::now() < end {
-        let room = &rooms[(args.index + r.sent as usize) % rooms.len()];
+        let room = &rooms[args.room_index(r.sent)];
         let t0 = clock::now_ns();
         track::stamp(&mut payload, t0, args.index as u32, r.sent as u32);
         let json = format!(

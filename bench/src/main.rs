@@ -2,6 +2,8 @@
 //!
 //! - [`scenario`]: the four scenarios (fan-out, fixed-rate latency, idle memory, durable publish).
 //! - [`servers`]: starting each server fresh and stopping it by PID.
+//! - [`cluster`]: roomd nodes on one Redis of the benchmark's own, and the Redis floor
+//!   (`redis-benchmark` running roomd's Function).
 //! - [`client`]: what a scenario asks of a client; [`roomd_client`] and [`nats_client`] do it.
 //! - [`mpack`], [`nats_proto`]: reading deliveries in place, writing publishes.
 //! - [`track`], [`stats`]: per-subscriber loss accounting, per-thread latency histograms.
@@ -10,6 +12,7 @@
 
 mod client;
 mod clock;
+mod cluster;
 mod http_client;
 mod mpack;
 mod nats_client;
@@ -29,7 +32,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use crate::report::Cell;
-use crate::scenario::{Ctx, FanOut, Via};
+use crate::scenario::{Ctx, FanOut, Publishers, Rooms, Topology, Via};
 use crate::servers::{Binaries, Broker, Durability};
 
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +138,9 @@ struct Cli {
     /// keep-alive connection) to the same configuration, as the broker `roomd-http`.
     #[arg(long, global = true)]
     api: bool,
+    /// Cluster: roomd nodes on the one Redis.
+    #[arg(long, global = true, default_value_t = 3)]
+    nodes: usize,
     /// Run the whole matrix this many times; the table shows the median of each figure.
     #[arg(long, global = true, default_value_t = 1)]
     repeat: u32,
@@ -155,6 +161,9 @@ enum Cmd {
     Idle,
     /// Scenario 4: durable publishes with one in flight per publisher; acks/s and latency.
     Durable,
+    /// Scenario 5: roomd nodes sharing one Redis beside one roomd: fan-out over the nodes,
+    /// durable publish, and Redis CPU per publish beside redis-benchmark running the Function.
+    Cluster,
 }
 
 fn main() {
@@ -178,8 +187,14 @@ fn main() {
     let cells = report::aggregate(&runs);
     println!();
     println!("{}", machine());
-    println!("{}", report::side_by_side(&cells));
-    if cli.cmd == Cmd::All || cells.len() > 1 {
+    if cells.iter().any(|c| !c.scenario.starts_with("cluster-")) {
+        println!("{}", report::side_by_side(&cells));
+    }
+    let cluster = report::cluster_tables(&cells);
+    if !cluster.is_empty() {
+        println!("{cluster}");
+    }
+    if cli.cmd == Cmd::All || (cli.cmd != Cmd::Cluster && cells.len() > 1) {
         println!("Targets:\n{}", report::targets(&cells));
     }
 }
@@ -274,10 +289,8 @@ async fn run(cli: &Cli) -> Vec<Cell> {
                     };
                     for &b in &brokers {
                         let what = format!("fanout {b:?} {f:?}");
-                        emit(
-                            scenario::fanout(&ctx, b, Durability::Durable, f).await,
-                            what,
-                        );
+                        let r = scenario::fanout(&ctx, b, Durability::Durable, Topology::Single, f);
+                        emit(r.await, what);
                     }
                 }
             }
@@ -293,7 +306,7 @@ async fn run(cli: &Cli) -> Vec<Cell> {
             };
             for &b in &brokers {
                 for d in modes(cli, b) {
-                    let r = scenario::fanout(&ctx, b, d, f).await;
+                    let r = scenario::fanout(&ctx, b, d, Topology::Single, f).await;
                     emit(r, format!("latency {b:?} {d:?}"));
                 }
             }
@@ -321,14 +334,88 @@ async fn run(cli: &Cli) -> Vec<Cell> {
             for &b in &brokers {
                 for d in modes(cli, b) {
                     let c = c.clamp(1, 256);
-                    let r = scenario::durable(&ctx, b, d, c, 64, 64, Via::Native).await;
+                    let t = Topology::Single;
+                    let load = Publishers {
+                        concurrency: c,
+                        rooms: Rooms::Rotate(64),
+                        size: 64,
+                    };
+                    let r = scenario::durable(&ctx, b, d, t, load, Via::Native).await;
                     emit(r, format!("durable {b:?} {d:?} {c}"));
                     if cli.api && b == Broker::Roomd {
-                        let r = scenario::durable(&ctx, b, d, c, 64, 64, Via::Http).await;
+                        let r = scenario::durable(&ctx, b, d, t, load, Via::Http).await;
                         emit(r, format!("durable {b:?} {d:?} {c} over the server API"));
                     }
                 }
             }
+        }
+    }
+    if all || cli.cmd == Cmd::Cluster {
+        let nodes = cli.nodes.clamp(1, 16);
+        let topologies = [Topology::Beside, Topology::Cluster(nodes)];
+        let roomd = Broker::Roomd;
+        let durable = Durability::Durable;
+        let subs = cli.subs.clone().unwrap_or(vec![if q { 150 } else { 300 }]);
+        let pubs = cli
+            .pubs
+            .clone()
+            .unwrap_or(if q { vec![1] } else { vec![1, 4] });
+        let sizes = cli.sizes.clone().unwrap_or(vec![64]);
+        for &s in &subs {
+            for &p in &pubs {
+                for &size in &sizes {
+                    let f = FanOut {
+                        subs: s.min(2000),
+                        pubs: p.clamp(1, track::MAX_PUBS),
+                        size: size.max(track::HEADER),
+                        rate: None,
+                    };
+                    for t in topologies {
+                        let r = scenario::fanout(&ctx, roomd, durable, t, f).await;
+                        emit(r, format!("cluster fanout {t:?} {f:?}"));
+                    }
+                }
+            }
+        }
+        let conc = cli.concurrency.clone().unwrap_or(vec![1, 64]);
+        let mut record = None;
+        for &c in &conc {
+            let c = c.clamp(1, 256);
+            let layouts: &[Rooms] = if c == 1 {
+                &[Rooms::Own]
+            } else {
+                &[Rooms::Own, Rooms::Shared]
+            };
+            for &rooms in layouts {
+                for t in topologies {
+                    let load = Publishers {
+                        concurrency: c,
+                        rooms,
+                        size: 64,
+                    };
+                    let r = scenario::durable(&ctx, roomd, durable, t, load, Via::Native);
+                    let r = r.await;
+                    if let Ok(cell) = &r {
+                        record = cell
+                            .metric("record_bytes")
+                            .filter(|n| n.is_finite())
+                            .or(record);
+                    }
+                    emit(r, format!("cluster durable {t:?} {c} {rooms:?}"));
+                }
+            }
+        }
+        // The floor: the same Function driven by redis-benchmark, with the record size the
+        // nodes stored, at one call in flight and at 64 (as 64 connections, and as 3
+        // pipelined ones like the nodes' multiplexed connections).
+        match record {
+            Some(len) => {
+                for (clients, pipeline) in [(1, 1), (64, 1), (nodes, 64usize.div_ceil(nodes))] {
+                    let r = cluster::floor(clients, pipeline, ctx.duration, len as usize);
+                    emit(r, format!("cluster floor {clients}x{pipeline}"));
+                }
+            }
+            None => eprintln!("cluster floor skipped: no cluster durable cell stored a record"),
         }
     }
     cells

@@ -201,6 +201,7 @@ mod tests {
             v: 1,
             server: "roomd/0.1.0".into(),
             conn: "c".into(),
+            node: None,
             user: None,
             ping: 20,
             limits: roomd_protocol::Limits {

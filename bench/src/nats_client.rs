@@ -253,7 +253,7 @@ pub async fn durable_publisher(args: DurableArgs) -> Result<PubResult, BenchErro
     let mut r = PubResult::default();
     let end = Instant::now() + args.duration;
     while Instant::now() < end {
-        let subject = &subjects[(args.index + r.sent as usize) % subjects.len()];
+        let subject = &subjects[args.room_index(r.sent)];
         let reply = format!("{inbox}.{}", r.sent);
         let t0 = clock::now_ns();
         track::stamp(&mut payload, t0, args.index as u32, r.sent as u32);

@@ -36,6 +36,20 @@ impl Sample {
         Ok(Sample { cpu_ticks, rss_kib })
     }
 
+    /// The sum over several processes (the nodes of a cluster).
+    pub fn read_all(pids: &[u32]) -> std::io::Result<Sample> {
+        let mut sum = Sample {
+            cpu_ticks: 0,
+            rss_kib: 0,
+        };
+        for &pid in pids {
+            let s = Sample::read(pid)?;
+            sum.cpu_ticks += s.cpu_ticks;
+            sum.rss_kib += s.rss_kib;
+        }
+        Ok(sum)
+    }
+
     /// CPU seconds used between `self` and a later sample.
     pub fn cpu_secs_until(&self, later: &Sample) -> f64 {
         later.cpu_ticks.saturating_sub(self.cpu_ticks) as f64 / clk_tck() as f64

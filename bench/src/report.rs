@@ -117,6 +117,24 @@ fn headline(scenario: &str) -> &'static [&'static str] {
             "lost",
         ],
         "idle" => &["rss_per_conn_kib", "server_rss_kib", "connect_s"],
+        "cluster-fanout" => &[
+            "deliveries_per_s",
+            "server_cpu_s_per_1m_deliveries",
+            "redis_cpu_us_per_publish",
+            "write_conflicts_per_publish",
+            "p99_us",
+            "lost",
+        ],
+        "cluster-durable" => &[
+            "acks_per_s",
+            "server_cpu_us_per_ack",
+            "redis_cpu_us_per_publish",
+            "p50_us",
+            "p99_us",
+            "write_conflicts_per_ack",
+            "errors",
+        ],
+        "cluster-floor" => &["calls_per_s", "redis_cpu_us_per_call"],
         "durable" => &[
             "acks_per_s",
             "server_cpu_us_per_ack",
@@ -164,8 +182,8 @@ pub fn side_by_side(cells: &[Cell]) -> String {
         out,
         "| cell | figure | roomd variant | roomd | nats | roomd/nats |\n|---|---|---|---:|---:|---:|"
     );
-    for key in keys {
-        let group: Vec<&Cell> = cells.iter().filter(|c| c.key() == key).collect();
+    for key in keys.iter().filter(|k| !k.starts_with("cluster-")) {
+        let group: Vec<&Cell> = cells.iter().filter(|c| &c.key() == key).collect();
         let nats = group.iter().find(|c| c.broker == "nats");
         for c in group.iter().filter(|c| c.broker != "nats") {
             for m in headline(c.scenario) {
@@ -189,6 +207,165 @@ pub fn side_by_side(cells: &[Cell]) -> String {
                 }
             }
         }
+    }
+    out
+}
+
+/// The cluster matrix: each cluster cell beside one roomd with the same parameters, and the
+/// Redis floor. Empty without cluster cells.
+pub fn cluster_tables(cells: &[Cell]) -> String {
+    let mut out = String::new();
+    let of = |scenario: &str, broker: &str| -> Vec<&Cell> {
+        cells
+            .iter()
+            .filter(|c| c.scenario == scenario && c.broker == broker)
+            .collect()
+    };
+    let twin = |c: &Cell| {
+        cells
+            .iter()
+            .find(|o| o.scenario == c.scenario && o.broker == "roomd" && o.params == c.params)
+    };
+    let m = |c: Option<&Cell>, name: &str| c.and_then(|c| c.metric(name)).unwrap_or(f64::NAN);
+    let fan = of("cluster-fanout", "roomd-cluster");
+    if !fan.is_empty() {
+        let _ = writeln!(
+            out,
+            "Cluster fan-out (subscribers and publishers spread over the nodes; CPU summed over the nodes)\n\n\
+             | subs | pubs | size | deliveries/s 1 node | cluster | ratio | node CPU s / 1M deliveries 1 node | cluster | ratio | Redis CPU µs / publish | conflicts / publish | lost 1 node / cluster |\n\
+             |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        );
+        for c in fan {
+            let one = twin(c);
+            let (d1, dc) = (m(one, "deliveries_per_s"), m(Some(c), "deliveries_per_s"));
+            let cpu = "server_cpu_s_per_1m_deliveries";
+            let (c1, cc) = (m(one, cpu), m(Some(c), cpu));
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} |",
+                c.param("subs").unwrap_or(0),
+                c.param("pubs").unwrap_or(0),
+                c.param("size").unwrap_or(0),
+                fmt(d1),
+                fmt(dc),
+                ratio(dc, d1),
+                fmt(c1),
+                fmt(cc),
+                ratio(cc, c1),
+                fmt(m(Some(c), "redis_cpu_us_per_publish")),
+                fmt(m(Some(c), "write_conflicts_per_publish")),
+                fmt(m(one, "lost")),
+                fmt(m(Some(c), "lost")),
+            );
+        }
+        out.push('\n');
+    }
+    let dur = of("cluster-durable", "roomd-cluster");
+    let floor = |inflight: u64| {
+        cells
+            .iter()
+            .filter(|c| c.scenario == "cluster-floor")
+            .filter(|c| {
+                c.param("clients").unwrap_or(0) * c.param("pipeline").unwrap_or(1)
+                    >= inflight.min(64)
+            })
+            .filter(|c| inflight > 1 || c.param("clients") == Some(1))
+            .filter_map(|c| c.metric("redis_cpu_us_per_call"))
+            .min_by(|a, b| a.total_cmp(b))
+            .unwrap_or(f64::NAN)
+    };
+    if !dur.is_empty() {
+        let _ = writeln!(
+            out,
+            "Cluster durable publish (64 B, one publish in flight per publisher, publishers spread over the nodes)\n\n\
+             | publishers | rooms | acks/s 1 node | cluster | ratio | p50 / p99 µs 1 node | cluster | node CPU µs / ack 1 node | cluster | Redis CPU µs / publish | floor | ratio | FCALLs / publish | conflicts / ack |\n\
+             |---:|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|"
+        );
+        for c in dur {
+            let one = twin(c);
+            let (a1, ac) = (m(one, "acks_per_s"), m(Some(c), "acks_per_s"));
+            let redis = m(Some(c), "redis_cpu_us_per_publish");
+            let fl = floor(c.param("concurrency").unwrap_or(1));
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} / {} | {} / {} | {} | {} | {} | {} | {} | {} | {} |",
+                c.param("concurrency").unwrap_or(0),
+                c.param("rooms").unwrap_or(0),
+                fmt(a1),
+                fmt(ac),
+                ratio(ac, a1),
+                fmt(m(one, "p50_us")),
+                fmt(m(one, "p99_us")),
+                fmt(m(Some(c), "p50_us")),
+                fmt(m(Some(c), "p99_us")),
+                fmt(m(one, "server_cpu_us_per_ack")),
+                fmt(m(Some(c), "server_cpu_us_per_ack")),
+                fmt(redis),
+                fmt(fl),
+                ratio(redis, fl),
+                fmt(m(Some(c), "redis_fcalls_per_publish")),
+                fmt(m(Some(c), "write_conflicts_per_ack")),
+            );
+        }
+        out.push('\n');
+    }
+    let floors: Vec<&Cell> = cells
+        .iter()
+        .filter(|c| c.scenario == "cluster-floor")
+        .collect();
+    if !floors.is_empty() {
+        let _ = writeln!(
+            out,
+            "Redis floor: redis-benchmark running FCALL roomd_apply (one entry per call)\n\n\
+             | connections | pipeline | record bytes | calls/s | Redis CPU µs / call |\n|---:|---:|---:|---:|---:|"
+        );
+        for c in floors {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} |",
+                c.param("clients").unwrap_or(0),
+                c.param("pipeline").unwrap_or(0),
+                c.param("record").unwrap_or(0),
+                fmt(m(Some(c), "calls_per_s")),
+                fmt(m(Some(c), "redis_cpu_us_per_call")),
+            );
+        }
+        out.push('\n');
+    }
+    // The issue's goals for the cluster.
+    for c in of("cluster-durable", "roomd-cluster") {
+        let redis = m(Some(c), "redis_cpu_us_per_publish");
+        let fl = floor(c.param("concurrency").unwrap_or(1));
+        let ok = (redis.is_finite() && fl.is_finite()).then_some(redis <= 1.5 * fl);
+        let verdict = match ok {
+            Some(true) => "met",
+            Some(false) => "MISSED",
+            None => "not measured",
+        };
+        let _ = writeln!(
+            out,
+            "- [{verdict}] {}: Redis CPU per publish <= 1.5x the floor: {:.1} vs {:.1} µs, ratio {}",
+            c.key(),
+            redis,
+            fl,
+            ratio(redis, fl)
+        );
+    }
+    for c in of("cluster-fanout", "roomd-cluster") {
+        let cpu = "server_cpu_s_per_1m_deliveries";
+        let (c1, cc) = (m(twin(c), cpu), m(Some(c), cpu));
+        let ok = (c1.is_finite() && cc.is_finite()).then_some(cc <= 1.3 * c1);
+        let verdict = match ok {
+            Some(true) => "met",
+            Some(false) => "MISSED",
+            None => "not measured",
+        };
+        let _ = writeln!(
+            out,
+            "- [{verdict}] {}: node CPU per delivery <= 1.3x one roomd: ratio {}",
+            c.key(),
+            ratio(cc, c1)
+        );
     }
     out
 }

@@ -230,7 +230,7 @@ pub async fn durable_publisher(args: DurableArgs) -> Result<PubResult, BenchErro
     let end = Instant::now() + args.duration;
     while Instant::now() < end {
         let id = (r.sent as u32).wrapping_add(2);
-        let room = &rooms[(args.index + r.sent as usize) % rooms.len()];
+        let room = &rooms[args.room_index(r.sent)];
         let t0 = clock::now_ns();
         track::stamp(&mut payload, t0, args.index as u32, r.sent as u32);
         encode_pub(&mut frame, id, room, &payload);

@@ -9,6 +9,7 @@ use tokio::sync::{oneshot, watch, Barrier};
 use tokio::task::JoinHandle;
 
 use crate::client::{self, DurableArgs, Pacing, PubArgs, SubArgs};
+use crate::cluster::{Calls, Deployment};
 use crate::procstat::{self, Sample};
 use crate::report::Cell;
 use crate::servers::{Binaries, Broker, Durability, Server};
@@ -27,6 +28,63 @@ pub struct Ctx {
     pub duration: Duration,
     /// Per-publisher window override for fan-out (messages not yet delivered to everyone).
     pub window: Option<u64>,
+}
+
+/// Where a cell runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topology {
+    /// One server, in the main matrix.
+    Single,
+    /// One roomd, in the cluster matrix (the baseline its cluster cells are compared with).
+    Beside,
+    /// This many roomd nodes sharing one Redis.
+    Cluster(usize),
+}
+
+impl Topology {
+    fn nodes(self) -> usize {
+        match self {
+            Topology::Cluster(n) => n,
+            _ => 0,
+        }
+    }
+
+    /// The cell's scenario name: the cluster matrix's cells are kept apart from the main ones.
+    fn scenario(self, name: &'static str) -> &'static str {
+        match (self, name) {
+            (Topology::Single, _) => name,
+            (_, "fanout") => "cluster-fanout",
+            (_, "durable") => "cluster-durable",
+            _ => name,
+        }
+    }
+}
+
+/// Runs `body` against a fresh deployment and always stops it afterwards.
+async fn with_deployment<F, Fut>(
+    ctx: &Ctx,
+    broker: Broker,
+    durability: Durability,
+    topology: Topology,
+    body: F,
+) -> Result<Cell, BenchError>
+where
+    F: FnOnce(Arc<Deployment>) -> Fut,
+    Fut: std::future::Future<Output = Result<Cell, BenchError>>,
+{
+    let dep = Arc::new(Deployment::start(
+        broker,
+        topology.nodes(),
+        &ctx.bins,
+        durability,
+    )?);
+    let result = body(dep.clone()).await;
+    let dep =
+        Arc::try_unwrap(dep).map_err(|_| BenchError::Setup("deployment still shared".into()))?;
+    let result =
+        result.map_err(|e| BenchError::Setup(format!("{e}\nserver log tail:\n{}", dep.log_tail())));
+    dep.stop();
+    result
 }
 
 /// Runs `body` against a fresh server and always stops the server afterwards.
@@ -48,6 +106,69 @@ where
         .map_err(|e| BenchError::Setup(format!("{e}\nserver log tail:\n{}", server.log_tail())));
     server.stop();
     result
+}
+
+/// Redis's share of a cell: CPU and command counts between two readings.
+struct RedisUse {
+    port: u16,
+    cpu: Sample,
+    calls: Calls,
+}
+
+impl RedisUse {
+    fn start(dep: &Deployment) -> Option<RedisUse> {
+        let r = dep.redis.as_ref()?;
+        Some(RedisUse {
+            port: r.port,
+            cpu: dep.redis_sample()?,
+            calls: Calls::read(r.port),
+        })
+    }
+
+    /// Redis CPU seconds, `FCALL`s, `PUBLISH`es and all commands since `start`, per `per`
+    /// (publishes acked or delivered), as metrics named with `unit`.
+    fn metrics(&self, dep: &Deployment, per: f64) -> Vec<(&'static str, f64)> {
+        let cpu = dep
+            .redis_sample()
+            .map_or(f64::NAN, |after| self.cpu.cpu_secs_until(&after));
+        let calls = Calls::read(self.port).since(&self.calls);
+        println!("# redis commands per publish: {}", calls.breakdown(per));
+        vec![
+            ("redis_cpu_s", cpu),
+            ("redis_cpu_us_per_publish", cpu * 1e6 / per),
+            ("redis_fcalls_per_publish", calls.fcall as f64 / per),
+            ("redis_publishes_per_publish", calls.publish as f64 / per),
+            ("redis_commands_per_publish", calls.all as f64 / per),
+        ]
+    }
+}
+
+/// Batches a node formed again because another node wrote the room first.
+const CONFLICTS: &str = "roomd_cluster_write_conflicts_total";
+
+/// The sum of a counter over the nodes' `/metrics` (NaN if a node does not answer).
+fn nodes_counter(dep: &Deployment, name: &str) -> f64 {
+    use std::io::{Read, Write};
+    let mut sum = 0.0;
+    for s in &dep.servers {
+        let text = std::net::TcpStream::connect(s.ws_addr).and_then(|mut c| {
+            c.set_read_timeout(Some(Duration::from_secs(5)))?;
+            c.write_all(b"GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n")?;
+            let mut out = String::new();
+            c.read_to_string(&mut out)?;
+            Ok(out)
+        });
+        let value = text.ok().and_then(|t| {
+            t.lines().find_map(|l| {
+                l.strip_prefix(name)
+                    .filter(|rest| rest.starts_with(' '))
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+            })
+        });
+        // A counter never incremented is not exported yet: zero.
+        sum += value.unwrap_or(0.0);
+    }
+    sum
 }
 
 /// Waits for each connection's ready signal, keeping at most [`CONNECT_CONCURRENCY`] pending.
@@ -120,14 +241,21 @@ pub async fn fanout(
     ctx: &Ctx,
     broker: Broker,
     durability: Durability,
+    topology: Topology,
     f: FanOut,
 ) -> Result<Cell, BenchError> {
     let window = f.window(ctx);
     let duration = ctx.duration;
-    with_server(ctx, broker, durability, move |server| async move {
+    with_deployment(ctx, broker, durability, topology, move |dep| async move {
         stats::reset();
-        let pid = server.pid;
-        let target = client::target(broker, &server, 64 * 1024);
+        let pids = dep.pids();
+        // Subscribers and publishers spread over the nodes, round robin.
+        let targets: Vec<Target> = dep
+            .servers
+            .iter()
+            .map(|s| client::target(broker, s, 64 * 1024))
+            .collect();
+        let target = |i: usize| targets[i % targets.len()];
         // A valid roomd room name and a valid NATS subject.
         let room = "fanout".to_string();
         let flow = Arc::new(Flow::new(f.subs, f.pubs));
@@ -139,7 +267,7 @@ pub async fn fanout(
         for i in 0..f.subs {
             let (ready, rx) = oneshot::channel();
             let args = SubArgs {
-                target,
+                target: target(i as usize),
                 src: ws::source(i),
                 room: room.clone(),
                 flow: flow.clone(),
@@ -165,7 +293,9 @@ pub async fn fanout(
             None => Pacing::Window(window),
         };
         let fsync_us = procstat::fsync_probe_us();
-        let before = Sample::read(pid).map_err(|e| BenchError::io("read /proc", e))?;
+        let before = Sample::read_all(&pids).map_err(|e| BenchError::io("read /proc", e))?;
+        let redis = RedisUse::start(&dep);
+        let conflicts_before = nodes_counter(&dep, CONFLICTS);
         let client_before =
             Sample::read(std::process::id()).map_err(|e| BenchError::io("read /proc", e))?;
         let busy_before = procstat::machine_busy_ticks();
@@ -175,7 +305,7 @@ pub async fn fanout(
                 tokio::spawn(client::publisher(
                     broker,
                     PubArgs {
-                        target,
+                        target: target(p),
                         src: ws::source(f.subs + p as u32),
                         room: room.clone(),
                         index: p,
@@ -203,7 +333,7 @@ pub async fn fanout(
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         let end = Instant::now();
-        let after = Sample::read(pid).map_err(|e| BenchError::io("read /proc", e))?;
+        let after = Sample::read_all(&pids).map_err(|e| BenchError::io("read /proc", e))?;
         let client_after =
             Sample::read(std::process::id()).map_err(|e| BenchError::io("read /proc", e))?;
         let busy = procstat::machine_busy_ticks().saturating_sub(busy_before) as f64
@@ -219,6 +349,12 @@ pub async fn fanout(
         let unique = totals.unique.load(Ordering::Relaxed);
         let expected = published * u64::from(f.subs);
         let cpu = before.cpu_secs_until(&after);
+        let redis_metrics = redis.map(|r| {
+            let conflicts = nodes_counter(&dep, CONFLICTS) - conflicts_before;
+            let mut m = r.metrics(&dep, published as f64);
+            m.push(("write_conflicts_per_publish", conflicts / published as f64));
+            m
+        });
         let mut params = vec![
             ("subs", u64::from(f.subs)),
             ("pubs", f.pubs as u64),
@@ -227,14 +363,14 @@ pub async fn fanout(
         if let Some(r) = f.rate {
             params.push(("rate", r as u64));
         }
-        Ok(Cell {
+        let mut cell = Cell {
             scenario: if f.rate.is_some() {
                 "latency"
             } else {
-                "fanout"
+                topology.scenario("fanout")
             },
             params,
-            broker: label(broker, durability),
+            broker: label(broker, durability, topology),
             metrics: vec![
                 ("deliveries_per_s", deliveries as f64 / secs),
                 (
@@ -278,8 +414,11 @@ pub async fn fanout(
                 ),
                 ("setup_s", setup_s),
                 ("disk_fsync_us", fsync_us),
+                ("nodes", pids.len() as f64),
             ],
-        })
+        };
+        cell.metrics.extend(redis_metrics.unwrap_or_default());
+        Ok(cell)
     })
     .await
 }
@@ -364,6 +503,25 @@ async fn hold_and_sample(pid: u32, hold: Duration) -> Result<(Sample, Sample), B
     Ok((mid, after))
 }
 
+/// Which rooms the durable scenario's publishers write to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rooms {
+    /// Every publisher goes round this many rooms, one publish each.
+    Rotate(usize),
+    /// Each publisher in a room of its own (the common case in a cluster: no write conflicts).
+    Own,
+    /// One room for every publisher (in a cluster: written from every node, so nodes retry).
+    Shared,
+}
+
+/// The durable scenario's load: publishers (one publish in flight each), their rooms, payload.
+#[derive(Debug, Clone, Copy)]
+pub struct Publishers {
+    pub concurrency: usize,
+    pub rooms: Rooms,
+    pub size: usize,
+}
+
 /// How the durable scenario's publishers reach the broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Via {
@@ -377,16 +535,31 @@ pub async fn durable(
     ctx: &Ctx,
     broker: Broker,
     durability: Durability,
-    concurrency: usize,
-    rooms: usize,
-    size: usize,
+    topology: Topology,
+    load: Publishers,
     via: Via,
 ) -> Result<Cell, BenchError> {
+    let Publishers {
+        concurrency,
+        rooms,
+        size,
+    } = load;
     let duration = ctx.duration;
-    with_server(ctx, broker, durability, move |server| async move {
+    with_deployment(ctx, broker, durability, topology, move |dep| async move {
         stats::reset();
-        let pid = server.pid;
-        let target = client::target(broker, &server, 16 * 1024);
+        let pids = dep.pids();
+        // Publishers spread over the nodes, round robin.
+        let targets: Vec<Target> = dep
+            .servers
+            .iter()
+            .map(|s| client::target(broker, s, 16 * 1024))
+            .collect();
+        let target = targets[0];
+        let (n_rooms, own_room) = match rooms {
+            Rooms::Rotate(n) => (n, false),
+            Rooms::Own => (concurrency, true),
+            Rooms::Shared => (1, true),
+        };
         if broker == Broker::Nats {
             nats_client::create_stream(&target, "BENCH", "bench.>").await?;
         }
@@ -395,10 +568,11 @@ pub async fn durable(
         let tasks: Vec<_> = (0..concurrency)
             .map(|i| {
                 let args = DurableArgs {
-                    target,
+                    target: targets[i % targets.len()],
                     src: ws::source(i as u32),
                     index: i,
-                    rooms,
+                    rooms: n_rooms,
+                    own_room,
                     size,
                     ready: ready.clone(),
                     duration,
@@ -406,13 +580,16 @@ pub async fn durable(
                 match via {
                     Via::Native => tokio::spawn(client::durable_publisher(broker, args)),
                     Via::Http => {
-                        tokio::spawn(crate::http_client::durable_publisher(target.addr, args))
+                        let addr = args.target.addr;
+                        tokio::spawn(crate::http_client::durable_publisher(addr, args))
                     }
                 }
             })
             .collect();
         ready.wait().await;
-        let before = Sample::read(pid).map_err(|e| BenchError::io("read /proc", e))?;
+        let before = Sample::read_all(&pids).map_err(|e| BenchError::io("read /proc", e))?;
+        let redis = RedisUse::start(&dep);
+        let conflicts_before = nodes_counter(&dep, CONFLICTS);
         let client_before =
             Sample::read(std::process::id()).map_err(|e| BenchError::io("read /proc", e))?;
         let busy_before = procstat::machine_busy_ticks();
@@ -434,7 +611,14 @@ pub async fn durable(
             }
         }
         let secs = start.elapsed().as_secs_f64();
-        let after = Sample::read(pid).map_err(|e| BenchError::io("read /proc", e))?;
+        let after = Sample::read_all(&pids).map_err(|e| BenchError::io("read /proc", e))?;
+        let redis_metrics = redis.map(|r| r.metrics(&dep, acks as f64));
+        let conflicts = nodes_counter(&dep, CONFLICTS) - conflicts_before;
+        let record_bytes = dep
+            .redis
+            .as_ref()
+            .and_then(|r| crate::cluster::record_len(r, "durable-0"))
+            .map_or(f64::NAN, |n| n as f64);
         let client_after =
             Sample::read(std::process::id()).map_err(|e| BenchError::io("read /proc", e))?;
         let busy = procstat::machine_busy_ticks().saturating_sub(busy_before) as f64
@@ -446,16 +630,16 @@ pub async fn durable(
         let (hist, _) = stats::merged();
         let [p50, p99, p999] = stats::percentiles_us(&hist);
         let cpu = before.cpu_secs_until(&after);
-        Ok(Cell {
-            scenario: "durable",
+        let mut cell = Cell {
+            scenario: topology.scenario("durable"),
             params: vec![
                 ("concurrency", concurrency as u64),
-                ("rooms", rooms as u64),
+                ("rooms", n_rooms as u64),
                 ("size", size as u64),
             ],
             broker: match via {
-                Via::Http => format!("{}-http", label(broker, durability)),
-                Via::Native => label(broker, durability),
+                Via::Http => format!("{}-http", label(broker, durability, topology)),
+                Via::Native => label(broker, durability, topology),
             },
             metrics: vec![
                 ("acks_per_s", acks as f64 / secs),
@@ -472,16 +656,29 @@ pub async fn durable(
                 ("client_cpu_s", client_cpu),
                 ("other_cpu_s", (busy - cpu - client_cpu).max(0.0)),
                 ("disk_fsync_us", fsync_us),
+                ("nodes", pids.len() as f64),
             ],
-        })
+        };
+        if let Some(m) = redis_metrics {
+            cell.metrics.extend(m);
+            cell.metrics
+                .push(("write_conflicts_per_ack", conflicts / acks as f64));
+            cell.metrics.push(("record_bytes", record_bytes));
+        }
+        Ok(cell)
     })
     .await
 }
 
-/// `roomd`, `roomd-relaxed` or `nats`.
-fn label(broker: Broker, durability: Durability) -> String {
+/// `roomd`, `roomd-relaxed`, `roomd-cluster`, `roomd-cluster-relaxed` or `nats`.
+fn label(broker: Broker, durability: Durability, topology: Topology) -> String {
+    let cluster = if matches!(topology, Topology::Cluster(_)) {
+        "-cluster"
+    } else {
+        ""
+    };
     match (broker, durability) {
-        (Broker::Roomd, Durability::Relaxed) => "roomd-relaxed".to_string(),
-        _ => broker.name().to_string(),
+        (Broker::Roomd, Durability::Relaxed) => format!("roomd{cluster}-relaxed"),
+        _ => format!("{}{cluster}", broker.name()),
     }
 }

@@ -86,33 +86,14 @@ impl Server {
         crate::procstat::settle(Duration::from_secs(10));
         let dir = fresh_dir(broker.name())?;
         match broker {
-            Broker::Roomd => start_roomd(bins, durability, dir),
+            Broker::Roomd => start_roomd(bins, durability, dir, ""),
             Broker::Nats => start_nats(&bins.nats, dir),
         }
     }
 
     /// Stops the server by PID and removes its directory.
     pub fn stop(mut self) {
-        signal_group(self.pid, "TERM");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(_)) => break,
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                _ => {
-                    eprintln!(
-                        "{} (pid {}) did not stop in 10 s; killing",
-                        self.broker.name(),
-                        self.pid
-                    );
-                    signal_group(self.pid, "KILL");
-                    let _ = self.child.wait();
-                    break;
-                }
-            }
-        }
+        stop_child(&mut self.child, self.pid, self.broker.name());
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 
@@ -120,6 +101,35 @@ impl Server {
     pub fn log_tail(&self) -> String {
         log_tail(&self.dir)
     }
+}
+
+/// Stops a process group leader by PID: SIGTERM to its group, SIGKILL after 10 s.
+pub fn stop_child(child: &mut Child, pid: u32, name: &str) {
+    signal_group(pid, "TERM");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                eprintln!("{name} (pid {pid}) did not stop in 10 s; killing");
+                signal_group(pid, "KILL");
+                let _ = child.wait();
+                break;
+            }
+        }
+    }
+}
+
+/// A roomd node in cluster mode: the benchmark's config plus `cluster_toml` (the `[cluster]`
+/// table), with a data directory of its own.
+pub fn start_roomd_node(
+    bins: &Binaries,
+    durability: Durability,
+    cluster_toml: &str,
+) -> Result<Server, BenchError> {
+    let dir = fresh_dir("roomd-node")?;
+    start_roomd(bins, durability, dir, cluster_toml)
 }
 
 /// Sends `signal` to the process group the server leads.
@@ -136,7 +146,7 @@ fn log_tail(dir: &Path) -> String {
 }
 
 /// A new directory under the system temp dir (on disk here, so fsync means something).
-fn fresh_dir(name: &str) -> Result<PathBuf, BenchError> {
+pub fn fresh_dir(name: &str) -> Result<PathBuf, BenchError> {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("roomd-bench.{}.{name}.{n}", std::process::id()));
@@ -166,6 +176,7 @@ fn start_roomd(
     bins: &Binaries,
     durability: Durability,
     dir: PathBuf,
+    cluster_toml: &str,
 ) -> Result<Server, BenchError> {
     let bin = &bins.roomd;
     if !bin.exists() {
@@ -175,11 +186,9 @@ fn start_roomd(
         )));
     }
     let config = dir.join("roomd.toml");
-    std::fs::write(
-        &config,
-        roomd_config(durability, &bins.roomd_extra_toml, bins.roomd_api_key),
-    )
-    .map_err(|e| BenchError::io("write config", e))?;
+    let toml = roomd_config(durability, &bins.roomd_extra_toml, bins.roomd_api_key);
+    std::fs::write(&config, format!("{toml}{cluster_toml}"))
+        .map_err(|e| BenchError::io("write config", e))?;
     let data = dir.join("data");
     let log =
         std::fs::File::create(dir.join("server.log")).map_err(|e| BenchError::io("log", e))?;
@@ -240,7 +249,7 @@ fn start_roomd(
     })
 }
 
-fn free_port() -> Result<u16, BenchError> {
+pub fn free_port() -> Result<u16, BenchError> {
     let l = TcpListener::bind("127.0.0.1:0").map_err(|e| BenchError::io("bind", e))?;
     Ok(l.local_addr()
         .map_err(|e| BenchError::io("bind", e))?
