@@ -216,7 +216,6 @@ mod tests {
                 keys: 9,
                 mid: 10,
             },
-            node: None,
         };
         assert_eq!(scan(&encode(&frame)).unwrap().t, b"hello");
         assert_eq!(scan(b"\x81\xa1t"), None);
