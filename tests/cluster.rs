@@ -170,48 +170,14 @@ async fn publish_mid(c: &mut Client, room: &str, data: &[u8], mid: &str) -> Serv
 
 /// Every stored message of `room` as (seq, data), oldest first, paged through `hist`.
 async fn history(c: &mut Client, room: &str) -> Vec<(u64, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut after = 0;
-    let mut retries = 0;
-    loop {
-        let id = c.id();
-        let reply = c
-            .request(ClientFrame::Hist {
-                id,
-                room: room.into(),
-                after: Some(after),
-                before: None,
-                limit: None,
-            })
-            .await;
-        let ServerFrame::Hist { items, more, .. } = reply else {
-            // Redis just restarted: the node answers 503 until it reconnected; retry.
-            assert_eq!(err_code(&reply), 503, "expected hist, got {reply:?}");
-            retries += 1;
-            assert!(retries < 100, "503 for 10 s");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        for item in items {
-            if let ServerFrame::Msg { seq, data, .. } = item {
-                after = seq;
-                out.push((seq, data));
-            } else if let Some(seq) = seq_of(&item) {
-                after = seq;
-            }
-        }
-        if !more {
-            return out;
-        }
-    }
-}
-
-fn seq_of(f: &ServerFrame) -> Option<u64> {
-    match f {
-        ServerFrame::Msg { seq, .. } | ServerFrame::State { seq, .. } => Some(*seq),
-        ServerFrame::Del { seq, .. } => Some(*seq),
-        _ => None,
-    }
+    c.history_all(room)
+        .await
+        .into_iter()
+        .filter_map(|item| match item {
+            ServerFrame::Msg { seq, data, .. } => Some((seq, data)),
+            _ => None,
+        })
+        .collect()
 }
 
 fn epoch_of(f: &ServerFrame) -> u64 {

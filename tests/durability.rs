@@ -18,36 +18,17 @@ use std::time::Duration;
 use common::{Broker, Client};
 use roomd_protocol::{ClientFrame, ServerFrame, Value};
 
-/// Every entry of a room, read through `hist` pages: (seq, payload).
+/// Every entry of a room, read through `hist` pages: (seq, payload; empty for a state change).
 async fn read_all(c: &mut Client, room: &str) -> Vec<(u64, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut after = 0;
-    loop {
-        let id = c.id();
-        let r = c
-            .request(ClientFrame::Hist {
-                id,
-                room: room.into(),
-                after: Some(after),
-                before: None,
-                limit: None,
-            })
-            .await;
-        let ServerFrame::Hist { items, more, .. } = r else {
-            panic!("{r:?}")
-        };
-        for item in items {
-            match item {
-                ServerFrame::Msg { seq, data, .. } => out.push((seq, data)),
-                ServerFrame::State { seq, .. } => out.push((seq, Vec::new())),
-                other => panic!("{other:?}"),
-            }
-        }
-        after = out.last().map_or(0, |e| e.0);
-        if !more {
-            return out;
-        }
-    }
+    c.history_all(room)
+        .await
+        .into_iter()
+        .map(|item| match item {
+            ServerFrame::Msg { seq, data, .. } => (seq, data),
+            ServerFrame::State { seq, .. } => (seq, Vec::new()),
+            other => panic!("{other:?}"),
+        })
+        .collect()
 }
 
 #[tokio::test]

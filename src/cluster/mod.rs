@@ -411,6 +411,20 @@ impl Cluster {
         Ok(applied)
     }
 
+    /// A key of a room's state as Redis has it now: (ver, encoded value).
+    pub(crate) async fn state_get(
+        &self,
+        room: &str,
+        key: &str,
+    ) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        let mut cmd = redis::cmd("HGET");
+        cmd.arg(RoomKeys::new(room).state).arg(key);
+        let reply = self.call_twice(&cmd).await?;
+        Ok(bytes_of(&reply)
+            .and_then(record::decode_state)
+            .map(|(ver, v)| (ver, v.to_vec())))
+    }
+
     /// Tells the other nodes (and this one) about stored entries.
     pub(crate) async fn publish(&self, room: &str, epoch: u64, entries: &[(u64, Vec<u8>)]) {
         let mut cmd = redis::cmd("PUBLISH");

@@ -283,6 +283,11 @@ impl Room {
             Command::RemoveUser { user, reply } => {
                 let _ = reply.send(self.remove_user(&user));
             }
+            // On Redis, from Redis: a write acknowledged by another node may not have reached
+            // this one's copy yet.
+            Command::Get { peer, id, key } if self.linked.is_some() => {
+                self.get_from_redis(peer, id, key);
+            }
             Command::Get { peer, id, key } => self.get(&peer, id, key),
             Command::List {
                 peer,

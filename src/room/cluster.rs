@@ -30,6 +30,7 @@ use crate::cluster::feed::{FeedEvent, Member};
 use crate::cluster::keys::RoomKeys;
 use crate::cluster::{Applied, Apply, Cluster, Range};
 use crate::outbox::CloseReason;
+use crate::peer::Peer;
 use crate::store::model::CommitInfo;
 use crate::store::reader::RoomSnapshot;
 use crate::store::{record, CommitResult, RoomWrite, StoreError};
@@ -150,6 +151,34 @@ impl Room {
             FeedEvent::Presence { conn, member } => self.remote_presence(conn, member),
             FeedEvent::NodeGone(instance) => self.node_gone(&instance),
         }
+    }
+
+    /// Answers `get` from Redis, so that it sees every acknowledged write, whichever node
+    /// made it.
+    pub(super) fn get_from_redis(&self, peer: Arc<Peer>, id: u32, key: String) {
+        let Some(linked) = &self.linked else {
+            return;
+        };
+        let (cluster, room) = (linked.cluster.clone(), self.name.clone());
+        self.env.background.spawn(async move {
+            let (ver, value) = match cluster.state_get(&room, &key).await {
+                Ok(Some((ver, encoded))) => match rmpv::decode::read_value(&mut encoded.as_slice()) {
+                    Ok(value) => (ver, Some(value)),
+                    Err(e) => {
+                        tracing::error!(%room, key, error = %e, "cluster: a state value that does not decode");
+                        (0, None)
+                    }
+                },
+                Ok(None) => (0, None),
+                Err(e) => return peer.send_err(Some(id), &e),
+            };
+            peer.send(&ServerFrame::Val {
+                id,
+                key,
+                ver,
+                value,
+            });
+        });
     }
 
     /// The members other nodes hold, read once the room is loaded.

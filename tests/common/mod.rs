@@ -355,6 +355,45 @@ impl Client {
         }
     }
 
+    /// Every entry of a room, oldest first, paged through `hist`. A 503 (a cluster node whose
+    /// Redis just restarted) is retried for up to 10 s.
+    pub async fn history_all(&mut self, room: &str) -> Vec<ServerFrame> {
+        let mut out = Vec::new();
+        let mut after = 0;
+        let mut retries = 0;
+        loop {
+            let id = self.id();
+            let reply = self
+                .request(ClientFrame::Hist {
+                    id,
+                    room: room.into(),
+                    after: Some(after),
+                    before: None,
+                    limit: None,
+                })
+                .await;
+            let ServerFrame::Hist { items, more, .. } = reply else {
+                assert_eq!(err_code(&reply), 503, "expected hist, got {reply:?}");
+                retries += 1;
+                assert!(retries < 100, "503 for 10 s");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            for item in items {
+                after = match &item {
+                    ServerFrame::Msg { seq, .. }
+                    | ServerFrame::State { seq, .. }
+                    | ServerFrame::Del { seq, .. } => *seq,
+                    other => panic!("not a log entry: {other:?}"),
+                };
+                out.push(item);
+            }
+            if !more {
+                return out;
+            }
+        }
+    }
+
     /// Waits for the next `msg` event and returns (seq, data).
     pub async fn msg(&mut self) -> (u64, Vec<u8>) {
         loop {
