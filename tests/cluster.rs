@@ -763,3 +763,40 @@ async fn presence_spans_nodes_and_a_crashed_nodes_members_leave() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_room_only_subscribed_to_leaves_nothing_in_redis_for_good() {
+    let redis = Redis::start();
+    let n = nodes(&redis, 1);
+    let mut c = Client::connect(&n[0]).await;
+    c.sub("made-up", None).await;
+    // The key of the room's meta (its hash tag is its partition).
+    let meta = redis.cmd(&["KEYS", "roomd:*:made-up:meta"]);
+    assert!(
+        meta.as_deref().is_some_and(|l| l.starts_with("*1")),
+        "{meta:?}"
+    );
+    let key = {
+        let mut s = StdTcp::connect(("127.0.0.1", redis.port)).unwrap();
+        s.write_all(b"KEYS roomd:*:made-up:meta\r\n").unwrap();
+        let mut buf = [0u8; 256];
+        let n = s.read(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf[..n])
+            .lines()
+            .nth(2)
+            .unwrap()
+            .to_string()
+    };
+    let ttl = redis.cmd(&["PTTL", &key]).unwrap();
+    let ms: i64 = ttl.trim_start_matches(':').parse().unwrap();
+    assert!(
+        ms > 0 && ms <= 86_400_000,
+        "a read-only room expires: {ttl}"
+    );
+    c.publish_seq("made-up", b"x").await;
+    assert_eq!(
+        redis.cmd(&["PTTL", &key]).as_deref(),
+        Some(":-1"),
+        "a write keeps it"
+    );
+}
