@@ -13,6 +13,7 @@ use roomd_protocol::ServerFrame;
 
 use super::dedup::Dedup;
 use super::model::{now_ms, Pending, Reply, Room, Stub, Written};
+use super::{Change, ChangeRequest};
 use super::state::{Effect, Overlay};
 use crate::peer::Peer;
 use crate::store::{record, RoomRef, RoomWrite, Trim};
@@ -49,6 +50,8 @@ impl BatchBuilder<'_> {
             uid: peer.user.as_deref().map(str::to_string),
             data,
             deleted: None,
+            edited: None,
+            edits: None,
         });
         self.entries.push((
             seq,
@@ -93,39 +96,97 @@ impl BatchBuilder<'_> {
         });
     }
 
-    /// A `del` entry, and its target rewritten as a stub that points at it (SPEC.md 5.6).
-    fn redact(&mut self, peer: Arc<Peer>, id: u32, stub: Stub) {
+    /// A `del` entry (SPEC.md 5.6) or an edit entry (5.8), and its target rewritten to point
+    /// at it: as a stub without payload, or with the new content. The target's previous edit
+    /// entry, if any, is superseded: rewritten without its payload, so a deleted or re-edited
+    /// message's old content is nowhere in the log.
+    fn change(&mut self, req: ChangeRequest, stub: Stub) {
         self.seq += 1;
         let (seq, ts) = (self.seq, self.ts);
-        let frame = wire::encode(&ServerFrame::Del {
-            room: String::from(self.room),
-            seq,
-            ts,
-            from: String::from(&*peer.id),
-            uid: peer.user.as_deref().map(str::to_string),
-            target: stub.target,
-        });
+        let ChangeRequest {
+            peer, id, change, ..
+        } = req;
+        let (from, uid) = (
+            String::from(&*peer.id),
+            peer.user.as_deref().map(str::to_string),
+        );
+        let room = String::from(self.room);
+        let (frame, rewritten) = match change {
+            Change::Delete => (
+                ServerFrame::Del {
+                    room: room.clone(),
+                    seq,
+                    ts,
+                    from,
+                    uid,
+                    target: stub.target,
+                },
+                ServerFrame::Msg {
+                    room: room.clone(),
+                    seq: stub.target,
+                    ts: stub.ts,
+                    from: stub.from,
+                    uid: stub.uid,
+                    data: Vec::new(),
+                    deleted: Some(seq),
+                    edited: None,
+                    edits: None,
+                },
+            ),
+            Change::Edit(data) => (
+                ServerFrame::Msg {
+                    room: room.clone(),
+                    seq,
+                    ts,
+                    from,
+                    uid,
+                    data: data.clone(),
+                    deleted: None,
+                    edited: None,
+                    edits: Some(stub.target),
+                },
+                ServerFrame::Msg {
+                    room: room.clone(),
+                    seq: stub.target,
+                    ts: stub.ts,
+                    from: stub.from,
+                    uid: stub.uid,
+                    data,
+                    deleted: None,
+                    edited: Some(seq),
+                    edits: None,
+                },
+            ),
+        };
+        let frame = wire::encode(&frame);
         self.entries
             .push((seq, record::encode_log(ts, None, wire::payload(&frame))));
-        let rewritten = wire::encode(&ServerFrame::Msg {
-            room: String::from(self.room),
-            seq: stub.target,
-            ts: stub.ts,
-            from: stub.from,
-            uid: stub.uid,
-            data: Vec::new(),
-            deleted: Some(seq),
-        });
-        self.redactions
-            .push((stub.target, wire::payload(&rewritten).to_vec()));
+        let mut rewrites = vec![(stub.target, wire::encode(&rewritten))];
+        if let Some(edit) = stub.latest_edit {
+            let superseded = ServerFrame::Msg {
+                room,
+                seq: edit.seq,
+                ts: edit.ts,
+                from: edit.from,
+                uid: edit.uid,
+                data: Vec::new(),
+                deleted: Some(seq),
+                edited: None,
+                edits: Some(stub.target),
+            };
+            rewrites.push((edit.seq, wire::encode(&superseded)));
+        }
+        for (at, f) in &rewrites {
+            self.redactions.push((*at, wire::payload(f).to_vec()));
+        }
         self.written.push(Written {
             seq,
             frame,
-            reply: Reply::Redacted {
+            reply: Reply::Changed {
                 peer,
                 id,
                 target: stub.target,
-                stub: rewritten,
+                rewrites,
             },
         });
     }
@@ -195,11 +256,12 @@ impl Room {
                     Ok(Some(effect)) => batch.mutation(peer, id, effect),
                 },
                 // Retention may have removed the target since it was checked.
-                Pending::Redact { peer, id, stub } if stub.target < self.earliest => {
-                    peer.send_err(Some(id), super::redact::not_stored(stub.target));
+                Pending::Change { req, stub } if stub.target < self.earliest => {
+                    req.peer
+                        .send_err(Some(req.id), super::redact::not_stored(stub.target));
                     trimmed.push(stub.target);
                 }
-                Pending::Redact { peer, id, stub } => batch.redact(peer, id, stub),
+                Pending::Change { req, stub } => batch.change(req, stub),
             }
         }
         let BatchBuilder {

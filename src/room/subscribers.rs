@@ -379,6 +379,32 @@ impl Room {
         }
     }
 
+    /// An ephemeral publish (SPEC.md 4.10): encoded once and queued at once to every live
+    /// subscriber but the sender, through the same bounded outboxes as log entries (a full one
+    /// is a slow consumer, closed as always). A subscriber still being replayed or sent its
+    /// snapshot misses it: it was not live yet. Nothing is stored; the sender gets `ok`.
+    pub(super) fn signal(&mut self, peer: &Peer, id: u32, data: Vec<u8>) {
+        let bytes = wire::encode(&ServerFrame::Signal {
+            room: String::from(&*self.name),
+            ts: super::model::now_ms(),
+            from: String::from(&*peer.id),
+            uid: peer.user.as_deref().map(str::to_string),
+            data,
+        });
+        let mut slow = Vec::new();
+        for (conn, sub) in &self.subs {
+            if sub.live && sub.held.is_none() && *conn != peer.id {
+                if sub.peer.outbox.push(bytes.clone()).is_err() {
+                    slow.push(conn.clone());
+                }
+            }
+        }
+        for conn in slow {
+            self.remove_sub(&conn);
+        }
+        peer.send(&ServerFrame::Ok { id });
+    }
+
     /// Queues a join or leave to every subscriber that asked for presence.
     fn presence_event(&mut self, frame: &ServerFrame) {
         let bytes = wire::encode(frame);
