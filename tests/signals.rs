@@ -61,7 +61,12 @@ async fn a_signal_reaches_the_other_live_subscribers_and_nothing_else() {
     assert_eq!(ada.msg().await, (1, b"one".to_vec()));
 
     let reply = send_signal(&mut ada, "room", b"typing").await;
-    assert_eq!(reply, ServerFrame::Ok { id: reply_id(&reply) });
+    assert_eq!(
+        reply,
+        ServerFrame::Ok {
+            id: reply_id(&reply)
+        }
+    );
     match bob.event().await {
         ServerFrame::Signal {
             room,
@@ -126,8 +131,10 @@ async fn a_signal_is_checked_like_a_publish() {
     ]);
     let mut bytes = Vec::new();
     rmpv::encode::write_value(&mut bytes, &with_mid).unwrap();
-    c.send_raw(tokio_tungstenite::tungstenite::Message::Binary(bytes.into()))
-        .await;
+    c.send_raw(tokio_tungstenite::tungstenite::Message::Binary(
+        bytes.into(),
+    ))
+    .await;
     let r = c.reply_to(id).await;
     assert_eq!(err_code(&r), 406, "{r:?}");
     // `ephemeral` must be a bool.
@@ -141,13 +148,22 @@ async fn a_signal_is_checked_like_a_publish() {
     ]);
     let mut bytes = Vec::new();
     rmpv::encode::write_value(&mut bytes, &wrong).unwrap();
-    c.send_raw(tokio_tungstenite::tungstenite::Message::Binary(bytes.into()))
-        .await;
+    c.send_raw(tokio_tungstenite::tungstenite::Message::Binary(
+        bytes.into(),
+    ))
+    .await;
     assert_eq!(err_code(&c.reply_to(id).await), 406);
     // The payload limit, the room grammar and the `pub` capability.
     let r = send_signal(&mut c, "r", &[0; 1001]).await;
     assert!(
-        matches!(r, ServerFrame::Err { code: 413, max: Some(1000), .. }),
+        matches!(
+            r,
+            ServerFrame::Err {
+                code: 413,
+                max: Some(1000),
+                ..
+            }
+        ),
         "{r:?}"
     );
     assert_eq!(err_code(&send_signal(&mut c, "bad room", b"x").await), 414);
@@ -209,7 +225,10 @@ async fn a_subscriber_that_does_not_read_signals_is_a_slow_consumer() {
             last = sender.id();
             sender.send(&signal(last, "flood", &data)).await;
         }
-        assert!(matches!(sender.reply_to(last).await, ServerFrame::Ok { .. }));
+        assert!(matches!(
+            sender.reply_to(last).await,
+            ServerFrame::Ok { .. }
+        ));
         for i in round * 32..(round + 1) * 32 {
             match fast.event().await {
                 ServerFrame::Signal { data, .. } => assert_eq!(&data[..4], &i.to_be_bytes()),

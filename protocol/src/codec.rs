@@ -259,8 +259,26 @@ pub fn decode_client(bytes: &[u8]) -> Result<ClientFrame, DecodeError> {
 
 /// The fields any request kind reads, by name; the index is the field's slot.
 const FIELDS: [&str; 20] = [
-    "t", "id", "room", "since", "state", "presence", "info", "data", "mid", "after", "before",
-    "limit", "prefix", "key", "value", "ver", "by", "token", "ephemeral", "target",
+    "t",
+    "id",
+    "room",
+    "since",
+    "state",
+    "presence",
+    "info",
+    "data",
+    "mid",
+    "after",
+    "before",
+    "limit",
+    "prefix",
+    "key",
+    "value",
+    "ver",
+    "by",
+    "token",
+    "ephemeral",
+    "target",
 ];
 const F_T: usize = 0;
 const F_ID: usize = 1;

@@ -181,8 +181,11 @@ fn client_frame() -> impl Strategy<Value = ClientFrame> {
                 data,
             }
         }),
-        (id(), room(), any::<u64>())
-            .prop_map(|(id, room, target)| ClientFrame::Redact { id, room, target }),
+        (id(), room(), any::<u64>()).prop_map(|(id, room, target)| ClientFrame::Redact {
+            id,
+            room,
+            target
+        }),
     ]
 }
 

@@ -113,9 +113,7 @@ pub(crate) async fn edit_message(
     super::model::safe("seq", Some(seq))?;
     let data = body.payload()?;
     let mut call = Call::new(&ctx, &caller.name);
-    let cmd = call
-        .requests()
-        .change(ID, seq, Change::Edit(data), false)?;
+    let cmd = call.requests().change(ID, seq, Change::Edit(data), false)?;
     match call.run(&room, cmd).await? {
         ServerFrame::Ack { seq, .. } => Ok(Json(Edited { seq })),
         other => Err(unexpected(&other)),

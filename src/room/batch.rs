@@ -13,8 +13,8 @@ use roomd_protocol::ServerFrame;
 
 use super::dedup::Dedup;
 use super::model::{now_ms, Pending, Reply, Room, Stub, Written};
-use super::{Change, ChangeRequest};
 use super::state::{Effect, Overlay};
+use super::{Change, ChangeRequest};
 use crate::peer::Peer;
 use crate::store::{record, RoomRef, RoomWrite, Trim};
 use crate::wire;

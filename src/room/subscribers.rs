@@ -393,10 +393,9 @@ impl Room {
         });
         let mut slow = Vec::new();
         for (conn, sub) in &self.subs {
-            if sub.live && sub.held.is_none() && *conn != peer.id {
-                if sub.peer.outbox.push(bytes.clone()).is_err() {
-                    slow.push(conn.clone());
-                }
+            let live = sub.live && sub.held.is_none() && *conn != peer.id;
+            if live && sub.peer.outbox.push(bytes.clone()).is_err() {
+                slow.push(conn.clone());
             }
         }
         for conn in slow {
