@@ -27,7 +27,24 @@ if (how.kind === "signin") {
   await new Promise<never>(() => undefined);
 }
 identity.verified = how.kind === "token";
-const client = new Client(location.origin, how.kind === "token" ? { token: how.token } : {});
+const client = new Client(location.origin, how.kind === "token" ? { token: how.token } : { user: browserId() });
+
+/**
+ * Without tokens, this browser's own id (kept in localStorage), sent as the connection's
+ * unverified user id: the broker stamps it on this browser's messages, so their author may
+ * edit and delete them after a reload too. Anyone could claim it: tokens make it an identity.
+ */
+function browserId(): string {
+  const key = "roomd.chat.uid";
+  let id = localStorage.getItem(key);
+  if (id === null || !/^[a-z0-9]{8,32}$/.test(id)) {
+    const bytes = new Uint8Array(12);
+    crypto.getRandomValues(bytes);
+    id = Array.from(bytes, (b) => (b % 36).toString(36)).join("");
+    localStorage.setItem(key, id);
+  }
+  return id;
+}
 /** Every connection id this page has had: its messages are shown as "mine" after reconnects too. */
 const myConns = new Set<string>();
 client.on("open", (hello) => {
@@ -181,7 +198,10 @@ ui.text.addEventListener("keydown", (e) => {
     ui.composer.requestSubmit();
   }
 });
-ui.text.addEventListener("input", autosize);
+ui.text.addEventListener("input", () => {
+  autosize();
+  current?.typed(ui.text.value.trim() === "");
+});
 
 ui.log.addEventListener("scroll", () => {
   if (current === undefined) return;
