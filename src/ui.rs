@@ -1,4 +1,7 @@
-//! The chat web UI, built from `sdk-js/` and embedded so the broker serves it offline.
+//! The chat web UI, built from `sdk-js/` and embedded so the broker serves it offline; the
+//! other bundled apps each in a module of their own.
+
+mod board;
 
 const INDEX: &str = include_str!("ui/index.html");
 const APP_JS: &str = include_str!("ui/app.js");
@@ -21,6 +24,6 @@ pub(crate) fn asset(path: &str) -> Option<(&'static [u8], &'static str)> {
         "/" | "/index.html" => Some((INDEX.as_bytes(), "text/html; charset=utf-8")),
         "/app.js" => Some((APP_JS.as_bytes(), "text/javascript; charset=utf-8")),
         "/app.css" => Some((APP_CSS.as_bytes(), "text/css; charset=utf-8")),
-        _ => None,
+        other => board::asset(other),
     }
 }

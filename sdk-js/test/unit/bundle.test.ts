@@ -20,3 +20,17 @@ test("src/ui bundle is up to date (run `npm run bundle` in sdk-js/ and commit sr
     rmSync(out, { recursive: true, force: true });
   }
 });
+
+test("src/ui/board bundle is up to date (run `npm run bundle` in sdk-js/ and commit src/ui/board)", () => {
+  const out = tempDir("bundle-board");
+  try {
+    execFileSync(process.execPath, [join(SDK_DIR, "scripts/bundle-board.mjs"), "--out", out], { stdio: "pipe" });
+    for (const file of ["index.html", "board.js", "board.css"]) {
+      const fresh = readFileSync(join(out, file));
+      const committed = readFileSync(join(REPO_DIR, "src/ui/board", file));
+      assert.ok(fresh.equals(committed), `src/ui/board/${file} is stale: rebuild with npm run bundle`);
+    }
+  } finally {
+    rmSync(out, { recursive: true, force: true });
+  }
+});
