@@ -100,8 +100,7 @@ function render(key: string, entry: StateEntry | undefined): void {
   }
   const card = old?.card ?? makeCard(key);
   shown.set(key, { card, ver: entry.ver, note });
-  card.style.left = `${note.x * 100}%`;
-  card.style.top = `${note.y * 100}%`;
+  place(card, note.x, note.y);
   card.dataset["ver"] = String(entry.ver);
   const text = card.querySelector<HTMLTextAreaElement>("textarea");
   // Someone else's change shows at once, unless this user is typing in that note.
@@ -169,6 +168,15 @@ async function save(key: string, ver: number, note: Note, card: HTMLElement): Pr
   }
 }
 
+/** A note's place: `x`, `y` as fractions of the room left on the board beside the note, so a
+ * note never hangs over the edge, whatever the screen. */
+function place(card: HTMLElement, x: number, y: number): void {
+  card.style.setProperty("--x", String(x));
+  card.style.setProperty("--y", String(y));
+  card.dataset["x"] = x.toFixed(3);
+  card.dataset["y"] = y.toFixed(3);
+}
+
 function drag(card: HTMLElement, grip: HTMLElement, key: string): void {
   grip.addEventListener("pointerdown", (down) => {
     const start = shown.get(key);
@@ -176,8 +184,7 @@ function drag(card: HTMLElement, grip: HTMLElement, key: string): void {
     grip.setPointerCapture(down.pointerId);
     const rect = ui.board.getBoundingClientRect();
     const move = (e: PointerEvent): void => {
-      card.style.left = `${clamp((e.clientX - rect.left) / rect.width) * 100}%`;
-      card.style.top = `${clamp((e.clientY - rect.top) / rect.height) * 100}%`;
+      place(card, clamp((e.clientX - rect.left) / rect.width), clamp((e.clientY - rect.top) / rect.height));
     };
     const up = (e: PointerEvent): void => {
       grip.removeEventListener("pointermove", move);

@@ -1,13 +1,20 @@
 /**
  * "Ada is typing…": ephemeral signals (SPEC.md 4.10), never stored. While someone types, their
- * page sends `{typing: true, name}` at most every `SEND_EVERY` ms; each receiver shows them
+ * page sends `{typing: true, name}` (the first `START_AFTER` ms into it, then at most every
+ * `SEND_EVERY` ms); each receiver shows them
  * until `EXPIRE` ms pass without a new one, or until they send (`{typing: false}`) or leave.
  * A lost signal costs nothing: the next one, or the expiry, puts it right.
  */
-import type { Room, Signal } from "../src/index.js";
+import { RateLimitError, type Room, type Signal } from "../src/index.js";
 
 /** At most one "typing" signal per this many ms while typing. */
 export const SEND_EVERY = 2_000;
+/**
+ * The first signal waits this long into typing: a message pasted and sent at once needs no
+ * indicator, and a signal costs a publish against the rate limit (SPEC.md 4.10), which the
+ * message right behind it should not find spent.
+ */
+export const START_AFTER = 600;
 /** Someone is no longer shown typing this long after their last signal. */
 export const EXPIRE = 5_000;
 
@@ -31,6 +38,10 @@ export class Typing {
   /** Who is typing, by connection: their name and when their indicator expires. */
   private readonly typists = new Map<string, { name: string; timer: ReturnType<typeof setTimeout> }>();
   private lastSent = 0;
+  /** The first signal of a typing spell, due `START_AFTER` ms into it. */
+  private starting: ReturnType<typeof setTimeout> | undefined;
+  /** No signal before this time: the broker said the publish rate is spent. */
+  private quietUntil = 0;
   private readonly off: () => void;
 
   constructor(
@@ -45,14 +56,27 @@ export class Typing {
   /** The composer changed: tell the others, throttled. */
   typed(empty: boolean): void {
     if (empty) return this.stopped();
+    if (this.lastSent === 0) {
+      this.starting ??= setTimeout(() => {
+        this.starting = undefined;
+        this.beat();
+      }, START_AFTER);
+      return;
+    }
+    if (Date.now() - this.lastSent >= SEND_EVERY) this.beat();
+  }
+
+  private beat(): void {
     const now = Date.now();
-    if (now - this.lastSent < SEND_EVERY) return;
+    if (now < this.quietUntil) return;
     this.lastSent = now;
     this.send(true);
   }
 
   /** The message was sent (or the box emptied): the others stop showing us at once. */
   stopped(): void {
+    clearTimeout(this.starting);
+    this.starting = undefined;
     if (this.lastSent === 0) return;
     this.lastSent = 0;
     this.send(false);
@@ -69,14 +93,18 @@ export class Typing {
 
   stop(): void {
     this.off();
+    clearTimeout(this.starting);
     for (const t of this.typists.values()) clearTimeout(t.timer);
     this.typists.clear();
     this.show();
   }
 
   private send(typing: boolean): void {
-    // Best effort: offline or refused, the indicator simply does not show.
-    this.room.signalJSON({ typing, name: this.me } satisfies TypingSignal).catch(() => undefined);
+    // Best effort: offline or refused, the indicator simply does not show. Over the rate
+    // limit, stay quiet until the messages have room again.
+    this.room.signalJSON({ typing, name: this.me } satisfies TypingSignal).catch((e: unknown) => {
+      if (e instanceof RateLimitError) this.quietUntil = Date.now() + e.retryAfterMs + SEND_EVERY;
+    });
   }
 
   private received(s: Signal): void {

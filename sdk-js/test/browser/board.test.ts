@@ -39,7 +39,7 @@ async function notes(page: Page): Promise<Record<string, { text: string; left: s
     Object.fromEntries(
       cards.map((c) => {
         const e = c as HTMLElement;
-        return [e.dataset["key"] ?? "", { text: e.querySelector("textarea")?.value ?? "", left: e.style.left, top: e.style.top }];
+        return [e.dataset["key"] ?? "", { text: e.querySelector("textarea")?.value ?? "", left: e.dataset["x"] ?? "", top: e.dataset["y"] ?? "" }];
       }),
     ),
   );
@@ -71,7 +71,7 @@ test("two pages and a phone share notes, moves, conflicts, cursors and presence"
   await ada.mouse.up();
   await bob.waitForFunction(() => {
     const c = document.querySelector<HTMLElement>(".note");
-    return c !== null && Math.abs(parseFloat(c.style.left) - 70) < 2 && Math.abs(parseFloat(c.style.top) - 60) < 2;
+    return c !== null && Math.abs(Number(c.dataset["x"]) - 0.7) < 0.02 && Math.abs(Number(c.dataset["y"]) - 0.6) < 0.02;
   });
   const [a, b] = [await notes(ada), await notes(bob)];
   assert.deepEqual(a, b, "both pages show the same notes");
@@ -116,6 +116,8 @@ test("two pages and a phone share notes, moves, conflicts, cursors and presence"
   await phone.locator('.avatar[data-name="Bob"]').waitFor();
   const width = await phone.evaluate(() => ({ doc: document.documentElement.scrollWidth, vw: window.visualViewport?.width ?? window.innerWidth }));
   assert.ok(width.doc <= width.vw + 1, `no sideways scrolling on a phone: ${JSON.stringify(width)}`);
+  const card = await phone.locator(".note").first().boundingBox();
+  assert.ok(card !== null && card.x >= 0 && card.x + card.width <= 390 + 1, `the note is on the phone's screen: ${JSON.stringify(card)}`);
   await screenshot(phone, "board-phone");
   assert.deepEqual(errors, []);
 });
