@@ -343,7 +343,7 @@ export class ChatRoom {
   }
 
   send(text: string): void {
-    this.typing.stopped();
+    this.typing.sent();
     const id = identity.verified ? this.client.hello?.user : undefined;
     const echo = messageRow({
       ts: Date.now(),

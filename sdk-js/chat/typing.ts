@@ -1,8 +1,8 @@
 /**
  * "Ada is typing…": ephemeral signals (SPEC.md 4.10), never stored. While someone types, their
  * page sends `{typing: true, name}` (the first `START_AFTER` ms into it, then at most every
- * `SEND_EVERY` ms); each receiver shows them
- * until `EXPIRE` ms pass without a new one, or until they send (`{typing: false}`) or leave.
+ * `SEND_EVERY` ms); each receiver shows them until `EXPIRE` ms pass without a new one, until
+ * their message arrives, until they empty the box (`{typing: false}`), or until they leave.
  * A lost signal costs nothing: the next one, or the expiry, puts it right.
  */
 import { RateLimitError, type Room, type Signal } from "../src/index.js";
@@ -42,6 +42,8 @@ export class Typing {
   private starting: ReturnType<typeof setTimeout> | undefined;
   /** No signal before this time: the broker said the publish rate is spent. */
   private quietUntil = 0;
+  /** The others were told we are typing (a `typing: true` went through). */
+  private announced = false;
   private readonly off: () => void;
 
   constructor(
@@ -73,13 +75,22 @@ export class Typing {
     this.send(true);
   }
 
-  /** The message was sent (or the box emptied): the others stop showing us at once. */
-  stopped(): void {
+  /**
+   * The message was sent: the others stop showing us when it reaches them, so no signal here
+   * (it would spend the publish rate the message needs).
+   */
+  sent(): void {
     clearTimeout(this.starting);
     this.starting = undefined;
-    if (this.lastSent === 0) return;
     this.lastSent = 0;
-    this.send(false);
+    this.announced = false;
+  }
+
+  /** The box was emptied without sending: the others stop showing us at once. */
+  private stopped(): void {
+    const announced = this.announced;
+    this.sent();
+    if (announced) this.send(false);
   }
 
   /** A connection's message arrived, or it left: it is no longer typing. */
@@ -102,9 +113,14 @@ export class Typing {
   private send(typing: boolean): void {
     // Best effort: offline or refused, the indicator simply does not show. Over the rate
     // limit, stay quiet until the messages have room again.
-    this.room.signalJSON({ typing, name: this.me } satisfies TypingSignal).catch((e: unknown) => {
-      if (e instanceof RateLimitError) this.quietUntil = Date.now() + e.retryAfterMs + SEND_EVERY;
-    });
+    this.room.signalJSON({ typing, name: this.me } satisfies TypingSignal).then(
+      () => {
+        if (typing && this.lastSent !== 0) this.announced = true;
+      },
+      (e: unknown) => {
+        if (e instanceof RateLimitError) this.quietUntil = Date.now() + e.retryAfterMs + SEND_EVERY;
+      },
+    );
   }
 
   private received(s: Signal): void {
