@@ -173,8 +173,9 @@ async fn the_author_edits_and_deletes_and_everyone_sees_it_in_order() {
         row(5, b"del", None, None, Some(1)),
     ];
     assert_eq!(rows(&log(&mut bob, "chat").await), after);
-    // A deleted message cannot be edited.
+    // A deleted message cannot be edited, and stays its author's: bob is refused as before.
     assert_eq!(err_code(&edit(&mut ada, "chat", 1, b"back").await), 406);
+    assert_eq!(err_code(&redact(&mut bob, "chat", 1).await), 423);
     // A resuming subscriber replays exactly the log, dense.
     let mut late = Client::connect(&b).await;
     late.sub("chat", Some(0)).await;

@@ -209,37 +209,38 @@ fn edited(frame: &[u8]) -> Option<u64> {
 
 /// Reads a target's stored frames against a request.
 fn verdict(target: u64, frames: &Targeted, req: &ChangeRequest) -> Verdict {
-    let (ts, from, uid, latest) = match codec::decode_server(wire::payload(&frames.target)) {
-        Ok(ServerFrame::Msg {
-            edits: Some(of), ..
-        }) => return Verdict::Refused(an_edit(target, of)),
-        Ok(ServerFrame::Msg {
-            deleted: Some(seq), ..
-        }) => {
-            return match req.change {
-                Change::Delete => Verdict::Deleted(seq),
-                Change::Edit(_) => Verdict::Refused(ReplyError::new(
-                    ErrorCode::BadRequest,
-                    format!("message {target} was deleted (by entry {seq}): it cannot be edited"),
-                )),
-            }
-        }
-        Ok(ServerFrame::Msg {
-            ts,
-            from,
-            uid,
-            edited,
-            ..
-        }) => (ts, from, uid, edited),
-        _ => return Verdict::Refused(not_a_message(target)),
+    let Ok(ServerFrame::Msg {
+        ts,
+        from,
+        uid,
+        deleted,
+        edited,
+        edits,
+        ..
+    }) = codec::decode_server(wire::payload(&frames.target))
+    else {
+        return Verdict::Refused(not_a_message(target));
     };
+    if let Some(of) = edits {
+        return Verdict::Refused(an_edit(target, of));
+    }
+    // Before anything else is told about the message: a deleted one keeps its author too.
     if req.author_only && (uid.is_none() || uid.as_deref() != req.peer.user.as_deref()) {
         return Verdict::Refused(ReplyError::new(
             ErrorCode::NotAuthor,
             format!("message {target} is not yours: only its author may change it"),
         ));
     }
-    let latest_edit = latest.and_then(|seq| {
+    if let Some(seq) = deleted {
+        return match req.change {
+            Change::Delete => Verdict::Deleted(seq),
+            Change::Edit(_) => Verdict::Refused(ReplyError::new(
+                ErrorCode::BadRequest,
+                format!("message {target} was deleted (by entry {seq}): it cannot be edited"),
+            )),
+        };
+    }
+    let latest_edit = edited.and_then(|seq| {
         let frame = frames.latest_edit.as_ref()?;
         match codec::decode_server(wire::payload(frame)) {
             Ok(ServerFrame::Msg { ts, from, uid, .. }) => Some(EditStub { seq, ts, from, uid }),
