@@ -119,5 +119,8 @@ test("two pages and a phone share notes, moves, conflicts, cursors and presence"
   const card = await phone.locator(".note").first().boundingBox();
   assert.ok(card !== null && card.x >= 0 && card.x + card.width <= 390 + 1, `the note is on the phone's screen: ${JSON.stringify(card)}`);
   await screenshot(phone, "board-phone");
+  // The board links home, and the chat's start page links to the board.
+  await phone.locator('.bar a.home[href="/"]').click();
+  await phone.locator('#welcome a[href="/board"]').waitFor();
   assert.deepEqual(errors, []);
 });

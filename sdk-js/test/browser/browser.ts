@@ -38,11 +38,12 @@ export async function context(browser: Browser, options: BrowserContextOptions =
   const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 }, ...options });
   ctx.setDefaultTimeout(15_000);
   if (process.env["ROOMD_UI_FROM_DISK"] === "1") {
-    // The chat at / and the counter at /counter, as src/ui.rs serves them.
-    await ctx.route(/\/(counter\/?)?(app\.js|app\.css)?(\?.*)?$/, async (route) => {
+    // The chat at /, the counter at /counter and the board at /board, as src/ui.rs serves them.
+    await ctx.route(/\/((counter|board)\/?)?(app\.js|app\.css)?(\?.*)?$/, async (route) => {
       const path = new URL(route.request().url()).pathname;
-      const dir = path.startsWith("/counter") ? "counter/" : "";
-      const name = path.replace(/^\/(counter\/?)?/, "");
+      const app = /^\/(counter|board)/.exec(path)?.[1];
+      const dir = app === undefined ? "" : `${app}/`;
+      const name = path.replace(/^\/((counter|board)\/?)?/, "");
       const file = name === "" ? "index.html" : name;
       await route.fulfill({ body: readFileSync(join(REPO_DIR, "src/ui", dir + file)), contentType: types[file] ?? "text/plain" });
     });
