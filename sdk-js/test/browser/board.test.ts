@@ -4,31 +4,18 @@
 //! second sees the conflict and the first one's text); everyone's pointer shows live on the
 //! other pages; presence avatars. Screenshots go to test-output/.
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
-import type { Browser, Page } from "playwright-core";
-import { Broker, roomName } from "../harness.js";
-import { context, launch, screenshot, watchErrors } from "./browser.js";
+import { test } from "node:test";
+import type { Page } from "playwright-core";
+import { roomName } from "../harness.js";
+import { BrowserSuite, context, PHONE, screenshot } from "./browser.js";
 
-let broker: Broker;
-let browser: Browser;
-const errors: string[] = [];
-
-before(async () => {
-  broker = await Broker.start();
-  browser = await launch();
-});
-after(async () => {
-  await browser?.close();
-  await broker?.stop();
-  broker?.cleanup();
-});
+const suite = new BrowserSuite();
 
 async function open(room: string, name: string, phone = false): Promise<Page> {
-  const ctx = await context(browser, phone ? { viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true } : {});
+  const ctx = await context(suite.browser, phone ? PHONE : {});
   await ctx.addInitScript((n) => localStorage.setItem("roomd.board.name", n), name);
-  const page = await ctx.newPage();
-  watchErrors(page, errors);
-  await page.goto(`${broker.url}/board#${room}`);
+  const page = await suite.pageIn(ctx);
+  await page.goto(`${suite.broker.url}/board#${room}`);
   await page.locator('#conn[data-state="open"]').waitFor();
   return page;
 }
@@ -122,5 +109,5 @@ test("two pages and a phone share notes, moves, conflicts, cursors and presence"
   // The board links home, and the chat's start page links to the board.
   await phone.locator('.bar a.home[href="/"]').click();
   await phone.locator('#welcome a[href="/board"]').waitFor();
-  assert.deepEqual(errors, []);
+  assert.deepEqual(suite.errors, []);
 });

@@ -6,8 +6,10 @@
  */
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { after, before } from "node:test";
 import { chromium, type Browser, type BrowserContext, type BrowserContextOptions, type Page } from "playwright-core";
-import { REPO_DIR, SDK_DIR } from "../harness.js";
+import type { Client } from "../../src/index.js";
+import { Broker, REPO_DIR, SDK_DIR } from "../harness.js";
 
 export const OUTPUT_DIR = join(SDK_DIR, "test-output");
 
@@ -62,4 +64,45 @@ export function watchErrors(page: Page, into: string[]): void {
   page.on("console", (m) => {
     if (m.type() === "error" && !/WebSocket connection|ERR_CONNECTION_REFUSED|Failed to load resource/.test(m.text())) into.push(`console: ${m.text()}`);
   });
+}
+
+/** A phone's screen: the size of an iPhone 12-15, touch, a device pixel ratio of 2. */
+export const PHONE: BrowserContextOptions = { viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2 };
+
+/**
+ * What a browser test file shares: one broker and one Chromium, started before its tests and
+ * closed after them with the SDK clients the tests opened (`sdkClients`). `page()` opens a page
+ * in a new context whose console and page errors go to `errors` (a test ends by checking it is
+ * empty).
+ */
+export class BrowserSuite {
+  broker!: Broker;
+  browser!: Browser;
+  readonly errors: string[] = [];
+  readonly sdkClients: Client[] = [];
+
+  constructor(start: () => Promise<Broker> = () => Broker.start()) {
+    before(async () => {
+      this.broker = await start();
+      this.browser = await launch();
+    });
+    after(async () => {
+      for (const c of this.sdkClients) c.close();
+      await this.browser?.close();
+      await this.broker?.stop();
+      this.broker?.cleanup();
+    });
+  }
+
+  /** A page in a new context of its own. */
+  async page(options: BrowserContextOptions = {}): Promise<Page> {
+    return this.pageIn(await context(this.browser, options));
+  }
+
+  /** A page in `ctx` (a context made with `context`, e.g. to share its storage). */
+  async pageIn(ctx: BrowserContext): Promise<Page> {
+    const page = await ctx.newPage();
+    watchErrors(page, this.errors);
+    return page;
+  }
 }

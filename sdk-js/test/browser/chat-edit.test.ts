@@ -4,39 +4,25 @@
 //! it; while one page types, the other shows "Ada is typing…", which goes away by itself.
 //! Screenshots go to test-output/.
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
-import type { Browser, Page } from "playwright-core";
-import { Broker, roomName } from "../harness.js";
-import { context, launch, screenshot, watchErrors } from "./browser.js";
+import { test } from "node:test";
+import type { Page } from "playwright-core";
+import { roomName } from "../harness.js";
+import { BrowserSuite, screenshot } from "./browser.js";
 
 /** chat/typing.ts's EXPIRE: someone stops being shown typing this long after their last signal. */
 const EXPIRE = 5_000;
 
-let broker: Broker;
-let browser: Browser;
-const errors: string[] = [];
-
-before(async () => {
-  broker = await Broker.start();
-  browser = await launch();
-});
-after(async () => {
-  await browser?.close();
-  await broker?.stop();
-  broker?.cleanup();
-});
+const suite = new BrowserSuite();
 
 async function newPage(): Promise<Page> {
-  const ctx = await context(browser);
-  const page = await ctx.newPage();
-  watchErrors(page, errors);
+  const page = await suite.page();
   // "Delete this message for everyone?": yes.
   page.on("dialog", (d) => void d.accept());
   return page;
 }
 
 async function join(page: Page, room: string, name: string): Promise<void> {
-  await page.goto(`${broker.url}/#${room}`);
+  await page.goto(`${suite.broker.url}/#${room}`);
   await page.locator("#welcome").waitFor();
   await page.fill("#name", name);
   await page.click("#join");
@@ -108,7 +94,7 @@ test("the author edits and deletes their message; the other page sees both and c
   await ada.locator('#conn[data-state="open"]').waitFor();
   await row(ada, "hello world").hover();
   await row(ada, "hello world").locator("button.edit").waitFor();
-  assert.deepEqual(errors, []);
+  assert.deepEqual(suite.errors, []);
 });
 
 test("two pages: one types, the other shows who is typing, and it expires by itself", async () => {
@@ -156,5 +142,5 @@ test("two pages: one types, the other shows who is typing, and it expires by its
     return n;
   });
   assert.ok(frames >= 1 && frames <= 2, `40 keystrokes in 1 s sent ${frames} frames`);
-  assert.deepEqual(errors, []);
+  assert.deepEqual(suite.errors, []);
 });

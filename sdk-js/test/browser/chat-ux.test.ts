@@ -6,57 +6,35 @@
 //! one name stay two; times follow the browser's languages, grouped messages show theirs on
 //! hover, links are safe links, and a hidden tab counts unread messages in its title.
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
-import type { Browser, BrowserContext, Page } from "playwright-core";
+import { test } from "node:test";
+import type { Page } from "playwright-core";
 import type { Client } from "../../src/index.js";
 import { Broker, client, roomName, sleep } from "../harness.js";
-import { context, launch, screenshot, watchErrors } from "./browser.js";
+import { BrowserSuite, context, PHONE, screenshot } from "./browser.js";
 import { join, send } from "./chat-page.js";
 
-let broker: Broker;
-let browser: Browser;
-const errors: string[] = [];
-const sdkClients: Client[] = [];
+const suite = new BrowserSuite();
 
-before(async () => {
-  broker = await Broker.start();
-  browser = await launch();
-});
-after(async () => {
-  for (const c of sdkClients) c.close();
-  await browser?.close();
-  await broker?.stop();
-  broker?.cleanup();
-});
-
-const PHONE = { viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2 };
-
-async function newPage(options: Parameters<typeof context>[1] = {}): Promise<Page> {
-  return pageIn(await context(browser, options));
-}
-
-async function pageIn(ctx: BrowserContext): Promise<Page> {
-  const page = await ctx.newPage();
-  watchErrors(page, errors);
-  return page;
+function newPage(options: Parameters<BrowserSuite["page"]>[0] = {}): Promise<Page> {
+  return suite.page(options);
 }
 
 function row(page: Page, text: string) {
   return page.locator("#messages li.msg", { has: page.locator(".text", { hasText: text }) });
 }
 
-function sdk(b: Broker = broker): Client {
+function sdk(b: Broker = suite.broker): Client {
   const c = client(b);
-  sdkClients.push(c);
+  suite.sdkClients.push(c);
   return c;
 }
 
 test("phone: the closed drawer does not widen the page, and a tap outside closes it", async () => {
   const room = roomName("drawer");
   const phone = await newPage(PHONE);
-  await join(phone, broker.url, room, "Pat");
+  await join(phone, suite.broker.url, room, "Pat");
   const other = await newPage();
-  await join(other, broker.url, room, "Sam");
+  await join(other, suite.broker.url, room, "Sam");
   await phone.locator("#people-list li", { hasText: "Sam" }).waitFor({ state: "attached" });
   const closed = await phone.evaluate(() => {
     const r = document.getElementById("people")!.getBoundingClientRect();
@@ -83,7 +61,7 @@ test("phone: the closed drawer does not widen the page, and a tap outside closes
   await phone.touchscreen.tap(40, 400); // the messages, beside the drawer
   await phone.locator("#people:not(.open)").waitFor({ timeout: 2000 });
   assert.equal(await phone.getAttribute("#people-toggle", "aria-expanded"), "false");
-  assert.deepEqual(errors, []);
+  assert.deepEqual(suite.errors, []);
 });
 
 test("the notice and the New messages button are centred on the message column; a notice stays with its room", async () => {
@@ -93,7 +71,7 @@ test("the notice and the New messages button are centred on the message column; 
     await Promise.all(Array.from({ length: 20 }, (_, j) => node.room(room).publishJSON({ text: `filler ${i + j}`, name: "Bot" })));
   }
   const page = await newPage();
-  await join(page, broker.url, room, "Ada");
+  await join(page, suite.broker.url, room, "Ada");
   await row(page, "filler 59").waitFor();
   await page.$eval("#log", (el) => el.scrollTo(0, 0));
   await sleep(200);
@@ -120,12 +98,12 @@ test("the notice and the New messages button are centred on the message column; 
   await page.locator('#conn[data-state="open"]').waitFor();
   await page.locator("#notice").waitFor({ state: "hidden", timeout: 1000 });
   assert.equal(await page.locator("#jump").isVisible(), false);
-  assert.deepEqual(errors, []);
+  assert.deepEqual(suite.errors, []);
 });
 
 test("a refused message keeps its whole text: Edit puts it back, Retry sends it", async (t) => {
   const page = await newPage();
-  await join(page, broker.url, roomName("refused"), "Ada");
+  await join(page, suite.broker.url, roomName("refused"), "Ada");
   const big = `start ${"x".repeat(70_000)} end`;
   await send(page, big);
   const failed = page.locator("#pending li.failed");
@@ -162,14 +140,14 @@ test("a refused message keeps its whole text: Edit puts it back, Retry sends it"
   assert.equal(await fast.locator("#pending li").count(), 0);
   assert.equal(await row(fast, "second").count(), 1, "sent once");
   assert.equal(await fast.inputValue("#text"), "a draft", "the draft is untouched");
-  assert.deepEqual(errors, []);
+  assert.deepEqual(suite.errors, []);
 });
 
 test("offline: pending messages are grouped under one status; Retry now and showing the tab reconnect at once", async () => {
   const room = roomName("offline");
   const page = await newPage();
-  await join(page, broker.url, room, "Ada");
-  await broker.stop("SIGKILL");
+  await join(page, suite.broker.url, room, "Ada");
+  await suite.broker.stop("SIGKILL");
   await page.locator('#conn[data-state="reconnecting"]').waitFor();
   for (const text of ["one", "two", "three"]) await send(page, `offline ${text}`);
   assert.equal(await page.locator("#pending li.pending").count(), 3);
@@ -179,7 +157,7 @@ test("offline: pending messages are grouped under one status; Retry now and show
   await page.locator("#retry").waitFor();
   await screenshot(page, "desktop-offline-grouped");
   await sleep(6000); // the SDK's backoff grows to several seconds
-  broker = await broker.restart();
+  suite.broker = await suite.broker.restart();
   let t0 = Date.now();
   await page.click("#retry");
   await page.locator('#conn[data-state="open"]').waitFor();
@@ -188,24 +166,24 @@ test("offline: pending messages are grouped under one status; Retry now and show
   await page.locator("#pending-status").waitFor({ state: "hidden" });
 
   // The tab shown again (or focused) after an outage: no waiting for the next attempt.
-  await broker.stop("SIGKILL");
+  await suite.broker.stop("SIGKILL");
   await page.locator('#conn[data-state="reconnecting"]').waitFor();
   await sleep(6000);
-  broker = await broker.restart();
+  suite.broker = await suite.broker.restart();
   t0 = Date.now();
   await page.evaluate(() => document.dispatchEvent(new Event("visibilitychange")));
   await page.locator('#conn[data-state="open"]').waitFor();
   assert.ok(Date.now() - t0 < 2000, `showing the tab reconnected at once (${Date.now() - t0} ms)`);
-  assert.deepEqual(errors, []);
+  assert.deepEqual(suite.errors, []);
 });
 
 test("two people who chose one name stay two; one person's two tabs stay one", async () => {
   const room = roomName("names");
-  const mine = await context(browser);
-  const a = await pageIn(mine);
-  await join(a, broker.url, room, "Ada");
+  const mine = await context(suite.browser);
+  const a = await suite.pageIn(mine);
+  await join(a, suite.broker.url, room, "Ada");
   const b = await newPage();
-  await join(b, broker.url, room, "Ada");
+  await join(b, suite.broker.url, room, "Ada");
   await a.waitForFunction(() => document.getElementById("people-count")?.textContent === "2");
   assert.equal(await a.locator("#people-list li").count(), 2);
   assert.equal(await a.locator("#people-list li .you").count(), 1, "only one of them is you");
@@ -218,23 +196,23 @@ test("two people who chose one name stay two; one person's two tabs stay one", a
   assert.equal(await theirs.evaluate((li) => li.classList.contains("cont")), false, "nor grouped under mine");
   assert.ok(await theirs.locator(".avatar").isVisible());
   // A second tab of the first browser is the same person.
-  const a2 = await pageIn(mine);
-  await join(a2, broker.url, room, "Ada");
+  const a2 = await suite.pageIn(mine);
+  await join(a2, suite.broker.url, room, "Ada");
   await a.locator("#people-list li", { hasText: "×2" }).waitFor();
   assert.equal(await a.locator("#people-list li").count(), 2);
-  assert.deepEqual(errors, []);
+  assert.deepEqual(suite.errors, []);
 });
 
 test("times follow the browser's languages, grouped messages show theirs on hover, links are safe, a hidden tab counts unread", async () => {
   const room = roomName("details");
   // An English system (the default Intl locale) whose user asked the browser for German.
-  const ctx = await context(browser, { locale: "en-US" });
+  const ctx = await context(suite.browser, { locale: "en-US" });
   await ctx.addInitScript(() => {
     Object.defineProperty(navigator, "languages", { get: () => ["de-DE", "de"] });
     Object.defineProperty(navigator, "language", { get: () => "de-DE" });
   });
-  const page = await pageIn(ctx);
-  await join(page, broker.url, room, "Ada");
+  const page = await suite.pageIn(ctx);
+  await join(page, suite.broker.url, room, "Ada");
   await send(page, "first of a group");
   await send(page, "second of a group");
   const second = row(page, "second of a group");
@@ -273,5 +251,5 @@ test("times follow the browser's languages, grouped messages show theirs on hove
     document.dispatchEvent(new Event("visibilitychange"));
   });
   assert.equal(await page.title(), `#${room} · roomd chat`);
-  assert.deepEqual(errors, []);
+  assert.deepEqual(suite.errors, []);
 });

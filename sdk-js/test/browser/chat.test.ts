@@ -5,35 +5,17 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join as joinPath } from "node:path";
-import { after, before, test } from "node:test";
-import type { Browser, Page } from "playwright-core";
-import type { Client } from "../../src/index.js";
+import { test } from "node:test";
+import type { Page } from "playwright-core";
 import { Broker, client, REPO_DIR, roomName, sleep } from "../harness.js";
 import { CuttableProxy } from "../proxy.js";
-import { context, launch, screenshot, watchErrors } from "./browser.js";
+import { BrowserSuite, screenshot } from "./browser.js";
 import { join, send, shown } from "./chat-page.js";
 
-let broker: Broker;
-let browser: Browser;
-const errors: string[] = [];
-const sdkClients: Client[] = [];
+const suite = new BrowserSuite();
 
-before(async () => {
-  broker = await Broker.start();
-  browser = await launch();
-});
-after(async () => {
-  for (const c of sdkClients) c.close();
-  await browser?.close();
-  await broker?.stop();
-  broker?.cleanup();
-});
-
-async function newPage(options: Parameters<typeof context>[1] = {}): Promise<Page> {
-  const ctx = await context(browser, options);
-  const page = await ctx.newPage();
-  watchErrors(page, errors);
-  return page;
+function newPage(options: Parameters<BrowserSuite["page"]>[0] = {}): Promise<Page> {
+  return suite.page(options);
 }
 
 async function waitForText(page: Page, text: string, timeout = 10_000): Promise<void> {
@@ -50,20 +32,20 @@ const fromDisk = process.env["ROOMD_UI_FROM_DISK"] === "1";
 
 test("the broker serves the committed UI bundle", { skip: fromDisk && "ROOMD_UI_FROM_DISK=1: pages load src/ui from disk" }, async () => {
   for (const file of ["app.js", "app.css"]) {
-    const served = Buffer.from(await (await fetch(`${broker.url}/${file}`)).arrayBuffer());
+    const served = Buffer.from(await (await fetch(`${suite.broker.url}/${file}`)).arrayBuffer());
     const committed = readFileSync(joinPath(REPO_DIR, "src/ui", file));
     assert.ok(served.equals(committed), `roomd serves a stale ${file}: run cargo build --release`);
   }
-  const html = await (await fetch(`${broker.url}/`)).text();
+  const html = await (await fetch(`${suite.broker.url}/`)).text();
   assert.match(html, /<script type="module" src="\/app.js">/);
 });
 
 test("two pages chat with each other; a reload shows the history; a restart loses nothing", async () => {
   const room = roomName("chat");
   const ada = await newPage();
-  await join(ada, broker.url, room, "Ada");
+  await join(ada, suite.broker.url, room, "Ada");
   const ben = await newPage();
-  await join(ben, broker.url, room, "Ben");
+  await join(ben, suite.broker.url, room, "Ben");
 
   // Presence: both see both, and Ada is told Ben joined.
   await ada.locator("#people-list li", { hasText: "Ben" }).waitFor();
@@ -100,17 +82,17 @@ test("two pages chat with each other; a reload shows the history; a restart lose
   );
 
   // The broker goes away: both pages show it; Ada writes while it is down.
-  await broker.stop("SIGKILL");
+  await suite.broker.stop("SIGKILL");
   await ada.locator('#conn[data-state="reconnecting"]').waitFor();
   await ben.locator('#conn[data-state="reconnecting"]').waitFor();
   await send(ada, "sent while the broker was down");
   await ada.locator("#pending li.pending", { hasText: "sent while the broker was down" }).waitFor();
   await screenshot(ada, "desktop-offline");
   await sleep(300);
-  broker = await broker.restart();
+  suite.broker = await suite.broker.restart();
   // Someone else talks before the pages are back: they must catch up on it.
-  const node = client(broker);
-  sdkClients.push(node);
+  const node = client(suite.broker);
+  suite.sdkClients.push(node);
   await node.room(room).publishJSON({ text: "from node during the outage", name: "Node" });
   await ada.locator('#conn[data-state="open"]').waitFor({ timeout: 15_000 });
   await ben.locator('#conn[data-state="open"]').waitFor({ timeout: 15_000 });
@@ -132,11 +114,11 @@ test("two pages chat with each other; a reload shows the history; a restart lose
   await ben.context().close();
   await ada.locator("#messages li.sys", { hasText: "Ben left" }).waitFor();
   await ada.locator("#people-list li", { hasText: "Ben" }).waitFor({ state: "detached" });
-  assert.deepEqual(errors, []);
+  assert.deepEqual(suite.errors, []);
 });
 
 test("a network drop: the page shows it, and catches up on everything said meanwhile", async () => {
-  const proxy = await CuttableProxy.start(broker.port);
+  const proxy = await CuttableProxy.start(suite.broker.port);
   try {
     const room = roomName("net");
     const page = await newPage();
@@ -144,8 +126,8 @@ test("a network drop: the page shows it, and catches up on everything said meanw
     await page.fill("#name", "Wanderer");
     await page.click("#join");
     await page.locator('#conn[data-state="open"]').waitFor();
-    const node = client(broker);
-    sdkClients.push(node);
+    const node = client(suite.broker);
+    suite.sdkClients.push(node);
     await node.room(room).publishJSON({ text: "before the drop", name: "Node" });
     await waitForText(page, "before the drop");
     proxy.cut();
@@ -166,7 +148,7 @@ test("a network drop: the page shows it, and catches up on everything said meanw
     );
     const stored = await node.room(room).history();
     assert.equal(stored.items.length, expected.length, "the offline message was stored once");
-    assert.deepEqual(errors, []);
+    assert.deepEqual(suite.errors, []);
   } finally {
     await proxy.close();
   }
@@ -174,13 +156,13 @@ test("a network drop: the page shows it, and catches up on everything said meanw
 
 test("older messages load on scroll-up", async () => {
   const room = roomName("long");
-  const node = client(broker);
-  sdkClients.push(node);
+  const node = client(suite.broker);
+  suite.sdkClients.push(node);
   for (let i = 1; i <= 130; i += 10) {
     await Promise.all(Array.from({ length: 10 }, (_, j) => node.room(room).publishJSON({ text: `message ${i + j}`, name: "Bot" })));
   }
   const page = await newPage();
-  await join(page, broker.url, room, "Reader");
+  await join(page, suite.broker.url, room, "Reader");
   await waitForText(page, "message 130");
   const first = await shown(page);
   assert.ok(first.length >= 50 && first.length < 130, `a first page, not everything (${first.length})`);
@@ -197,12 +179,12 @@ test("older messages load on scroll-up", async () => {
   );
   await page.locator(".log-top", { hasText: "beginning" }).waitFor();
   await screenshot(page, "desktop-history");
-  assert.deepEqual(errors, []);
+  assert.deepEqual(suite.errors, []);
 });
 
 test("a refused message shows a clear notice", async () => {
   const page = await newPage();
-  await join(page, broker.url, roomName("big"), "Ada");
+  await join(page, suite.broker.url, roomName("big"), "Ada");
   await send(page, "x".repeat(70_000));
   await page.locator("#notice", { hasText: "too large" }).waitFor();
   assert.match((await page.textContent("#notice")) ?? "", /Message refused: it is too large \(the limit is 64 KB\)/);
@@ -210,7 +192,7 @@ test("a refused message shows a clear notice", async () => {
   await send(page, "a small one still works");
   await waitForText(page, "a small one still works");
   await screenshot(page, "desktop-refused");
-  assert.deepEqual(errors, []);
+  assert.deepEqual(suite.errors, []);
 });
 
 test("a message sent too fast says when to try again and stays in the composer", async (t) => {
@@ -239,12 +221,12 @@ test("a message sent too fast says when to try again and stays in the composer",
   await page.press("#text", "Enter");
   await waitForText(page, "second");
   assert.equal(await page.inputValue("#text"), "");
-  assert.deepEqual(errors, []);
+  assert.deepEqual(suite.errors, []);
 });
 
 test("a private room gets an unguessable shareable name", async () => {
   const page = await newPage();
-  await page.goto(`${broker.url}/`);
+  await page.goto(`${suite.broker.url}/`);
   await page.fill("#name", "Ada");
   await page.click("#private");
   await page.locator('#conn[data-state="open"]').waitFor();
@@ -252,16 +234,16 @@ test("a private room gets an unguessable shareable name", async () => {
   assert.match(hash, /^#p\/[a-z2-9]{16}$/);
   assert.equal(await page.textContent("#room-title"), `#${hash.slice(1)}`);
   const friend = await newPage();
-  await join(friend, broker.url, hash.slice(1), "Ben");
+  await join(friend, suite.broker.url, hash.slice(1), "Ben");
   await page.locator("#people-list li", { hasText: "Ben" }).waitFor();
 });
 
 test("a phone-sized screen works", async () => {
   const room = roomName("phone");
   const phone = await newPage({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2 });
-  await join(phone, broker.url, room, "Pat");
+  await join(phone, suite.broker.url, room, "Pat");
   const other = await newPage();
-  await join(other, broker.url, room, "Sam");
+  await join(other, suite.broker.url, room, "Sam");
   await send(other, "Can you read this on a phone?");
   await waitForText(phone, "Can you read this on a phone?");
   await send(phone, "Yes, and Enter sends from here too.");
@@ -285,8 +267,8 @@ test("a phone-sized screen works", async () => {
   await phone.locator("#people.open #people-list li", { hasText: "Sam" }).waitFor();
   await sleep(300); // the drawer slides in
   await screenshot(phone, "phone-people");
-  await phone.goto(`${broker.url}/`);
+  await phone.goto(`${suite.broker.url}/`);
   await phone.locator("#welcome").waitFor();
   await screenshot(phone, "phone-welcome");
-  assert.deepEqual(errors, []);
+  assert.deepEqual(suite.errors, []);
 });

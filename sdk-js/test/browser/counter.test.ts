@@ -5,35 +5,17 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { after, before, test } from "node:test";
-import type { Browser, Page } from "playwright-core";
-import type { Client } from "../../src/index.js";
-import { Broker, client, REPO_DIR } from "../harness.js";
-import { context, launch, screenshot, watchErrors } from "./browser.js";
+import { test } from "node:test";
+import type { Page } from "playwright-core";
+import { client, REPO_DIR } from "../harness.js";
+import { BrowserSuite, PHONE, screenshot } from "./browser.js";
 
-let broker: Broker;
-let browser: Browser;
-const errors: string[] = [];
-const sdkClients: Client[] = [];
+const suite = new BrowserSuite();
 
-before(async () => {
-  broker = await Broker.start();
-  browser = await launch();
-});
-after(async () => {
-  for (const c of sdkClients) c.close();
-  await browser?.close();
-  await broker?.stop();
-  broker?.cleanup();
-});
-
-const PHONE = { viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2 };
-
-async function open(name: string, options: Parameters<typeof context>[1] = {}, before?: (page: Page) => void): Promise<Page> {
-  const page = await (await context(browser, options)).newPage();
-  watchErrors(page, errors);
+async function open(name: string, options: Parameters<BrowserSuite["page"]>[0] = {}, before?: (page: Page) => void): Promise<Page> {
+  const page = await suite.page(options);
   before?.(page);
-  await page.goto(`${broker.url}/counter#${name}`);
+  await page.goto(`${suite.broker.url}/counter#${name}`);
   await page.locator('body[data-conn="open"]').waitFor();
   return page;
 }
@@ -53,7 +35,7 @@ async function click(page: Page, button: "plus" | "minus", times: number): Promi
 
 test("the broker serves the committed counter bundle at /counter", { skip: process.env["ROOMD_UI_FROM_DISK"] === "1" && "pages load src/ui from disk" }, async () => {
   for (const [path, file] of [["/counter", "index.html"], ["/counter/", "index.html"], ["/counter/app.js", "app.js"], ["/counter/app.css", "app.css"]] as const) {
-    const res = await fetch(`${broker.url}${path}`);
+    const res = await fetch(`${suite.broker.url}${path}`);
     assert.equal(res.status, 200, path);
     const served = Buffer.from(await res.arrayBuffer());
     assert.ok(served.equals(readFileSync(join(REPO_DIR, "src/ui/counter", file))), `roomd serves a stale ${path}: run cargo build --release`);
@@ -82,7 +64,7 @@ test("two pages share one counter; a kill -9 in the middle loses and doubles not
   await screenshot(phone, "counter-phone");
 
   // The broker dies; clicks go on while it is down: they wait, counted as waiting.
-  await broker.stop("SIGKILL");
+  await suite.broker.stop("SIGKILL");
   await desk.locator('body[data-conn="reconnecting"]').waitFor();
   await phone.locator('body[data-conn="reconnecting"]').waitFor();
   await click(desk, "plus", 4);
@@ -96,7 +78,7 @@ test("two pages share one counter; a kill -9 in the middle loses and doubles not
   await screenshot(phone, "counter-phone-offline");
 
   // Back: the waiting clicks go out once each, and both pages agree.
-  broker = await broker.restart();
+  suite.broker = await suite.broker.restart();
   await phone.click("#retry"); // at once, not at the next backoff attempt
   await Promise.all([settled(desk, expected), settled(phone, expected)]);
   await click(desk, "plus", 2);
@@ -108,12 +90,12 @@ test("two pages share one counter; a kill -9 in the middle loses and doubles not
   // A fresh page and the SDK read the same value from the server.
   const fresh = await open(name);
   await settled(fresh, expected);
-  const node = client(broker);
-  sdkClients.push(node);
+  const node = client(suite.broker);
+  suite.sdkClients.push(node);
   const stored = await node.room(`counter:${name}`).get("count");
   assert.equal(stored.value, expected);
   assert.equal(stored.ver, 5 + 2 + 3 + 4 + 1 + 2, "one state write per click, none doubled");
-  assert.deepEqual(errors, []);
+  assert.deepEqual(suite.errors, []);
 });
 
 test("clicks in flight when the broker dies: the log says which counted, the others are sent again", async (t) => {
@@ -128,13 +110,13 @@ test("clicks in flight when the broker dies: the log says which counted, the oth
   await page.evaluate(() => {
     for (let i = 0; i < 10; i++) document.getElementById("plus")!.click();
   });
-  await broker.stop("SIGKILL");
-  broker = await broker.restart();
+  await suite.broker.stop("SIGKILL");
+  suite.broker = await suite.broker.restart();
   await page.evaluate(() => document.getElementById("retry")!.click()); // reconnect now (no-op if it did already)
   await page.locator('body[data-conn="open"]').waitFor();
   await page.waitForFunction(() => document.getElementById("status")?.dataset["pending"] === "0");
-  const node = client(broker);
-  sdkClients.push(node);
+  const node = client(suite.broker);
+  suite.sdkClients.push(node);
   const stored = await node.room(`counter:${name}`).get("count");
   assert.equal(stored.value, 10, "every click counted once");
   assert.equal(stored.ver, 10, "one state write per click");
@@ -142,7 +124,7 @@ test("clicks in flight when the broker dies: the log says which counted, the oth
   await settled(page, 10);
   assert.ok(incrFrames >= 10);
   t.diagnostic(`${incrFrames} incr requests sent for 10 clicks (more: some were in flight, not applied, and sent again)`);
-  assert.deepEqual(errors, []);
+  assert.deepEqual(suite.errors, []);
 });
 
 test("the counter fits a phone screen and links to the chat", async () => {
@@ -162,7 +144,7 @@ test("the counter fits a phone screen and links to the chat", async () => {
   await phone.emulateMedia({ colorScheme: "dark" });
   await screenshot(phone, "counter-phone-dark");
   // The chat's start page links back.
-  await phone.goto(`${broker.url}/`);
+  await phone.goto(`${suite.broker.url}/`);
   await phone.locator('#welcome a[href="/counter"]').waitFor();
-  assert.deepEqual(errors, []);
+  assert.deepEqual(suite.errors, []);
 });
