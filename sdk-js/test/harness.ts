@@ -9,6 +9,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { createInterface } from "node:readline";
+import { after, before } from "node:test";
 import { fileURLToPath } from "node:url";
 import WebSocket from "ws";
 import { Client, type ClientOptions, type WebSocketConstructor } from "../src/index.js";
@@ -169,6 +170,33 @@ export function client(b: Broker | string | string[], o: ClientOptions = {}): Cl
     requestTimeout: 5000,
     ...o,
   });
+}
+
+/**
+ * What a broker test file shares: one broker, started before its tests (by `start`) and
+ * stopped after them, with every client opened through `client()` closed.
+ */
+export class BrokerSuite {
+  broker!: Broker;
+  private readonly clients: Client[] = [];
+
+  constructor(start: () => Promise<Broker> = () => Broker.start()) {
+    before(async () => {
+      this.broker = await start();
+    });
+    after(async () => {
+      for (const c of this.clients) c.close();
+      await this.broker?.stop();
+      this.broker?.cleanup();
+    });
+  }
+
+  /** A test client of `b` (by default the suite's broker), closed after the file's tests. */
+  client(o: ClientOptions = {}, b: Broker | string | string[] = this.broker): Client {
+    const c = client(b, o);
+    this.clients.push(c);
+    return c;
+  }
 }
 
 export function sleep(ms: number): Promise<void> {

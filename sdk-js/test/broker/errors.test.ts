@@ -4,7 +4,7 @@
 //! mapping is tested with a scripted socket in test/unit/client.test.ts.
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import WebSocket from "ws";
 import {
   ClosedError,
@@ -20,24 +20,12 @@ import {
   type Client,
   type RoomdError,
 } from "../../src/index.js";
-import { Broker, client, jwt, roomName, sleep, until } from "../harness.js";
+import { Broker, BrokerSuite, client, jwt, roomName, sleep, until } from "../harness.js";
 
-let broker: Broker;
-const clients: Client[] = [];
-function mk(b: Broker = broker, o: Parameters<typeof client>[1] = {}): Client {
-  const c = client(b, o);
-  clients.push(c);
-  return c;
+const suite = new BrokerSuite();
+function mk(b: Broker = suite.broker, o: Parameters<typeof client>[1] = {}): Client {
+  return suite.client(o, b);
 }
-
-before(async () => {
-  broker = await Broker.start();
-});
-after(async () => {
-  for (const c of clients) c.close();
-  await broker.stop();
-  broker.cleanup();
-});
 
 function isServerError(code: number, name: string) {
   return (e: unknown): boolean => {
@@ -50,7 +38,7 @@ function isServerError(code: number, name: string) {
 }
 
 test("400: a text frame or a non-map is answered with err 400 and the connection stays open", async () => {
-  const ws = new WebSocket(broker.wsUrl, ["roomd.v1"]);
+  const ws = new WebSocket(suite.broker.wsUrl, ["roomd.v1"]);
   const frames: Record<string, unknown>[] = [];
   ws.on("message", (d: Buffer) => frames.push(decode(new Uint8Array(d)) as Record<string, unknown>));
   await new Promise((r) => ws.once("open", r));
@@ -71,7 +59,7 @@ test("400: a text frame or a non-map is answered with err 400 and the connection
 });
 
 test("version negotiation: no subprotocol gets v1; an unknown one is refused with HTTP 400", async () => {
-  const plain = new WebSocket(broker.wsUrl);
+  const plain = new WebSocket(suite.broker.wsUrl);
   const hello = await new Promise<Record<string, unknown>>((res, rej) => {
     plain.once("message", (d: Buffer) => res(decode(new Uint8Array(d)) as Record<string, unknown>));
     plain.once("error", rej);
@@ -80,7 +68,7 @@ test("version negotiation: no subprotocol gets v1; an unknown one is refused wit
   assert.equal(hello["t"], "hello");
   assert.equal(hello["v"], 1);
   const status = await new Promise<number>((res) => {
-    const ws = new WebSocket(broker.wsUrl, ["roomd.v9"]);
+    const ws = new WebSocket(suite.broker.wsUrl, ["roomd.v9"]);
     ws.once("unexpected-response", (_req, resp) => {
       res(resp.statusCode ?? 0);
       ws.terminate();
@@ -124,7 +112,7 @@ test("410: subscribing twice on one connection", async () => {
 
 test("413: payload over the limit, refused by the server or before sending", async () => {
   const room = roomName();
-  const c = mk(broker, { checkLimits: false });
+  const c = mk(suite.broker, { checkLimits: false });
   await c.ready();
   const limit = c.limits?.payload ?? 0;
   await assert.rejects(c.room(room).publish(new Uint8Array(limit + 1)), (e: unknown) => {

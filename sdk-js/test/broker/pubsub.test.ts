@@ -1,26 +1,14 @@
 //! Two SDK clients on the real broker: publish returns the seq, subscribers get every message
 //! once and in order, history pages both ways, presence reports join/leave/who.
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import type { Client, Member, Message } from "../../src/index.js";
-import { Broker, client, roomName, until } from "../harness.js";
+import { BrokerSuite, client, roomName, until } from "../harness.js";
 
-let broker: Broker;
-const clients: Client[] = [];
+const suite = new BrokerSuite();
 function mk(o: Parameters<typeof client>[1] = {}): Client {
-  const c = client(broker, o);
-  clients.push(c);
-  return c;
+  return suite.client(o);
 }
-
-before(async () => {
-  broker = await Broker.start();
-});
-after(async () => {
-  for (const c of clients) c.close();
-  await broker.stop();
-  broker.cleanup();
-});
 
 test("hello: connection opens with the server's limits", async () => {
   const c = mk();

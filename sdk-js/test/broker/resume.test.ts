@@ -3,27 +3,15 @@
 //! whose ack was lost is resent with its mid and stored once; a slow consumer closed with 4000
 //! resumes without loss; resuming past trimmed history reports exactly the missing range.
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import WebSocket from "ws";
 import { decode, DisconnectedError, type Client } from "../../src/index.js";
-import { Broker, client, roomName, sleep, TrackedWebSocket, until } from "../harness.js";
+import { Broker, BrokerSuite, client, roomName, sleep, TrackedWebSocket, until } from "../harness.js";
 
-let broker: Broker;
-const clients: Client[] = [];
+const suite = new BrokerSuite();
 function mk(o: Parameters<typeof client>[1] = {}): Client {
-  const c = client(broker, o);
-  clients.push(c);
-  return c;
+  return suite.client(o);
 }
-
-before(async () => {
-  broker = await Broker.start();
-});
-after(async () => {
-  for (const c of clients) c.close();
-  await broker.stop();
-  broker.cleanup();
-});
 
 test("subscriber's socket cut twice mid-stream: every message once, in order", async () => {
   const room = roomName();

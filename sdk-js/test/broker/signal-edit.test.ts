@@ -3,26 +3,14 @@
 //! `lastSeq`; `room.edit()` and `room.deleteMessage()` are the author's only, arrive as
 //! `edited` / `deleted` in seq order, and history serves the edited message.
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import { DisconnectedError, Edit, ServerError, type Client, type Deletion, type Message, type Signal } from "../../src/index.js";
-import { Broker, client, roomName, sleep, until } from "../harness.js";
+import { BrokerSuite, roomName, sleep, until } from "../harness.js";
 
-let broker: Broker;
-const clients: Client[] = [];
+const suite = new BrokerSuite();
 function mk(user?: string): Client {
-  const c = client(broker, user === undefined ? {} : { user });
-  clients.push(c);
-  return c;
+  return suite.client(user === undefined ? {} : { user });
 }
-
-before(async () => {
-  broker = await Broker.start();
-});
-after(async () => {
-  for (const c of clients) c.close();
-  await broker.stop();
-  broker.cleanup();
-});
 
 test("a signal reaches the other subscribers, live only, and never moves lastSeq", async () => {
   const room = roomName();
@@ -71,8 +59,7 @@ test("a signal reaches the other subscribers, live only, and never moves lastSeq
   const off = mk();
   off.close();
   await assert.rejects(off.room(room).signal("x"), (e: unknown) => e instanceof Error);
-  const never = client("ws://127.0.0.1:1/ws", { reconnect: false });
-  clients.push(never);
+  const never = suite.client({ reconnect: false }, "ws://127.0.0.1:1/ws");
   await assert.rejects(never.room(room).signal("x"), (e: unknown) => e instanceof DisconnectedError);
 });
 

@@ -3,11 +3,11 @@
 //! was lost (the request timed out here, took effect there) recovers from the 410 that the
 //! retry gets, with no message lost or repeated.
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import WebSocket from "ws";
 import { decode, type Client, type WebSocketLike } from "../../src/index.js";
 import { toBytes } from "../../src/transport.js";
-import { Broker, client, roomName, sleep, until } from "../harness.js";
+import { Broker, BrokerSuite, client, roomName, sleep, until } from "../harness.js";
 
 const FRAME = 16384;
 const CONFIG = `[websocket]
@@ -20,22 +20,10 @@ info_bytes = 1024
 max_bytes = 32768
 `;
 
-let broker: Broker;
-const clients: Client[] = [];
+const suite = new BrokerSuite(() => Broker.start({ config: CONFIG }));
 function mk(o: Parameters<typeof client>[1] = {}): Client {
-  const c = client(broker, o);
-  clients.push(c);
-  return c;
+  return suite.client(o);
 }
-
-before(async () => {
-  broker = await Broker.start({ config: CONFIG });
-});
-after(async () => {
-  for (const c of clients) c.close();
-  await broker.stop();
-  broker.cleanup();
-});
 
 /** A socket that refuses messages larger than the broker's `limits.frame` (closes with 1009). */
 class FrameBoundSocket extends WebSocket {

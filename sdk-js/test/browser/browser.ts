@@ -8,8 +8,7 @@ import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before } from "node:test";
 import { chromium, type Browser, type BrowserContext, type BrowserContextOptions, type Page } from "playwright-core";
-import type { Client } from "../../src/index.js";
-import { Broker, REPO_DIR, SDK_DIR } from "../harness.js";
+import { Broker, BrokerSuite, REPO_DIR, SDK_DIR } from "../harness.js";
 
 export const OUTPUT_DIR = join(SDK_DIR, "test-output");
 
@@ -70,27 +69,21 @@ export function watchErrors(page: Page, into: string[]): void {
 export const PHONE: BrowserContextOptions = { viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2 };
 
 /**
- * What a browser test file shares: one broker and one Chromium, started before its tests and
- * closed after them with the SDK clients the tests opened (`sdkClients`). `page()` opens a page
- * in a new context whose console and page errors go to `errors` (a test ends by checking it is
- * empty).
+ * What a browser test file shares: a broker (see `BrokerSuite`) and one Chromium, launched
+ * before its tests and closed after them. `page()` opens a page in a new context whose console
+ * and page errors go to `errors` (a test ends by checking it is empty).
  */
-export class BrowserSuite {
-  broker!: Broker;
+export class BrowserSuite extends BrokerSuite {
   browser!: Browser;
   readonly errors: string[] = [];
-  readonly sdkClients: Client[] = [];
 
-  constructor(start: () => Promise<Broker> = () => Broker.start()) {
+  constructor(start?: () => Promise<Broker>) {
+    super(start);
     before(async () => {
-      this.broker = await start();
       this.browser = await launch();
     });
     after(async () => {
-      for (const c of this.sdkClients) c.close();
       await this.browser?.close();
-      await this.broker?.stop();
-      this.broker?.cleanup();
     });
   }
 

@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import type { Page } from "playwright-core";
 import type { Client } from "../../src/index.js";
-import { Broker, client, roomName, sleep } from "../harness.js";
+import { Broker, roomName, sleep } from "../harness.js";
 import { BrowserSuite, context, PHONE, screenshot } from "./browser.js";
 import { join, send } from "./chat-page.js";
 
@@ -24,8 +24,7 @@ function row(page: Page, text: string) {
 }
 
 function sdk(b: Broker = suite.broker): Client {
-  const c = client(b);
-  suite.sdkClients.push(c);
+  const c = suite.client({}, b);
   return c;
 }
 

@@ -7,7 +7,7 @@ import { readFileSync } from "node:fs";
 import { join as joinPath } from "node:path";
 import { test } from "node:test";
 import type { Page } from "playwright-core";
-import { Broker, client, REPO_DIR, roomName, sleep } from "../harness.js";
+import { Broker, REPO_DIR, roomName, sleep } from "../harness.js";
 import { CuttableProxy } from "../proxy.js";
 import { BrowserSuite, screenshot } from "./browser.js";
 import { join, send, shown } from "./chat-page.js";
@@ -91,8 +91,7 @@ test("two pages chat with each other; a reload shows the history; a restart lose
   await sleep(300);
   suite.broker = await suite.broker.restart();
   // Someone else talks before the pages are back: they must catch up on it.
-  const node = client(suite.broker);
-  suite.sdkClients.push(node);
+  const node = suite.client();
   await node.room(room).publishJSON({ text: "from node during the outage", name: "Node" });
   await ada.locator('#conn[data-state="open"]').waitFor({ timeout: 15_000 });
   await ben.locator('#conn[data-state="open"]').waitFor({ timeout: 15_000 });
@@ -126,8 +125,7 @@ test("a network drop: the page shows it, and catches up on everything said meanw
     await page.fill("#name", "Wanderer");
     await page.click("#join");
     await page.locator('#conn[data-state="open"]').waitFor();
-    const node = client(suite.broker);
-    suite.sdkClients.push(node);
+    const node = suite.client();
     await node.room(room).publishJSON({ text: "before the drop", name: "Node" });
     await waitForText(page, "before the drop");
     proxy.cut();
@@ -156,8 +154,7 @@ test("a network drop: the page shows it, and catches up on everything said meanw
 
 test("older messages load on scroll-up", async () => {
   const room = roomName("long");
-  const node = client(suite.broker);
-  suite.sdkClients.push(node);
+  const node = suite.client();
   for (let i = 1; i <= 130; i += 10) {
     await Promise.all(Array.from({ length: 10 }, (_, j) => node.room(room).publishJSON({ text: `message ${i + j}`, name: "Bot" })));
   }

@@ -7,7 +7,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import type { Page } from "playwright-core";
-import { client, REPO_DIR } from "../harness.js";
+import { REPO_DIR } from "../harness.js";
 import { BrowserSuite, PHONE, screenshot } from "./browser.js";
 
 const suite = new BrowserSuite();
@@ -90,8 +90,7 @@ test("two pages share one counter; a kill -9 in the middle loses and doubles not
   // A fresh page and the SDK read the same value from the server.
   const fresh = await open(name);
   await settled(fresh, expected);
-  const node = client(suite.broker);
-  suite.sdkClients.push(node);
+  const node = suite.client();
   const stored = await node.room(`counter:${name}`).get("count");
   assert.equal(stored.value, expected);
   assert.equal(stored.ver, 5 + 2 + 3 + 4 + 1 + 2, "one state write per click, none doubled");
@@ -115,8 +114,7 @@ test("clicks in flight when the broker dies: the log says which counted, the oth
   await page.evaluate(() => document.getElementById("retry")!.click()); // reconnect now (no-op if it did already)
   await page.locator('body[data-conn="open"]').waitFor();
   await page.waitForFunction(() => document.getElementById("status")?.dataset["pending"] === "0");
-  const node = client(suite.broker);
-  suite.sdkClients.push(node);
+  const node = suite.client();
   const stored = await node.room(`counter:${name}`).get("count");
   assert.equal(stored.value, 10, "every click counted once");
   assert.equal(stored.ver, 10, "one state write per click");
