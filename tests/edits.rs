@@ -60,20 +60,7 @@ fn acked(f: &ServerFrame) -> (u64, Option<bool>) {
 
 /// The room's whole log through `hist`.
 async fn log(c: &mut Client, room: &str) -> Vec<ServerFrame> {
-    let id = c.id();
-    match c
-        .request(ClientFrame::Hist {
-            id,
-            room: room.into(),
-            after: Some(0),
-            before: None,
-            limit: None,
-        })
-        .await
-    {
-        ServerFrame::Hist { items, .. } => items,
-        other => panic!("expected hist, got {other:?}"),
-    }
+    c.history_all(room).await
 }
 
 /// A `msg` as (seq, data, deleted, edited, edits).

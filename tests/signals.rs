@@ -33,20 +33,8 @@ async fn send_signal(c: &mut Client, room: &str, data: &[u8]) -> ServerFrame {
 
 /// The seqs of a room's whole log, read with `hist`.
 async fn logged(c: &mut Client, room: &str) -> Vec<u64> {
-    let id = c.id();
-    match c
-        .request(ClientFrame::Hist {
-            id,
-            room: room.into(),
-            after: Some(0),
-            before: None,
-            limit: None,
-        })
-        .await
-    {
-        ServerFrame::Hist { items, .. } => items.iter().filter_map(ServerFrame::seq).collect(),
-        other => panic!("expected hist, got {other:?}"),
-    }
+    let log = c.history_all(room).await;
+    log.iter().filter_map(ServerFrame::seq).collect()
 }
 
 #[tokio::test]
