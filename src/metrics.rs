@@ -111,6 +111,7 @@ fn register_all() {
         "roomd_cluster_pubsub_reconnects_total",
         "roomd_cluster_write_conflicts_total",
         "roomd_cluster_signals_dropped_total",
+        "roomd_cluster_failovers_total",
     ] {
         counter!(name).increment(0);
     }
@@ -242,6 +243,10 @@ fn describe() {
         "cluster: room writes formed again because another node wrote to the room first"
     );
     describe_counter!(
+        "roomd_cluster_failovers_total",
+        "cluster: times this node moved to a new Redis primary named by Sentinel"
+    );
+    describe_counter!(
         "roomd_cluster_signals_dropped_total",
         "cluster: ephemeral messages not sent to the other nodes because this node's queue \
          for them was full"
@@ -276,6 +281,10 @@ pub(crate) fn cluster_fence_trip() {
 
 pub(crate) fn cluster_pubsub_reconnect() {
     counter!("roomd_cluster_pubsub_reconnects_total").increment(1);
+}
+
+pub(crate) fn cluster_failover() {
+    counter!("roomd_cluster_failovers_total").increment(1);
 }
 
 pub(crate) fn cluster_signal_dropped() {

@@ -28,6 +28,8 @@ struct Redis {
     /// `appendfsync` and whether the append-only file is on.
     fsync: &'static str,
     aof: bool,
+    /// The port of the primary this one replicates.
+    replica_of: Option<u16>,
     child: Option<Child>,
 }
 
@@ -48,6 +50,7 @@ impl Redis {
             port,
             fsync,
             aof,
+            replica_of: None,
             child: None,
         };
         r.spawn();
@@ -68,6 +71,11 @@ impl Redis {
                 "--daemonize",
                 "no",
             ])
+            .args(
+                self.replica_of
+                    .iter()
+                    .flat_map(|p| ["--replicaof".to_string(), "127.0.0.1".into(), p.to_string()]),
+            )
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server (Debian package redis-server; .ci/run installs it)");
@@ -77,6 +85,20 @@ impl Redis {
             assert!(Instant::now() < deadline, "redis-server did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// A replica of `primary`, durable like it.
+    fn start_replica(primary: &Redis) -> Redis {
+        let mut r = Redis {
+            dir: tempfile::tempdir().unwrap(),
+            port: free_port(),
+            fsync: primary.fsync,
+            aof: primary.aof,
+            replica_of: Some(primary.port),
+            child: None,
+        };
+        r.spawn();
+        r
     }
 
     fn url(&self) -> String {
@@ -948,4 +970,134 @@ async fn edits_deletions_and_signals_cross_nodes() {
             "the sender got its own signal"
         );
     }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A Redis Sentinel on a loopback port watching `primary` as "m" (alone: a quorum of one),
+/// quick to declare it down.
+struct Sentinel {
+    _dir: tempfile::TempDir,
+    port: u16,
+    child: Child,
+}
+
+impl Sentinel {
+    fn start(primary: &Redis) -> Sentinel {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let conf = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor m 127.0.0.1 {} 1\n\
+                 sentinel down-after-milliseconds m 1000\nsentinel failover-timeout m 4000\n",
+                dir.path().display(),
+                primary.port
+            ),
+        )
+        .unwrap();
+        let child = Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let s = Sentinel {
+            _dir: dir,
+            port,
+            child,
+        };
+        let probe = Redis {
+            dir: tempfile::tempdir().unwrap(),
+            port,
+            fsync: "always",
+            aof: true,
+            replica_of: None,
+            child: None,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while probe.cmd(&["PING"]).as_deref() != Some("+PONG") {
+            assert!(Instant::now() < deadline, "redis sentinel did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        s
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn nodes_follow_a_sentinel_failover_with_no_gap() {
+    let mut primary = Redis::start();
+    let replica = Redis::start_replica(&primary);
+    let sentinel = Sentinel::start(&primary);
+    // redis_url gives only the scheme (and credentials, were there any): Sentinel names the
+    // primary.
+    let cfg = |i: usize| {
+        format!(
+            "[cluster]\nengine = \"redis\"\nredis_url = \"redis://127.0.0.1:1\"\n\
+             sentinels = [\"redis://127.0.0.1:{}\"]\nsentinel_master = \"m\"\n\
+             unreachable_grace_ms = 30000\nprobe_ms = 300\nnode_id = \"n{i}\"\n",
+            sentinel.port
+        )
+    };
+    let n: Vec<Broker> = (0..2).map(|i| Broker::start(&cfg(i))).collect();
+    let mut publisher = Client::connect(&n[0]).await;
+    let mut sub = Client::connect(&n[1]).await;
+    sub.sub("r", None).await;
+    for i in 1..=20u32 {
+        assert_eq!(
+            publisher.publish_seq("r", &i.to_be_bytes()).await,
+            u64::from(i)
+        );
+    }
+    // The replica has all of it before the primary dies (replication is asynchronous: without
+    // this, the loss fence would be the right outcome instead).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while primary.cmd(&["WAIT", "1", "500"]).as_deref() != Some(":1") {
+        assert!(Instant::now() < deadline, "the replica did not catch up");
+    }
+    primary.kill9();
+    // Publishes retried with their mid until the new primary takes them.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    for i in 21..=40u32 {
+        loop {
+            match publish_mid(&mut publisher, "r", &i.to_be_bytes(), &format!("m{i}")).await {
+                ServerFrame::Ack { seq, .. } => {
+                    assert_eq!(seq, u64::from(i));
+                    break;
+                }
+                other => {
+                    assert_eq!(err_code(&other), 503, "{other:?}");
+                    assert!(Instant::now() < deadline, "no new primary within 40 s");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+    for want in 1..=40u64 {
+        let (seq, data) = sub.msg().await;
+        assert_eq!((seq, data), (want, ((want) as u32).to_be_bytes().to_vec()));
+    }
+    assert_eq!(
+        history(&mut sub, "r").await.len(),
+        40,
+        "the new primary has every acknowledged entry"
+    );
+    for node in &n {
+        assert_eq!(node.metric("roomd_cluster_failovers_total").await, 1.0);
+    }
+    drop(replica);
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 
+use super::primary::Primary;
 use crate::lifecycle::Lifecycle;
 
 /// Entries as `(seq, log record)`, ascending.
@@ -181,14 +182,14 @@ pub(crate) struct Feed {
 
 impl Feed {
     /// Starts the node's subscriber task.
-    pub(crate) fn start(client: redis::Client, lifecycle: &Lifecycle) -> Feed {
+    pub(crate) fn start(primary: Arc<Primary>, lifecycle: &Lifecycle) -> Feed {
         let (changes, rx) = mpsc::unbounded_channel();
         let feed = Feed {
             rooms: Arc::default(),
             changes,
         };
         let task = Subscriber {
-            client,
+            primary,
             rooms: feed.rooms.clone(),
             changes: rx,
         };
@@ -236,7 +237,8 @@ impl Feed {
 }
 
 struct Subscriber {
-    client: redis::Client,
+    /// Each connection goes to the primary of the moment (after a failover, the new one).
+    primary: Arc<Primary>,
     rooms: Arc<Mutex<HashMap<String, Deliver>>>,
     changes: mpsc::UnboundedReceiver<Change>,
 }
@@ -251,7 +253,7 @@ impl Subscriber {
     async fn run(mut self) {
         let mut first = true;
         loop {
-            match self.client.get_async_pubsub().await {
+            match self.primary.client().get_async_pubsub().await {
                 Ok(pubsub) => {
                     if !first {
                         crate::metrics::cluster_pubsub_reconnect();

@@ -20,6 +20,7 @@
 
 pub(crate) mod feed;
 pub(crate) mod keys;
+mod primary;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -35,6 +36,7 @@ use crate::store::reader::{LoadLimits, RoomSnapshot};
 use crate::store::{record, RoomWrite, StoreError};
 use feed::{Feed, Member};
 use keys::RoomKeys;
+use primary::Primary;
 
 const FUNCTIONS: &str = include_str!("functions.lua");
 
@@ -49,6 +51,8 @@ pub enum ClusterError {
     Durability { url: String, problem: String },
     #[error("redis at {url} is version {version}; roomd needs Redis >= 7.0 or Valkey")]
     Version { url: String, version: String },
+    #[error("sentinel: {0}")]
+    Sentinel(String),
 }
 
 /// What became of a write sent to Redis.
@@ -121,9 +125,12 @@ pub(crate) struct Cluster {
     node_ttl: Duration,
     /// Instances this node already announced as gone.
     gone: std::sync::Mutex<std::collections::HashSet<Arc<str>>>,
-    /// Reconnects by itself after Redis restarts or the connection drops; calls made while it
-    /// is down fail (and are answered 503).
-    conn: ConnectionManager,
+    /// The connection to the primary: it reconnects by itself after Redis restarts or the
+    /// connection drops (calls made while it is down fail, and are answered 503), and follows a
+    /// failover when Sentinel names a new primary.
+    primary: Arc<Primary>,
+    /// What a new primary must offer (version, durability), checked before it is used.
+    cfg: ClusterConfig,
     feed: Feed,
     /// Whether the last health check reached Redis.
     reachable: AtomicBool,
@@ -142,7 +149,6 @@ impl Cluster {
         default_id: String,
         lifecycle: &Lifecycle,
     ) -> Result<Arc<Cluster>, ClusterError> {
-        let client = redis::Client::open(cfg.redis_url.as_str())?;
         let timeout = Duration::from_millis(cfg.timeout_ms);
         let conn_cfg = ConnectionManagerConfig::new()
             .set_connection_timeout(timeout)
@@ -151,7 +157,8 @@ impl Cluster {
             .set_factor(10)
             .set_max_delay(500)
             .set_number_of_retries(3);
-        let mut conn = ConnectionManager::new_with_config(client.clone(), conn_cfg).await?;
+        let primary = Arc::new(Primary::connect(cfg, conn_cfg).await?);
+        let mut conn = primary.conn();
         check(&mut conn, cfg).await?;
         load_functions(&mut conn).await?;
         let node_id = if cfg.node_id.is_empty() {
@@ -163,7 +170,7 @@ impl Cluster {
         let instance: Arc<str> = Arc::from(format!("{node_id}/{:08x}", rand::random::<u32>()));
         let (presence, rx) = tokio::sync::mpsc::channel(PRESENCE_QUEUE);
         let writer = PresenceWriter {
-            conn: conn.clone(),
+            primary: primary.clone(),
             instance: instance.clone(),
         };
         let stop = lifecycle.clone();
@@ -176,7 +183,7 @@ impl Cluster {
         let (signals, rx) = tokio::sync::mpsc::unbounded_channel();
         let signal_bytes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let sender = SignalSender {
-            conn: conn.clone(),
+            primary: primary.clone(),
             queued: signal_bytes.clone(),
         };
         let stop = lifecycle.clone();
@@ -194,8 +201,9 @@ impl Cluster {
             signal_bytes,
             node_ttl: Duration::from_millis(cfg.node_ttl_ms),
             gone: std::sync::Mutex::default(),
-            conn,
-            feed: Feed::start(client, lifecycle),
+            feed: Feed::start(primary.clone(), lifecycle),
+            primary,
+            cfg: cfg.clone(),
             reachable: AtomicBool::new(true),
             down_since_ms: AtomicU64::new(0),
             started: Instant::now(),
@@ -362,7 +370,10 @@ impl Cluster {
         let mut told = false;
         loop {
             tick.tick().await;
-            let mut conn = self.conn.clone();
+            if self.primary.follows_sentinel() {
+                self.follow().await;
+            }
+            let mut conn = self.primary.conn();
             let ok = tokio::time::timeout(every.max(Duration::from_millis(200)), async {
                 redis::cmd("PING").query_async::<String>(&mut conn).await
             })
@@ -604,6 +615,31 @@ impl Cluster {
         ))
     }
 
+    /// With Sentinel: moves the node to the primary Sentinel names, once it is checked
+    /// (version, and durability as configured) and has the Functions. A primary that fails the
+    /// check is not used: the node stays unreachable (503, then 4005) and says why.
+    async fn follow(&self) {
+        let Some(addr) = self.primary.moved().await else {
+            return;
+        };
+        let adopted = async {
+            let mut conn = self.primary.open(&addr).await?;
+            check(&mut conn, &self.cfg).await?;
+            load_functions(&mut conn).await?;
+            self.primary.switch(addr.clone(), conn)
+        };
+        match adopted.await {
+            Ok(()) => {
+                tracing::warn!(host = %addr.0, port = addr.1, "cluster: Sentinel names a new primary; following it");
+                crate::metrics::cluster_failover();
+                self.feed.probe_all();
+            }
+            Err(e) => {
+                tracing::error!(host = %addr.0, port = addr.1, error = %e, "cluster: the primary Sentinel names cannot be used");
+            }
+        }
+    }
+
     /// For reads (and the load, which at most creates a room's meta): the first call after
     /// Redis restarted finds the old connection broken while the manager reconnects.
     async fn call_twice(&self, cmd: &redis::Cmd) -> Result<Value, StoreError> {
@@ -615,7 +651,7 @@ impl Cluster {
 
     async fn call(&self, cmd: &redis::Cmd) -> Result<Value, StoreError> {
         let start = Instant::now();
-        let mut conn = self.conn.clone();
+        let mut conn = self.primary.conn();
         let mut res = cmd.query_async::<Value>(&mut conn).await;
         if res.as_ref().is_err_and(|e| {
             e.kind() == redis::ErrorKind::NoScriptError
@@ -635,12 +671,12 @@ impl Cluster {
 
 /// Writes this node's presence changes to Redis in the order they happened.
 struct PresenceWriter {
-    conn: ConnectionManager,
+    primary: Arc<Primary>,
     instance: Arc<str>,
 }
 
 impl PresenceWriter {
-    async fn run(mut self, mut rx: tokio::sync::mpsc::Receiver<PresenceOp>) {
+    async fn run(self, mut rx: tokio::sync::mpsc::Receiver<PresenceOp>) {
         while let Some(op) = rx.recv().await {
             let keys = RoomKeys::new(&op.room);
             let mut pipe = redis::pipe();
@@ -653,7 +689,7 @@ impl PresenceWriter {
                 feed::encode_presence(&op.conn, op.member.as_ref()),
             )
             .ignore();
-            if let Err(e) = pipe.query_async::<()>(&mut self.conn).await {
+            if let Err(e) = pipe.query_async::<()>(&mut self.primary.conn()).await {
                 tracing::warn!(instance = %self.instance, room = %op.room, error = %e, "cluster: a presence change did not reach redis");
             }
         }
@@ -662,7 +698,7 @@ impl PresenceWriter {
 
 /// Publishes this node's ephemeral messages, as many as are waiting in one pipeline.
 struct SignalSender {
-    conn: ConnectionManager,
+    primary: Arc<Primary>,
     queued: Arc<std::sync::atomic::AtomicUsize>,
 }
 
@@ -670,7 +706,7 @@ impl SignalSender {
     /// Messages sent in one round trip, at most.
     const BATCH: usize = 256;
 
-    async fn run(mut self, mut rx: tokio::sync::mpsc::UnboundedReceiver<SignalOp>) {
+    async fn run(self, mut rx: tokio::sync::mpsc::UnboundedReceiver<SignalOp>) {
         let mut batch = Vec::with_capacity(Self::BATCH);
         while rx.recv_many(&mut batch, Self::BATCH).await > 0 {
             let mut pipe = redis::pipe();
@@ -679,7 +715,7 @@ impl SignalSender {
                 bytes += op.msg.len();
                 pipe.publish(op.channel, op.msg).ignore();
             }
-            if let Err(e) = pipe.query_async::<()>(&mut self.conn).await {
+            if let Err(e) = pipe.query_async::<()>(&mut self.primary.conn()).await {
                 tracing::debug!(error = %e, "cluster: ephemeral messages did not reach redis");
             }
             self.queued

@@ -34,8 +34,16 @@ pub enum ClusterDurability {
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
     pub engine: EngineKind,
-    /// `redis://[user:password@]host:port[/db]` (or `rediss://` for TLS).
+    /// `redis://[user:password@]host:port[/db]` (or `rediss://` for TLS). With `sentinels`, its
+    /// host and port are replaced by the primary's that Sentinel names; the rest (credentials,
+    /// database, TLS) applies to it.
     pub redis_url: String,
+    /// Redis Sentinel addresses (`redis://host:26379`), asked in order for the primary named
+    /// `sentinel_master`; empty: `redis_url` is the primary. A node follows a failover as soon
+    /// as Sentinel names the new primary.
+    pub sentinels: Vec<String>,
+    /// The name Sentinel monitors the primary under (`sentinel monitor <name> ...`).
+    pub sentinel_master: String,
     /// This node's name in `hello` and logs; empty: the host name and the listen port.
     pub node_id: String,
     pub durability: ClusterDurability,
@@ -57,6 +65,8 @@ impl Default for ClusterConfig {
         ClusterConfig {
             engine: EngineKind::Embedded,
             redis_url: String::new(),
+            sentinels: Vec::new(),
+            sentinel_master: String::from("mymaster"),
             node_id: String::new(),
             durability: ClusterDurability::Strict,
             timeout_ms: 5_000,
@@ -72,6 +82,12 @@ impl ClusterConfig {
         let mut out = Vec::new();
         if self.engine == EngineKind::Redis && self.redis_url.is_empty() {
             out.push("cluster.redis_url must be set when cluster.engine = \"redis\"".into());
+        }
+        if !self.sentinels.is_empty() && self.sentinel_master.is_empty() {
+            out.push(
+                "cluster.sentinel_master must name the primary when cluster.sentinels is set"
+                    .into(),
+            );
         }
         for (v, name) in [
             (self.timeout_ms, "timeout_ms"),
