@@ -1,6 +1,7 @@
 //! roomd-bench: a load generator comparing roomd with nats-server on one machine, in one run.
 //!
 //! - [`scenario`]: the four scenarios (fan-out, fixed-rate latency, idle memory, durable publish).
+//! - [`catchup`]: one subscriber replaying a long history, warm and cold, beside the disk.
 //! - [`servers`]: starting each server fresh and stopping it by PID.
 //! - [`cluster`]: roomd nodes on one Redis of the benchmark's own, and the Redis floor
 //!   (`redis-benchmark` running roomd's Function).
@@ -10,6 +11,7 @@
 //! - [`procstat`]: the server's CPU seconds and RSS from `/proc`.
 //! - [`report`]: JSON lines, the side-by-side table and the targets.
 
+mod catchup;
 mod client;
 mod clock;
 mod cluster;
@@ -138,6 +140,10 @@ struct Cli {
     /// keep-alive connection) to the same configuration, as the broker `roomd-http`.
     #[arg(long, global = true)]
     api: bool,
+    /// Catch-up: messages in the history (default 1000000 of 64 B and 200000 of 1 KiB; quick:
+    /// a tenth).
+    #[arg(long, global = true)]
+    msgs: Option<u64>,
     /// Cluster: roomd nodes on the one Redis.
     #[arg(long, global = true, default_value_t = 3)]
     nodes: usize,
@@ -164,6 +170,9 @@ enum Cmd {
     /// Scenario 5: roomd nodes sharing one Redis beside one roomd: fan-out over the nodes,
     /// durable publish, and Redis CPU per publish beside redis-benchmark running the Function.
     Cluster,
+    /// Scenario 6: one subscriber resumes from seq 0 of a long history, warm and cold, beside
+    /// the disk's sequential read rate and a JetStream ordered consumer.
+    Catchup,
 }
 
 fn main() {
@@ -346,6 +355,32 @@ async fn run(cli: &Cli) -> Vec<Cell> {
                         let r = scenario::durable(&ctx, b, d, t, load, Via::Http).await;
                         emit(r, format!("durable {b:?} {d:?} {c} over the server API"));
                     }
+                }
+            }
+        }
+    }
+    if all || cli.cmd == Cmd::Catchup {
+        let scale = if q { 10 } else { 1 };
+        let loads: Vec<catchup::Load> = match (&cli.sizes, cli.msgs) {
+            (None, None) => vec![(1_000_000 / scale, 64), (200_000 / scale, 1024)],
+            (sizes, msgs) => sizes
+                .clone()
+                .unwrap_or(vec![64])
+                .iter()
+                .map(|&s| (msgs.unwrap_or(1_000_000 / scale), s))
+                .collect(),
+        }
+        .into_iter()
+        .map(|(msgs, size)| catchup::Load {
+            msgs: msgs.max(1),
+            size: size.max(track::HEADER),
+        })
+        .collect();
+        for load in loads {
+            for &b in &brokers {
+                match catchup::catchup(&ctx, b, load).await {
+                    Ok(got) => got.into_iter().for_each(|c| emit(Ok(c), String::new())),
+                    Err(e) => emit(Err(e), format!("catchup {b:?} {load:?}")),
                 }
             }
         }

@@ -24,7 +24,7 @@ impl Cell {
             .map(|(_, v)| *v)
     }
 
-    fn param(&self, name: &str) -> Option<u64> {
+    pub fn param(&self, name: &str) -> Option<u64> {
         self.params
             .iter()
             .find(|(n, _)| *n == name)
@@ -135,6 +135,13 @@ fn headline(scenario: &str) -> &'static [&'static str] {
             "errors",
         ],
         "cluster-floor" => &["calls_per_s", "redis_cpu_us_per_call"],
+        "catchup" => &[
+            "msgs_per_s",
+            "payload_mb_s",
+            "server_cpu_us_per_msg",
+            "subbed_ms",
+            "disk_read_mb_s",
+        ],
         "durable" => &[
             "acks_per_s",
             "server_cpu_us_per_ack",

@@ -287,3 +287,113 @@ pub async fn idle(
     }
     ws.close().await;
 }
+
+/// Publishes `count` messages of `size` bytes into `room` from one connection, keeping up to
+/// `window` unacknowledged (below `limits.requests_in_flight`); payload counters run 0..count
+/// from publisher 0, so a replay can check order and completeness. Returns the acks.
+pub async fn fill(
+    target: &Target,
+    room: &str,
+    count: u64,
+    size: usize,
+    window: u64,
+) -> Result<u64, BenchError> {
+    let Ws {
+        mut reader,
+        mut writer,
+    } = open(target, ws::source(0)).await?;
+    let mut payload = vec![0u8; size.max(track::HEADER)];
+    let mut frame = Vec::with_capacity(size + 64);
+    let (mut sent, mut acked) = (0u64, 0u64);
+    while acked < count {
+        while sent < count && sent - acked < window {
+            track::stamp(&mut payload, clock::now_ns(), 0, sent as u32);
+            encode_pub(&mut frame, (sent as u32).wrapping_add(2), room, &payload);
+            writer.feed(&frame);
+            sent += 1;
+        }
+        writer.flush().await?;
+        let frame = tokio::time::timeout(SETUP_TIMEOUT, reader.next())
+            .await
+            .map_err(|_| BenchError::Timeout("roomd fill acks"))??;
+        match frame {
+            Frame::Data(b) => match scan(b).map(|s| s.t) {
+                Some(b"ack") => acked += 1,
+                Some(b"err") => return Err(proto("a fill publish was refused")),
+                _ => {}
+            },
+            Frame::Close(code) => return Err(proto(format!("closed by roomd: {code:?}"))),
+        }
+    }
+    writer.close().await;
+    Ok(acked)
+}
+
+/// What a resuming subscriber saw.
+#[derive(Debug, Clone, Copy)]
+pub struct Replayed {
+    /// From sending `sub` to its answer (`subbed` for roomd, the consumer's creation for NATS).
+    pub subbed: Duration,
+    /// From sending `sub` to the last message of the history.
+    pub done: Duration,
+    pub received: u64,
+    /// Messages out of order or missing (payload counters not 0, 1, 2, ... in turn).
+    pub out_of_order: u64,
+}
+
+/// Subscribes to `room` with `since: 0` and reads until the message with seq `head` arrives.
+pub async fn replay(target: &Target, room: &str, head: u64) -> Result<Replayed, BenchError> {
+    let mut ws = open(target, ws::source(1)).await?;
+    let frame = ClientFrame::Sub {
+        id: 1,
+        room: room.to_string(),
+        since: Some(0),
+        state: None,
+        presence: None,
+        info: None,
+    };
+    let t0 = Instant::now();
+    ws.writer.send(&encode(&frame)).await?;
+    let mut subbed = None;
+    let (mut received, mut out_of_order) = (0u64, 0u64);
+    let read = async {
+        loop {
+            let last = match ws.reader.next().await? {
+                Frame::Data(b) => match scan(b) {
+                    Some(s) if s.t == b"msg" => {
+                        let k = s.data.and_then(track::read).map(|h| h.2);
+                        if k != Some(received as u32) {
+                            out_of_order += 1;
+                        }
+                        received += 1;
+                        s.seq == Some(head)
+                    }
+                    Some(s) if s.t == b"subbed" => {
+                        subbed = Some(t0.elapsed());
+                        false
+                    }
+                    Some(s) if s.t == b"err" => {
+                        return Err(proto(format!("sub refused: code {:?}", s.code)))
+                    }
+                    _ => false,
+                },
+                Frame::Close(code) => return Err(proto(format!("closed by roomd: {code:?}"))),
+            };
+            ws.answer_ping().await?;
+            if last {
+                return Ok(());
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(300), read)
+        .await
+        .map_err(|_| BenchError::Timeout("roomd replay"))??;
+    let done = t0.elapsed();
+    ws.close().await;
+    Ok(Replayed {
+        subbed: subbed.unwrap_or(done),
+        done,
+        received,
+        out_of_order,
+    })
+}

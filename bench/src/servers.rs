@@ -97,6 +97,43 @@ impl Server {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 
+    /// Stops the server (SIGTERM: a graceful stop) and starts it again on the same data, on
+    /// new ports.
+    pub fn restart(
+        mut self,
+        bins: &Binaries,
+        durability: Durability,
+    ) -> Result<Server, BenchError> {
+        stop_child(&mut self.child, self.pid, self.broker.name());
+        let dir = std::mem::take(&mut self.dir);
+        match self.broker {
+            Broker::Roomd => start_roomd(bins, durability, dir, ""),
+            Broker::Nats => start_nats(&bins.nats, dir),
+        }
+    }
+
+    /// The files holding the server's data (roomd's `data/`, nats-server's `jetstream/`).
+    pub fn data_files(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let mut dirs = vec![self.dir.join(match self.broker {
+            Broker::Roomd => "data",
+            Broker::Nats => "jetstream",
+        })];
+        while let Some(d) = dirs.pop() {
+            let Ok(rd) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                match e.file_type() {
+                    Ok(t) if t.is_dir() => dirs.push(e.path()),
+                    Ok(t) if t.is_file() => out.push(e.path()),
+                    _ => {}
+                }
+            }
+        }
+        out
+    }
+
     /// The tail of the server's log, for error messages.
     pub fn log_tail(&self) -> String {
         log_tail(&self.dir)
