@@ -271,7 +271,7 @@ impl Room {
             token: sub.token,
             outbox: sub.peer.outbox.clone(),
             from: sub.next,
-            page: self.env.limits.page,
+            page: self.env.limits.replay_page(),
             page_bytes: self.env.limits.frame_bytes,
         };
         self.env.background.spawn(replay.run());
@@ -414,20 +414,15 @@ impl Room {
 
 /// Queues a page's entries from `sub.next` up to `head` while the outbox has room for replay;
 /// returns how many. Entries past the head are committed but not yet broadcast: they come live.
-fn queue_page(sub: &mut Sub, frames: Vec<(u64, Bytes)>, head: u64) -> usize {
-    let mut n = 0;
-    for (seq, frame) in frames {
-        if seq < sub.next || seq > head {
-            continue;
-        }
-        match sub.peer.outbox.push_replay(&frame) {
-            Ok(true) => {
-                sub.next = seq + 1;
-                n += 1;
-            }
-            // The outbox is half full: the rest of this page is read again later.
-            Ok(false) | Err(_) => break,
-        }
+fn queue_page(sub: &mut Sub, mut frames: Vec<(u64, Bytes)>, head: u64) -> usize {
+    let next = sub.next;
+    frames.retain(|(seq, _)| *seq >= next && *seq <= head);
+    // Moved out, not cloned: a frame's buffer then has one owner fewer to count.
+    let wanted = frames.iter_mut().map(|(_, f)| f);
+    // Closed: nothing more is queued; the caller removes the subscriber.
+    let n = sub.peer.outbox.push_replay_page(wanted).unwrap_or(0);
+    if let Some((seq, _)) = n.checked_sub(1).and_then(|i| frames.get(i)) {
+        sub.next = seq + 1;
     }
     n
 }

@@ -307,6 +307,8 @@ async fn nothing_to_write_forms_no_batch() {
 async fn a_resuming_subscriber_gets_pages_then_live_frames_with_no_gap_and_no_duplicate() {
     let mut f = Fixture::new(RoomLimits {
         page: 3,
+        // A replay page is a quarter of the outbox: 3 too.
+        outbox_max_frames: 12,
         cache_entries: 2,
         ..limits()
     })
