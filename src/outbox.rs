@@ -172,38 +172,6 @@ impl Outbox {
         Ok(true)
     }
 
-    /// [`Outbox::push_replay`] for a page of frames under one lock, moving them out (a moved
-    /// frame leaves an empty `Bytes` behind): queues them in order while the queue is at most
-    /// half full and returns how many it took; the rest stay where they were.
-    pub(crate) fn push_replay_page<'a>(
-        &self,
-        frames: impl Iterator<Item = &'a mut Bytes>,
-    ) -> Result<usize, Rejected> {
-        let mut q = self.lock();
-        if q.closed.is_some() {
-            return Err(Rejected);
-        }
-        let half_frames = self.shared.max_frames / 2;
-        let half_bytes = self.shared.max_bytes / 2;
-        let was_empty = q.frames.is_empty();
-        let mut taken = 0;
-        for frame in frames {
-            if !q.frames.is_empty()
-                && (q.frames.len() >= half_frames || q.bytes + frame.len() > half_bytes)
-            {
-                break;
-            }
-            q.bytes += frame.len();
-            q.frames.push_back(std::mem::take(frame));
-            taken += 1;
-        }
-        drop(q);
-        if was_empty && taken > 0 {
-            self.shared.ready.notify_one();
-        }
-        Ok(taken)
-    }
-
     /// Marks the outbox closed; queued frames (acks, say) are still written before the close
     /// frame.
     pub(crate) fn close(&self, reason: CloseReason) {
@@ -254,9 +222,10 @@ impl Outbox {
         self.shared.ready.notified().await
     }
 
-    /// Waits until the queue is at most half full, so a replay page leaves room for live
+    /// Waits until `bytes` more fit in the half of the queue left to replay (or the queue is
+    /// empty), so the replay page about to be read can be queued whole and leaves room for live
     /// traffic of other rooms. Returns `false` if the outbox is closed.
-    pub(crate) async fn wait_half_empty(&self) -> bool {
+    pub(crate) async fn wait_replay_room(&self, bytes: usize) -> bool {
         loop {
             let notified = self.shared.drained.notified();
             tokio::pin!(notified);
@@ -266,8 +235,9 @@ impl Outbox {
                 if q.closed.is_some() {
                     return false;
                 }
-                if q.frames.len() <= self.shared.max_frames / 2
-                    && q.bytes <= self.shared.max_bytes / 2
+                if q.frames.is_empty()
+                    || (q.frames.len() < self.shared.max_frames / 2
+                        && q.bytes + bytes <= self.shared.max_bytes / 2)
                 {
                     return true;
                 }
@@ -315,29 +285,5 @@ mod tests {
         let o = Outbox::new(10, 4);
         o.push(Bytes::from_static(b"123456")).unwrap();
         assert!(o.push(Bytes::from_static(b"x")).is_err());
-    }
-
-    /// A replay page fills the outbox to half (frames and bytes), in order, and leaves the rest
-    /// of the page where it was; once closed, nothing is taken.
-    #[test]
-    fn a_replay_page_takes_up_to_half_and_leaves_the_rest() {
-        let o = Outbox::new(8, 1024);
-        o.push(Bytes::from_static(b"live")).unwrap();
-        let mut page: Vec<Bytes> = (0..6u8).map(|i| Bytes::from(vec![i; 10])).collect();
-        let taken = o
-            .push_replay_page(page.iter_mut())
-            .unwrap();
-        assert_eq!(taken, 3, "half of 8 frames, one already queued");
-        assert!(page[..3].iter().all(Bytes::is_empty));
-        assert_eq!(page[3], Bytes::from(vec![3u8; 10]), "not taken: still here");
-        let mut out = Vec::new();
-        o.drain(&mut out);
-        assert_eq!(out.len(), 4);
-        assert_eq!(out[3], Bytes::from(vec![2u8; 10]));
-        let bytes = Outbox::new(100, 40);
-        let mut big: Vec<Bytes> = (0..5).map(|_| Bytes::from(vec![0u8; 8])).collect();
-        assert_eq!(bytes.push_replay_page(big.iter_mut()).unwrap(), 2, "half of 40 bytes");
-        o.close(CloseReason::Internal);
-        assert!(o.push_replay_page(page.iter_mut()).is_err());
     }
 }

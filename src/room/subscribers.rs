@@ -18,7 +18,7 @@ use super::model::{Room, Sub};
 use super::replay::Replay;
 use super::snapshot::{Present, Snapshot};
 use crate::peer::{Peer, ReplyError};
-use crate::wire;
+use crate::wire::{self, Page};
 
 impl Room {
     pub(super) fn subscribe(
@@ -278,19 +278,14 @@ impl Room {
     }
 
     /// Queues one replayed page; returns where the replay continues, or `None` once live.
-    pub(super) fn replay_page(
-        &mut self,
-        conn: &Arc<str>,
-        token: u64,
-        frames: Vec<(u64, Bytes)>,
-    ) -> Option<u64> {
+    pub(super) fn replay_page(&mut self, conn: &Arc<str>, token: u64, frames: Page) -> Option<u64> {
         let head = self.head;
         let sub = self
             .subs
             .get_mut(conn)
             .filter(|s| s.token == token && !s.live)?;
         let read_any = !frames.is_empty();
-        let n = queue_page(sub, frames, head);
+        let n = queue_page(sub, &frames, head);
         crate::metrics::delivered(n, 0);
         if sub.peer.outbox.is_closed() {
             self.remove_sub(conn);
@@ -412,17 +407,20 @@ impl Room {
     }
 }
 
-/// Queues a page's entries from `sub.next` up to `head` while the outbox has room for replay;
-/// returns how many. Entries past the head are committed but not yet broadcast: they come live.
-fn queue_page(sub: &mut Sub, mut frames: Vec<(u64, Bytes)>, head: u64) -> usize {
-    let next = sub.next;
-    frames.retain(|(seq, _)| *seq >= next && *seq <= head);
-    // Moved out, not cloned: a frame's buffer then has one owner fewer to count.
-    let wanted = frames.iter_mut().map(|(_, f)| f);
-    // Closed: nothing more is queued; the caller removes the subscriber.
-    let n = sub.peer.outbox.push_replay_page(wanted).unwrap_or(0);
-    if let Some((seq, _)) = n.checked_sub(1).and_then(|i| frames.get(i)) {
-        sub.next = seq + 1;
+/// Queues a page's entries from `sub.next` up to `head` as one item if the outbox has room for
+/// replay; returns how many. Entries past the head are committed but not yet broadcast: they
+/// come live.
+fn queue_page(sub: &mut Sub, page: &Page, head: u64) -> usize {
+    let Some((frames, n, last)) = page.span(sub.next, head) else {
+        return 0;
+    };
+    match sub.peer.outbox.push_replay(&frames) {
+        Ok(true) => {
+            sub.next = last + 1;
+            n
+        }
+        // No room now: the page is read again once the outbox drains. Closed: the caller
+        // removes the subscriber.
+        Ok(false) | Err(_) => 0,
     }
-    n
 }

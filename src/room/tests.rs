@@ -269,7 +269,7 @@ async fn publishes_and_mutations_pending_together_form_one_write_in_order() {
             .await
             .unwrap()
             .unwrap();
-    let stored: Vec<u64> = stored.iter().map(|(seq, _)| *seq).collect();
+    let stored: Vec<u64> = stored.frames().iter().map(|(seq, _)| *seq).collect();
     assert_eq!(stored, [1, 2, 3, 4]);
 
     // The next batch continues the numbering.

@@ -141,7 +141,7 @@ impl Store {
         from: u64,
         limit: usize,
         max_bytes: usize,
-    ) -> Result<Vec<(u64, Bytes)>, StoreError> {
+    ) -> Result<crate::wire::Page, StoreError> {
         let txn = self.read_txn()?;
         let entries = txn.open_table(ENTRIES)?;
         let mut page = crate::wire::PageFrames::with_capacity(limit.min(4096));
