@@ -199,20 +199,20 @@ mod tests {
     /// is a run of them.
     #[test]
     fn page_frames_are_wrapped_entries() {
-        let bodies: Vec<Vec<u8>> = [0usize, 3, 125, 126, 70_000]
+        let bodies: Vec<Vec<u8>> = [(0usize, 0u8), (3, 3), (125, 125), (126, 126), (70_000, 7)]
             .iter()
-            .map(|&n| vec![n as u8; n])
+            .map(|&(n, b)| vec![b; n])
             .collect();
         let mut page = PageFrames::with_capacity(bodies.len());
         for (seq, b) in bodies.iter().enumerate() {
-            page.push(seq as u64 + 10, b);
+            page.push(u64::try_from(seq).unwrap() + 10, b);
         }
         assert_eq!(page.len(), 5);
         assert_eq!(page.payload_bytes(), 70_254);
         let page = page.finish();
         let frames = page.frames();
         for ((seq, frame), (i, body)) in frames.iter().zip(bodies.iter().enumerate()) {
-            assert_eq!(*seq, i as u64 + 10);
+            assert_eq!(*seq, u64::try_from(i).unwrap() + 10);
             assert_eq!(frame, &wrap(body));
         }
         // A span is the frames of its seqs back to back.
