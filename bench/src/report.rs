@@ -421,6 +421,52 @@ pub fn targets(cells: &[Cell]) -> String {
             rate.map_or("-".into(), |r| format!("ratio {r:.2}")),
         );
     }
+    for c in cells
+        .iter()
+        .filter(|c| c.scenario == "catchup" && c.broker == "roomd")
+    {
+        let p: Vec<(&str, u64)> = c.params.clone();
+        let rate = c.metric("msgs_per_s").unwrap_or(f64::NAN);
+        let (size, cold) = (c.param("size"), c.param("cold") == Some(1));
+        let floor = match (size, cold) {
+            (Some(64), false) => Some(2e6),
+            (Some(64), true) => Some(1e6),
+            _ => None,
+        };
+        if let Some(floor) = floor {
+            line(
+                format!("catch-up {}: >= {:.0} M msgs/s", c.key(), floor / 1e6),
+                Some(rate >= floor),
+                format!("{:.2} M msgs/s", rate / 1e6),
+            );
+        }
+        if size == Some(1024) && cold {
+            let share = c.metric("payload_share_of_disk");
+            line(
+                format!(
+                    "catch-up {}: >= 50% of the disk's sequential read rate",
+                    c.key()
+                ),
+                share.map(|s| s >= 0.5),
+                share.map_or("-".into(), |s| format!("{:.0}%", s * 100.0)),
+            );
+        }
+        let vs = pair_ratio("catchup", "roomd", &p, "msgs_per_s");
+        line(
+            format!(
+                "catch-up {}: msgs/s >= 2x the JetStream ordered consumer",
+                c.key()
+            ),
+            vs.map(|r| r >= 2.0),
+            vs.map_or("-".into(), |r| format!("ratio {r:.2}")),
+        );
+        let subbed = c.metric("subbed_ms");
+        line(
+            format!("catch-up {}: subbed after a restart within 50 ms", c.key()),
+            subbed.map(|ms| ms <= 50.0),
+            subbed.map_or("-".into(), |ms| format!("{ms:.1} ms")),
+        );
+    }
     let idle = cells
         .iter()
         .find(|c| c.scenario == "idle" && c.broker == "roomd");
