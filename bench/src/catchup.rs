@@ -199,3 +199,155 @@ fn read_all(path: &Path) -> Result<(u64, Duration), BenchError> {
     }
     Ok((total, t0.elapsed()))
 }
+
+/// Catch-up under load (roomd only): `live_subs` subscribers of one room receive `rate`
+/// messages a second; after `BASELINE` of that alone, `resumers` more subscribe with `since`
+/// from the start of a history of `behind` messages, and keep reading once caught up.
+#[derive(Debug, Clone, Copy)]
+pub struct UnderLoad {
+    pub resumers: u32,
+    pub behind: u64,
+    pub live_subs: u32,
+    pub rate: f64,
+}
+
+/// How long the live subscribers' latency is measured alone before the resumers come.
+const BASELINE: Duration = Duration::from_secs(3);
+/// The most the resumers may take to catch up before the cell is an error.
+const CATCH_UP_LIMIT: Duration = Duration::from_secs(120);
+const LOAD_ROOM: &str = "catchup-load";
+
+pub async fn under_load(ctx: &Ctx, u: UnderLoad) -> Result<Cell, BenchError> {
+    let server = Server::start(Broker::Roomd, &ctx.bins, Durability::Durable)?;
+    let result = under_load_on(&server, u)
+        .await
+        .map_err(|e| BenchError::Setup(format!("{e}\nserver log tail:\n{}", server.log_tail())));
+    server.stop();
+    result
+}
+
+async fn under_load_on(server: &Server, u: UnderLoad) -> Result<Cell, BenchError> {
+    use std::sync::Arc;
+    use tokio::sync::{oneshot, watch};
+
+    use crate::client::{Pacing, PubArgs, SubArgs};
+    use crate::track::{Flow, Totals};
+    use crate::{stats, ws};
+
+    let target = client::target(Broker::Roomd, server, 64 * 1024);
+    // The history the resumers replay (the live subscribers subscribe without `since`: they
+    // never see it).
+    roomd_client::fill(&target, LOAD_ROOM, u.behind, 64, FILL_WINDOW).await?;
+    let flow = Arc::new(Flow::new(u.live_subs, 1));
+    let totals = Arc::new(Totals::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    for i in 0..u.live_subs {
+        let (ready, rx) = oneshot::channel();
+        let args = SubArgs {
+            target,
+            src: ws::source(i),
+            room: LOAD_ROOM.to_string(),
+            flow: flow.clone(),
+            totals: totals.clone(),
+            stop: stop_rx.clone(),
+            ready,
+        };
+        tasks.push(tokio::spawn(client::subscriber(Broker::Roomd, args)));
+        timeout_ready(rx).await?;
+    }
+    stats::reset();
+    let start = Instant::now() + Duration::from_millis(100);
+    let publisher = tokio::spawn(client::publisher(
+        Broker::Roomd,
+        PubArgs {
+            target,
+            src: ws::source(u.live_subs),
+            room: LOAD_ROOM.to_string(),
+            index: 0,
+            size: 64,
+            flow: flow.clone(),
+            pacing: Pacing::Rate(u.rate),
+            start,
+            duration: BASELINE + CATCH_UP_LIMIT,
+        },
+    ));
+    tokio::time::sleep_until((start + BASELINE).into()).await;
+    let (alone, _) = stats::merged();
+    stats::reset();
+    let before = sample(server.pid)?;
+    let t0 = Instant::now();
+    let mut waits = Vec::new();
+    for i in 0..u.resumers {
+        let (live, rx) = oneshot::channel();
+        tasks.push(tokio::spawn(roomd_client::resume_to_live(
+            target,
+            ws::source(u.live_subs + 1 + i),
+            LOAD_ROOM.to_string(),
+            0,
+            live,
+            stop_rx.clone(),
+        )));
+        waits.push(rx);
+    }
+    let mut behind = 0u64;
+    let mut failed = None;
+    for rx in waits {
+        match tokio::time::timeout_at((t0 + CATCH_UP_LIMIT).into(), rx).await {
+            Ok(Ok(Ok((_, b)))) => behind += b,
+            Ok(Ok(Err(e))) => failed = failed.or(Some(e)),
+            Ok(Err(_)) => failed = failed.or(Some(BenchError::Protocol("resumer ended".into()))),
+            Err(_) => failed = failed.or(Some(BenchError::Timeout("resumers to catch up"))),
+        }
+    }
+    let all_live = t0.elapsed();
+    let after = sample(server.pid)?;
+    let (during, _) = stats::merged();
+    let _ = stop_tx.send(true);
+    publisher.abort();
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+    }
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    let [a50, a99, _] = stats::percentiles_us(&alone);
+    let [d50, d99, _] = stats::percentiles_us(&during);
+    let replayed = behind as f64;
+    Ok(Cell {
+        scenario: "catchup-load",
+        params: vec![
+            ("resumers", u64::from(u.resumers)),
+            ("behind", u.behind),
+            ("live_subs", u64::from(u.live_subs)),
+            ("rate", u.rate as u64),
+        ],
+        broker: "roomd".into(),
+        metrics: vec![
+            ("all_live_s", all_live.as_secs_f64()),
+            ("replayed_msgs_per_s", replayed / all_live.as_secs_f64()),
+            ("mean_behind", replayed / f64::from(u.resumers.max(1))),
+            ("live_p50_alone_us", a50),
+            ("live_p99_alone_us", a99),
+            ("live_p50_during_us", d50),
+            ("live_p99_during_us", d99),
+            ("live_p99_ratio", d99 / a99),
+            ("server_cpu_s", before.cpu_secs_until(&after)),
+            ("server_rss_mib", after.rss_kib as f64 / 1024.0),
+            (
+                "live_gaps",
+                totals.gaps.load(std::sync::atomic::Ordering::Relaxed) as f64,
+            ),
+        ],
+    })
+}
+
+async fn timeout_ready(
+    rx: tokio::sync::oneshot::Receiver<Result<(), BenchError>>,
+) -> Result<(), BenchError> {
+    match tokio::time::timeout(Duration::from_secs(60), rx).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(_)) => Err(BenchError::Protocol("subscriber task ended".into())),
+        Err(_) => Err(BenchError::Timeout("subscriber setup")),
+    }
+}

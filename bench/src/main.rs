@@ -144,6 +144,12 @@ struct Cli {
     /// a tenth).
     #[arg(long, global = true)]
     msgs: Option<u64>,
+    /// Catch-up under load: subscribers resuming from the start of the history.
+    #[arg(long, global = true, default_value_t = 1000)]
+    resumers: u32,
+    /// Catch-up under load: messages in the history the resumers replay.
+    #[arg(long, global = true, default_value_t = 10_000)]
+    behind: u64,
     /// Cluster: roomd nodes on the one Redis.
     #[arg(long, global = true, default_value_t = 3)]
     nodes: usize,
@@ -173,6 +179,9 @@ enum Cmd {
     /// Scenario 6: one subscriber resumes from seq 0 of a long history, warm and cold, beside
     /// the disk's sequential read rate and a JetStream ordered consumer.
     Catchup,
+    /// Scenario 7 (roomd): subscribers resuming far behind while live traffic continues; time
+    /// to all live and the live subscribers' latency meanwhile.
+    CatchupLoad,
 }
 
 fn main() {
@@ -384,6 +393,23 @@ async fn run(cli: &Cli) -> Vec<Cell> {
                 }
             }
         }
+    }
+    if (all || cli.cmd == Cmd::CatchupLoad) && brokers.contains(&Broker::Roomd) {
+        let u = catchup::UnderLoad {
+            resumers: if q {
+                cli.resumers.min(100)
+            } else {
+                cli.resumers
+            }
+            .clamp(1, 5000),
+            behind: cli.behind.max(1),
+            live_subs: cli.rate_subs.first().copied().unwrap_or(100).clamp(1, 2000),
+            rate: cli.rate,
+        };
+        emit(
+            catchup::under_load(&ctx, u).await,
+            format!("catchup-load {u:?}"),
+        );
     }
     if all || cli.cmd == Cmd::Cluster {
         let nodes = cli.nodes.clamp(1, 16);

@@ -135,6 +135,13 @@ fn headline(scenario: &str) -> &'static [&'static str] {
             "errors",
         ],
         "cluster-floor" => &["calls_per_s", "redis_cpu_us_per_call"],
+        "catchup-load" => &[
+            "all_live_s",
+            "replayed_msgs_per_s",
+            "live_p99_alone_us",
+            "live_p99_during_us",
+            "live_p99_ratio",
+        ],
         "catchup" => &[
             "msgs_per_s",
             "payload_mb_s",

@@ -397,3 +397,85 @@ pub async fn replay(target: &Target, room: &str, head: u64) -> Result<Replayed, 
         out_of_order,
     })
 }
+
+/// A subscriber resuming with `since` while the room is written: sends `sub`, reads its
+/// `subbed` (whose `last` is the head when the replay started) and the replay, reports (on
+/// `live`) how long it took to receive that head, then keeps reading live messages until
+/// `stop`, as a client that caught up would. Its deliveries are not counted in the latency
+/// histograms, which are the live subscribers'.
+pub async fn resume_to_live(
+    target: Target,
+    src: Ipv4Addr,
+    room: String,
+    since: u64,
+    live: oneshot::Sender<Result<(Duration, u64), BenchError>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut ws = match open(&target, src).await {
+        Ok(ws) => ws,
+        Err(e) => return drop(live.send(Err(e))),
+    };
+    let frame = ClientFrame::Sub {
+        id: 1,
+        room,
+        since: Some(since),
+        state: None,
+        presence: None,
+        info: None,
+    };
+    let t0 = Instant::now();
+    if let Err(e) = ws.writer.send(&encode(&frame)).await {
+        return drop(live.send(Err(e)));
+    }
+    let mut head = None;
+    let mut live = Some(live);
+    loop {
+        let f = tokio::select! {
+            biased;
+            f = ws.reader.next() => f,
+            _ = stop.changed() => break,
+        };
+        let caught_up = match f {
+            Ok(Frame::Data(b)) => match scan(b) {
+                Some(s) if s.t == b"subbed" => {
+                    head = roomd_protocol::decode_server(b).ok().and_then(|f| match f {
+                        ServerFrame::Subbed { last, .. } => Some(last),
+                        _ => None,
+                    });
+                    head.is_some_and(|h| h <= since)
+                }
+                Some(s) if s.t == b"msg" => head.is_some_and(|h| s.seq.unwrap_or(0) >= h),
+                Some(s) if s.t == b"err" => {
+                    let e = proto(format!("sub refused: code {:?}", s.code));
+                    if let Some(tx) = live.take() {
+                        let _ = tx.send(Err(e));
+                    }
+                    break;
+                }
+                _ => false,
+            },
+            Ok(Frame::Close(code)) => {
+                if let Some(tx) = live.take() {
+                    let _ = tx.send(Err(proto(format!("closed by roomd: {code:?}"))));
+                }
+                break;
+            }
+            Err(e) => {
+                if let Some(tx) = live.take() {
+                    let _ = tx.send(Err(e));
+                }
+                break;
+            }
+        };
+        if caught_up {
+            if let Some(tx) = live.take() {
+                let behind = head.unwrap_or(0).saturating_sub(since);
+                let _ = tx.send(Ok((t0.elapsed(), behind)));
+            }
+        }
+        if ws.answer_ping().await.is_err() {
+            break;
+        }
+    }
+    ws.close().await;
+}
