@@ -2,6 +2,7 @@
 //!
 //! - [`scenario`]: the four scenarios (fan-out, fixed-rate latency, idle memory, durable publish).
 //! - [`catchup`]: one subscriber replaying a long history, warm and cold, beside the disk.
+//! - [`storm`]: every client cut by a server restart coming back at once.
 //! - [`servers`]: starting each server fresh and stopping it by PID.
 //! - [`cluster`]: roomd nodes on one Redis of the benchmark's own, and the Redis floor
 //!   (`redis-benchmark` running roomd's Function).
@@ -25,6 +26,7 @@ mod roomd_client;
 mod scenario;
 mod servers;
 mod stats;
+mod storm;
 mod track;
 mod ws;
 
@@ -182,6 +184,9 @@ enum Cmd {
     /// Scenario 7 (roomd): subscribers resuming far behind while live traffic continues; time
     /// to all live and the live subscribers' latency meanwhile.
     CatchupLoad,
+    /// Scenario 8: 10,000 subscribers over 100 rooms at 1,000 msg/s; the server restarted under
+    /// them (kill -9, then SIGTERM); time until all are back and caught up, loss, duplicates.
+    Storm,
 }
 
 fn main() {
@@ -410,6 +415,23 @@ async fn run(cli: &Cli) -> Vec<Cell> {
             catchup::under_load(&ctx, u).await,
             format!("catchup-load {u:?}"),
         );
+    }
+    if all || cli.cmd == Cmd::Storm {
+        let conns = cli
+            .conns
+            .unwrap_or(if q { 2000 } else { 10_000 })
+            .min(10_000);
+        for kill in [true, false] {
+            for &b in &brokers {
+                let s = storm::Storm {
+                    conns,
+                    rooms: 100.min(conns),
+                    rate: cli.rate,
+                    kill,
+                };
+                emit(storm::storm(&ctx, b, s).await, format!("storm {b:?} {s:?}"));
+            }
+        }
     }
     if all || cli.cmd == Cmd::Cluster {
         let nodes = cli.nodes.clamp(1, 16);

@@ -461,3 +461,184 @@ pub async fn ordered_replay(
         out_of_order,
     })
 }
+
+/// A restart-storm subscriber on core NATS: resubscribes after every disconnect (with the SDK's
+/// backoff); what was published meanwhile is missed.
+pub async fn storm_subscriber(
+    args: crate::storm::SubSetup,
+    mut backoff: crate::storm::Backoff,
+) -> crate::storm::SubReport {
+    let (target, src, room_idx, subject, mut marks, ready) = args;
+    let mut r = crate::storm::SubReport::default();
+    let mut ready = Some(ready);
+    loop {
+        let attempt = async {
+            let mut c = Conn::open(&target, src).await?;
+            c.subscribe(&subject).await?;
+            Ok::<Conn, BenchError>(c)
+        };
+        let got = tokio::select! {
+            got = attempt => got,
+            _ = marks.stop.changed() => break,
+        };
+        let mut c = match got {
+            Ok(c) => c,
+            Err(e) => {
+                if let Some(tx) = ready.take() {
+                    let _ = tx.send(Err(e));
+                    return r;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff.next_delay()) => continue,
+                    _ = marks.stop.changed() => break,
+                }
+            }
+        };
+        backoff.reset();
+        match ready.take() {
+            Some(tx) => drop(tx.send(Ok(()))),
+            None if *marks.restarted.borrow() && r.resubbed.is_none() => {
+                r.resubbed = Some(Instant::now());
+            }
+            None => {}
+        }
+        loop {
+            let f = tokio::select! {
+                biased;
+                f = c.ws.reader.next() => f,
+                _ = marks.stop.changed() => {
+                    c.ws.close().await;
+                    return r;
+                }
+            };
+            let mut ping = false;
+            let ok = match f {
+                Ok(Frame::Data(b)) => {
+                    let targets = marks.targets.borrow().clone();
+                    c.parser
+                        .feed(b, |e| match e {
+                            Event::Msg { payload, .. } => {
+                                if let Some((_, _, k)) = track::read(payload) {
+                                    r.on_counter(u64::from(k));
+                                    r.check_caught_up(room_idx, &targets);
+                                }
+                            }
+                            Event::Ping => ping = true,
+                            _ => {}
+                        })
+                        .is_ok()
+                }
+                _ => false,
+            };
+            let ok = ok && c.ws.answer_ping().await.is_ok();
+            if !ok || (ping && c.ws.writer.send(b"PONG\r\n").await.is_err()) {
+                break;
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
+            _ = marks.stop.changed() => break,
+        }
+    }
+    r
+}
+
+/// The restart-storm publisher on core NATS: `s.rate` messages a second round the subjects.
+/// While disconnected it buffers what it publishes (nats.go's reconnect buffer, 8 MB) and sends
+/// it once connected again; `heads` counts every publish per subject.
+pub async fn storm_publisher(
+    target: Target,
+    s: crate::storm::Storm,
+    heads: std::sync::Arc<crate::storm::Heads>,
+    mut stop: watch::Receiver<bool>,
+    mut backoff: crate::storm::Backoff,
+) -> Result<crate::storm::PubReport, BenchError> {
+    const BUFFER: usize = 8 * 1024 * 1024;
+    let subjects: Vec<String> = (0..s.rooms)
+        .map(|r| crate::storm::room_name(crate::servers::Broker::Nats, r))
+        .collect();
+    let mut counters = vec![0u64; subjects.len()];
+    let mut rep = crate::storm::PubReport::default();
+    let mut payload = vec![0u8; 64];
+    let mut buffered: Vec<u8> = Vec::new();
+    let start = Instant::now();
+    let src = ws::source(s.conns);
+    let mut conn: Option<Conn> = None;
+    let mut retry_at = Instant::now();
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        if conn.is_none() && Instant::now() >= retry_at {
+            match Conn::open(&target, src).await {
+                Ok(mut c) => {
+                    backoff.reset();
+                    if !buffered.is_empty() && c.ws.writer.send(&buffered).await.is_ok() {
+                        buffered.clear();
+                    }
+                    conn = Some(c);
+                }
+                Err(_) => retry_at = Instant::now() + backoff.next_delay(),
+            }
+        }
+        let due = start + Duration::from_secs_f64(rep.sent as f64 / s.rate);
+        let read = async {
+            match conn.as_mut() {
+                Some(c) => match c.ws.reader.next().await {
+                    Ok(Frame::Data(b)) => {
+                        let mut ping = false;
+                        let _ = c.parser.feed(b, |e| ping |= e == Event::Ping);
+                        Ok(ping)
+                    }
+                    _ => Err(()),
+                },
+                None => std::future::pending().await,
+            }
+        };
+        let event = tokio::select! {
+            r = read => Some(r),
+            _ = tokio::time::sleep_until(due.into()) => None,
+            _ = stop.changed() => break,
+        };
+        match event {
+            Some(Ok(ping)) => {
+                if let Some(c) = conn.as_mut() {
+                    if c.ws.answer_ping().await.is_err()
+                        || (ping && c.ws.writer.send(b"PONG\r\n").await.is_err())
+                    {
+                        conn = None;
+                    }
+                }
+            }
+            Some(Err(())) => {
+                conn = None;
+                retry_at = Instant::now() + backoff.next_delay();
+            }
+            None => {
+                let room = (rep.sent % u64::from(s.rooms)) as usize;
+                let k = counters[room];
+                counters[room] += 1;
+                rep.sent += 1;
+                heads.published[room].store(k + 1, Ordering::Release);
+                track::stamp(&mut payload, clock::now_ns(), room as u32, k as u32);
+                let mut m = Vec::with_capacity(128);
+                put_pub(&mut m, &subjects[room], None, &payload);
+                let sent = match conn.as_mut() {
+                    Some(c) => c.ws.writer.send(&m).await.is_ok(),
+                    None => false,
+                };
+                if !sent {
+                    conn = None;
+                    if buffered.len() + m.len() <= BUFFER {
+                        buffered.extend_from_slice(&m);
+                        rep.resent += 1;
+                    }
+                }
+            }
+        }
+    }
+    if let Some(c) = conn {
+        c.ws.close().await;
+    }
+    Ok(rep)
+}

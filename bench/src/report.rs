@@ -135,6 +135,17 @@ fn headline(scenario: &str) -> &'static [&'static str] {
             "errors",
         ],
         "cluster-floor" => &["calls_per_s", "redis_cpu_us_per_call"],
+        "storm" => &[
+            "caught_up_p50_s",
+            "caught_up_p99_s",
+            "caught_up_all_s",
+            "resubbed_p99_s",
+            "missed",
+            "dups",
+            "listen_overflows",
+            "server_cpu_s",
+            "server_peak_rss_mib",
+        ],
         "catchup-load" => &[
             "all_live_s",
             "replayed_msgs_per_s",
