@@ -48,7 +48,7 @@ impl Engine {
         from: u64,
         limit: usize,
         max_bytes: usize,
-    ) -> Result<Vec<(u64, Bytes)>, StoreError> {
+    ) -> Result<crate::wire::Page, StoreError> {
         match self {
             Engine::Embedded(store) => {
                 let (store, id) = (store.clone(), room.0);

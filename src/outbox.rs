@@ -222,9 +222,10 @@ impl Outbox {
         self.shared.ready.notified().await
     }
 
-    /// Waits until the queue is at most half full, so a replay page leaves room for live
+    /// Waits until `bytes` more fit in the half of the queue left to replay (or the queue is
+    /// empty), so the replay page about to be read can be queued whole and leaves room for live
     /// traffic of other rooms. Returns `false` if the outbox is closed.
-    pub(crate) async fn wait_half_empty(&self) -> bool {
+    pub(crate) async fn wait_replay_room(&self, bytes: usize) -> bool {
         loop {
             let notified = self.shared.drained.notified();
             tokio::pin!(notified);
@@ -234,8 +235,9 @@ impl Outbox {
                 if q.closed.is_some() {
                     return false;
                 }
-                if q.frames.len() <= self.shared.max_frames / 2
-                    && q.bytes <= self.shared.max_bytes / 2
+                if q.frames.is_empty()
+                    || (q.frames.len() < self.shared.max_frames / 2
+                        && q.bytes + bytes <= self.shared.max_bytes / 2)
                 {
                     return true;
                 }

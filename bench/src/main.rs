@@ -1,6 +1,8 @@
 //! roomd-bench: a load generator comparing roomd with nats-server on one machine, in one run.
 //!
 //! - [`scenario`]: the four scenarios (fan-out, fixed-rate latency, idle memory, durable publish).
+//! - [`catchup`]: one subscriber replaying a long history, warm and cold, beside the disk.
+//! - [`storm`]: every client cut by a server restart coming back at once.
 //! - [`servers`]: starting each server fresh and stopping it by PID.
 //! - [`cluster`]: roomd nodes on one Redis of the benchmark's own, and the Redis floor
 //!   (`redis-benchmark` running roomd's Function).
@@ -10,6 +12,7 @@
 //! - [`procstat`]: the server's CPU seconds and RSS from `/proc`.
 //! - [`report`]: JSON lines, the side-by-side table and the targets.
 
+mod catchup;
 mod client;
 mod clock;
 mod cluster;
@@ -23,6 +26,7 @@ mod roomd_client;
 mod scenario;
 mod servers;
 mod stats;
+mod storm;
 mod track;
 mod ws;
 
@@ -138,6 +142,16 @@ struct Cli {
     /// keep-alive connection) to the same configuration, as the broker `roomd-http`.
     #[arg(long, global = true)]
     api: bool,
+    /// Catch-up: messages in the history (default 1000000 of 64 B and 200000 of 1 KiB; quick:
+    /// a tenth).
+    #[arg(long, global = true)]
+    msgs: Option<u64>,
+    /// Catch-up under load: subscribers resuming from the start of the history.
+    #[arg(long, global = true, default_value_t = 1000)]
+    resumers: u32,
+    /// Catch-up under load: messages in the history the resumers replay.
+    #[arg(long, global = true, default_value_t = 10_000)]
+    behind: u64,
     /// Cluster: roomd nodes on the one Redis.
     #[arg(long, global = true, default_value_t = 3)]
     nodes: usize,
@@ -164,6 +178,15 @@ enum Cmd {
     /// Scenario 5: roomd nodes sharing one Redis beside one roomd: fan-out over the nodes,
     /// durable publish, and Redis CPU per publish beside redis-benchmark running the Function.
     Cluster,
+    /// Scenario 6: one subscriber resumes from seq 0 of a long history, warm and cold, beside
+    /// the disk's sequential read rate and a JetStream ordered consumer.
+    Catchup,
+    /// Scenario 7 (roomd): subscribers resuming far behind while live traffic continues; time
+    /// to all live and the live subscribers' latency meanwhile.
+    CatchupLoad,
+    /// Scenario 8: 10,000 subscribers over 100 rooms at 1,000 msg/s; the server restarted under
+    /// them (kill -9, then SIGTERM); time until all are back and caught up, loss, duplicates.
+    Storm,
 }
 
 fn main() {
@@ -347,6 +370,66 @@ async fn run(cli: &Cli) -> Vec<Cell> {
                         emit(r, format!("durable {b:?} {d:?} {c} over the server API"));
                     }
                 }
+            }
+        }
+    }
+    if all || cli.cmd == Cmd::Catchup {
+        let scale = if q { 10 } else { 1 };
+        let loads: Vec<catchup::Load> = match (&cli.sizes, cli.msgs) {
+            (None, None) => vec![(1_000_000 / scale, 64), (200_000 / scale, 1024)],
+            (sizes, msgs) => sizes
+                .clone()
+                .unwrap_or(vec![64])
+                .iter()
+                .map(|&s| (msgs.unwrap_or(1_000_000 / scale), s))
+                .collect(),
+        }
+        .into_iter()
+        .map(|(msgs, size)| catchup::Load {
+            msgs: msgs.max(1),
+            size: size.max(track::HEADER),
+        })
+        .collect();
+        for load in loads {
+            for &b in &brokers {
+                match catchup::catchup(&ctx, b, load).await {
+                    Ok(got) => got.into_iter().for_each(|c| emit(Ok(c), String::new())),
+                    Err(e) => emit(Err(e), format!("catchup {b:?} {load:?}")),
+                }
+            }
+        }
+    }
+    if (all || cli.cmd == Cmd::CatchupLoad) && brokers.contains(&Broker::Roomd) {
+        let u = catchup::UnderLoad {
+            resumers: if q {
+                cli.resumers.min(100)
+            } else {
+                cli.resumers
+            }
+            .clamp(1, 5000),
+            behind: cli.behind.max(1),
+            live_subs: cli.rate_subs.first().copied().unwrap_or(100).clamp(1, 2000),
+            rate: cli.rate,
+        };
+        emit(
+            catchup::under_load(&ctx, u).await,
+            format!("catchup-load {u:?}"),
+        );
+    }
+    if all || cli.cmd == Cmd::Storm {
+        let conns = cli
+            .conns
+            .unwrap_or(if q { 2000 } else { 10_000 })
+            .min(10_000);
+        for kill in [true, false] {
+            for &b in &brokers {
+                let s = storm::Storm {
+                    conns,
+                    rooms: 100.min(conns),
+                    rate: cli.rate,
+                    kill,
+                };
+                emit(storm::storm(&ctx, b, s).await, format!("storm {b:?} {s:?}"));
             }
         }
     }

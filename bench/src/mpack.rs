@@ -160,6 +160,23 @@ pub fn encode_pub(out: &mut Vec<u8>, id: u32, room: &str, data: &[u8]) {
     let _ = e::write_bin(out, data);
 }
 
+/// A `pub` with a `mid` (an idempotent retry resends the same one).
+pub fn encode_pub_mid(out: &mut Vec<u8>, id: u32, room: &str, data: &[u8], mid: &str) {
+    use rmp::encode as e;
+    out.clear();
+    let _ = e::write_map_len(out, 5);
+    let _ = e::write_str(out, "t");
+    let _ = e::write_str(out, "pub");
+    let _ = e::write_str(out, "id");
+    let _ = e::write_uint(out, u64::from(id));
+    let _ = e::write_str(out, "room");
+    let _ = e::write_str(out, room);
+    let _ = e::write_str(out, "data");
+    let _ = e::write_bin(out, data);
+    let _ = e::write_str(out, "mid");
+    let _ = e::write_str(out, mid);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,13 @@ pub enum Event<'a> {
         reply: Option<&'a [u8]>,
         payload: &'a [u8],
     },
+    /// A message with headers (`HMSG`; JetStream's flow-control requests and heartbeats):
+    /// `headers` is the header block, `payload` what follows it.
+    HMsg {
+        reply: Option<&'a [u8]>,
+        headers: &'a [u8],
+        payload: &'a [u8],
+    },
     Ping,
     Pong,
     Ok,
@@ -85,6 +92,9 @@ fn parse_one(d: &[u8]) -> Result<Option<(Event<'_>, usize)>, String> {
             after + size + 2,
         )));
     }
+    if let Some(rest) = line.strip_prefix(b"HMSG ") {
+        return parse_hmsg(d, line, rest, after);
+    }
     let event = match line {
         b"PING" => Event::Ping,
         b"PONG" => Event::Pong,
@@ -99,6 +109,43 @@ fn parse_one(d: &[u8]) -> Result<Option<(Event<'_>, usize)>, String> {
         }
     };
     Ok(Some((event, after)))
+}
+
+/// `HMSG subject sid [reply] header-len total-len`, then the headers and the payload.
+fn parse_hmsg<'a>(
+    d: &'a [u8],
+    line: &[u8],
+    rest: &'a [u8],
+    after: usize,
+) -> Result<Option<(Event<'a>, usize)>, String> {
+    let parts: Vec<&[u8]> = rest
+        .split(|b| *b == b' ')
+        .filter(|p| !p.is_empty())
+        .collect();
+    let (reply, hlen, total) = match parts.as_slice() {
+        [_subject, _sid, hlen, total] => (None, *hlen, *total),
+        [_subject, _sid, reply, hlen, total] => (Some(*reply), *hlen, *total),
+        _ => return Err(format!("bad HMSG line {:?}", String::from_utf8_lossy(line))),
+    };
+    let num = |b: &[u8]| -> Result<usize, String> {
+        std::str::from_utf8(b)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| "bad HMSG size".to_string())
+    };
+    let (hlen, total) = (num(hlen)?, num(total)?);
+    if hlen > total {
+        return Err("HMSG header longer than the message".into());
+    }
+    if d.len() < after + total + 2 {
+        return Ok(None);
+    }
+    let event = Event::HMsg {
+        reply,
+        headers: &d[after..after + hlen],
+        payload: &d[after + hlen..after + total],
+    };
+    Ok(Some((event, after + total + 2)))
 }
 
 /// Appends `PUB subject [reply] len\r\npayload\r\n`.
@@ -119,13 +166,16 @@ pub fn put_pub(out: &mut Vec<u8>, subject: &str, reply: Option<&str>, payload: &
 /// The CONNECT line (no verbose +OKs, no headers) followed by a PING.
 pub const CONNECT: &[u8] = b"CONNECT {\"verbose\":false,\"pedantic\":false,\"protocol\":1,\"headers\":false,\"no_responders\":false,\"name\":\"roomd-bench\",\"lang\":\"rust\",\"version\":\"0.1.0\"}\r\nPING\r\n";
 
+/// CONNECT with headers on (JetStream's flow control and heartbeats come as `HMSG`).
+pub const CONNECT_HEADERS: &[u8] = b"CONNECT {\"verbose\":false,\"pedantic\":false,\"protocol\":1,\"headers\":true,\"no_responders\":false,\"name\":\"roomd-bench\",\"lang\":\"rust\",\"version\":\"0.1.0\"}\r\nPING\r\n";
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn parses_across_frame_boundaries() {
-        let stream = b"INFO {}\r\nMSG a.b 1 5\r\nhello\r\nPING\r\nMSG x 2 _INBOX.1 2\r\nok\r\n";
+        let stream = b"INFO {}\r\nMSG a.b 1 5\r\nhello\r\nPING\r\nMSG x 2 _INBOX.1 2\r\nok\r\nHMSG d 1 $JS.FC.x 12 12\r\nNATS/1.0\r\n\r\n\r\n";
         for cut in 0..stream.len() {
             let mut p = Parser::default();
             let mut seen = Vec::new();
@@ -141,6 +191,16 @@ mod tests {
                         reply.map(|r| String::from_utf8_lossy(r).into_owned()),
                         String::from_utf8_lossy(payload)
                     ),
+                    Event::HMsg {
+                        reply,
+                        headers,
+                        payload,
+                    } => format!(
+                        "hmsg {:?} {} {}",
+                        reply.map(|r| String::from_utf8_lossy(r).into_owned()),
+                        headers.len(),
+                        payload.len()
+                    ),
                     other => format!("{other:?}"),
                 })
             };
@@ -152,7 +212,8 @@ mod tests {
                     "Info",
                     "msg 1 None hello",
                     "Ping",
-                    "msg 2 Some(\"_INBOX.1\") ok"
+                    "msg 2 Some(\"_INBOX.1\") ok",
+                    "hmsg Some(\"$JS.FC.x\") 12 0"
                 ],
                 "cut at {cut}"
             );

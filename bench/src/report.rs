@@ -24,7 +24,7 @@ impl Cell {
             .map(|(_, v)| *v)
     }
 
-    fn param(&self, name: &str) -> Option<u64> {
+    pub fn param(&self, name: &str) -> Option<u64> {
         self.params
             .iter()
             .find(|(n, _)| *n == name)
@@ -135,6 +135,31 @@ fn headline(scenario: &str) -> &'static [&'static str] {
             "errors",
         ],
         "cluster-floor" => &["calls_per_s", "redis_cpu_us_per_call"],
+        "storm" => &[
+            "caught_up_p50_s",
+            "caught_up_p99_s",
+            "caught_up_all_s",
+            "resubbed_p99_s",
+            "missed",
+            "dups",
+            "listen_overflows",
+            "server_cpu_s",
+            "server_peak_rss_mib",
+        ],
+        "catchup-load" => &[
+            "all_live_s",
+            "replayed_msgs_per_s",
+            "live_p99_alone_us",
+            "live_p99_during_us",
+            "live_p99_ratio",
+        ],
+        "catchup" => &[
+            "msgs_per_s",
+            "payload_mb_s",
+            "server_cpu_us_per_msg",
+            "subbed_ms",
+            "disk_read_mb_s",
+        ],
         "durable" => &[
             "acks_per_s",
             "server_cpu_us_per_ack",
@@ -412,6 +437,52 @@ pub fn targets(cells: &[Cell]) -> String {
             format!("fan-out {}: deliveries/s >= nats", c.key()),
             rate.map(|r| r >= 1.0),
             rate.map_or("-".into(), |r| format!("ratio {r:.2}")),
+        );
+    }
+    for c in cells
+        .iter()
+        .filter(|c| c.scenario == "catchup" && c.broker == "roomd")
+    {
+        let p: Vec<(&str, u64)> = c.params.clone();
+        let rate = c.metric("msgs_per_s").unwrap_or(f64::NAN);
+        let (size, cold) = (c.param("size"), c.param("cold") == Some(1));
+        let floor = match (size, cold) {
+            (Some(64), false) => Some(2e6),
+            (Some(64), true) => Some(1e6),
+            _ => None,
+        };
+        if let Some(floor) = floor {
+            line(
+                format!("catch-up {}: >= {:.0} M msgs/s", c.key(), floor / 1e6),
+                Some(rate >= floor),
+                format!("{:.2} M msgs/s", rate / 1e6),
+            );
+        }
+        if size == Some(1024) && cold {
+            let share = c.metric("payload_share_of_disk");
+            line(
+                format!(
+                    "catch-up {}: >= 50% of the disk's sequential read rate",
+                    c.key()
+                ),
+                share.map(|s| s >= 0.5),
+                share.map_or("-".into(), |s| format!("{:.0}%", s * 100.0)),
+            );
+        }
+        let vs = pair_ratio("catchup", "roomd", &p, "msgs_per_s");
+        line(
+            format!(
+                "catch-up {}: msgs/s >= 2x the JetStream ordered consumer",
+                c.key()
+            ),
+            vs.map(|r| r >= 2.0),
+            vs.map_or("-".into(), |r| format!("ratio {r:.2}")),
+        );
+        let subbed = c.metric("subbed_ms");
+        line(
+            format!("catch-up {}: subbed after a restart within 50 ms", c.key()),
+            subbed.map(|ms| ms <= 50.0),
+            subbed.map_or("-".into(), |ms| format!("{ms:.1} ms")),
         );
     }
     let idle = cells

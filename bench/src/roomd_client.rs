@@ -287,3 +287,377 @@ pub async fn idle(
     }
     ws.close().await;
 }
+
+/// Publishes `count` messages of `size` bytes into `room` from one connection, keeping up to
+/// `window` unacknowledged (below `limits.requests_in_flight`); payload counters run 0..count
+/// from publisher 0, so a replay can check order and completeness. Returns the acks.
+pub async fn fill(
+    target: &Target,
+    room: &str,
+    count: u64,
+    size: usize,
+    window: u64,
+) -> Result<u64, BenchError> {
+    let Ws {
+        mut reader,
+        mut writer,
+    } = open(target, ws::source(0)).await?;
+    let mut payload = vec![0u8; size.max(track::HEADER)];
+    let mut frame = Vec::with_capacity(size + 64);
+    let (mut sent, mut acked) = (0u64, 0u64);
+    while acked < count {
+        while sent < count && sent - acked < window {
+            track::stamp(&mut payload, clock::now_ns(), 0, sent as u32);
+            encode_pub(&mut frame, (sent as u32).wrapping_add(2), room, &payload);
+            writer.feed(&frame);
+            sent += 1;
+        }
+        writer.flush().await?;
+        let frame = tokio::time::timeout(SETUP_TIMEOUT, reader.next())
+            .await
+            .map_err(|_| BenchError::Timeout("roomd fill acks"))??;
+        match frame {
+            Frame::Data(b) => match scan(b).map(|s| s.t) {
+                Some(b"ack") => acked += 1,
+                Some(b"err") => return Err(proto("a fill publish was refused")),
+                _ => {}
+            },
+            Frame::Close(code) => return Err(proto(format!("closed by roomd: {code:?}"))),
+        }
+    }
+    writer.close().await;
+    Ok(acked)
+}
+
+/// What a resuming subscriber saw.
+#[derive(Debug, Clone, Copy)]
+pub struct Replayed {
+    /// From sending `sub` to its answer (`subbed` for roomd, the consumer's creation for NATS).
+    pub subbed: Duration,
+    /// From sending `sub` to the last message of the history.
+    pub done: Duration,
+    pub received: u64,
+    /// Messages out of order or missing (payload counters not 0, 1, 2, ... in turn).
+    pub out_of_order: u64,
+}
+
+/// Subscribes to `room` with `since: 0` and reads until the message with seq `head` arrives.
+pub async fn replay(target: &Target, room: &str, head: u64) -> Result<Replayed, BenchError> {
+    let mut ws = open(target, ws::source(1)).await?;
+    let frame = ClientFrame::Sub {
+        id: 1,
+        room: room.to_string(),
+        since: Some(0),
+        state: None,
+        presence: None,
+        info: None,
+    };
+    let t0 = Instant::now();
+    ws.writer.send(&encode(&frame)).await?;
+    let mut subbed = None;
+    let (mut received, mut out_of_order) = (0u64, 0u64);
+    let read = async {
+        loop {
+            let last = match ws.reader.next().await? {
+                Frame::Data(b) => match scan(b) {
+                    Some(s) if s.t == b"msg" => {
+                        let k = s.data.and_then(track::read).map(|h| h.2);
+                        if k != Some(received as u32) {
+                            out_of_order += 1;
+                        }
+                        received += 1;
+                        s.seq == Some(head)
+                    }
+                    Some(s) if s.t == b"subbed" => {
+                        subbed = Some(t0.elapsed());
+                        false
+                    }
+                    Some(s) if s.t == b"err" => {
+                        return Err(proto(format!("sub refused: code {:?}", s.code)))
+                    }
+                    _ => false,
+                },
+                Frame::Close(code) => return Err(proto(format!("closed by roomd: {code:?}"))),
+            };
+            ws.answer_ping().await?;
+            if last {
+                return Ok(());
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(300), read)
+        .await
+        .map_err(|_| BenchError::Timeout("roomd replay"))??;
+    let done = t0.elapsed();
+    ws.close().await;
+    Ok(Replayed {
+        subbed: subbed.unwrap_or(done),
+        done,
+        received,
+        out_of_order,
+    })
+}
+
+/// A subscriber resuming with `since` while the room is written: sends `sub`, reads its
+/// `subbed` (whose `last` is the head when the replay started) and the replay, reports (on
+/// `live`) how long it took to receive that head, then keeps reading live messages until
+/// `stop`, as a client that caught up would. Its deliveries are not counted in the latency
+/// histograms, which are the live subscribers'.
+pub async fn resume_to_live(
+    target: Target,
+    src: Ipv4Addr,
+    room: String,
+    since: u64,
+    live: oneshot::Sender<Result<(Duration, u64), BenchError>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut ws = match open(&target, src).await {
+        Ok(ws) => ws,
+        Err(e) => return drop(live.send(Err(e))),
+    };
+    let frame = ClientFrame::Sub {
+        id: 1,
+        room,
+        since: Some(since),
+        state: None,
+        presence: None,
+        info: None,
+    };
+    let t0 = Instant::now();
+    if let Err(e) = ws.writer.send(&encode(&frame)).await {
+        return drop(live.send(Err(e)));
+    }
+    let mut head = None;
+    let mut live = Some(live);
+    loop {
+        let f = tokio::select! {
+            biased;
+            f = ws.reader.next() => f,
+            _ = stop.changed() => break,
+        };
+        let caught_up = match f {
+            Ok(Frame::Data(b)) => match scan(b) {
+                Some(s) if s.t == b"subbed" => {
+                    head = roomd_protocol::decode_server(b).ok().and_then(|f| match f {
+                        ServerFrame::Subbed { last, .. } => Some(last),
+                        _ => None,
+                    });
+                    head.is_some_and(|h| h <= since)
+                }
+                Some(s) if s.t == b"msg" => head.is_some_and(|h| s.seq.unwrap_or(0) >= h),
+                Some(s) if s.t == b"err" => {
+                    let e = proto(format!("sub refused: code {:?}", s.code));
+                    if let Some(tx) = live.take() {
+                        let _ = tx.send(Err(e));
+                    }
+                    break;
+                }
+                _ => false,
+            },
+            Ok(Frame::Close(code)) => {
+                if let Some(tx) = live.take() {
+                    let _ = tx.send(Err(proto(format!("closed by roomd: {code:?}"))));
+                }
+                break;
+            }
+            Err(e) => {
+                if let Some(tx) = live.take() {
+                    let _ = tx.send(Err(e));
+                }
+                break;
+            }
+        };
+        if caught_up {
+            if let Some(tx) = live.take() {
+                let behind = head.unwrap_or(0).saturating_sub(since);
+                let _ = tx.send(Ok((t0.elapsed(), behind)));
+            }
+        }
+        if ws.answer_ping().await.is_err() {
+            break;
+        }
+    }
+    ws.close().await;
+}
+
+/// A restart-storm subscriber (see [`crate::storm`]): subscribes, reports ready, and from then
+/// on resumes with `since` after every disconnect, with the SDK's backoff between attempts.
+pub async fn storm_subscriber(
+    args: crate::storm::SubSetup,
+    mut backoff: crate::storm::Backoff,
+) -> crate::storm::SubReport {
+    let (target, src, room_idx, room, mut marks, ready) = args;
+    let mut r = crate::storm::SubReport::default();
+    let mut ready = Some(ready);
+    let mut last_seq: Option<u64> = None;
+    loop {
+        let attempt = async {
+            let mut ws = open(&target, src).await?;
+            subscribe(&mut ws, &room, last_seq).await?;
+            Ok::<Ws, BenchError>(ws)
+        };
+        let got = tokio::select! {
+            got = attempt => got,
+            _ = marks.stop.changed() => break,
+        };
+        let mut ws = match got {
+            Ok(ws) => ws,
+            Err(e) => {
+                if let Some(tx) = ready.take() {
+                    let _ = tx.send(Err(e));
+                    return r;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff.next_delay()) => continue,
+                    _ = marks.stop.changed() => break,
+                }
+            }
+        };
+        backoff.reset();
+        last_seq = Some(last_seq.unwrap_or(0));
+        match ready.take() {
+            Some(tx) => drop(tx.send(Ok(()))),
+            None if *marks.restarted.borrow() && r.resubbed.is_none() => {
+                r.resubbed = Some(Instant::now());
+            }
+            None => {}
+        }
+        loop {
+            let f = tokio::select! {
+                biased;
+                f = ws.reader.next() => f,
+                _ = marks.stop.changed() => {
+                    ws.close().await;
+                    return r;
+                }
+            };
+            match f {
+                Ok(Frame::Data(b)) => {
+                    if let Some(s) = scan(b).filter(|s| s.t == b"msg") {
+                        let seq = s.seq.unwrap_or(0);
+                        if let Some((_, _, k)) = s.data.and_then(track::read) {
+                            if u64::from(k) + 1 != seq {
+                                r.misplaced += 1;
+                            }
+                            r.on_counter(u64::from(k));
+                        }
+                        last_seq = last_seq.max(Some(seq));
+                        let targets = marks.targets.borrow().clone();
+                        r.check_caught_up(room_idx, &targets);
+                    }
+                }
+                _ => break,
+            }
+            if ws.answer_ping().await.is_err() {
+                break;
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
+            _ = marks.stop.changed() => break,
+        }
+    }
+    r
+}
+
+/// The restart-storm publisher: `s.rate` publishes a second round the rooms, each with a `mid`;
+/// after a disconnect it reconnects with backoff and resends every unacknowledged publish with
+/// its `mid`. Records each room's highest acknowledged seq in `heads`. After `stop` it publishes
+/// nothing more and waits (at most 10 s) for its acks.
+pub async fn storm_publisher(
+    target: Target,
+    s: crate::storm::Storm,
+    heads: Arc<crate::storm::Heads>,
+    mut stop: watch::Receiver<bool>,
+    mut backoff: crate::storm::Backoff,
+) -> Result<crate::storm::PubReport, BenchError> {
+    use std::collections::BTreeMap;
+    let rooms: Vec<String> = (0..s.rooms)
+        .map(|r| crate::storm::room_name(crate::servers::Broker::Roomd, r))
+        .collect();
+    let mut counters = vec![0u64; rooms.len()];
+    let mut pending: BTreeMap<u32, (u32, u64)> = BTreeMap::new();
+    let mut rep = crate::storm::PubReport::default();
+    let mut next_id: u32 = 2;
+    let mut payload = vec![0u8; 64];
+    let mut frame = Vec::with_capacity(160);
+    let encode_one = |frame: &mut Vec<u8>, payload: &mut Vec<u8>, id: u32, room: u32, k: u64| {
+        track::stamp(payload, clock::now_ns(), room, k as u32);
+        let mid = format!("{room}-{k}");
+        crate::mpack::encode_pub_mid(frame, id, &rooms[room as usize], payload, &mid);
+    };
+    let start = Instant::now();
+    let mut stopping: Option<Instant> = None;
+    let src = ws::source(s.conns);
+    loop {
+        let Ok(mut ws) = open(&target, src).await else {
+            if stopping.is_some_and(|t| t.elapsed() > Duration::from_secs(10)) {
+                break;
+            }
+            tokio::time::sleep(backoff.next_delay()).await;
+            continue;
+        };
+        backoff.reset();
+        for (&id, &(room, k)) in &pending {
+            encode_one(&mut frame, &mut payload, id, room, k);
+            ws.writer.feed(&frame);
+            rep.resent += 1;
+        }
+        if ws.writer.flush().await.is_err() {
+            continue;
+        }
+        loop {
+            if stopping.is_some() && pending.is_empty() {
+                ws.writer.close().await;
+                rep.unacked = 0;
+                return Ok(rep);
+            }
+            if stopping.is_some_and(|t| t.elapsed() > Duration::from_secs(10)) {
+                rep.unacked = pending.len() as u64;
+                return Ok(rep);
+            }
+            let due = start + Duration::from_secs_f64(rep.sent as f64 / s.rate);
+            let publish_now = tokio::select! {
+                biased;
+                f = ws.reader.next() => match f {
+                    Ok(Frame::Data(b)) => {
+                        if let Some(a) = scan(b).filter(|a| a.t == b"ack") {
+                            let id = a.id.unwrap_or(0) as u32;
+                            if let Some((room, _)) = pending.remove(&id) {
+                                heads.published[room as usize]
+                                    .fetch_max(a.seq.unwrap_or(0), Ordering::AcqRel);
+                            }
+                        }
+                        false
+                    }
+                    _ => break,
+                },
+                _ = stop.changed(), if stopping.is_none() => {
+                    stopping = Some(Instant::now());
+                    false
+                }
+                _ = tokio::time::sleep_until(due.into()), if stopping.is_none() => true,
+                _ = tokio::time::sleep(Duration::from_millis(100)), if stopping.is_some() => false,
+            };
+            if publish_now {
+                let room = (rep.sent % u64::from(s.rooms)) as u32;
+                let k = counters[room as usize];
+                counters[room as usize] += 1;
+                let id = next_id;
+                next_id = next_id.wrapping_add(1).max(2);
+                pending.insert(id, (room, k));
+                rep.sent += 1;
+                encode_one(&mut frame, &mut payload, id, room, k);
+                if ws.writer.send(&frame).await.is_err() {
+                    break;
+                }
+            }
+            if ws.answer_ping().await.is_err() {
+                break;
+            }
+        }
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
+    rep.unacked = pending.len() as u64;
+    Ok(rep)
+}

@@ -97,6 +97,67 @@ impl Server {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 
+    /// Stops the server (SIGTERM: a graceful stop) and starts it again on the same data, on
+    /// new ports.
+    pub fn restart(
+        mut self,
+        bins: &Binaries,
+        durability: Durability,
+    ) -> Result<Server, BenchError> {
+        stop_child(&mut self.child, self.pid, self.broker.name());
+        let dir = std::mem::take(&mut self.dir);
+        match self.broker {
+            Broker::Roomd => start_roomd(bins, durability, dir, ""),
+            Broker::Nats => start_nats(&bins.nats, dir),
+        }
+    }
+
+    /// Stops the server (`kill -9` if `kill`, else SIGTERM) and starts it again on the same
+    /// data and the same WebSocket port, so clients reconnect to the address they had.
+    pub fn restart_same_port(
+        mut self,
+        bins: &Binaries,
+        durability: Durability,
+        kill: bool,
+    ) -> Result<Server, BenchError> {
+        if kill {
+            signal_group(self.pid, "KILL");
+            let _ = self.child.wait();
+        } else {
+            stop_child(&mut self.child, self.pid, self.broker.name());
+        }
+        let dir = std::mem::take(&mut self.dir);
+        let port = self.ws_addr.port();
+        match self.broker {
+            Broker::Roomd => {
+                start_roomd_on(bins, durability, dir, "", &format!("127.0.0.1:{port}"))
+            }
+            Broker::Nats => start_nats_on(&bins.nats, dir, Some(port)),
+        }
+    }
+
+    /// The files holding the server's data (roomd's `data/`, nats-server's `jetstream/`).
+    pub fn data_files(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let mut dirs = vec![self.dir.join(match self.broker {
+            Broker::Roomd => "data",
+            Broker::Nats => "jetstream",
+        })];
+        while let Some(d) = dirs.pop() {
+            let Ok(rd) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                match e.file_type() {
+                    Ok(t) if t.is_dir() => dirs.push(e.path()),
+                    Ok(t) if t.is_file() => out.push(e.path()),
+                    _ => {}
+                }
+            }
+        }
+        out
+    }
+
     /// The tail of the server's log, for error messages.
     pub fn log_tail(&self) -> String {
         log_tail(&self.dir)
@@ -178,6 +239,16 @@ fn start_roomd(
     dir: PathBuf,
     cluster_toml: &str,
 ) -> Result<Server, BenchError> {
+    start_roomd_on(bins, durability, dir, cluster_toml, "127.0.0.1:0")
+}
+
+fn start_roomd_on(
+    bins: &Binaries,
+    durability: Durability,
+    dir: PathBuf,
+    cluster_toml: &str,
+    listen: &str,
+) -> Result<Server, BenchError> {
     let bin = &bins.roomd;
     if !bin.exists() {
         return Err(BenchError::Setup(format!(
@@ -203,7 +274,7 @@ fn start_roomd(
     let mut child = cmd
         .arg("--config")
         .arg(&config)
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .args(["--listen", listen, "--data-dir"])
         .arg(&data)
         .env("RUST_LOG", "warn")
         .process_group(0)
@@ -257,8 +328,15 @@ pub fn free_port() -> Result<u16, BenchError> {
 }
 
 fn start_nats(bin: &Path, dir: PathBuf) -> Result<Server, BenchError> {
+    start_nats_on(bin, dir, None)
+}
+
+fn start_nats_on(bin: &Path, dir: PathBuf, ws_port: Option<u16>) -> Result<Server, BenchError> {
     let client_port = free_port()?;
-    let ws_port = free_port()?;
+    let ws_port = match ws_port {
+        Some(p) => p,
+        None => free_port()?,
+    };
     let store = dir.join("jetstream");
     let conf = NATS_CONF
         .replace("{{CLIENT_PORT}}", &client_port.to_string())

@@ -537,21 +537,19 @@ impl Cluster {
         from: u64,
         limit: usize,
         max_bytes: usize,
-    ) -> Result<Vec<(u64, Bytes)>, StoreError> {
+    ) -> Result<crate::wire::Page, StoreError> {
         let Range { first, recs, .. } = self.range(room, from, u64::MAX, limit, false, 0).await?;
-        let mut out = Vec::with_capacity(recs.len());
-        let mut bytes = 0;
+        let mut page = crate::wire::PageFrames::with_capacity(recs.len());
         for (seq, rec) in (first..).zip(&recs) {
             let Some(r) = record::decode_log(rec) else {
                 continue;
             };
-            if !out.is_empty() && bytes + r.frame.len() > max_bytes {
+            if !page.is_empty() && page.payload_bytes() + r.frame.len() > max_bytes {
                 break;
             }
-            bytes += r.frame.len();
-            out.push((seq, crate::wire::wrap(r.frame)));
+            page.push(seq, r.frame);
         }
-        Ok(out)
+        Ok(page.finish())
     }
 
     /// One entry as a WebSocket frame, if stored.

@@ -41,13 +41,16 @@ pub(crate) struct RoomLimits {
     /// At most this many `mid`s are remembered per room.
     pub dedup_max: usize,
     pub keys_per_room: usize,
-    /// Entries per replay page, and the most a subscriber catches up on from the cache.
+    /// The most a subscriber catches up on from the cache, and the least a replay page holds
+    /// ([`RoomLimits::replay_page`]).
     pub page: usize,
     /// The largest frame a client reads (`limits.frame`): no reply is larger (`subbed`, `snap`
     /// and `who` are split to fit), and a replay page holds at most this many bytes.
     pub frame_bytes: usize,
     /// A subscriber's outbox bound: a catch-up from the cache takes at most half of it.
     pub outbox_max_bytes: usize,
+    /// A subscriber's outbox bound in frames: a replay page is a quarter of it.
+    pub outbox_max_frames: usize,
     /// Presence a room holds, in bytes (`rooms.presence_bytes`).
     pub presence_bytes: usize,
     /// The configuration, for what differs per room: its namespace's retention and
@@ -103,9 +106,18 @@ impl RoomLimits {
             page: config.limits.page,
             frame_bytes: config.websocket.max_frame_bytes,
             outbox_max_bytes: config.outbox.max_bytes,
+            outbox_max_frames: config.outbox.max_frames,
             presence_bytes: config.rooms.presence_bytes,
             config: Arc::new(config.clone()),
         }
+    }
+
+    /// Entries per replay page: a quarter of the outbox (half of it is for replay, so the
+    /// next page can be read while this one is written), and at least `limits.page`: each page
+    /// costs a read transaction and hand-offs between threads, which pages of 256 paid every
+    /// 256 messages of a catch-up (#19).
+    pub(crate) fn replay_page(&self) -> usize {
+        (self.outbox_max_frames / 4).max(self.page)
     }
 
     /// What applies to `room` alone, from its namespace: read once when the room loads.

@@ -235,7 +235,7 @@ pub(crate) enum Command {
     ReplayPage {
         conn: Arc<str>,
         token: u64,
-        frames: Vec<(u64, Bytes)>,
+        frames: crate::wire::Page,
         next: oneshot::Sender<Option<u64>>,
     },
     /// A subscriber's snapshot task queued the last `snap` frame: replay from the snapshot's

@@ -1,8 +1,9 @@
 //! Pages a subscriber through history from disk, then hands it to the room for the live switch.
 //!
-//! The task reads a page, waits until the subscriber's outbox is at most half full, and gives
-//! the page to the room task, which queues it and decides (under single ownership, so no entry
-//! can slip between) whether the subscriber is now live or needs another page.
+//! The task waits until the subscriber's outbox has room for a page in the half left to
+//! replay, reads the page, and gives it to the room task, which queues it (as one item: the
+//! page's frames are back to back in one buffer) and decides (under single ownership, so no
+//! entry can slip between) whether the subscriber is now live or needs another page.
 
 use std::sync::Arc;
 
@@ -31,7 +32,9 @@ impl Replay {
     pub(crate) async fn run(self) {
         let mut from = self.from;
         loop {
-            if !self.outbox.wait_half_empty().await {
+            // The page's frames: its MessagePack bytes and a WebSocket header each.
+            let room = self.page_bytes + self.page * crate::wire::MAX_HEADER;
+            if !self.outbox.wait_replay_room(room).await {
                 return;
             }
             let read = self

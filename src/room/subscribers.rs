@@ -18,7 +18,7 @@ use super::model::{Room, Sub};
 use super::replay::Replay;
 use super::snapshot::{Present, Snapshot};
 use crate::peer::{Peer, ReplyError};
-use crate::wire;
+use crate::wire::{self, Page};
 
 impl Room {
     pub(super) fn subscribe(
@@ -271,26 +271,21 @@ impl Room {
             token: sub.token,
             outbox: sub.peer.outbox.clone(),
             from: sub.next,
-            page: self.env.limits.page,
+            page: self.env.limits.replay_page(),
             page_bytes: self.env.limits.frame_bytes,
         };
         self.env.background.spawn(replay.run());
     }
 
     /// Queues one replayed page; returns where the replay continues, or `None` once live.
-    pub(super) fn replay_page(
-        &mut self,
-        conn: &Arc<str>,
-        token: u64,
-        frames: Vec<(u64, Bytes)>,
-    ) -> Option<u64> {
+    pub(super) fn replay_page(&mut self, conn: &Arc<str>, token: u64, frames: Page) -> Option<u64> {
         let head = self.head;
         let sub = self
             .subs
             .get_mut(conn)
             .filter(|s| s.token == token && !s.live)?;
         let read_any = !frames.is_empty();
-        let n = queue_page(sub, frames, head);
+        let n = queue_page(sub, &frames, head);
         crate::metrics::delivered(n, 0);
         if sub.peer.outbox.is_closed() {
             self.remove_sub(conn);
@@ -445,22 +440,20 @@ impl Room {
     }
 }
 
-/// Queues a page's entries from `sub.next` up to `head` while the outbox has room for replay;
-/// returns how many. Entries past the head are committed but not yet broadcast: they come live.
-fn queue_page(sub: &mut Sub, frames: Vec<(u64, Bytes)>, head: u64) -> usize {
-    let mut n = 0;
-    for (seq, frame) in frames {
-        if seq < sub.next || seq > head {
-            continue;
+/// Queues a page's entries from `sub.next` up to `head` as one item if the outbox has room for
+/// replay; returns how many. Entries past the head are committed but not yet broadcast: they
+/// come live.
+fn queue_page(sub: &mut Sub, page: &Page, head: u64) -> usize {
+    let Some((frames, n, last)) = page.span(sub.next, head) else {
+        return 0;
+    };
+    match sub.peer.outbox.push_replay(&frames) {
+        Ok(true) => {
+            sub.next = last + 1;
+            n
         }
-        match sub.peer.outbox.push_replay(&frame) {
-            Ok(true) => {
-                sub.next = seq + 1;
-                n += 1;
-            }
-            // The outbox is half full: the rest of this page is read again later.
-            Ok(false) | Err(_) => break,
-        }
+        // No room now: the page is read again once the outbox drains. Closed: the caller
+        // removes the subscriber.
+        Ok(false) | Err(_) => 0,
     }
-    n
 }

@@ -269,7 +269,7 @@ async fn publishes_and_mutations_pending_together_form_one_write_in_order() {
             .await
             .unwrap()
             .unwrap();
-    let stored: Vec<u64> = stored.iter().map(|(seq, _)| *seq).collect();
+    let stored: Vec<u64> = stored.frames().iter().map(|(seq, _)| *seq).collect();
     assert_eq!(stored, [1, 2, 3, 4]);
 
     // The next batch continues the numbering.
@@ -307,6 +307,8 @@ async fn nothing_to_write_forms_no_batch() {
 async fn a_resuming_subscriber_gets_pages_then_live_frames_with_no_gap_and_no_duplicate() {
     let mut f = Fixture::new(RoomLimits {
         page: 3,
+        // A replay page is a quarter of the outbox: 3 too.
+        outbox_max_frames: 12,
         cache_entries: 2,
         ..limits()
     })

@@ -141,26 +141,24 @@ impl Store {
         from: u64,
         limit: usize,
         max_bytes: usize,
-    ) -> Result<Vec<(u64, Bytes)>, StoreError> {
+    ) -> Result<crate::wire::Page, StoreError> {
         let txn = self.read_txn()?;
         let entries = txn.open_table(ENTRIES)?;
-        let mut out = Vec::with_capacity(limit.min(1024));
-        let mut bytes = 0;
+        let mut page = crate::wire::PageFrames::with_capacity(limit.min(4096));
         for entry in entries.range((room, from)..=(room, u64::MAX))? {
-            if out.len() == limit {
+            if page.len() == limit {
                 break;
             }
             let (k, v) = entry?;
             let Some(rec) = record::decode_log(v.value()) else {
                 continue;
             };
-            if !out.is_empty() && bytes + rec.frame.len() > max_bytes {
+            if !page.is_empty() && page.payload_bytes() + rec.frame.len() > max_bytes {
                 break;
             }
-            bytes += rec.frame.len();
-            out.push((k.value().1, crate::wire::wrap(rec.frame)));
+            page.push(k.value().1, rec.frame);
         }
-        Ok(out)
+        Ok(page.finish())
     }
 
     /// One entry of a room's log as a WebSocket frame, if it is stored (a message about to be

@@ -300,6 +300,7 @@ async fn recovery_applies_a_logged_redaction() {
         .await
         .unwrap()
         .unwrap();
+    let got = got.frames();
     let bodies: Vec<&[u8]> = got.iter().map(|(_, f)| crate::wire::payload(f)).collect();
     assert_eq!(
         bodies,
