@@ -170,7 +170,7 @@ fn full(ep: &Endpoint, ev: &Event) {
     // One line per event would flood the log exactly when an endpoint is down for long:
     // one per thousand drops, with the counter in /metrics for the exact figure.
     let n = ep.drops.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    if n % 1000 == 0 {
+    if n.is_multiple_of(1000) {
         tracing::warn!(
             endpoint = %ep.key,
             kind = ev.kind.as_str(),
