@@ -176,3 +176,79 @@ pub(crate) fn problems(hooks: &[WebhookConfig]) -> Vec<String> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The commented example in config/roomd.toml, uncommented, is a valid endpoint whose
+    /// bounds are the defaults: the file documents what the code does.
+    #[test]
+    fn the_documented_example_parses_with_the_defaults() {
+        let file = include_str!("../../config/roomd.toml");
+        let start = file.find("\n# [[webhooks]]\n").unwrap() + 1;
+        let example: String = file[start..]
+            .lines()
+            .take_while(|l| l.starts_with('#'))
+            .filter(|l| !l.starts_with("# #"))
+            .map(|l| format!("{}\n", l.trim_start_matches("# ")))
+            .collect();
+        #[derive(Deserialize)]
+        struct Doc {
+            webhooks: Vec<WebhookConfig>,
+        }
+        let doc: Doc = toml::from_str(&example).unwrap();
+        let (got, def) = (&doc.webhooks[0], WebhookConfig::default());
+        assert_eq!(got.timeout_ms, def.timeout_ms);
+        assert_eq!(
+            (got.batch_events, got.batch_bytes),
+            (def.batch_events, def.batch_bytes)
+        );
+        assert_eq!(
+            (got.retry_base_ms, got.retry_max_ms),
+            (def.retry_base_ms, def.retry_max_ms)
+        );
+        assert_eq!(
+            (got.outbox_events, got.outbox_bytes),
+            (def.outbox_events, def.outbox_bytes)
+        );
+        assert!(
+            problems(&doc.webhooks).is_empty(),
+            "{:?}",
+            problems(&doc.webhooks)
+        );
+    }
+
+    #[test]
+    fn bad_endpoints_are_named_in_the_problems() {
+        let bad = WebhookConfig {
+            url: "ftp://x".into(),
+            events: vec!["nope".into()],
+            retry_base_ms: 10,
+            retry_max_ms: 5,
+            ..WebhookConfig::default()
+        };
+        let p = problems(&[bad.clone(), bad]).join("; ");
+        for want in [
+            "webhooks[0].url",
+            "exactly one of secret",
+            "unknown event type \"nope\"",
+            "retry_max_ms",
+            "two endpoints named",
+        ] {
+            assert!(p.contains(want), "{want} not in {p}");
+        }
+    }
+
+    #[test]
+    fn namespaces_filter_messages_by_the_part_before_the_colon() {
+        let c = WebhookConfig {
+            namespaces: vec!["chat".into()],
+            ..WebhookConfig::default()
+        };
+        assert!(c.wants_room("chat:a"));
+        assert!(!c.wants_room("chatter:a"));
+        assert!(!c.wants_room("chat"));
+        assert!(WebhookConfig::default().wants_room("anything"));
+    }
+}

@@ -117,10 +117,25 @@ async fn delivered(ep: &Endpoint, store: &Store, page: &[(u64, Vec<u8>)], took: 
 /// Exponential from `retry_base_ms`, capped at `retry_max_ms`, with jitter: between half and
 /// all of it, so endpoints that failed together do not retry in lockstep.
 fn backoff(ep: &Endpoint, failures: u32) -> Duration {
-    let base = ep.config.retry_base_ms;
-    let full = base
-        .saturating_mul(1u64 << failures.saturating_sub(1).min(32))
-        .min(ep.config.retry_max_ms);
+    let full = ceiling(ep.config.retry_base_ms, ep.config.retry_max_ms, failures);
     let half = full / 2;
     Duration::from_millis(half + rand::random_range(0..=full - half))
+}
+
+/// The wait before retry number `failures` (from 1), before jitter, in ms.
+fn ceiling(base: u64, max: u64, failures: u32) -> u64 {
+    base.saturating_mul(1u64 << failures.saturating_sub(1).min(32))
+        .min(max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ceiling;
+
+    #[test]
+    fn backoff_doubles_from_the_base_up_to_the_cap() {
+        let waits: Vec<u64> = (1..=8).map(|n| ceiling(500, 60_000, n)).collect();
+        assert_eq!(waits, [500, 1000, 2000, 4000, 8000, 16_000, 32_000, 60_000]);
+        assert_eq!(ceiling(500, 60_000, u32::MAX), 60_000);
+    }
 }
