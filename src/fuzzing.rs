@@ -236,6 +236,7 @@ fn replies_to(body: &[u8], id: u32) -> bool {
         | ServerFrame::Join { .. }
         | ServerFrame::Leave { .. }
         | ServerFrame::Del { .. }
+        | ServerFrame::Signal { .. }
         // Ends a subscription on the server's initiative: no request asked for it.
         | ServerFrame::Unsubbed { .. }
         | ServerFrame::Expiring { .. }

@@ -221,6 +221,9 @@ fn check_config(file: &std::path::Path) -> ExitCode {
 }
 
 async fn run(config: Config) -> ExitCode {
+    // Before the server listens: a SIGHUP (a reload) or SIGTERM that comes as soon as the
+    // address is printed must find its handler, not the default action (exit).
+    let signals = Signals::install();
     let server = match Server::start(config).await {
         Ok(s) => s,
         Err(e) => {
@@ -230,31 +233,50 @@ async fn run(config: Config) -> ExitCode {
     };
     // The one line on stdout: scripts and tests read the bound address from it.
     println!("listening on {}://{}", server.scheme(), server.local_addr());
-    serve_signals(&server).await;
+    signals.serve(&server).await;
     tracing::info!("shutting down");
     server.shutdown().await;
     ExitCode::SUCCESS
 }
 
-/// Waits for SIGINT or SIGTERM (stop gracefully), reloading the TLS certificate on each SIGHUP
-/// meanwhile (so `systemctl reload roomd` after a renewal needs no restart).
-async fn serve_signals(server: &Server) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())
-        .map_err(|e| tracing::warn!(error = %e, "cannot handle SIGTERM; stop roomd with SIGINT"))
-        .ok();
-    let mut hup = signal(SignalKind::hangup())
-        .map_err(|e| tracing::warn!(error = %e, "cannot handle SIGHUP"))
-        .ok();
-    loop {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => return,
-            Some(()) = recv(&mut term) => return,
-            Some(()) = recv(&mut hup) => match server.reload_tls() {
-                Ok(()) => tracing::info!("SIGHUP: TLS certificate and key reloaded"),
-                Err(roomd::ServerError::NoTls) => tracing::info!("SIGHUP: no [tls] to reload"),
-                Err(e) => tracing::error!(error = %e, "SIGHUP: reload failed; the TLS files in use stay"),
-            },
+/// The signals roomd handles: SIGINT and SIGTERM stop it gracefully; SIGHUP reloads the TLS
+/// certificate (so `systemctl reload roomd` after a renewal needs no restart).
+struct Signals {
+    int: Option<tokio::signal::unix::Signal>,
+    term: Option<tokio::signal::unix::Signal>,
+    hup: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        Signals {
+            int: signal(SignalKind::interrupt())
+                .map_err(|e| tracing::warn!(error = %e, "cannot handle SIGINT"))
+                .ok(),
+            term: signal(SignalKind::terminate())
+                .map_err(
+                    |e| tracing::warn!(error = %e, "cannot handle SIGTERM; stop roomd with SIGINT"),
+                )
+                .ok(),
+            hup: signal(SignalKind::hangup())
+                .map_err(|e| tracing::warn!(error = %e, "cannot handle SIGHUP"))
+                .ok(),
+        }
+    }
+
+    /// Waits for SIGINT or SIGTERM, reloading the TLS certificate on each SIGHUP meanwhile.
+    async fn serve(mut self, server: &Server) {
+        loop {
+            tokio::select! {
+                Some(()) = recv(&mut self.int) => return,
+                Some(()) = recv(&mut self.term) => return,
+                Some(()) = recv(&mut self.hup) => match server.reload_tls() {
+                    Ok(()) => tracing::info!("SIGHUP: TLS certificate and key reloaded"),
+                    Err(roomd::ServerError::NoTls) => tracing::info!("SIGHUP: no [tls] to reload"),
+                    Err(e) => tracing::error!(error = %e, "SIGHUP: reload failed; the TLS files in use stay"),
+                },
+            }
         }
     }
 }

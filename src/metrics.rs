@@ -110,6 +110,7 @@ fn register_all() {
         "roomd_cluster_fence_trips_total",
         "roomd_cluster_pubsub_reconnects_total",
         "roomd_cluster_write_conflicts_total",
+        "roomd_cluster_signals_dropped_total",
     ] {
         counter!(name).increment(0);
     }
@@ -240,6 +241,11 @@ fn describe() {
         "roomd_cluster_write_conflicts_total",
         "cluster: room writes formed again because another node wrote to the room first"
     );
+    describe_counter!(
+        "roomd_cluster_signals_dropped_total",
+        "cluster: ephemeral messages not sent to the other nodes because this node's queue \
+         for them was full"
+    );
     describe_histogram!(
         "roomd_cluster_engine_seconds",
         Unit::Seconds,
@@ -270,6 +276,10 @@ pub(crate) fn cluster_fence_trip() {
 
 pub(crate) fn cluster_pubsub_reconnect() {
     counter!("roomd_cluster_pubsub_reconnects_total").increment(1);
+}
+
+pub(crate) fn cluster_signal_dropped() {
+    counter!("roomd_cluster_signals_dropped_total").increment(1);
 }
 
 pub(crate) fn cluster_write_conflict() {

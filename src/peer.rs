@@ -137,6 +137,7 @@ fn is_reply(frame: &ServerFrame) -> bool {
         | ServerFrame::Join { .. }
         | ServerFrame::Leave { .. }
         | ServerFrame::Del { .. }
+        | ServerFrame::Signal { .. }
         // Ends a subscription on the server's initiative: no request asked for it.
         | ServerFrame::Unsubbed { .. }
         | ServerFrame::Expiring { .. }

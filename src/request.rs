@@ -12,7 +12,7 @@ use crate::config::LimitsConfig;
 use crate::engine::Engine;
 use crate::error::ReplyError;
 use crate::peer::{LargeReply, Peer};
-use crate::room::{Command, Mutation};
+use crate::room::{Change, Command, Mutation};
 
 /// Builds the commands of one requester.
 pub(crate) struct Requests<'a> {
@@ -39,6 +39,16 @@ impl Requests<'_> {
                 data,
                 mid,
             } => (room, self.publish(id, data, mid)?),
+            ClientFrame::Signal { id, room, data, .. } => (room, self.signal(id, data)?),
+            ClientFrame::Edit {
+                id,
+                room,
+                target,
+                data,
+            } => (room, self.change(id, target, Change::Edit(data), true)?),
+            ClientFrame::Redact { id, room, target } => {
+                (room, self.change(id, target, Change::Delete, true)?)
+            }
             ClientFrame::Get { id, room, key } => (room, self.get(id, key)?),
             ClientFrame::List {
                 id,
@@ -127,6 +137,36 @@ impl Requests<'_> {
             data,
             mid,
             received: Instant::now(),
+        })
+    }
+
+    /// An ephemeral publish (SPEC.md 4.10): the same payload limit as a publish.
+    pub(crate) fn signal(&self, id: u32, data: Vec<u8>) -> Result<Command, ReplyError> {
+        self.check_publish(data.len(), None)?;
+        Ok(Command::Signal {
+            peer: self.peer.clone(),
+            id,
+            data,
+        })
+    }
+
+    /// Deleting or editing message `target` (SPEC.md 5.6, 5.8); `author_only` for a WebSocket
+    /// request, which may change only its own user's messages. An edit's payload has a
+    /// publish's limit.
+    pub(crate) fn change(
+        &self,
+        id: u32,
+        target: u64,
+        change: Change,
+        author_only: bool,
+    ) -> Result<Command, ReplyError> {
+        self.check_publish(change.payload_len(), None)?;
+        Ok(Command::Change {
+            peer: self.peer.clone(),
+            id,
+            target,
+            change,
+            author_only,
         })
     }
 

@@ -281,6 +281,12 @@ impl Session {
             other => req.command(other)?,
         };
         self.rate.admit_in(&room, cmd.cost())?;
+        if matches!(cmd, Command::Signal { .. }) && self.registry.sender(&room).is_none() {
+            // A room that is not loaded has no subscriber to deliver to: loading it from disk
+            // for nothing would make each signal to a new name cost a room load.
+            self.peer.send(&ServerFrame::Ok { id });
+            return Ok(None);
+        }
         self.route(id, room, cmd)
     }
 
@@ -384,7 +390,10 @@ fn needed(frame: &ClientFrame) -> (Allow, bool) {
             let caps = [Some(Sub), state, presence.then_some(Presence)];
             (Allow::of(caps.into_iter().flatten()), presence)
         }
-        ClientFrame::Pub { .. } => (Allow::of([Pub]), false),
+        ClientFrame::Pub { .. }
+        | ClientFrame::Signal { .. }
+        | ClientFrame::Edit { .. }
+        | ClientFrame::Redact { .. } => (Allow::of([Pub]), false),
         ClientFrame::Hist { .. } => (Allow::of([Hist]), false),
         ClientFrame::Get { .. } | ClientFrame::List { .. } => (Allow::of([StateRead]), false),
         ClientFrame::Put { .. }

@@ -1,5 +1,5 @@
 //! The bundled web apps, built from `sdk-js/` (`npm run bundle`) and embedded so the broker
-//! serves them offline: the chat at `/`, the counter at `/counter`.
+//! serves them offline: the chat at `/`, the counter at `/counter`, the board at `/board`.
 
 const HTML: &str = "text/html; charset=utf-8";
 const JS: &str = "text/javascript; charset=utf-8";
@@ -17,6 +17,10 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("/counter/", include_str!("ui/counter/index.html"), HTML),
     ("/counter/app.js", include_str!("ui/counter/app.js"), JS),
     ("/counter/app.css", include_str!("ui/counter/app.css"), CSS),
+    ("/board", include_str!("ui/board/index.html"), HTML),
+    ("/board/", include_str!("ui/board/index.html"), HTML),
+    ("/board/app.js", include_str!("ui/board/app.js"), JS),
+    ("/board/app.css", include_str!("ui/board/app.css"), CSS),
 ];
 
 /// What the chat needs to know before it connects (`/ui.json`): whether the server checks

@@ -800,3 +800,152 @@ async fn a_room_only_subscribed_to_leaves_nothing_in_redis_for_good() {
         "a write keeps it"
     );
 }
+
+/// The entries a subscriber from `since: 0` is sent, until `last`, as (seq, data, edited,
+/// deleted, edits) for messages and (seq, target) for `del`s as `edits`.
+async fn replayed(
+    c: &mut Client,
+    room: &str,
+    last: u64,
+) -> Vec<(u64, Vec<u8>, Option<u64>, Option<u64>, Option<u64>)> {
+    c.sub(room, Some(0)).await;
+    let mut out = Vec::new();
+    while out.len() < last as usize {
+        match c.event().await {
+            ServerFrame::Msg {
+                seq,
+                data,
+                edited,
+                deleted,
+                edits,
+                ..
+            } => out.push((seq, data, edited, deleted, edits)),
+            ServerFrame::Del { seq, target, .. } => {
+                out.push((seq, Vec::new(), None, None, Some(target)))
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn edits_deletions_and_signals_cross_nodes() {
+    let redis = Redis::start();
+    let n = nodes(&redis, 2);
+    let mut ada = Client::connect_query(&n[0], "user=ada").await;
+    let mut ada_too = Client::connect_query(&n[1], "user=ada").await;
+    let mut bob = Client::connect_query(&n[1], "user=bob").await;
+    for c in [&mut ada, &mut ada_too, &mut bob] {
+        c.sub("r", None).await;
+    }
+    for (i, text) in [&b"one"[..], b"two", b"three"].iter().enumerate() {
+        assert_eq!(ada.publish_seq("r", text).await, i as u64 + 1);
+    }
+    for _ in 0..3 {
+        bob.msg().await;
+        ada_too.msg().await;
+    }
+
+    // An edit through node 0 reaches node 1 live, and node 1's copy of the message is
+    // rewritten: a subscriber there replaying from its cache sees the new content.
+    let id = ada.id();
+    let edit = |id, data: &[u8]| ClientFrame::Edit {
+        id,
+        room: "r".into(),
+        target: 1,
+        data: data.to_vec(),
+    };
+    assert!(matches!(
+        ada.request(edit(id, b"one!")).await,
+        ServerFrame::Ack { seq: 4, .. }
+    ));
+    let id = ada.id();
+    assert!(matches!(
+        ada.request(edit(id, b"one!!")).await,
+        ServerFrame::Ack { seq: 5, .. }
+    ));
+    // Once node 1 has applied them (bob saw them live).
+    loop {
+        if let ServerFrame::Msg { seq: 5, .. } = bob.event().await {
+            break;
+        }
+    }
+    let mut late = Client::connect(&n[1]).await;
+    let seen = replayed(&mut late, "r", 5).await;
+    assert_eq!(seen[0], (1, b"one!!".to_vec(), Some(5), None, None));
+    assert_eq!(
+        seen[3],
+        (4, Vec::new(), None, Some(5), Some(1)),
+        "the superseded edit lost its content on node 1 too"
+    );
+    assert_eq!(seen[4], (5, b"one!!".to_vec(), None, None, Some(1)));
+
+    // The same message deleted through both nodes at once: one `del`, the other a duplicate.
+    let (ia, ib) = (ada.id(), ada_too.id());
+    let del = |id| ClientFrame::Redact {
+        id,
+        room: "r".into(),
+        target: 3,
+    };
+    let (ra, rb) = tokio::join!(ada.request(del(ia)), ada_too.request(del(ib)));
+    let (
+        ServerFrame::Ack {
+            seq: sa, dup: da, ..
+        },
+        ServerFrame::Ack {
+            seq: sb, dup: db, ..
+        },
+    ) = (&ra, &rb)
+    else {
+        panic!("{ra:?} {rb:?}");
+    };
+    assert_eq!(
+        (sa, [da, db].iter().filter(|d| d.is_some()).count()),
+        (sb, 1),
+        "{ra:?} {rb:?}"
+    );
+    let log = ada.history_all("r").await;
+    let dels: Vec<_> = log
+        .iter()
+        .filter(|f| matches!(f, ServerFrame::Del { target: 3, .. }))
+        .collect();
+    assert_eq!(dels.len(), 1, "{log:?}");
+    // Bob, not the author, may not edit it through either node.
+    let id = bob.id();
+    assert_eq!(err_code(&bob.request(edit(id, b"mine")).await), 423);
+
+    // An ephemeral message through node 0 reaches the live subscribers on node 1 (the
+    // sender's other connection too), and not its sender.
+    let id = ada.id();
+    let reply = ada
+        .request(ClientFrame::Signal {
+            id,
+            room: "r".into(),
+            data: b"typing".to_vec(),
+            ephemeral: true,
+        })
+        .await;
+    assert!(matches!(reply, ServerFrame::Ok { .. }), "{reply:?}");
+    for c in [&mut bob, &mut ada_too] {
+        loop {
+            match c.event().await {
+                ServerFrame::Signal { data, uid, .. } => {
+                    assert_eq!(
+                        (data.as_slice(), uid.as_deref()),
+                        (&b"typing"[..], Some("ada"))
+                    );
+                    break;
+                }
+                ServerFrame::Msg { .. } | ServerFrame::Del { .. } => {}
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    while let Some(f) = ada.try_event(Duration::from_millis(300)).await {
+        assert!(
+            !matches!(f, ServerFrame::Signal { .. }),
+            "the sender got its own signal"
+        );
+    }
+}

@@ -538,14 +538,18 @@ async fn requests_during_shutdown_get_503() {
 
 #[test]
 fn every_error_code_is_exercised_by_a_test() {
-    // 507 is covered by tests/disk_full.rs, 403 by tests/permissions.rs; the others above.
+    // 507 is covered by tests/disk_full.rs, 403 by tests/permissions.rs, 423 by
+    // tests/edits.rs; the others above.
     let here = include_str!("errors.rs");
     let disk = include_str!("disk_full.rs");
     let permissions = include_str!("permissions.rs");
+    let edits = include_str!("edits.rs");
     for code in ErrorCode::ALL {
         let n = code.as_u16().to_string();
         assert!(
-            here.contains(&n) || disk.contains(&n) || permissions.contains(&n),
+            [here, disk, permissions, edits]
+                .iter()
+                .any(|f| f.contains(&n)),
             "no test mentions error {n}"
         );
     }

@@ -79,9 +79,11 @@ async fn delivered_message_carries_room_time_and_publisher() {
             uid,
             data,
             deleted,
+            edited,
+            edits,
         } => {
             assert_eq!((room.as_str(), seq, data.as_slice()), ("r", 1, &b"hi"[..]));
-            assert_eq!(deleted, None);
+            assert_eq!((deleted, edited, edits), (None, None, None));
             assert_eq!(from, p.conn);
             assert_eq!(uid.as_deref(), Some("ada"));
             assert!(ts >= before && ts < before + 10_000);

@@ -175,6 +175,8 @@ mod tests {
             uid: Some("u".into()),
             data: vec![7; 300],
             deleted: None,
+            edited: None,
+            edits: None,
         };
         let bytes = encode(&frame);
         let s = scan(&bytes).unwrap();

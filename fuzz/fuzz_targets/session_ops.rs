@@ -84,6 +84,19 @@ enum Op {
         room: u8,
         len: u32,
     },
+    Signal {
+        room: u8,
+        data: Vec<u8>,
+    },
+    Edit {
+        room: u8,
+        target: u8,
+        data: Vec<u8>,
+    },
+    Redact {
+        room: u8,
+        target: u8,
+    },
     Hist {
         room: u8,
         after: Option<u64>,
@@ -173,6 +186,27 @@ fn frame(op: &Op, id: u32) -> Option<Vec<u8>> {
             room: room(*r),
             data: vec![1; (*len % (128 * 1024)) as usize],
             mid: None,
+        },
+        Op::Signal { room: r, data } => ClientFrame::Signal {
+            id,
+            room: room(*r),
+            data: data.clone(),
+            ephemeral: true,
+        },
+        Op::Edit {
+            room: r,
+            target,
+            data,
+        } => ClientFrame::Edit {
+            id,
+            room: room(*r),
+            target: u64::from(*target),
+            data: data.clone(),
+        },
+        Op::Redact { room: r, target } => ClientFrame::Redact {
+            id,
+            room: room(*r),
+            target: u64::from(*target),
         },
         Op::Hist {
             room: r,

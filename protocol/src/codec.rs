@@ -160,11 +160,35 @@ pub fn decode_client(bytes: &[u8]) -> Result<ClientFrame, DecodeError> {
             id: id()?,
             room: r.req(F_ROOM, string)?,
         },
-        "pub" => ClientFrame::Pub {
+        "pub" => match (r.opt(F_EPHEMERAL, boolean)?, r.opt(F_MID, string)?) {
+            (Some(true), Some(_)) => {
+                return Err(bad(
+                    "`mid` is for stored publishes; an ephemeral one is never de-duplicated".into(),
+                ))
+            }
+            (Some(true), None) => ClientFrame::Signal {
+                id: id()?,
+                room: r.req(F_ROOM, string)?,
+                data: r.req(F_DATA, bin)?,
+                ephemeral: true,
+            },
+            (_, mid) => ClientFrame::Pub {
+                id: id()?,
+                room: r.req(F_ROOM, string)?,
+                data: r.req(F_DATA, bin)?,
+                mid,
+            },
+        },
+        "edit" => ClientFrame::Edit {
             id: id()?,
             room: r.req(F_ROOM, string)?,
+            target: r.req(F_TARGET, uint)?,
             data: r.req(F_DATA, bin)?,
-            mid: r.opt(F_MID, string)?,
+        },
+        "redact" => ClientFrame::Redact {
+            id: id()?,
+            room: r.req(F_ROOM, string)?,
+            target: r.req(F_TARGET, uint)?,
         },
         "hist" => ClientFrame::Hist {
             id: id()?,
@@ -234,9 +258,27 @@ pub fn decode_client(bytes: &[u8]) -> Result<ClientFrame, DecodeError> {
 }
 
 /// The fields any request kind reads, by name; the index is the field's slot.
-const FIELDS: [&str; 18] = [
-    "t", "id", "room", "since", "state", "presence", "info", "data", "mid", "after", "before",
-    "limit", "prefix", "key", "value", "ver", "by", "token",
+const FIELDS: [&str; 20] = [
+    "t",
+    "id",
+    "room",
+    "since",
+    "state",
+    "presence",
+    "info",
+    "data",
+    "mid",
+    "after",
+    "before",
+    "limit",
+    "prefix",
+    "key",
+    "value",
+    "ver",
+    "by",
+    "token",
+    "ephemeral",
+    "target",
 ];
 const F_T: usize = 0;
 const F_ID: usize = 1;
@@ -256,6 +298,8 @@ const F_VALUE: usize = 14;
 const F_VER: usize = 15;
 const F_BY: usize = 16;
 const F_TOKEN: usize = 17;
+const F_EPHEMERAL: usize = 18;
+const F_TARGET: usize = 19;
 
 /// Each known field's encoded value, and a bit per known field that appeared more than once
 /// (refused only if the request kind reads that field).
@@ -624,6 +668,8 @@ mod tests {
             uid: None,
             data: vec![1, 2],
             deleted: None,
+            edited: None,
+            edits: None,
         };
         let typed = encode(&ServerFrame::Hist {
             id: 300,

@@ -54,6 +54,7 @@ error_codes! {
     TooLarge = 413, "too_large", false;
     BadRoom = 414, "bad_room", false;
     NotInteger = 422, "not_integer", false;
+    NotAuthor = 423, "not_author", false;
     Limit = 429, "limit", false;
     Unavailable = 503, "unavailable", true;
     Storage = 507, "storage", true;

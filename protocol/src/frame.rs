@@ -34,6 +34,30 @@ pub enum ClientFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         mid: Option<String>,
     },
+    /// A `pub` with `ephemeral: true` (SPEC.md 4.10): delivered live to the room's other
+    /// subscribers as `signal`, never stored and given no seq. `ephemeral` is always `true`
+    /// here; a `pub` without it (or with `false`) is [`ClientFrame::Pub`]. Only the strict
+    /// decoder ([`crate::decode_client`]) reads it; serde reads every `pub` as `Pub`.
+    #[serde(rename = "pub", skip_deserializing)]
+    Signal {
+        id: u32,
+        room: String,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+        ephemeral: bool,
+    },
+    /// Replace the content of the message `target` (SPEC.md 5.8): only its author may.
+    #[serde(rename = "edit")]
+    Edit {
+        id: u32,
+        room: String,
+        target: u64,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// Delete the message `target` (SPEC.md 5.6): only its author may.
+    #[serde(rename = "redact")]
+    Redact { id: u32, room: String, target: u64 },
     #[serde(rename = "hist")]
     Hist {
         id: u32,
@@ -94,9 +118,9 @@ pub enum ClientFrame {
 
 impl ClientFrame {
     /// The request kinds, as they appear in `t`.
-    pub const KINDS: [&'static str; 13] = [
+    pub const KINDS: [&'static str; 15] = [
         "sub", "unsub", "pub", "hist", "get", "list", "put", "del", "cas", "incr", "who", "ping",
-        "auth",
+        "auth", "edit", "redact",
     ];
 
     pub fn id(&self) -> u32 {
@@ -104,6 +128,9 @@ impl ClientFrame {
             ClientFrame::Sub { id, .. }
             | ClientFrame::Unsub { id, .. }
             | ClientFrame::Pub { id, .. }
+            | ClientFrame::Signal { id, .. }
+            | ClientFrame::Edit { id, .. }
+            | ClientFrame::Redact { id, .. }
             | ClientFrame::Hist { id, .. }
             | ClientFrame::Get { id, .. }
             | ClientFrame::List { id, .. }
@@ -123,6 +150,9 @@ impl ClientFrame {
             ClientFrame::Sub { room, .. }
             | ClientFrame::Unsub { room, .. }
             | ClientFrame::Pub { room, .. }
+            | ClientFrame::Signal { room, .. }
+            | ClientFrame::Edit { room, .. }
+            | ClientFrame::Redact { room, .. }
             | ClientFrame::Hist { room, .. }
             | ClientFrame::Get { room, .. }
             | ClientFrame::List { room, .. }
@@ -299,6 +329,25 @@ pub enum ServerFrame {
         /// `data` is empty and the payload is gone from the server.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         deleted: Option<u64>,
+        /// The message was edited; this is the seq of its latest edit (SPEC.md 5.8), and
+        /// `data` is the edited content.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        edited: Option<u64>,
+        /// This entry is an edit of the message with this seq (SPEC.md 5.8): `data` is that
+        /// message's new content.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        edits: Option<u64>,
+    },
+    /// An ephemeral publish (SPEC.md 5.9): no seq, never stored or replayed.
+    #[serde(rename = "signal")]
+    Signal {
+        room: String,
+        ts: u64,
+        from: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        uid: Option<String>,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
     },
     /// A log entry that deleted the message `target` (SPEC.md 5.6). It has its own seq, so a
     /// room's seqs stay dense; the message itself is kept as a stub with `deleted: seq`.

@@ -167,6 +167,25 @@ fn client_frame() -> impl Strategy<Value = ClientFrame> {
         (id(), room()).prop_map(|(id, room)| ClientFrame::Who { id, room }),
         id().prop_map(|id| ClientFrame::Ping { id }),
         (id(), text()).prop_map(|(id, token)| ClientFrame::Auth { id, token }),
+        (id(), room(), bytes()).prop_map(|(id, room, data)| ClientFrame::Signal {
+            id,
+            room,
+            data,
+            ephemeral: true,
+        }),
+        (id(), room(), any::<u64>(), bytes()).prop_map(|(id, room, target, data)| {
+            ClientFrame::Edit {
+                id,
+                room,
+                target,
+                data,
+            }
+        }),
+        (id(), room(), any::<u64>()).prop_map(|(id, room, target)| ClientFrame::Redact {
+            id,
+            room,
+            target
+        }),
     ]
 }
 
@@ -180,17 +199,20 @@ fn event() -> impl Strategy<Value = ServerFrame> {
             text(),
             option::of(text()),
             bytes(),
-            option::of(any::<u64>())
+            option::of(any::<u64>()),
+            (option::of(any::<u64>()), option::of(any::<u64>()))
         )
             .prop_map(
-                |(room, seq, ts, from, uid, data, deleted)| ServerFrame::Msg {
+                |(room, seq, ts, from, uid, data, deleted, (edited, edits))| ServerFrame::Msg {
                     room,
                     seq,
                     ts,
                     from,
                     uid,
                     data,
-                    deleted
+                    deleted,
+                    edited,
+                    edits
                 }
             ),
         (
@@ -355,6 +377,15 @@ fn server_frame() -> impl Strategy<Value = ServerFrame> {
             user
         }),
         room().prop_map(|room| ServerFrame::Unsubbed { room }),
+        (room(), any::<u64>(), text(), option::of(text()), bytes()).prop_map(
+            |(room, ts, from, uid, data)| ServerFrame::Signal {
+                room,
+                ts,
+                from,
+                uid,
+                data
+            }
+        ),
     ]
 }
 

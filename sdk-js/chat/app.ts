@@ -230,7 +230,10 @@ ui.text.addEventListener("keydown", (e) => {
     ui.composer.requestSubmit();
   }
 });
-ui.text.addEventListener("input", autosize);
+ui.text.addEventListener("input", () => {
+  autosize();
+  current?.typed(ui.text.value.trim() === "");
+});
 
 ui.log.addEventListener("scroll", () => {
   if (current === undefined) return;

@@ -9,6 +9,7 @@ import {
   TooLargeError,
   type Client,
   type Deletion,
+  type Edit,
   type LogEntry,
   type Member,
   type Message,
@@ -16,7 +17,9 @@ import {
   type Subscription,
 } from "../src/index.js";
 import { composerEnabled, refusal, showNotice, toast, ui } from "./dom.js";
+import { addActions, markEdited, removeActions } from "./edits.js";
 import { identity, Presence } from "./presence.js";
+import { Typing } from "./typing.js";
 import { avatar, DELETED_TEXT, h, labelSpan, markDeleted, messageRow, regroup, seqOf, systemRow } from "./view.js";
 
 /** Messages per history page. */
@@ -34,7 +37,7 @@ export interface ChatPayload {
  * A JSON object's text starts with `{`, which MessagePack reads as one small integer followed
  * by more bytes, so the two cannot be mistaken for each other.
  */
-function payloadOf(m: Message): unknown {
+function payloadOf(m: Message | Edit): unknown {
   try {
     return m.json<unknown>();
   } catch {
@@ -45,6 +48,24 @@ function payloadOf(m: Message): unknown {
   } catch {
     return undefined;
   }
+}
+
+/** An edit's new text: the chat's JSON payload's, else the payload as text. */
+function editedText(e: Edit): string {
+  const v = payloadOf(e);
+  if (typeof v === "object" && v !== null && typeof (v as ChatPayload).text === "string") return (v as ChatPayload).text;
+  return e.data.length === 0 ? "(empty message)" : e.text();
+}
+
+/** The line under the messages that says who is typing (made here: the page has none). */
+function typingLine(): HTMLElement {
+  const found = document.getElementById("typing");
+  if (found !== null) return found;
+  const line = h("div", "typing");
+  line.id = "typing";
+  line.setAttribute("aria-live", "polite");
+  ui.composer.before(line);
+  return line;
 }
 
 /**
@@ -79,6 +100,7 @@ export class ChatRoom {
   /** Seqs of deleted messages seen in `del` entries, for a row rendered after its deletion. */
   private readonly deleted = new Set<number>();
   private readonly presence: Presence;
+  private readonly typing: Typing;
   private oldest: number | undefined;
   private more = false;
   private loading = false;
@@ -96,6 +118,12 @@ export class ChatRoom {
   ) {
     this.room = client.room(name);
     this.presence = new Presence((text) => this.system(text), () => client.conn);
+    this.typing = new Typing(this.room, me, typingLine());
+  }
+
+  /** The composer's text changed: tell the room we are typing (throttled), or stopped. */
+  typed(empty: boolean): void {
+    this.typing.typed(empty);
   }
 
   async start(): Promise<void> {
@@ -103,8 +131,12 @@ export class ChatRoom {
     this.offs.push(
       r.on("message", (m) => this.live(m)),
       r.on("deleted", (d) => this.render(d)),
+      r.on("edited", (e) => this.render(e)),
       r.on("join", (m) => this.presence.join(m)),
-      r.on("leave", (m) => this.presence.leave(m)),
+      r.on("leave", (m) => {
+        this.typing.done(m.conn);
+        this.presence.leave(m);
+      }),
       r.on("presence", (ms) => this.people(ms)),
       r.on("subscribed", (s) => this.subscribed(s)),
       r.on("reset", () => void this.reload()),
@@ -135,6 +167,7 @@ export class ChatRoom {
     this.stopped = true;
     for (const off of this.offs) off();
     this.presence.stop();
+    this.typing.stop();
     void this.room.unsubscribe();
   }
 
@@ -209,6 +242,7 @@ export class ChatRoom {
   }
 
   private live(m: Message): void {
+    this.typing.done(m.from);
     const stick = this.nearBottom();
     const row = this.render(m);
     if (row === undefined) return;
@@ -220,25 +254,57 @@ export class ChatRoom {
   /** Show a log entry once, at its place by seq; a deletion mutes the message it deleted. */
   private render(entry: LogEntry): HTMLLIElement | undefined {
     if (entry.kind === "deletion") return this.markDeleted(entry);
+    if (entry.kind === "edit") return this.applyEdit(entry);
     if (entry.kind !== "message") return undefined;
     const shown = this.rendered.get(entry.seq);
     if (shown !== undefined) {
       // A replay or history page can bring the stub of a message shown before its deletion.
-      if (entry.deleted !== undefined) markDeleted(shown);
+      if (entry.deleted !== undefined) {
+        markDeleted(shown);
+        removeActions(shown);
+      } else if (entry.edited !== undefined) markEdited(shown, lineOf(entry).text);
       return undefined;
     }
     const p = lineOf(entry);
     const deleted = entry.deleted !== undefined || this.deleted.has(entry.seq);
     const row = messageRow({ seq: entry.seq, ts: entry.ts, ...p, mine: this.myConns.has(entry.from), deleted });
+    if (entry.edited !== undefined && !deleted) markEdited(row, p.text);
     this.place(row, entry.seq);
+    if (this.authored(entry.uid)) this.withActions(row, entry.seq);
     return row;
+  }
+
+  /** Whether a message with this user id is this user's (the broker lets only them change it). */
+  private authored(uid: string | undefined): boolean {
+    return uid !== undefined && uid === this.client.hello?.user;
+  }
+
+  /** Edit and Delete on one of this user's rows. */
+  private withActions(row: HTMLLIElement, seq: number): void {
+    addActions(row, {
+      edit: (text) => this.room.edit(seq, JSON.stringify({ text, name: this.me } satisfies ChatPayload)),
+      remove: () => this.room.deleteMessage(seq),
+      failed: (e) => showNotice(refusal(e).replace(/^Message (refused|not sent)/, "Change refused")),
+    });
+  }
+
+  /** An edit: the message it changed shows the new text, marked edited. A superseded edit's
+   * content is gone, and the entry that superseded it follows: nothing to show. */
+  private applyEdit(e: Edit): undefined {
+    if (e.superseded !== undefined || this.deleted.has(e.target)) return undefined;
+    const row = this.rendered.get(e.target);
+    if (row !== undefined && !row.classList.contains("deleted")) markEdited(row, editedText(e));
+    return undefined;
   }
 
   /** Keeps the row (its place, author and time) and drops its text. */
   private markDeleted(d: Deletion): undefined {
     this.deleted.add(d.target);
     const row = this.rendered.get(d.target);
-    if (row !== undefined) markDeleted(row);
+    if (row !== undefined) {
+      markDeleted(row);
+      removeActions(row);
+    }
     return undefined;
   }
 
@@ -290,6 +356,7 @@ export class ChatRoom {
    * with Retry, Edit (back into the composer) and Copy.
    */
   send(text: string): void {
+    this.typing.sent();
     const id = identity.verified ? this.client.hello?.user : undefined;
     const echo = messageRow({
       ts: Date.now(),
@@ -312,7 +379,10 @@ export class ChatRoom {
         const next = echo.nextElementSibling;
         echo.classList.remove("pending");
         if (this.rendered.has(seq) || this.stopped) echo.remove();
-        else this.place(echo, seq);
+        else {
+          this.place(echo, seq);
+          if (this.client.hello?.user !== undefined) this.withActions(echo, seq);
+        }
         regroup(next);
         showPending(this.client);
       },

@@ -1,8 +1,8 @@
 // `npm run bundle`: bundles each web app the broker serves, with the SDK, into the files it
 // embeds (src/ui.rs): the chat (chat/) into src/ui/{index.html,app.js,app.css}, served at `/`,
-// and the counter (apps/counter/) into src/ui/counter/, served at `/counter`. The output is
-// committed so that `cargo build` alone gives working apps; test/unit/bundle.test.ts fails when
-// it is stale.
+// the counter (apps/counter/) into src/ui/counter/, served at `/counter`, and the board
+// (apps/board/) into src/ui/board/, served at `/board`. The output is committed so that
+// `cargo build` alone gives working apps; test/unit/bundle.test.ts fails when it is stale.
 //
 // Usage: node scripts/bundle-ui.mjs [--out DIR]   (default: ../src/ui)
 import { build, transform } from "esbuild";
@@ -18,6 +18,7 @@ const out = outFlag >= 0 ? resolve(process.argv[outFlag + 1]) : resolve(root, ".
 export const APPS = [
   { name: "chat", src: "chat", out: "" },
   { name: "counter", src: "apps/counter", out: "counter" },
+  { name: "board", src: "apps/board", out: "board" },
 ];
 
 for (const app of APPS) {

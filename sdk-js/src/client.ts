@@ -377,6 +377,7 @@ export class Client extends Emitter<ClientEvents> {
       case "msg":
       case "state":
       case "del":
+      case "signal":
       case "join":
       case "leave":
       case "unsubbed":

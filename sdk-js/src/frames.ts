@@ -43,6 +43,10 @@ export const req = {
   }),
   unsub: (room: string): Request => ({ t: "unsub", room }),
   pub: (room: string, data: Uint8Array, mid?: string): Request => ({ t: "pub", room, data, mid }),
+  /** An ephemeral publish (SPEC.md 4.10): live only, no seq, never stored. */
+  signal: (room: string, data: Uint8Array): Request => ({ t: "pub", room, data, ephemeral: true }),
+  edit: (room: string, target: number, data: Uint8Array): Request => ({ t: "edit", room, target, data }),
+  redact: (room: string, target: number): Request => ({ t: "redact", room, target }),
   hist: (room: string, o: HistOptions = {}): Request => ({
     t: "hist",
     room,
@@ -155,8 +159,25 @@ export interface MsgEvent {
   from: string;
   uid?: string;
   data: Uint8Array;
-  /** The message was deleted by the `del` entry with this seq: `data` is empty (SPEC.md 5.6). */
+  /**
+   * The message was deleted by the `del` entry with this seq: `data` is empty (SPEC.md 5.6).
+   * On an edit entry: a later edit or deletion superseded it (5.8).
+   */
   deleted?: number;
+  /** The message was edited; the seq of its latest edit (`data` is the edited content). */
+  edited?: number;
+  /** This entry is an edit of the message with this seq, `data` its new content (SPEC.md 5.8). */
+  edits?: number;
+}
+
+/** An ephemeral publish (SPEC.md 5.9): no seq, never stored, never replayed. */
+export interface SignalEvent {
+  t: "signal";
+  room: string;
+  ts: number;
+  from: string;
+  uid?: string;
+  data: Uint8Array;
 }
 
 /** A log entry that deleted the message with seq `target` (SPEC.md 5.6). */
@@ -218,7 +239,7 @@ export interface Err { t: "err"; id?: number; code: number; msg: string; ver?: n
 export type Reply = Subbed | Ok | Ack | HistReply | Val | Vals | Done | Who | Pong | Err;
 /** The connection's token expires at `exp` (Unix seconds): send a fresh one (SPEC.md 5.5). */
 export interface Expiring { t: "expiring"; exp: number }
-export type ServerFrame = Hello | Reply | Snap | LogEvent | JoinEvent | LeaveEvent | UnsubbedEvent | Expiring;
+export type ServerFrame = Hello | Reply | Snap | LogEvent | SignalEvent | JoinEvent | LeaveEvent | UnsubbedEvent | Expiring;
 
 type Obj = { [key: string]: Value };
 
@@ -393,8 +414,10 @@ export function parseServerFrame(v: Value): ServerFrame | undefined {
     case "msg":
       return opt(
         { t, room: r.str("room"), seq: r.num("seq"), ts: r.num("ts"), from: r.str("from"), data: r.bin("data") },
-        { uid: r.optStr("uid"), deleted: r.optNum("deleted") },
+        { uid: r.optStr("uid"), deleted: r.optNum("deleted"), edited: r.optNum("edited"), edits: r.optNum("edits") },
       );
+    case "signal":
+      return opt({ t, room: r.str("room"), ts: r.num("ts"), from: r.str("from"), data: r.bin("data") }, { uid: r.optStr("uid") });
     case "del":
       return opt(
         { t, room: r.str("room"), seq: r.num("seq"), ts: r.num("ts"), from: r.str("from"), target: r.num("target") },

@@ -4,7 +4,7 @@
  * - `client.ts`   the connection state machine: dialing, dispatch, reconnects, heartbeats
  * - `requests.ts` request ids, replies in flight with timeouts, the bounded offline queue
  * - `room.ts`     a room: subscription with resume, presence, state mirror, log and state requests
- * - `message.ts`  what the log holds: `Message`, `StateChange`, `Deletion`
+ * - `message.ts`  what the log holds: `Message`, `Edit`, `StateChange`, `Deletion`; and `Signal`
  * - `frames.ts`   the wire frames: request builders and the checked server frame parser
  * - `codec.ts`    MessagePack encode/decode in the canonical key order
  * - `codes.ts`    error codes and close codes, and which ones to retry
@@ -26,7 +26,7 @@ export {
   type UnsubscribedInfo,
 } from "./room.js";
 export type { RequestKind } from "./requests.js";
-export { Message, StateChange, Deletion, type LogEntry } from "./message.js";
+export { Message, Edit, Signal, StateChange, Deletion, type LogEntry } from "./message.js";
 export type {
   Hello,
   Limits,
@@ -40,6 +40,7 @@ export type {
   MsgEvent,
   StateEvent,
   DelEvent,
+  SignalEvent,
   UnsubbedEvent,
 } from "./frames.js";
 export { req, withId, parseServerFrame } from "./frames.js";

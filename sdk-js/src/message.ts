@@ -1,35 +1,14 @@
-/** What the app receives from a room's log: published messages, state changes, deletions. */
+/**
+ * What the app receives from a room's log (published messages, edits, state changes,
+ * deletions) and outside it (signals).
+ */
 import { bytesToText, decode, type Value } from "./codec.js";
-import type { DelEvent, Member, MsgEvent, StateEvent } from "./frames.js";
+import type { DelEvent, Member, MsgEvent, SignalEvent, StateEvent } from "./frames.js";
 
-/** A published message, in the room's log at `seq`. */
-export class Message {
-  readonly kind = "message" as const;
-  readonly room: string;
-  readonly seq: number;
-  /** Milliseconds since the Unix epoch, when the server stored it. */
-  readonly ts: number;
-  /** The publishing connection's id. */
-  readonly from: string;
-  /** The publisher's user id, when it had one. */
-  readonly uid: string | undefined;
-  /** The payload, as published; empty once the message was deleted. */
-  readonly data: Uint8Array;
-  /**
-   * Set when the message was deleted: the seq of the `Deletion` that deleted it. Its place,
-   * time and author stay; its payload is gone from the server (SPEC.md 5.6).
-   */
-  readonly deleted?: number;
-
-  constructor(e: MsgEvent) {
-    this.room = e.room;
-    this.seq = e.seq;
-    this.ts = e.ts;
-    this.from = e.from;
-    this.uid = e.uid;
-    this.data = e.data;
-    if (e.deleted !== undefined) this.deleted = e.deleted;
-  }
+/** A payload and the ways to read it, shared by messages, edits and signals. */
+abstract class Payload {
+  /** The payload's bytes. */
+  abstract readonly data: Uint8Array;
 
   /** The payload read as UTF-8 text. */
   text(): string {
@@ -49,9 +28,107 @@ export class Message {
   value<T extends Value = Value>(): T {
     return decode(this.data) as T;
   }
+}
+
+/** A published message, in the room's log at `seq`. */
+export class Message extends Payload {
+  readonly kind = "message" as const;
+  readonly room: string;
+  readonly seq: number;
+  /** Milliseconds since the Unix epoch, when the server stored it. */
+  readonly ts: number;
+  /** The publishing connection's id. */
+  readonly from: string;
+  /** The publisher's user id, when it had one. */
+  readonly uid: string | undefined;
+  /** The payload, as published (or as last edited); empty once the message was deleted. */
+  readonly data: Uint8Array;
+  /**
+   * Set when the message was deleted: the seq of the `Deletion` that deleted it. Its place,
+   * time and author stay; its payload is gone from the server (SPEC.md 5.6).
+   */
+  readonly deleted?: number;
+  /**
+   * Set when the message was edited: the seq of its latest `Edit`. `data` is then the edited
+   * content (SPEC.md 5.8).
+   */
+  readonly edited?: number;
+
+  constructor(e: MsgEvent) {
+    super();
+    this.room = e.room;
+    this.seq = e.seq;
+    this.ts = e.ts;
+    this.from = e.from;
+    this.uid = e.uid;
+    this.data = e.data;
+    if (e.deleted !== undefined) this.deleted = e.deleted;
+    if (e.edited !== undefined) this.edited = e.edited;
+  }
 
   get time(): Date {
     return new Date(this.ts);
+  }
+}
+
+/**
+ * An edit of the message with seq `target`, in the room's log at `seq` (an entry of its own,
+ * so seqs stay dense): from now on the message reads `data`, marked edited (SPEC.md 5.8).
+ */
+export class Edit extends Payload {
+  readonly kind = "edit" as const;
+  readonly room: string;
+  readonly seq: number;
+  readonly ts: number;
+  /** The editing connection's id. */
+  readonly from: string;
+  /** The editing user's id, when it had one. */
+  readonly uid: string | undefined;
+  /** The seq of the edited message. */
+  readonly target: number;
+  /** The message's new content; empty when `superseded`. */
+  readonly data: Uint8Array;
+  /**
+   * Set when a later edit or a deletion of the same message (the entry with this seq)
+   * replaced this one: its content is gone, and the later entry follows in the log.
+   */
+  readonly superseded?: number;
+
+  constructor(e: MsgEvent & { edits: number }) {
+    super();
+    this.room = e.room;
+    this.seq = e.seq;
+    this.ts = e.ts;
+    this.from = e.from;
+    this.uid = e.uid;
+    this.target = e.edits;
+    this.data = e.data;
+    if (e.deleted !== undefined) this.superseded = e.deleted;
+  }
+}
+
+/**
+ * An ephemeral publish (`room.signal()`): delivered live to the room's other subscribers,
+ * with no seq, never stored, never replayed (SPEC.md 4.10).
+ */
+export class Signal extends Payload {
+  readonly kind = "signal" as const;
+  readonly room: string;
+  /** Milliseconds since the Unix epoch, when the server passed it on. */
+  readonly ts: number;
+  /** The sending connection's id. */
+  readonly from: string;
+  /** The sender's user id, when it had one. */
+  readonly uid: string | undefined;
+  readonly data: Uint8Array;
+
+  constructor(e: SignalEvent) {
+    super();
+    this.room = e.room;
+    this.ts = e.ts;
+    this.from = e.from;
+    this.uid = e.uid;
+    this.data = e.data;
   }
 }
 
@@ -112,12 +189,12 @@ export class Deletion {
 }
 
 /** An entry of a room's log. */
-export type LogEntry = Message | StateChange | Deletion;
+export type LogEntry = Message | Edit | StateChange | Deletion;
 
 export function toEntry(e: MsgEvent | StateEvent | DelEvent): LogEntry {
   switch (e.t) {
     case "msg":
-      return new Message(e);
+      return e.edits === undefined ? new Message(e) : new Edit({ ...e, edits: e.edits });
     case "state":
       return new StateChange(e);
     case "del":

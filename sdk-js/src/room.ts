@@ -29,12 +29,13 @@ import {
   type MsgEvent,
   type Reply,
   type Request,
+  type SignalEvent,
   type StateEvent,
   type StateItem,
   type Subbed,
   type UnsubbedEvent,
 } from "./frames.js";
-import { Deletion, Message, StateChange, toEntry, type LogEntry } from "./message.js";
+import { Deletion, Edit, Message, Signal, StateChange, toEntry, type LogEntry } from "./message.js";
 import type { RequestKind } from "./requests.js";
 
 /** @internal What a Room needs from its Client. */
@@ -116,6 +117,17 @@ export interface RoomEvents {
   message: [message: Message];
   /** A message was deleted (`deletion.target`): show it as deleted. In seq order, each once. */
   deleted: [deletion: Deletion];
+  /**
+   * A message was edited (`edit.target`): show `edit.data` in its place, marked edited. In seq
+   * order with the messages, each once. An edit that a later edit or deletion superseded is
+   * not emitted (its content is gone; the later entry follows).
+   */
+  edited: [edit: Edit];
+  /**
+   * An ephemeral publish by another connection (`room.signal()`): live only, no seq. It does
+   * not move `lastSeq`, and nothing replays it after a reconnect.
+   */
+  signal: [signal: Signal];
   /** A state change, in seq order with the messages, each once. */
   state: [change: StateChange];
   /** A connection became present (it subscribed with info). */
@@ -394,10 +406,14 @@ export class Room extends Emitter<RoomEvents> {
   }
 
   /** @internal An event for this room. */
-  handleEvent(e: MsgEvent | StateEvent | DelEvent | JoinEvent | LeaveEvent | UnsubbedEvent): void {
+  handleEvent(e: MsgEvent | StateEvent | DelEvent | SignalEvent | JoinEvent | LeaveEvent | UnsubbedEvent): void {
     if (e.t === "unsubbed") return this.removed();
     if (this.stateValue !== "subscribed") return;
     switch (e.t) {
+      case "signal":
+        // Outside the log: never a resume position.
+        this.emit("signal", new Signal(e));
+        return;
       case "msg":
       case "state":
       case "del":
@@ -453,7 +469,9 @@ export class Room extends Emitter<RoomEvents> {
     }
     const entry = toEntry(e);
     if (entry instanceof Message) this.emit("message", entry);
-    else if (entry instanceof StateChange) this.emit("state", entry);
+    else if (entry instanceof Edit) {
+      if (entry.superseded === undefined) this.emit("edited", entry);
+    } else if (entry instanceof StateChange) this.emit("state", entry);
     else this.emit("deleted", entry);
   }
 
@@ -483,6 +501,52 @@ export class Room extends Emitter<RoomEvents> {
   /** Publish a value as UTF-8 JSON (read it back with `message.json()`). */
   publishJSON(value: unknown): Promise<number> {
     return this.publish(JSON.stringify(value));
+  }
+
+  /**
+   * Send an ephemeral message (a typing indicator, a cursor): delivered at once to the room's
+   * other live subscribers as a `signal` event, with no seq; never stored, never replayed
+   * (SPEC.md 4.10). Resolves once the server passed it on. Not queued while disconnected (it
+   * would be stale by then): rejects with `DisconnectedError` instead. Rate-limited and
+   * size-limited like `publish`.
+   */
+  async signal(data: Uint8Array | string): Promise<void> {
+    const bytes = typeof data === "string" ? textToBytes(data) : data;
+    if (!this.host.isOpen) throw new DisconnectedError("not connected: a signal is not queued");
+    const reply = await this.host.request(req.signal(this.name, bytes), "ok", "unsafe", (l) =>
+      bytes.byteLength > l.payload ? new TooLargeError(`payload is ${bytes.byteLength} bytes, limit ${l.payload}`, l.payload) : undefined,
+    );
+    expect(reply, "ok");
+  }
+
+  /** `signal` with a value as UTF-8 JSON (read it back with `signal.json()`). */
+  signalJSON(value: unknown): Promise<void> {
+    return this.signal(JSON.stringify(value));
+  }
+
+  /**
+   * Replace the content of your own message `seq` (SPEC.md 4.11): resolves with the seq of the
+   * edit entry once durable. Subscribers get an `edited` event; history serves the message
+   * with its new content and `edited` set. Rejects with `ServerError` code 423 (`not_author`)
+   * for another user's message, 406 for a deleted one or one that is not a message.
+   */
+  async edit(seq: number, data: Uint8Array | string): Promise<number> {
+    const bytes = typeof data === "string" ? textToBytes(data) : data;
+    const reply = await this.host.request(req.edit(this.name, seq, bytes), "ack", "unsafe", (l) =>
+      bytes.byteLength > l.payload ? new TooLargeError(`payload is ${bytes.byteLength} bytes, limit ${l.payload}`, l.payload) : undefined,
+    );
+    return expect(reply, "ack").seq;
+  }
+
+  /**
+   * Delete your own message `seq` (SPEC.md 4.11; `delete(key)` deletes a state key): resolves
+   * with the seq of the deletion entry once durable (`dup`: it was deleted already, and the
+   * seq is the first deletion's). Subscribers get a `deleted` event. Rejects with code 423
+   * (`not_author`) for another user's message. Safe to resend: a repeat is a duplicate.
+   */
+  async deleteMessage(seq: number): Promise<{ seq: number; dup: boolean }> {
+    const r = expect(await this.host.request(req.redact(this.name, seq), "ack", "safe"), "ack");
+    return { seq: r.seq, dup: r.dup === true };
   }
 
   /**

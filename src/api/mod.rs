@@ -140,7 +140,7 @@ fn routes() -> (axum::Router<Arc<Ctx>>, OpenApi) {
         .routes(routes!(state::incr))
         .routes(routes!(users::disconnect))
         .routes(routes!(users::unsubscribe))
-        .routes(routes!(users::delete_message))
+        .routes(routes!(users::delete_message, users::edit_message))
         .split_for_parts();
     document(&mut doc);
     (router, doc)

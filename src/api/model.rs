@@ -91,6 +91,51 @@ impl Publish {
     }
 }
 
+/// A message's new content (SPEC.md 5.8): as `data`, any JSON value, stored as its MessagePack
+/// encoding; or as `data_b64`, bytes stored as they are. Exactly one of the two.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub(crate) enum Edit {
+    Value(EditValue),
+    Bytes(EditBytes),
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EditValue {
+    /// The new content as a value (stored as its MessagePack encoding).
+    #[schema(value_type = Value)]
+    pub data: Value,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EditBytes {
+    /// The new content as base64 bytes (stored as they are).
+    #[schema(
+        content_encoding = "base64",
+        pattern = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+    )]
+    pub data_b64: String,
+}
+
+impl Edit {
+    /// The new content's bytes.
+    pub(crate) fn payload(self) -> Result<Vec<u8>, ApiError> {
+        match self {
+            Edit::Value(e) => Ok(encode(&e.data)),
+            Edit::Bytes(e) => decode_b64(&e.data_b64),
+        }
+    }
+}
+
+/// An edit's result.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Edited {
+    /// The seq of the edit entry.
+    pub seq: u64,
+}
+
 /// One payload to many rooms, as a [`Publish`] gives it.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(untagged)]
@@ -241,9 +286,16 @@ pub(crate) struct Entry {
     /// `publishJSON` store, the chat's messages among them).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
-    /// `msg`: the seq of the `del` entry that deleted it (its payload is gone).
+    /// `msg`: the seq of the `del` entry that deleted it (its payload is gone); on an edit
+    /// entry, the seq of the later edit or deletion that superseded it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deleted: Option<u64>,
+    /// `msg`: the seq of its latest edit; the payload is the edited content.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edited: Option<u64>,
+    /// `msg`: this entry is an edit of the message with this seq, the payload its new content.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edits: Option<u64>,
     /// `state`: the key.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
@@ -271,6 +323,8 @@ impl Entry {
             data: None,
             text: None,
             deleted: None,
+            edited: None,
+            edits: None,
             key: None,
             ver: None,
             value: None,
@@ -288,6 +342,8 @@ impl Entry {
                 uid,
                 data,
                 deleted,
+                edited,
+                edits,
                 ..
             } => Entry {
                 data: decoded(&data),
@@ -296,6 +352,8 @@ impl Entry {
                     .filter(|t| !t.is_empty()),
                 data_b64: Some(BASE64.encode(&data)),
                 deleted,
+                edited,
+                edits,
                 ..Entry::blank("msg", seq, ts, from, uid)
             },
             ServerFrame::State {

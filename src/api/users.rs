@@ -11,11 +11,11 @@ use super::body::{Body, Segments};
 use super::call::{Call, ID};
 use super::error::ApiError;
 use super::keys::Caller;
-use super::model::{Deleted, Disconnect, Disconnected, Unsubscribed};
+use super::model::{Deleted, Disconnect, Disconnected, Edit, Edited, Unsubscribed};
 use super::{unexpected, Ctx};
 use crate::config::Scope;
 use crate::outbox::CloseReason;
-use crate::room::Command;
+use crate::room::{Change, Command};
 
 /// Close every connection of a user: with 4403 (the SDK does not reconnect) or, with
 /// `reconnect: true`, 4004 (it does). Frames already queued for them are sent first.
@@ -81,16 +81,41 @@ pub(crate) async fn delete_message(
     caller.require(Scope::Admin)?;
     super::model::safe("seq", Some(seq))?;
     let mut call = Call::new(&ctx, &caller.name);
-    let cmd = Command::Redact {
+    let cmd = Command::Change {
         peer: call.peer.clone(),
         id: ID,
-        seq,
+        target: seq,
+        change: Change::Delete,
+        author_only: false,
     };
     match call.run(&room, cmd).await? {
         ServerFrame::Ack { seq, dup, .. } => Ok(Json(Deleted {
             seq,
             dup: dup.unwrap_or(false),
         })),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// Edit a message: an edit entry (a `msg` with `edits`, its own seq) carries the new content to
+/// subscribers, history and resuming clients, and the message is rewritten with it and marked
+/// `edited` (SPEC.md 5.8). Any message of the room, whoever wrote it.
+#[utoipa::path(patch, path = "/api/v1/rooms/{room}/messages/{seq}", operation_id = "edit_message",
+    tag = "messages", params(("room" = String, Path, description = "Room name", pattern = r"^[A-Za-z0-9\-_.:@/~]{1,128}$"), ("seq" = u64, Path, description = "The message's seq", maximum = 9007199254740991_u64)),
+    request_body = Edit, responses((status = 200, body = Edited)))]
+pub(crate) async fn edit_message(
+    State(ctx): State<Arc<Ctx>>,
+    caller: Caller,
+    Segments((room, seq)): Segments<(String, u64)>,
+    Body(body): Body<Edit>,
+) -> Result<Json<Edited>, ApiError> {
+    caller.require(Scope::Admin)?;
+    super::model::safe("seq", Some(seq))?;
+    let data = body.payload()?;
+    let mut call = Call::new(&ctx, &caller.name);
+    let cmd = call.requests().change(ID, seq, Change::Edit(data), false)?;
+    match call.run(&room, cmd).await? {
+        ServerFrame::Ack { seq, .. } => Ok(Json(Edited { seq })),
         other => Err(unexpected(&other)),
     }
 }

@@ -31,6 +31,9 @@ pub(crate) enum FeedEvent {
     },
     /// A node instance stopped heart-beating: its members have left.
     NodeGone(Arc<str>),
+    /// An ephemeral message (SPEC.md 4.10) published through node `instance`: its `signal`
+    /// frame, encoded.
+    Signal { instance: String, frame: Vec<u8> },
 }
 
 /// A member of a room's presence held by a node.
@@ -97,6 +100,15 @@ pub(crate) fn encode_presence(conn: &str, member: Option<&Member>) -> Vec<u8> {
     out
 }
 
+/// An ephemeral message: `S`, then the node instance it came through, then its `signal` frame.
+pub(crate) fn encode_signal(instance: &str, frame: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(3 + instance.len() + frame.len());
+    out.push(b'S');
+    put_str(&mut out, instance);
+    out.extend_from_slice(frame);
+    out
+}
+
 /// How a room takes its feed: the room wraps the event into a command to its own inbox (so the
 /// feed does not depend on the room module). Must not block.
 pub(crate) type Deliver = Box<dyn Fn(FeedEvent) + Send + Sync>;
@@ -130,6 +142,13 @@ pub(crate) fn decode_event(raw: &[u8]) -> Option<FeedEvent> {
                 false => Some(Member::decode(rest)?),
             };
             Some(FeedEvent::Presence { conn, member })
+        }
+        b'S' => {
+            let (instance, frame) = take_str(&raw[1..])?;
+            Some(FeedEvent::Signal {
+                instance,
+                frame: frame.to_vec(),
+            })
         }
         _ => None,
     }
@@ -352,5 +371,19 @@ mod tests {
             Some(FeedEvent::Presence { conn, member: None }) => assert_eq!(conn, "c1"),
             _ => panic!(),
         }
+    }
+
+    #[test]
+    fn a_signal_decodes_to_what_was_encoded() {
+        match decode_event(&encode_signal("n2/0001", b"\x85frame")) {
+            Some(FeedEvent::Signal { instance, frame }) => {
+                assert_eq!(
+                    (instance.as_str(), frame.as_slice()),
+                    ("n2/0001", &b"\x85frame"[..])
+                );
+            }
+            _ => panic!(),
+        }
+        assert!(decode_event(b"S\x00").is_none());
     }
 }

@@ -97,6 +97,16 @@ struct PresenceOp {
 /// may then linger on other nodes until this node's instance is gone).
 const PRESENCE_QUEUE: usize = 65_536;
 
+/// Ephemeral messages waiting to go to the other nodes, at most, in bytes. They are
+/// best-effort (SPEC.md 4.10): past it they are dropped and counted.
+const SIGNAL_QUEUE_BYTES: usize = 8 << 20;
+
+/// An ephemeral message on its way to a room's channel.
+struct SignalOp {
+    channel: String,
+    msg: Vec<u8>,
+}
+
 /// This node's link to Redis.
 pub(crate) struct Cluster {
     node_id: String,
@@ -104,6 +114,9 @@ pub(crate) struct Cluster {
     /// left over from its previous life are told apart from its new ones.
     instance: Arc<str>,
     presence: tokio::sync::mpsc::Sender<PresenceOp>,
+    /// Ephemeral messages for the other nodes, in order, and their queued bytes.
+    signals: tokio::sync::mpsc::UnboundedSender<SignalOp>,
+    signal_bytes: Arc<std::sync::atomic::AtomicUsize>,
     /// A node whose heartbeat lapsed this long ago is gone: its members leave.
     node_ttl: Duration,
     /// Instances this node already announced as gone.
@@ -160,10 +173,25 @@ impl Cluster {
                 () = stop.stopping() => {}
             }
         });
+        let (signals, rx) = tokio::sync::mpsc::unbounded_channel();
+        let signal_bytes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let sender = SignalSender {
+            conn: conn.clone(),
+            queued: signal_bytes.clone(),
+        };
+        let stop = lifecycle.clone();
+        lifecycle.spawn_background(async move {
+            tokio::select! {
+                () = sender.run(rx) => {}
+                () = stop.stopping() => {}
+            }
+        });
         let cluster = Arc::new(Cluster {
             node_id,
             instance,
             presence,
+            signals,
+            signal_bytes,
             node_ttl: Duration::from_millis(cfg.node_ttl_ms),
             gone: std::sync::Mutex::default(),
             conn,
@@ -202,6 +230,25 @@ impl Cluster {
         };
         if self.presence.try_send(op).is_err() {
             tracing::warn!(%room, %conn, "cluster: presence queue full; a change is dropped");
+        }
+    }
+
+    /// Sends an ephemeral message (its `signal` frame, encoded) to the room's other nodes, in
+    /// order, off the room's task; dropped (and counted) when the queue is full.
+    pub(crate) fn signal(&self, room: &str, frame: &[u8]) {
+        use std::sync::atomic::Ordering;
+        let msg = feed::encode_signal(&self.instance, frame);
+        let len = msg.len();
+        if self.signal_bytes.fetch_add(len, Ordering::Relaxed) + len > SIGNAL_QUEUE_BYTES {
+            self.signal_bytes.fetch_sub(len, Ordering::Relaxed);
+            return crate::metrics::cluster_signal_dropped();
+        }
+        let op = SignalOp {
+            channel: RoomKeys::new(room).channel,
+            msg,
+        };
+        if self.signals.send(op).is_err() {
+            self.signal_bytes.fetch_sub(len, Ordering::Relaxed);
         }
     }
 
@@ -609,6 +656,34 @@ impl PresenceWriter {
             if let Err(e) = pipe.query_async::<()>(&mut self.conn).await {
                 tracing::warn!(instance = %self.instance, room = %op.room, error = %e, "cluster: a presence change did not reach redis");
             }
+        }
+    }
+}
+
+/// Publishes this node's ephemeral messages, as many as are waiting in one pipeline.
+struct SignalSender {
+    conn: ConnectionManager,
+    queued: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl SignalSender {
+    /// Messages sent in one round trip, at most.
+    const BATCH: usize = 256;
+
+    async fn run(mut self, mut rx: tokio::sync::mpsc::UnboundedReceiver<SignalOp>) {
+        let mut batch = Vec::with_capacity(Self::BATCH);
+        while rx.recv_many(&mut batch, Self::BATCH).await > 0 {
+            let mut pipe = redis::pipe();
+            let mut bytes = 0;
+            for op in batch.drain(..) {
+                bytes += op.msg.len();
+                pipe.publish(op.channel, op.msg).ignore();
+            }
+            if let Err(e) = pipe.query_async::<()>(&mut self.conn).await {
+                tracing::debug!(error = %e, "cluster: ephemeral messages did not reach redis");
+            }
+            self.queued
+                .fetch_sub(bytes, std::sync::atomic::Ordering::Relaxed);
         }
     }
 }

@@ -22,7 +22,7 @@ use super::commit::{recv_commit, Flushed};
 use super::dedup::Dedup;
 use super::model::{Linked, Pending, Room};
 use super::state::RoomState;
-use super::{Command, Inbox, InboxSender, RoomEnv, RoomInfo};
+use super::{ChangeRequest, Command, Inbox, InboxSender, RoomEnv, RoomInfo};
 use crate::peer::{Peer, ReplyError};
 use crate::store::reader::RoomSnapshot;
 use crate::store::{CommitResult, StoreError};
@@ -120,11 +120,12 @@ fn requester(cmd: &Command) -> Option<(&Arc<Peer>, u32)> {
         | Command::Unsubscribe { peer, id }
         | Command::Publish { peer, id, .. }
         | Command::Mutate { peer, id, .. }
-        | Command::Redact { peer, id, .. }
-        | Command::RedactRead { peer, id, .. }
+        | Command::Change { peer, id, .. }
+        | Command::Signal { peer, id, .. }
         | Command::Get { peer, id, .. }
         | Command::List { peer, id, .. }
         | Command::Who { peer, id } => Some((peer, *id)),
+        Command::ChangeRead { req, .. } => Some((&req.peer, req.id)),
         _ => None,
     }
 }
@@ -276,13 +277,23 @@ impl Room {
                 received,
             } => self.publish(peer, id, data, mid, received),
             Command::Mutate { peer, id, op } => self.pending.push(Pending::Mutate { peer, id, op }),
-            Command::Redact { peer, id, seq } => self.redact(peer, id, seq),
-            Command::RedactRead {
+            Command::Change {
                 peer,
                 id,
                 target,
-                read,
-            } => self.redact_read(peer, id, target, read),
+                change,
+                author_only,
+            } => {
+                let req = ChangeRequest {
+                    peer,
+                    id,
+                    change,
+                    author_only,
+                };
+                self.change(req, target);
+            }
+            Command::ChangeRead { req, target, read } => self.change_read(req, target, read),
+            Command::Signal { peer, id, data } => self.signal(&peer, id, data),
             Command::RemoveUser { user, reply } => {
                 let _ = reply.send(self.remove_user(&user));
             }

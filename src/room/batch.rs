@@ -14,6 +14,7 @@ use roomd_protocol::ServerFrame;
 use super::dedup::Dedup;
 use super::model::{now_ms, Pending, Reply, Room, Stub, Written};
 use super::state::{Effect, Overlay};
+use super::ChangeRequest;
 use crate::peer::Peer;
 use crate::store::{record, RoomRef, RoomWrite, Trim};
 use crate::wire;
@@ -49,6 +50,8 @@ impl BatchBuilder<'_> {
             uid: peer.user.as_deref().map(str::to_string),
             data,
             deleted: None,
+            edited: None,
+            edits: None,
         });
         self.entries.push((
             seq,
@@ -93,32 +96,35 @@ impl BatchBuilder<'_> {
         });
     }
 
-    /// A `del` entry, and its target rewritten as a stub that points at it (SPEC.md 5.6).
-    fn redact(&mut self, peer: Arc<Peer>, id: u32, stub: Stub) {
+    /// A `del` entry (SPEC.md 5.6) or an edit entry (5.8), with the rewrites it carries
+    /// ([`super::redact::rewrites`]).
+    fn change(&mut self, req: ChangeRequest, stub: Stub) {
         self.seq += 1;
         let (seq, ts) = (self.seq, self.ts);
-        let frame = wire::encode(&ServerFrame::Del {
-            room: String::from(self.room),
+        let ChangeRequest {
+            peer, id, change, ..
+        } = req;
+        let entry = super::redact::ChangeEntry {
             seq,
             ts,
             from: String::from(&*peer.id),
             uid: peer.user.as_deref().map(str::to_string),
-            target: stub.target,
-        });
+        };
+        let target = stub.target;
+        let (frame, rewrites) = super::redact::rewrites(self.room, entry, change, stub);
         self.entries
             .push((seq, record::encode_log(ts, None, wire::payload(&frame))));
-        let target = stub.target;
-        let rewritten = super::redact::stub_frame(self.room, stub, seq);
-        self.redactions
-            .push((target, wire::payload(&rewritten).to_vec()));
+        for (at, f) in &rewrites {
+            self.redactions.push((*at, wire::payload(f).to_vec()));
+        }
         self.written.push(Written {
             seq,
             frame,
-            reply: Reply::Redacted {
+            reply: Reply::Changed {
                 peer,
                 id,
                 target,
-                stub: rewritten,
+                rewrites,
             },
         });
     }
@@ -172,6 +178,8 @@ impl Room {
         // first.
         let linked = self.linked.is_some();
         let mut retry = Vec::new();
+        // On Redis: changes whose target another node changed meanwhile, decided again.
+        let mut recheck = Vec::new();
         for op in pending.drain(..) {
             let copy = match linked {
                 true if super::cluster::answered_as_dup(&self.dedup, &op) => continue,
@@ -198,11 +206,20 @@ impl Room {
                     Ok(Some(effect)) => batch.mutation(peer, id, effect),
                 },
                 // Retention may have removed the target since it was checked.
-                Pending::Redact { peer, id, stub } if stub.target < self.earliest => {
-                    peer.send_err(Some(id), super::redact::not_stored(stub.target));
+                Pending::Change { req, stub } if stub.target < self.earliest => {
+                    req.peer
+                        .send_err(Some(req.id), super::redact::not_stored(stub.target));
                     trimmed.push(stub.target);
                 }
-                Pending::Redact { peer, id, stub } => batch.redact(peer, id, stub),
+                Pending::Change { req, stub }
+                    if self
+                        .linked
+                        .as_mut()
+                        .is_some_and(|l| l.stale_changes.remove(&stub.target)) =>
+                {
+                    recheck.push((req, stub.target));
+                }
+                Pending::Change { req, stub } => batch.change(req, stub),
             }
             if let Some(copy) = copy.filter(|_| batch.written.len() > before) {
                 retry.push(copy);
@@ -221,6 +238,9 @@ impl Room {
         }
         for target in trimmed {
             self.redaction_failed(target, &super::redact::not_stored(target));
+        }
+        for (req, target) in recheck {
+            self.change_again(req, target);
         }
         let trim = self.take_trim();
         if written.is_empty() && trim.is_none() {

@@ -23,9 +23,10 @@ use roomd_protocol::{codec, ServerFrame};
 use super::dedup::Dedup;
 use super::model::HELD_MAX_BYTES;
 use super::model::{now_ms, Linked, Pending, Room};
+use super::redact::ChangeEntry;
 use super::snapshot::Present;
 use super::state::{Effect, Entry};
-use super::{Command, InboxSender};
+use super::{Change, Command, InboxSender};
 use crate::cluster::feed::{FeedEvent, Member};
 use crate::cluster::keys::RoomKeys;
 use crate::cluster::{Applied, Apply, Cluster, Range};
@@ -150,6 +151,16 @@ impl Room {
             FeedEvent::Probe => self.fill(),
             FeedEvent::Presence { conn, member } => self.remote_presence(conn, member),
             FeedEvent::NodeGone(instance) => self.node_gone(&instance),
+            FeedEvent::Signal { instance, frame } => {
+                // Our own come back too: they were delivered here already.
+                if self
+                    .linked
+                    .as_ref()
+                    .is_some_and(|l| **l.cluster.instance() != *instance)
+                {
+                    self.deliver_signal(&wire::wrap(&frame), None);
+                }
+            }
         }
     }
 
@@ -355,7 +366,27 @@ impl Room {
                     reply_value: false,
                 });
             }
-            Ok(ServerFrame::Del { target, .. }) => self.redacted_elsewhere(target, seq),
+            Ok(ServerFrame::Del {
+                target,
+                ts,
+                from,
+                uid,
+                ..
+            }) => {
+                self.changed_elsewhere(ChangeEntry { seq, ts, from, uid }, Change::Delete, target)
+            }
+            Ok(ServerFrame::Msg {
+                edits: Some(target),
+                ts,
+                from,
+                uid,
+                data,
+                ..
+            }) => self.changed_elsewhere(
+                ChangeEntry { seq, ts, from, uid },
+                Change::Edit(data),
+                target,
+            ),
             _ => {}
         }
         if let Some(key) = r.dedup {

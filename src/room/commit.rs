@@ -162,14 +162,14 @@ impl Room {
                 });
                 self.state.apply(effect);
             }
-            Reply::Redacted {
+            Reply::Changed {
                 peer,
                 id,
                 target,
-                stub,
+                rewrites,
             } => {
                 peer.send(&ServerFrame::Ack { id, seq, dup: None });
-                self.redacted(target, seq, stub);
+                self.changed(target, seq, rewrites);
             }
         }
     }
@@ -193,7 +193,7 @@ impl Room {
                     }
                 }
                 Reply::Mutated { peer, id, .. } => peer.send_err(Some(id), err.clone()),
-                Reply::Redacted {
+                Reply::Changed {
                     peer, id, target, ..
                 } => {
                     peer.send_err(Some(id), err.clone());

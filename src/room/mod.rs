@@ -10,7 +10,8 @@
 //! - [`dedup`]: the window of recently stored `mid`s.
 //! - [`hooks`]: the room's events for `[[webhooks]]`, one call each from where they happen.
 //! - [`state`]: the key/value state and its atomic operations.
-//! - [`redact`]: deleting a message: its `del` entry and the stub that replaces it.
+//! - [`redact`]: deleting or editing a message: its `del` or edit entry and the rewrite of the
+//!   message it changes.
 //! - [`cluster`]: on Redis, the batch's round trip, other nodes' entries, fills and reloads.
 //! - [`replay`]: the task that pages a subscriber through history from disk.
 //! - [`snapshot`]: `subbed` and `who` split into frames that fit `limits.frame`, and the task
@@ -97,11 +98,52 @@ impl Command {
         match self {
             Command::Publish { data, .. } => Cost::Publish { bytes: data.len() },
             Command::Mutate { .. } => Cost::StateWrite,
-            // An entry in the log like a publish, without a payload.
-            Command::Redact { .. } => Cost::Publish { bytes: 0 },
+            // An entry in the log like a publish, with the edit's payload if any.
+            Command::Change { change, .. } => Cost::Publish {
+                bytes: change.payload_len(),
+            },
+            // Delivered like a publish, so limited like one (SPEC.md 4.10).
+            Command::Signal { data, .. } => Cost::Publish { bytes: data.len() },
             _ => Cost::Free,
         }
     }
+}
+
+/// What a change request does to its target message.
+#[derive(Debug, Clone)]
+pub(crate) enum Change {
+    /// Delete it: a `del` entry, the message kept as a stub without payload.
+    Delete,
+    /// Replace its content: an edit entry carrying the new payload.
+    Edit(Vec<u8>),
+}
+
+impl Change {
+    /// The bytes the change publishes (rate limits count them as a publish's).
+    pub(crate) fn payload_len(&self) -> usize {
+        match self {
+            Change::Delete => 0,
+            Change::Edit(data) => data.len(),
+        }
+    }
+}
+
+/// A request to change a message, as it waits for its target to be read or for an earlier
+/// change of the same message to finish.
+#[derive(Clone)]
+pub(crate) struct ChangeRequest {
+    pub peer: Arc<Peer>,
+    pub id: u32,
+    pub change: Change,
+    pub author_only: bool,
+}
+
+/// A change's target as stored: its frame and, when it was edited, the frame of its latest
+/// edit entry (which the change supersedes).
+#[derive(Clone)]
+pub(crate) struct Targeted {
+    pub target: Bytes,
+    pub latest_edit: Option<Bytes>,
 }
 
 /// Commands a room's inbox accepts. Replies go straight to the peer's outbox.
@@ -137,20 +179,30 @@ pub(crate) enum Command {
         id: u32,
         op: Mutation,
     },
-    /// Delete the message with seq `seq` (SPEC.md 5.6): replies `ack` with the `del` entry's
-    /// seq once durable (`dup: true` with the earlier one's if it was deleted already), or
-    /// `406` if `seq` is not a stored message of the room.
-    Redact {
-        peer: Arc<Peer>,
-        id: u32,
-        seq: u64,
-    },
-    /// The stored frame of a deletion's target, read on the blocking pool (`None`: not stored).
-    RedactRead {
+    /// Delete or edit the message with seq `target` (SPEC.md 5.6, 5.8): replies `ack` with the
+    /// new entry's seq once durable (a deletion of a deleted message: `dup: true` with the
+    /// earlier `del`'s), `406` if `target` is not a stored message of the room, `423` if
+    /// `author_only` and the requester's user is not the message's.
+    Change {
         peer: Arc<Peer>,
         id: u32,
         target: u64,
-        read: Result<Option<Bytes>, Arc<StoreError>>,
+        change: Change,
+        /// A WebSocket request: only the message's author may. The server API may change any.
+        author_only: bool,
+    },
+    /// The stored frames a change needs, read on the blocking pool (`None`: not stored).
+    ChangeRead {
+        req: ChangeRequest,
+        target: u64,
+        read: Result<Option<Targeted>, Arc<StoreError>>,
+    },
+    /// An ephemeral publish (SPEC.md 4.10): sent to the live subscribers but the sender's, at
+    /// once; never stored. Replies `ok`.
+    Signal {
+        peer: Arc<Peer>,
+        id: u32,
+        data: Vec<u8>,
     },
     /// End every subscription held by a connection of `user`, as `unsub` would, telling each
     /// connection with `unsubbed` (SPEC.md 5.7); replies how many were ended.

@@ -4,7 +4,7 @@
 //! `subscribers`): each of them adds methods to [`Room`] and imports this module, and none of
 //! them imports another for a type, so the room's imports run one way.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -15,7 +15,7 @@ use super::dedup::Dedup;
 use super::env::RoomRules;
 use super::snapshot::Present;
 use super::state::{Effect, RoomState};
-use super::{InboxSender, Mutation, RoomEnv};
+use super::{ChangeRequest, InboxSender, Mutation, RoomEnv};
 use crate::cluster::Cluster;
 use crate::peer::Peer;
 
@@ -44,9 +44,10 @@ pub(super) struct Room {
     /// What `members` counts against `rooms.presence_bytes`.
     pub(super) presence_bytes: usize,
     pub(super) pending: Vec<Pending>,
-    /// Messages whose deletion is under way (target read from disk, pending or in flight),
-    /// with the later requests to delete the same message, answered by its outcome.
-    pub(super) redacting: HashMap<u64, Vec<(Arc<Peer>, u32)>>,
+    /// Messages whose deletion or edit is under way (target read from disk, pending or in
+    /// flight), with the later requests to change the same message, decided in order once it
+    /// is done.
+    pub(super) redacting: HashMap<u64, Vec<ChangeRequest>>,
     pub(super) in_flight: Vec<Written>,
     pub(super) trim_wanted: bool,
     /// Subscribers being paged through history; retention waits for them.
@@ -92,18 +93,25 @@ pub(super) enum Pending {
         id: u32,
         op: Mutation,
     },
-    /// Deleting a message (SPEC.md 5.6).
-    Redact {
-        peer: Arc<Peer>,
-        id: u32,
-        stub: Stub,
-    },
+    /// Deleting or editing a message (SPEC.md 5.6, 5.8).
+    Change { req: ChangeRequest, stub: Stub },
 }
 
-/// What a deleted message keeps: its seq, time and author (SPEC.md 5.6).
+/// What a changed message keeps: its seq, time and author (SPEC.md 5.6), and its latest edit
+/// entry, which the change supersedes (5.8).
 #[derive(Clone)]
 pub(super) struct Stub {
     pub(super) target: u64,
+    pub(super) ts: u64,
+    pub(super) from: String,
+    pub(super) uid: Option<String>,
+    pub(super) latest_edit: Option<EditStub>,
+}
+
+/// An edit entry as its stub keeps it: its seq, time and author; its payload goes.
+#[derive(Clone)]
+pub(super) struct EditStub {
+    pub(super) seq: u64,
     pub(super) ts: u64,
     pub(super) from: String,
     pub(super) uid: Option<String>,
@@ -131,13 +139,13 @@ pub(super) enum Reply {
         id: u32,
         effect: Effect,
     },
-    /// A deletion: `ack` with the `del` entry's seq, and the target's stub (a WebSocket frame)
-    /// replaces it in the cache.
-    Redacted {
+    /// A deletion or edit: `ack` with the new entry's seq, and the rewritten frames (the
+    /// target's, its superseded edit's; WebSocket frames) replace theirs in the cache.
+    Changed {
         peer: Arc<Peer>,
         id: u32,
         target: u64,
-        stub: Bytes,
+        rewrites: Vec<(u64, Bytes)>,
     },
 }
 
@@ -161,6 +169,9 @@ pub(super) struct Linked {
     pub(super) reloading: bool,
     /// Members held by other nodes, with the instance that holds each.
     pub(super) remote: HashMap<Arc<str>, (Arc<str>, Present)>,
+    /// Messages another node changed while a change of them was under way here (reading,
+    /// pending or in flight): that change is decided again before it is written.
+    pub(super) stale_changes: HashSet<u64>,
 }
 
 impl Linked {
@@ -174,6 +185,7 @@ impl Linked {
             known: 0,
             reloading: false,
             remote: HashMap::new(),
+            stale_changes: HashSet::new(),
         })
     }
 }

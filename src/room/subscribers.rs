@@ -398,6 +398,39 @@ impl Room {
         }
     }
 
+    /// An ephemeral publish (SPEC.md 4.10): encoded once and queued at once to every live
+    /// subscriber but the sender, through the same bounded outboxes as log entries (a full one
+    /// is a slow consumer, closed as always). A subscriber still being replayed or sent its
+    /// snapshot misses it: it was not live yet. Nothing is stored; the sender gets `ok`.
+    pub(super) fn signal(&mut self, peer: &Peer, id: u32, data: Vec<u8>) {
+        let bytes = wire::encode(&ServerFrame::Signal {
+            room: String::from(&*self.name),
+            ts: super::model::now_ms(),
+            from: String::from(&*peer.id),
+            uid: peer.user.as_deref().map(str::to_string),
+            data,
+        });
+        if let Some(linked) = &self.linked {
+            linked.cluster.signal(&self.name, wire::payload(&bytes));
+        }
+        self.deliver_signal(&bytes, Some(&peer.id));
+        peer.send(&ServerFrame::Ok { id });
+    }
+
+    /// Queues an ephemeral message to every live subscriber but its sender.
+    pub(super) fn deliver_signal(&mut self, bytes: &Bytes, sender: Option<&Arc<str>>) {
+        let mut slow = Vec::new();
+        for (conn, sub) in &self.subs {
+            let live = sub.live && sub.held.is_none() && Some(conn) != sender;
+            if live && sub.peer.outbox.push(bytes.clone()).is_err() {
+                slow.push(conn.clone());
+            }
+        }
+        for conn in slow {
+            self.remove_sub(&conn);
+        }
+    }
+
     /// Queues a join or leave to every subscriber that asked for presence.
     pub(super) fn presence_event(&mut self, frame: &ServerFrame) {
         let bytes = wire::encode(frame);

@@ -455,10 +455,12 @@ async fn requests_during_a_commit_wait_for_the_next_batch_and_retries_share_its_
 }
 
 fn redact(f: &mut Fixture, peer: &Arc<Peer>, id: u32, seq: u64) {
-    f.room.handle(Command::Redact {
+    f.room.handle(Command::Change {
         peer: peer.clone(),
         id,
-        seq,
+        target: seq,
+        change: super::Change::Delete,
+        author_only: false,
     });
 }
 
@@ -605,7 +607,7 @@ async fn a_second_deletion_of_a_message_is_a_duplicate() {
     // Later, from the stub in the cache... (the cache now holds seq 5 only: from disk).
     redact(&mut f, &m, 12, 4);
     let cmd = f.next_command().await;
-    assert!(matches!(cmd, Command::RedactRead { target: 4, .. }));
+    assert!(matches!(cmd, Command::ChangeRead { target: 4, .. }));
     f.room.handle(cmd);
     assert_eq!(frames(&m), [ack(12, 5, Some(true))]);
 

@@ -50,6 +50,7 @@ for (const v of vectors) {
 interface Fields {
   room: never; since: never; state: never; presence: never; info: never; data: never; mid: never;
   after: never; before: never; limit: never; prefix: never; key: never; value: never; ver: never; by: never; token: never;
+  ephemeral: never; target: never;
 }
 
 function build(v: Record<string, unknown>): Request {
@@ -60,7 +61,12 @@ function build(v: Record<string, unknown>): Request {
     case "unsub":
       return req.unsub(o.room);
     case "pub":
+      if (v["ephemeral"] === true) return req.signal(o.room, o.data);
       return req.pub(o.room, o.data, o.mid);
+    case "edit":
+      return req.edit(o.room, o.target, o.data);
+    case "redact":
+      return req.redact(o.room, o.target);
     case "hist":
       return req.hist(o.room, { after: o.after, before: o.before, limit: o.limit });
     case "get":
