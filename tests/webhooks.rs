@@ -439,6 +439,26 @@ async fn events_due_before_a_kill_9_arrive_after_the_restart() {
 }
 
 #[tokio::test]
+async fn a_graceful_shutdown_writes_the_events_of_the_connections_it_closes() {
+    let addr = dead_port().await;
+    let mut b = Broker::start(&hook(
+        &format!("http://{addr}/hook"),
+        "events = [\"connection.closed\"]",
+    ));
+    let c = Client::connect(&b).await;
+    let conn = c.conn.clone();
+    assert_eq!(b.terminate(), Some(0));
+    drop(c);
+    let rx = Receiver::start_on(addr).await;
+    b.restart();
+    let evs = rx
+        .wait_for("the connection closed by the shutdown", |e| !e.is_empty())
+        .await;
+    assert_eq!(evs[0]["type"], "connection.closed");
+    assert_eq!(evs[0]["conn"], conn.as_str());
+}
+
+#[tokio::test]
 async fn a_dead_endpoint_holds_at_most_its_bound_and_the_rest_is_counted_as_dropped() {
     let addr = dead_port().await;
     let b = Broker::start(&hook(
@@ -497,4 +517,55 @@ async fn a_webhook_with_an_unknown_event_type_is_refused_at_start() {
         err.contains("unknown event type \"room.exploded\""),
         "{err}"
     );
+}
+
+/// Figures, not a check: publishes pipelined 500 at a time, with no webhook and with every
+/// message sent to a local endpoint; prints publish rates and how long the deliveries took.
+/// `cargo test --release --test webhooks -- --ignored --nocapture figures`
+#[tokio::test]
+#[ignore]
+async fn figures() {
+    const N: u32 = 5000;
+    for webhooks in [false, true] {
+        let rx = Receiver::start().await;
+        let cfg = if webhooks {
+            hook(&rx.url(), "events = [\"message.published\"]")
+        } else {
+            String::new()
+        };
+        let b = Broker::start(&cfg);
+        let mut c = Client::connect(&b).await;
+        let started = Instant::now();
+        for chunk in 0..N / 500 {
+            let ids: Vec<u32> = (0..500).map(|_| c.id()).collect();
+            for (i, id) in ids.iter().enumerate() {
+                c.send(&ClientFrame::Pub {
+                    id: *id,
+                    room: "r".into(),
+                    data: (chunk * 500 + i as u32).to_be_bytes().to_vec(),
+                    mid: None,
+                })
+                .await;
+            }
+            for id in ids {
+                assert!(matches!(c.reply_to(id).await, ServerFrame::Ack { .. }));
+            }
+        }
+        let published = started.elapsed();
+        let rate = f64::from(N) / published.as_secs_f64();
+        if !webhooks {
+            println!("no webhooks: {N} publishes in {published:?} ({rate:.0}/s)");
+            continue;
+        }
+        rx.wait_for("every message", |e| e.len() >= N as usize)
+            .await;
+        let all = started.elapsed();
+        let posts = rx.deliveries().len();
+        println!(
+            "message.published to one endpoint: {N} publishes in {published:?} ({rate:.0}/s); \
+             all {N} events delivered {all:?} after the first publish, in {posts} POSTs \
+             ({:.1} events per POST)",
+            f64::from(N) / posts as f64
+        );
+    }
 }
