@@ -12,6 +12,18 @@
 //! endpoint while holding anything a room or a connection needs: a dead endpoint fills its own
 //! outbox up to its bounds and then drops (counted, logged) its own new events.
 //!
+//! Messages are copied into the outbox like every other event rather than read from the rooms'
+//! logs through a cursor per endpoint. A cursor would save the copy, but the log is ordered
+//! only within a room (`(room id, seq)` keys), so it would be one cursor per endpoint and room,
+//! as many as rooms ever written, each advanced by finding the rooms written since; retention
+//! would trim entries an endpoint that is down has not read (a silent loss), and a deletion
+//! would change what is delivered after the fact. A copy costs one row per message and
+//! endpoint, within the endpoint's outbox bounds, and `namespaces` keeps it to the rooms the
+//! backend asked for.
+//!
+//! In cluster mode each node runs its own outbox in its own redb and emits what it sees: its
+//! connections, its subscribers' joins and leaves, the writes it accepted.
+//!
 //! - [`event`]: the event and its JSON; [`signature`]: the `roomd-signature` header;
 //!   [`http`]: one POST; [`outbox`]: the writer task; [`delivery`]: the delivery task.
 //!
