@@ -461,26 +461,68 @@ async fn a_graceful_shutdown_writes_the_events_of_the_connections_it_closes() {
 #[tokio::test]
 async fn a_dead_endpoint_holds_at_most_its_bound_and_the_rest_is_counted_as_dropped() {
     let addr = dead_port().await;
-    let b = Broker::start(&hook(
-        &format!("http://{addr}/hook"),
-        "events = [\"message.published\"]\noutbox_events = 10\noutbox_bytes = 1000000",
+    let other = dead_port().await;
+    let b = Broker::start(&format!(
+        "{}{}",
+        hook(
+            &format!("http://{addr}/hook"),
+            "name = \"count\"\nevents = [\"message.published\"]\noutbox_events = 10\noutbox_bytes = 1000000",
+        ),
+        hook(
+            &format!("http://{other}/hook"),
+            "name = \"bytes\"\nevents = [\"message.published\"]\noutbox_bytes = 2000",
+        ),
     ));
     let mut c = Client::connect(&b).await;
     for i in 0..100u32 {
         c.publish_seq("r", &i.to_be_bytes()).await;
     }
+    let metric = |name: &str, endpoint: &str| format!("{name}{{endpoint=\"{endpoint}\"");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while b.metric("roomd_webhook_dropped_total{endpoint=").await < 90.0 {
+    while b
+        .metric(&metric("roomd_webhook_dropped_total", "count"))
+        .await
+        < 90.0
+    {
         assert!(Instant::now() < deadline, "drops not counted");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(b.metric("roomd_webhook_dropped_total").await, 90.0);
-    assert_eq!(b.metric("roomd_webhook_outbox_events").await, 10.0);
+    assert_eq!(
+        b.metric(&metric("roomd_webhook_dropped_total", "count"))
+            .await,
+        90.0
+    );
+    assert_eq!(
+        b.metric(&metric("roomd_webhook_outbox_events", "count"))
+            .await,
+        10.0
+    );
+    // Bounded by bytes: what it holds stays under 2000 bytes, the rest is dropped.
+    let held = b
+        .metric(&metric("roomd_webhook_outbox_bytes", "bytes"))
+        .await;
+    let events = b
+        .metric(&metric("roomd_webhook_outbox_events", "bytes"))
+        .await;
+    let dropped = b
+        .metric(&metric("roomd_webhook_dropped_total", "bytes"))
+        .await;
+    assert!(held <= 2000.0 && held > 1000.0, "{held}");
+    assert_eq!(events + dropped, 100.0);
     // The first ten (those that were due) arrive once the endpoint is back.
     let rx = Receiver::start_on(addr).await;
     let evs = rx.wait_for("ten messages", |e| e.len() >= 10).await;
     assert_eq!(published_seqs(&evs), (1..=10).collect());
-    assert_eq!(b.metric("roomd_webhook_outbox_events").await, 0.0);
+    // Removed from the outbox once answered (just after the answer).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while b
+        .metric(&metric("roomd_webhook_outbox_events", "count"))
+        .await
+        > 0.0
+    {
+        assert!(Instant::now() < deadline, "delivered events still held");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]
