@@ -13,8 +13,10 @@ use crate::capability::Allow;
 
 mod api;
 mod cluster;
+mod webhook;
 pub use api::{ApiConfig, ApiKeyConfig, Scope, MIN_KEY_BYTES};
 pub use cluster::{ClusterConfig, ClusterDurability, EngineKind};
+pub use webhook::{WebhookConfig, EVENT_TYPES};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -61,6 +63,9 @@ pub struct Config {
     /// `chat:lobby`). A room without a `:`, or whose namespace has no table here, gets the
     /// defaults.
     pub namespaces: std::collections::BTreeMap<String, NamespaceConfig>,
+    /// HTTP endpoints told of connections, joins, rooms, messages and state changes, through
+    /// a durable outbox (README "Webhooks").
+    pub webhooks: Vec<WebhookConfig>,
 }
 
 /// The bundled chat.
@@ -645,6 +650,7 @@ impl Config {
         failed.extend(self.auth.problems());
         failed.extend(self.api.problems());
         failed.extend(self.cluster.problems());
+        failed.extend(webhook::problems(&self.webhooks));
         if failed.is_empty() {
             Ok(())
         } else {

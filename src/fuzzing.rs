@@ -78,6 +78,7 @@ impl SessionHarness {
                 writer.clone(),
                 config.clone(),
                 lifecycle.background().clone(),
+                crate::webhook::Webhooks::default(),
             )
         });
         let tick = writer.clone();

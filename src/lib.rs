@@ -15,6 +15,7 @@
 //! - [`engine`]: where rooms live, the embedded store or Redis; [`cluster`]: many nodes
 //!   sharing rooms through Redis.
 //! - [`retention`]: background trimming; [`metrics`]: Prometheus.
+//! - [`webhook`]: events for the app's backend, through a durable outbox, signed and retried.
 //! - [`auth`]: token verification (HMAC secret, PEM public key, JWKS file or URL);
 //!   [`permissions`]: the capabilities a token's `rooms` claim grants; [`token`]: the
 //!   `roomd token` command's development tokens.
@@ -59,6 +60,7 @@ mod store;
 mod tls;
 pub mod token;
 mod ui;
+mod webhook;
 mod wire;
 
 pub use config::Config;

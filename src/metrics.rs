@@ -388,3 +388,81 @@ pub(crate) fn api_request(op: &str, status: u16, seconds: f64) {
         .increment(1);
     histogram!("roomd_api_request_seconds", "op" => op).record(seconds);
 }
+
+/// Every configured webhook endpoint's series exist from the start, at zero.
+pub(crate) fn webhook_endpoints<'a>(names: impl IntoIterator<Item = &'a str>) {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        "roomd_webhook_delivered_total",
+        "webhook events delivered (answered 2xx), by endpoint"
+    );
+    describe_counter!(
+        "roomd_webhook_failed_total",
+        "webhook deliveries that failed (refused, timed out, or not answered 2xx), by endpoint"
+    );
+    describe_counter!(
+        "roomd_webhook_retried_total",
+        "webhook deliveries sent again after a failure, by endpoint"
+    );
+    describe_counter!(
+        "roomd_webhook_dropped_total",
+        "webhook events dropped, by endpoint and reason (outbox_full: past the endpoint's outbox_events or outbox_bytes; queue_full: past the queue into the outbox; store: the outbox write failed)"
+    );
+    describe_gauge!(
+        "roomd_webhook_outbox_events",
+        "webhook events held in an endpoint's durable outbox"
+    );
+    describe_gauge!(
+        "roomd_webhook_outbox_bytes",
+        Unit::Bytes,
+        "bytes of webhook events held in an endpoint's durable outbox"
+    );
+    describe_histogram!(
+        "roomd_webhook_delivery_seconds",
+        Unit::Seconds,
+        "time of one successful webhook delivery (connect, POST, answer), by endpoint"
+    );
+    for name in names {
+        let e = name.to_string();
+        for c in [
+            "roomd_webhook_delivered_total",
+            "roomd_webhook_failed_total",
+            "roomd_webhook_retried_total",
+        ] {
+            counter!(c, "endpoint" => e.clone()).increment(0);
+        }
+        for reason in ["outbox_full", "queue_full", "store"] {
+            counter!("roomd_webhook_dropped_total", "endpoint" => e.clone(), "reason" => reason)
+                .increment(0);
+        }
+        let _ = histogram!("roomd_webhook_delivery_seconds", "endpoint" => e);
+    }
+}
+
+pub(crate) fn webhook_delivered(endpoint: &str, events: usize, took: Duration) {
+    let e = endpoint.to_string();
+    counter!("roomd_webhook_delivered_total", "endpoint" => e.clone()).increment(events as u64);
+    histogram!("roomd_webhook_delivery_seconds", "endpoint" => e).record(took.as_secs_f64());
+}
+
+pub(crate) fn webhook_failed(endpoint: &str) {
+    counter!("roomd_webhook_failed_total", "endpoint" => endpoint.to_string()).increment(1);
+}
+
+pub(crate) fn webhook_retried(endpoint: &str) {
+    counter!("roomd_webhook_retried_total", "endpoint" => endpoint.to_string()).increment(1);
+}
+
+pub(crate) fn webhook_dropped(endpoint: &str, reason: &'static str, events: u64) {
+    counter!("roomd_webhook_dropped_total", "endpoint" => endpoint.to_string(), "reason" => reason)
+        .increment(events);
+}
+
+pub(crate) fn webhook_outbox(endpoint: &str, events: u64, bytes: u64) {
+    #[allow(clippy::cast_precision_loss)]
+    {
+        gauge!("roomd_webhook_outbox_events", "endpoint" => endpoint.to_string())
+            .set(events as f64);
+        gauge!("roomd_webhook_outbox_bytes", "endpoint" => endpoint.to_string()).set(bytes as f64);
+    }
+}

@@ -465,6 +465,7 @@ mod tests {
             writer.clone(),
             config.clone(),
             lifecycle.background().clone(),
+            crate::webhook::Webhooks::default(),
         );
         let outbox = Outbox::new(1000, 1 << 20);
         let peer = Arc::new(Peer {

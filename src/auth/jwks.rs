@@ -252,9 +252,9 @@ where
     }
 }
 
-/// https with the system's CA certificates (an identity provider inside a company usually
+/// https with the system's CA certificates, for the JWKS and for webhooks (an identity provider inside a company usually
 /// has its certificate from the company's own CA, installed there).
-fn tls_connector() -> Result<TlsConnector, KeyError> {
+pub(crate) fn tls_connector() -> Result<TlsConnector, KeyError> {
     let found = rustls_native_certs::load_native_certs();
     let mut roots = rustls::RootCertStore::empty();
     let (added, _) = roots.add_parsable_certificates(found.certs);

@@ -76,6 +76,9 @@ pub(crate) async fn run<H: RoomHost>(name: Arc<str>, mut rx: Inbox, registry: Ar
     if let Some(c) = &cluster {
         super::cluster::unwatch(c, &name);
     }
+    if unloaded {
+        super::hooks::unloaded(&registry.env().webhooks, &name);
+    }
     // Closing first lets the registry see this inbox is dead and drop its entry, so the next
     // command for the room starts a fresh task instead of hitting a closed channel forever.
     rx.close();

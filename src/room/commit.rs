@@ -99,12 +99,16 @@ impl Room {
             }
         };
         self.committed();
+        if self.id.is_none() {
+            self.hook_created();
+        }
         self.id = Some(info.room_id);
         if let Some(earliest) = info.earliest {
             self.trimmed_to(earliest);
         }
         self.broadcast(&concat_frames(&written), written.len());
         for Written { seq, frame, reply } in written {
+            self.hook_written(seq, &frame, &reply);
             self.head = seq;
             self.cache_frame(seq, frame);
             self.answer(seq, reply);

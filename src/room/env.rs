@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::store::reader::LoadLimits;
 use crate::store::WriterHandle;
+use crate::webhook::Webhooks;
 
 /// A room's environment: where it reads and writes, and the limits it applies.
 #[derive(Clone)]
@@ -27,6 +28,8 @@ pub(crate) struct RoomEnv {
     /// Where a room spawns its subscribers' replay tasks, so shutdown waits for them (after
     /// the sockets close, which ends any replay waiting for its subscriber to read).
     pub background: TaskTracker,
+    /// Where the room's events for `[[webhooks]]` go (joins, leaves, messages, ...).
+    pub webhooks: Webhooks,
 }
 
 /// The configuration values a room uses, copied out of [`Config`] so a room reads plain fields.
@@ -74,12 +77,14 @@ impl RoomEnv {
         writer: WriterHandle,
         config: &Config,
         background: TaskTracker,
+        webhooks: Webhooks,
     ) -> RoomEnv {
         RoomEnv {
             engine,
             writer,
             limits: RoomLimits::from_config(config),
             background,
+            webhooks,
         }
     }
 }

@@ -8,6 +8,7 @@
 //!   state).
 //! - [`subscribers`]: subscribe, the replay-to-live switch, catch-up from the cache, presence.
 //! - [`dedup`]: the window of recently stored `mid`s.
+//! - [`hooks`]: the room's events for `[[webhooks]]`, one call each from where they happen.
 //! - [`state`]: the key/value state and its atomic operations.
 //! - [`redact`]: deleting or editing a message: its `del` or edit entry and the rewrite of the
 //!   message it changes.
@@ -22,6 +23,7 @@ mod cluster;
 mod commit;
 mod dedup;
 pub(crate) mod env;
+mod hooks;
 pub(crate) mod model;
 mod redact;
 pub(crate) mod registry;

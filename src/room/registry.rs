@@ -26,6 +26,7 @@ use crate::error::ReplyError;
 use crate::peer::Peer;
 use crate::ratelimit::RoomLoads;
 use crate::store::WriterHandle;
+use crate::webhook::Webhooks;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the server is shutting down")]
@@ -54,16 +55,18 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
-    /// `background` tracks the rooms' replay tasks (see [`RoomEnv::background`]).
+    /// `background` tracks the rooms' replay tasks (see [`RoomEnv::background`]); rooms emit
+    /// their events into `webhooks`.
     pub(crate) fn new(
         engine: Engine,
         writer: WriterHandle,
         config: Arc<Config>,
         background: TaskTracker,
+        webhooks: Webhooks,
     ) -> Arc<Registry> {
         Arc::new(Registry {
             rooms: Mutex::new(HashMap::new()),
-            env: Arc::new(RoomEnv::new(engine, writer, &config, background)),
+            env: Arc::new(RoomEnv::new(engine, writer, &config, background, webhooks)),
             loads: RoomLoads::new(&config.rate),
             inbox: config.rooms.inbox,
             tasks: TaskTracker::new(),

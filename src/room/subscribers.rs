@@ -108,6 +108,7 @@ impl Room {
         } else if !self.catch_up_from_cache(&mut sub) {
             self.start_replay(&sub);
         }
+        self.hook_joined(&sub.peer, self.members.contains_key(&sub.peer.id));
         self.subs.insert(sub.peer.id.clone(), sub);
     }
 
@@ -335,6 +336,9 @@ impl Room {
                 room: String::from(&*self.name),
             });
         }
+        if n > 0 {
+            self.hook_emptied_if_so();
+        }
         n
     }
 
@@ -343,12 +347,14 @@ impl Room {
             return false;
         };
         self.ended(conn, sub);
+        self.hook_emptied_if_so();
         true
     }
 
     /// A subscription taken out of `subs`: its replay and snapshot stop counting (and the
     /// snapshot task stops), and its presence leaves.
     fn ended(&mut self, conn: &Arc<str>, sub: Sub) {
+        self.hook_left(conn, &sub);
         if !sub.live {
             self.replays = self.replays.saturating_sub(1);
         }

@@ -85,6 +85,7 @@ impl Fixture {
             writer,
             limits,
             background: tokio_util::task::TaskTracker::new(),
+            webhooks: Default::default(),
         });
         let name: Arc<str> = Arc::from("r");
         let (tx, rx) = mpsc::channel(64);
@@ -743,6 +744,7 @@ async fn a_deletion_survives_a_restart() {
         writer,
         limits: limits(),
         background: tokio_util::task::TaskTracker::new(),
+        webhooks: Default::default(),
     });
     let name: Arc<str> = Arc::from("r");
     let (tx, rx) = mpsc::channel(64);

@@ -33,6 +33,7 @@ use crate::outbox::CloseReason;
 use crate::room::Registry;
 use crate::store::{Store, StoreError, WriterHandle};
 use crate::tls::Tls;
+use crate::webhook::Webhooks;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -56,6 +57,8 @@ pub enum ServerError {
     Auth(#[from] crate::auth::KeyError),
     #[error("cluster: {0}")]
     Cluster(#[from] crate::cluster::ClusterError),
+    #[error("{0}")]
+    Webhook(#[from] crate::webhook::WebhookError),
 }
 
 /// A running broker. Dropping it does not stop it; call [`Server::shutdown`].
@@ -89,6 +92,8 @@ struct Shared {
     api: Api,
     next_conn: AtomicU64,
     boot: u32,
+    /// Where connections emit `connection.opened` and `connection.closed`.
+    webhooks: Webhooks,
 }
 
 impl Server {
@@ -122,11 +127,13 @@ impl Server {
             }
             _ => Engine::Embedded(store.clone()),
         };
+        let webhooks = Webhooks::start(&config, &store, &lifecycle).await?;
         let registry = Registry::new(
             engine.clone(),
             writer.clone(),
             config.clone(),
             lifecycle.background().clone(),
+            webhooks.clone(),
         );
         let conns = Arc::<Connections>::default();
         let api = Api::new(
@@ -153,6 +160,7 @@ impl Server {
             store: store.clone(),
             registry: registry.clone(),
             lifecycle: lifecycle.clone(),
+            webhooks,
         });
         lifecycle.spawn_background(flush_periodically(
             writer.clone(),

@@ -29,6 +29,8 @@ pub(super) async fn run(shared: &Shared, writer: &WriterHandle) {
         tracing::warn!("shutdown deadline passed; closing remaining connections");
         writer.stop().await;
     }
+    // Last: the events of everything above (rooms unloaded, connections closed) are written.
+    shared.webhooks.stop().await;
     shared.lifecycle.enter(Phase::Stopped);
     tracing::info!("roomd stopped");
 }

@@ -31,6 +31,7 @@ use crate::outbox::Outbox;
 use crate::peer::{InFlight, Peer};
 use crate::permissions::Access;
 use crate::session::{Session, Token};
+use crate::webhook::{Event, Kind};
 
 /// A WebSocket over TLS, when the port speaks TLS.
 type TlsStream = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
@@ -353,6 +354,9 @@ where
     greet(&peer, &shared.config, node.cluster().map(|c| c.node_id()));
     register(&shared, n, peer.user.clone(), outbox);
     crate::metrics::connection_opened();
+    shared
+        .webhooks
+        .emit(Event::new(Kind::ConnectionOpened).by(&id, peer.user.as_ref()));
     tracing::debug!(
         conn = %id,
         %addr,
@@ -390,6 +394,8 @@ where
             .max(1),
     };
     let guard = ConnGuard {
+        conn: id,
+        user: session.peer.user.clone(),
         shared,
         n,
         _slot: slot,
@@ -436,6 +442,9 @@ fn register(shared: &Shared, n: u64, user: Option<Arc<str>>, outbox: Outbox) {
 struct ConnGuard {
     shared: Arc<Shared>,
     n: u64,
+    /// For `connection.closed`.
+    conn: Arc<str>,
+    user: Option<Arc<str>>,
     /// The connection's place under the connection limits, taken at accept.
     _slot: Arc<Slot>,
 }
@@ -444,6 +453,9 @@ impl Drop for ConnGuard {
     fn drop(&mut self) {
         crate::metrics::connection_closed();
         self.shared.conns.remove(self.n);
+        self.shared
+            .webhooks
+            .emit(Event::new(Kind::ConnectionClosed).by(&self.conn, self.user.as_ref()));
     }
 }
 

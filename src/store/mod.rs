@@ -13,6 +13,7 @@
 //!   durable mode with one `fdatasync`); redb receives the groups later, in bulk, from
 //!   `applier`'s thread.
 //! - `applier`: the thread that writes logged groups into redb.
+//! - [`webhooks`]: the rows of the webhook outbox, in transactions of their own.
 //! - [`writer`]: the single writer thread; it groups every batch that arrives while a commit is
 //!   in flight into the next transaction (group commit), across rooms and connections.
 //!
@@ -30,6 +31,7 @@ pub(crate) mod record;
 mod request;
 pub(crate) mod tables;
 pub(crate) mod wal;
+pub(crate) mod webhooks;
 pub(crate) mod writer;
 
 pub(crate) use db::Store;

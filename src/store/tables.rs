@@ -16,6 +16,10 @@ pub(crate) const ENTRIES: TableDefinition<(u64, u64), &[u8]> = TableDefinition::
 pub(crate) const MIDS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("mids");
 /// (room id, key) → state record (see [`super::record`]).
 pub(crate) const STATE: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("state");
+/// (webhook endpoint name, event number) → the event as a JSON object: the durable outbox of
+/// `[[webhooks]]`, one row per event and endpoint that wants it, removed once delivered.
+pub(crate) const WEBHOOK_EVENTS: TableDefinition<(&str, u64), &[u8]> =
+    TableDefinition::new("webhook_events");
 /// Small named counters, e.g. the next room id.
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
@@ -30,3 +34,8 @@ pub(crate) const WAL_COMMIT: &str = "wal_commit";
 pub(crate) const WAL_SALT: &str = "wal_salt";
 /// Which of the two write-ahead log files the current cycle is in, 0 or 1 (see [`super::wal`]).
 pub(crate) const WAL_FILE: &str = "wal_file";
+/// The number of the next webhook event (event ids never repeat within a data directory).
+pub(crate) const WEBHOOK_NEXT: &str = "webhook_next";
+/// A random number drawn when the data directory first sends webhooks: the first half of
+/// every event id, so two nodes of a cluster never send the same id.
+pub(crate) const WEBHOOK_SOURCE: &str = "webhook_source";

@@ -1,0 +1,101 @@
+//! The room's events for `[[webhooks]]`. Each is emitted by one call from the code where the
+//! thing happens, so the room's logic stays where it was and the events cannot disagree with
+//! it: a join where a subscription is taken, a leave where one ends, a message or state change
+//! where its commit is answered (durable, seq known), the room's creation at its first commit.
+//! Emitting never waits ([`crate::webhook::Webhooks::emit`]).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use roomd_protocol::ServerFrame;
+
+use super::model::{Reply, Room, Sub};
+use crate::peer::Peer;
+use crate::webhook::event::value_json;
+use crate::webhook::{Event, Kind, Webhooks};
+use crate::wire;
+
+impl Room {
+    /// A subscription was taken; `member`: it is visible in presence.
+    pub(super) fn hook_joined(&self, peer: &Peer, member: bool) {
+        self.env.webhooks.emit(
+            Event::new(Kind::RoomJoined)
+                .room(&self.name)
+                .by(&peer.id, peer.user.as_ref())
+                .field("presence", member),
+        );
+    }
+
+    /// A subscription ended (unsubscribed, connection gone, user removed).
+    pub(super) fn hook_left(&self, conn: &Arc<str>, sub: &Sub) {
+        self.env.webhooks.emit(
+            Event::new(Kind::RoomLeft)
+                .room(&self.name)
+                .by(conn, sub.peer.user.as_ref())
+                .field("presence", sub.presence),
+        );
+    }
+
+    /// Called after subscriptions ended: `room.emptied` once the last one is gone. This is the
+    /// one place that decides "really left"; presence v2's reconnect grace (issue #16) will
+    /// defer it here until the grace has run out.
+    pub(super) fn hook_emptied_if_so(&self) {
+        if self.subs.is_empty() {
+            self.env
+                .webhooks
+                .emit(Event::new(Kind::RoomEmptied).room(&self.name));
+        }
+    }
+
+    /// The room's first commit gave it its place in the store.
+    pub(super) fn hook_created(&self) {
+        self.env
+            .webhooks
+            .emit(Event::new(Kind::RoomCreated).room(&self.name));
+    }
+
+    /// An entry of a durable batch, before its writer is answered.
+    pub(super) fn hook_written(&self, seq: u64, frame: &Bytes, reply: &Reply) {
+        let hooks = &self.env.webhooks;
+        match reply {
+            Reply::Ack { peer, .. } if hooks.wants(Kind::MessagePublished, &self.name) => {
+                // Decoded back from the frame: only when an endpoint wants it.
+                if let Ok(ServerFrame::Msg { ts, from, data, .. }) =
+                    roomd_protocol::codec::decode_server(wire::payload(frame))
+                {
+                    hooks.emit(
+                        Event::new(Kind::MessagePublished)
+                            .room(&self.name)
+                            .by(&peer.id, peer.user.as_ref())
+                            .field("seq", seq)
+                            .field("at", ts)
+                            .field("from", from)
+                            .bytes("data", &data),
+                    );
+                }
+            }
+            Reply::Mutated { peer, effect, .. } if hooks.wants(Kind::StateChanged, &self.name) => {
+                let value = effect
+                    .entry
+                    .as_ref()
+                    .map_or(serde_json::Value::Null, |e| value_json(&e.value));
+                hooks.emit(
+                    Event::new(Kind::StateChanged)
+                        .room(&self.name)
+                        .by(&peer.id, peer.user.as_ref())
+                        .field("seq", seq)
+                        .field("key", effect.key.clone())
+                        .field("ver", effect.ver)
+                        .field("deleted", effect.entry.is_none())
+                        .field("value", value),
+                );
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The room unloaded after being idle (`rooms.idle_unload_secs`); not at shutdown.
+pub(super) fn unloaded(hooks: &Webhooks, room: &Arc<str>) {
+    hooks.emit(Event::new(Kind::RoomUnloaded).room(room));
+}
