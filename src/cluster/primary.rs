@@ -3,7 +3,7 @@
 //!
 //! Every caller takes the current connection for each call ([`Primary::conn`]), so a failover
 //! moves the node's writes, reads, presence and feed together. The node's health check asks
-//! Sentinel on each tick ([`Primary::follow`]): a promoted replica is used as soon as Sentinel
+//! Sentinel on each tick ([`Primary::moved`]): a promoted replica is used as soon as Sentinel
 //! names it, and a demoted primary that came back (now a replica) is left, even though it still
 //! answers `PING`.
 
@@ -103,9 +103,9 @@ impl Primary {
         self.sentinel.is_some()
     }
 
-    /// Asks Sentinel where the primary is; if it moved, connects there and returns the new
-    /// connection (for the caller to check and prepare before it is used). `None`: it did not
-    /// move, or Sentinel did not answer.
+    /// Asks Sentinel where the primary is: its address if it moved (for the caller to connect,
+    /// check and prepare it before [`Primary::switch`]). `None`: it did not move, or no
+    /// Sentinel answered.
     pub(crate) async fn moved(&self) -> Option<(String, u16)> {
         let named = self.sentinel.as_ref()?.primary().await?;
         let now = self
