@@ -45,6 +45,7 @@ mod expiry;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+mod http_client;
 mod lifecycle;
 mod metrics;
 mod outbox;

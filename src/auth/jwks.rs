@@ -10,17 +10,13 @@
 use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper::header;
-use hyper::{Request, StatusCode, Uri};
-use hyper_util::rt::TokioIo;
+use hyper::Method;
 use jsonwebtoken::Algorithm;
 use jsonwebtoken::AlgorithmFamily;
-use tokio_rustls::TlsConnector;
 
 use super::keys::{self, JwksError, Key, KeyError};
 use crate::config::AuthConfig;
+use crate::http_client::{Call, HttpError, Target};
 
 /// The largest JWKS response read. Real ones are a few KiB (a handful of keys).
 pub(crate) const MAX_JWKS_BYTES: usize = 1024 * 1024;
@@ -35,7 +31,7 @@ pub(super) struct Snapshot {
 
 /// The remote key set and its fetcher.
 pub(super) struct RemoteJwks {
-    source: Source,
+    source: Target,
     current: RwLock<Snapshot>,
     /// When the last fetch began; held during a fetch, so fetches never overlap and waiters
     /// share the result.
@@ -45,32 +41,11 @@ pub(super) struct RemoteJwks {
     timeout: Duration,
 }
 
-/// Where the document is and how to reach it.
-struct Source {
-    uri: Uri,
-    /// `Some` for https.
-    tls: Option<TlsConnector>,
-}
-
 /// Why one fetch failed (logged; the cached keys stay).
 #[derive(Debug, thiserror::Error)]
 enum FetchError {
-    #[error("cannot connect: {0}")]
-    Connect(std::io::Error),
-    #[error("TLS: {0}")]
-    Tls(std::io::Error),
-    #[error("invalid host name for TLS")]
-    ServerName,
-    #[error("HTTP: {0}")]
-    Http(#[from] hyper::Error),
-    #[error("cannot build the request: {0}")]
-    Request(#[from] hyper::http::Error),
-    #[error("answered {0}")]
-    Status(StatusCode),
-    #[error("the response is not complete or larger than {MAX_JWKS_BYTES} bytes: {0}")]
-    Body(String),
-    #[error("timed out after {0:?}")]
-    Timeout(Duration),
+    #[error(transparent)]
+    Http(#[from] HttpError),
     #[error(transparent)]
     Jwks(#[from] JwksError),
 }
@@ -82,13 +57,12 @@ impl RemoteJwks {
     /// roomd restarts delays authentication rather than taking the broker, its other key
     /// sources and its durable rooms down with it.
     pub(super) async fn start(url: &str, config: &AuthConfig) -> Result<Arc<RemoteJwks>, KeyError> {
-        let uri: Uri = url.parse().map_err(|_| KeyError::Url(url.to_string()))?;
-        let tls = match uri.scheme_str() {
-            Some("https") => Some(tls_connector()?),
-            _ => None,
-        };
+        let source = Target::new(url).map_err(|e| match e {
+            HttpError::TlsSetup(why) => KeyError::Tls(why),
+            _ => KeyError::Url(url.to_string()),
+        })?;
         let jwks = Arc::new(RemoteJwks {
-            source: Source { uri, tls },
+            source,
             current: RwLock::new(Snapshot::default()),
             last_fetch: tokio::sync::Mutex::new(None),
             min_interval: Duration::from_secs(config.jwks_min_refetch_secs),
@@ -98,7 +72,7 @@ impl RemoteJwks {
         *jwks.last_fetch.lock().await = Some(Instant::now());
         if let Err(e) = jwks.fetch().await {
             tracing::error!(
-                url = %jwks.source.uri,
+                url = %jwks.source.uri(),
                 error = %e,
                 retry_secs = config.jwks_min_refetch_secs,
                 "cannot fetch the JWKS at startup: tokens are refused until a fetch succeeds"
@@ -130,7 +104,7 @@ impl RemoteJwks {
         }
         *last = Some(Instant::now());
         if let Err(e) = self.fetch().await {
-            tracing::warn!(url = %self.source.uri, error = %e, "JWKS fetch failed; the cached keys stay");
+            tracing::warn!(url = %self.source.uri(), error = %e, "JWKS fetch failed; the cached keys stay");
         }
         drop(last);
         self.current()
@@ -157,9 +131,17 @@ impl RemoteJwks {
     }
 
     async fn fetch_keys(&self) -> Result<Vec<Key>, FetchError> {
-        let body = tokio::time::timeout(self.timeout, self.source.get())
-            .await
-            .map_err(|_| FetchError::Timeout(self.timeout))??;
+        let body = self
+            .source
+            .send(Call {
+                method: Method::GET,
+                body: None,
+                accept: Some("application/json"),
+                headers: &[],
+                max_answer: MAX_JWKS_BYTES,
+                timeout: self.timeout,
+            })
+            .await?;
         Ok(keys::parse_jwks(&body, false)?)
     }
 
@@ -183,94 +165,7 @@ impl RemoteJwks {
             generation: current.generation + 1,
             keys: keys.into(),
         };
-        tracing::info!(url = %self.source.uri, keys = current.keys.len(), "JWKS fetched");
+        tracing::info!(url = %self.source.uri(), keys = current.keys.len(), "JWKS fetched");
         Ok(())
     }
-}
-
-impl Source {
-    /// GET the document: one HTTP/1.1 request on a new connection.
-    async fn get(&self) -> Result<Bytes, FetchError> {
-        let host = self.uri.host().unwrap_or_default();
-        let https = self.tls.is_some();
-        let port = self.uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        // `[::1]` in a URL, `::1` to connect and to name the TLS server.
-        let bare = host.trim_start_matches('[').trim_end_matches(']');
-        let tcp = tokio::net::TcpStream::connect((bare, port))
-            .await
-            .map_err(FetchError::Connect)?;
-        let request = Request::get(self.uri.path_and_query().map_or("/", |p| p.as_str()))
-            .header(
-                header::HOST,
-                self.uri.authority().map_or(host, |a| a.as_str()),
-            )
-            .header(header::ACCEPT, "application/json")
-            .header(
-                header::USER_AGENT,
-                concat!("roomd/", env!("CARGO_PKG_VERSION")),
-            )
-            .header(header::CONNECTION, "close")
-            .body(Empty::<Bytes>::new())?;
-        match &self.tls {
-            None => exchange(TokioIo::new(tcp), request).await,
-            Some(tls) => {
-                let name = rustls::pki_types::ServerName::try_from(bare.to_string())
-                    .map_err(|_| FetchError::ServerName)?;
-                let stream = tls.connect(name, tcp).await.map_err(FetchError::Tls)?;
-                exchange(TokioIo::new(stream), request).await
-            }
-        }
-    }
-}
-
-/// Sends `request` on `io` and reads a 200 answer's body, at most [`MAX_JWKS_BYTES`].
-async fn exchange<I>(io: I, request: Request<Empty<Bytes>>) -> Result<Bytes, FetchError>
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
-    let response = async move {
-        let response = sender.send_request(request).await?;
-        if response.status() != StatusCode::OK {
-            return Err(FetchError::Status(response.status()));
-        }
-        let body = Limited::new(response.into_body(), MAX_JWKS_BYTES)
-            .collect()
-            .await
-            .map_err(|e| FetchError::Body(e.to_string()))?;
-        Ok(body.to_bytes())
-    };
-    // The connection is driven here rather than in a task of its own, so nothing outlives the
-    // fetch's timeout. Once it ends, the body it read is already in the response's channel.
-    tokio::pin!(response, conn);
-    tokio::select! {
-        body = &mut response => body,
-        done = &mut conn => {
-            done?;
-            response.await
-        }
-    }
-}
-
-/// https with the system's CA certificates, for the JWKS and for webhooks (an identity provider inside a company usually
-/// has its certificate from the company's own CA, installed there).
-pub(crate) fn tls_connector() -> Result<TlsConnector, KeyError> {
-    let found = rustls_native_certs::load_native_certs();
-    let mut roots = rustls::RootCertStore::empty();
-    let (added, _) = roots.add_parsable_certificates(found.certs);
-    if added == 0 {
-        let errors: Vec<String> = found.errors.iter().map(ToString::to_string).collect();
-        return Err(KeyError::Tls(format!(
-            "no CA certificates found on this system ({})",
-            errors.join("; ")
-        )));
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| KeyError::Tls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(TlsConnector::from(Arc::new(config)))
 }

@@ -24,7 +24,6 @@ use crate::capability::Grant;
 use crate::config::AuthConfig;
 
 pub(crate) use self::claims::{check_pattern, valid_user_id};
-pub(crate) use self::jwks::tls_connector;
 pub(crate) use self::keys::KeyError;
 
 /// Who a connection is.

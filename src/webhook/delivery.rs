@@ -1,6 +1,8 @@
 //! One endpoint's delivery task: the oldest events of its outbox, POSTed as one batch, removed
 //! once answered 2xx; after a failure the same batch (same ids) again, after a backoff.
 
+use crate::http_client::{Call, HttpError};
+use hyper::Method;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -72,7 +74,7 @@ async fn deliver_forever(ep: &Endpoint, store: &Store) {
 }
 
 /// POSTs the batch `{"events":[...]}` with its signature.
-async fn send(ep: &Endpoint, page: &[(u64, Vec<u8>)]) -> Result<Duration, super::http::PostError> {
+async fn send(ep: &Endpoint, page: &[(u64, Vec<u8>)]) -> Result<Duration, HttpError> {
     let size = page.iter().map(|(_, j)| j.len() + 1).sum::<usize>() + 12;
     let mut body = Vec::with_capacity(size);
     body.extend_from_slice(b"{\"events\":[");
@@ -89,9 +91,21 @@ async fn send(ep: &Endpoint, page: &[(u64, Vec<u8>)]) -> Result<Duration, super:
     let headers = [(signature::HEADER, signature::header(&ep.secret, ts, &body))];
     let timeout = Duration::from_millis(ep.config.timeout_ms);
     let started = Instant::now();
-    ep.target.post(Bytes::from(body), &headers, timeout).await?;
+    ep.target
+        .send(Call {
+            method: Method::POST,
+            body: Some((Bytes::from(body), "application/json")),
+            accept: None,
+            headers: &headers,
+            max_answer: MAX_ANSWER_BYTES,
+            timeout,
+        })
+        .await?;
     Ok(started.elapsed())
 }
+
+/// The most of an answer's body read (and thrown away): receivers answer a few bytes.
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
 /// The batch was answered 2xx: its rows go.
 async fn delivered(ep: &Endpoint, store: &Store, page: &[(u64, Vec<u8>)], took: Duration) {

@@ -25,7 +25,8 @@
 //! connections, its subscribers' joins and leaves, the writes it accepted.
 //!
 //! - [`event`]: the event and its JSON; [`signature`]: the `roomd-signature` header;
-//!   [`http`]: one POST; [`outbox`]: the writer task; [`delivery`]: the delivery task.
+//!   [`outbox`]: the writer task; [`delivery`]: the delivery task (one POST per batch, through
+//!   [`crate::http_client`]).
 //!
 //! Room hooks: `room.emptied` fires when a room's last subscriber is gone. The reconnect grace
 //! of presence v2 (issue #16) will delay that moment; it is decided in one place, the room's
@@ -33,10 +34,10 @@
 
 mod delivery;
 pub(crate) mod event;
-mod http;
 mod outbox;
 mod signature;
 
+use crate::http_client::Target;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -74,7 +75,7 @@ pub(crate) struct Endpoint {
     /// Its name in metrics, logs and the outbox's keys.
     pub(crate) key: String,
     secret: Vec<u8>,
-    target: http::Target,
+    target: Target,
     /// (events, bytes) in its outbox: the writer adds under the bounds, delivery removes.
     held: Mutex<(u64, u64)>,
     /// Raised by the writer after a commit that added events for it.
@@ -92,7 +93,7 @@ impl Endpoint {
         Ok(Endpoint {
             key: config.key().to_string(),
             secret: config.read_secret().map_err(fail)?,
-            target: http::Target::new(&config.url).map_err(fail)?,
+            target: Target::new(&config.url).map_err(|e| fail(e.to_string()))?,
             config: config.clone(),
             held: Mutex::new((0, 0)),
             wake: Notify::new(),
