@@ -166,7 +166,7 @@ impl SessionHarness {
         self.rt.block_on(async move {
             let mut queued = Vec::new();
             let mut closed = outbox.drain(&mut queued).is_some();
-            let mut frames: Vec<Vec<u8>> = queued.iter().map(body).collect();
+            let mut frames: Vec<Vec<u8>> = queued.iter().flat_map(bodies).collect();
             let mut answered = false;
             if let Some(deferred) = session.on_frame(frame) {
                 session.complete(deferred).await;
@@ -178,8 +178,7 @@ impl SessionHarness {
                 tokio::pin!(ready);
                 let mut out = Vec::new();
                 closed |= outbox.drain(&mut out).is_some();
-                for f in &out {
-                    let b = body(f);
+                for b in out.iter().flat_map(bodies) {
                     answered |= match expect {
                         None => true,
                         Some(id) => replies_to(&b, id),
@@ -199,7 +198,7 @@ impl SessionHarness {
             }
             let mut out = Vec::new();
             closed |= outbox.drain(&mut out).is_some();
-            frames.extend(out.iter().map(body));
+            frames.extend(out.iter().flat_map(bodies));
             Fed {
                 frames,
                 answered: answered || closed,
@@ -209,9 +208,12 @@ impl SessionHarness {
     }
 }
 
-/// The MessagePack body of a queued WebSocket frame.
-fn body(frame: &Bytes) -> Vec<u8> {
-    crate::wire::payload(frame).to_vec()
+/// The MessagePack bodies of a queued outbox item's WebSocket frames.
+fn bodies(item: &Bytes) -> Vec<Vec<u8>> {
+    crate::wire::bodies(item)
+        .into_iter()
+        .map(<[u8]>::to_vec)
+        .collect()
 }
 
 /// Whether `body` is a reply carrying request id `id`.

@@ -167,6 +167,29 @@ fn header(len: usize) -> ([u8; MAX_HEADER], usize) {
     (h, used)
 }
 
+/// The bodies of the WebSocket frames in `item` (an outbox item holds one frame, or several
+/// back to back: a commit group's, a replay page).
+#[cfg(feature = "fuzzing")]
+pub(crate) fn bodies(mut item: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    while item.len() >= 2 {
+        let header = header_len(item);
+        let len = match item[1] & 0x7f {
+            126 => usize::from(u16::from_be_bytes([item[2], item[3]])),
+            127 => {
+                let mut n = [0u8; 8];
+                n.copy_from_slice(&item[2..10]);
+                usize::try_from(u64::from_be_bytes(n)).unwrap_or(usize::MAX)
+            }
+            short => usize::from(short),
+        };
+        let end = header.saturating_add(len).min(item.len());
+        out.push(&item[header..end]);
+        item = &item[end..];
+    }
+    out
+}
+
 fn header_len(frame: &[u8]) -> usize {
     match frame[1] & 0x7f {
         126 => 4,
