@@ -11,8 +11,9 @@ use roomd_protocol::ServerFrame;
 use tokio::sync::oneshot;
 
 use super::model::{now_ms, Reply, Room, Written};
-use crate::peer::ReplyError;
+use crate::peer::{Peer, ReplyError};
 use crate::store::{CommitResult, RoomBatch, RoomWrite, StoreError};
+use crate::webhook::Durable;
 
 /// What became of a room's pending requests.
 pub(super) enum Flushed {
@@ -107,12 +108,18 @@ impl Room {
             self.trimmed_to(earliest);
         }
         self.broadcast(&concat_frames(&written), written.len());
+        let mut held = HeldAnswers::default();
         for Written { seq, frame, reply } in written {
-            self.hook_written(seq, &frame, &reply);
+            let event = self.hook_written(seq, &frame, &reply);
             self.head = seq;
             self.cache_frame(seq, frame);
-            self.answer(seq, reply);
+            let (peer, answer) = self.answer(seq, reply);
+            match event {
+                Some(event) => held.push(event, peer, answer),
+                None => peer.send(&answer),
+            }
         }
+        held.send_when_durable();
         self.release_held();
     }
 
@@ -134,8 +141,8 @@ impl Room {
         }
     }
 
-    /// Acknowledges a durable entry to whoever wrote it.
-    fn answer(&mut self, seq: u64, reply: Reply) {
+    /// Takes a durable entry into the room's committed view; returns the answer to its writer.
+    fn answer(&mut self, seq: u64, reply: Reply) -> (Arc<Peer>, ServerFrame) {
         match reply {
             Reply::Ack {
                 peer,
@@ -144,23 +151,24 @@ impl Room {
                 received,
             } => {
                 crate::metrics::published(received.elapsed());
-                peer.send(&ServerFrame::Ack { id, seq, dup: None });
                 if let Some(key) = dedup {
                     self.dedup.stored(key, seq, now_ms());
                 }
+                (peer, ServerFrame::Ack { id, seq, dup: None })
             }
             Reply::Mutated { peer, id, effect } => {
                 let value = effect
                     .reply_value
                     .then(|| effect.entry.as_ref().map(|e| e.value.clone()))
                     .flatten();
-                peer.send(&ServerFrame::Done {
+                let done = ServerFrame::Done {
                     id,
                     seq: Some(seq),
                     ver: effect.ver,
                     value,
-                });
+                };
                 self.state.apply(effect);
+                (peer, done)
             }
             Reply::Changed {
                 peer,
@@ -168,8 +176,8 @@ impl Room {
                 target,
                 rewrites,
             } => {
-                peer.send(&ServerFrame::Ack { id, seq, dup: None });
                 self.changed(target, seq, rewrites);
+                (peer, ServerFrame::Ack { id, seq, dup: None })
             }
         }
     }
@@ -217,5 +225,37 @@ fn concat_frames(written: &[Written]) -> Bytes {
             }
             all.freeze()
         }
+    }
+}
+
+/// Answers whose entries' webhook events are still on their way to the outbox (README
+/// "Webhooks"): sent, in order, once all of those events are durable. One task per batch that
+/// has any, not per answer; how many can wait is bounded by the webhook queue
+/// ([`crate::webhook::QUEUE`]), since an event that did not fit is not waited for.
+#[derive(Default)]
+struct HeldAnswers {
+    events: Vec<Durable>,
+    answers: Vec<(Arc<Peer>, ServerFrame)>,
+}
+
+impl HeldAnswers {
+    fn push(&mut self, event: Durable, peer: Arc<Peer>, answer: ServerFrame) {
+        self.events.push(event);
+        self.answers.push((peer, answer));
+    }
+
+    fn send_when_durable(self) {
+        if self.answers.is_empty() {
+            return;
+        }
+        tokio::spawn(async move {
+            for event in self.events {
+                // An error only says the event was dropped (counted, logged): nothing to wait for.
+                let _ = event.await;
+            }
+            for (peer, answer) in self.answers {
+                peer.send(&answer);
+            }
+        });
     }
 }

@@ -12,7 +12,7 @@ use roomd_protocol::ServerFrame;
 use super::model::{Reply, Room, Sub};
 use crate::peer::Peer;
 use crate::webhook::event::value_json;
-use crate::webhook::{Event, Kind, Webhooks};
+use crate::webhook::{Durable, Event, Kind, Webhooks};
 use crate::wire;
 
 impl Room {
@@ -54,8 +54,10 @@ impl Room {
             .emit(Event::new(Kind::RoomCreated).room(&self.name));
     }
 
-    /// An entry of a durable batch, before its writer is answered.
-    pub(super) fn hook_written(&self, seq: u64, frame: &Bytes, reply: &Reply) {
+    /// An entry of a durable batch, before its writer is answered: the answer waits for the
+    /// returned event to be durable too (README "Webhooks": an acknowledged write's event is
+    /// never lost).
+    pub(super) fn hook_written(&self, seq: u64, frame: &Bytes, reply: &Reply) -> Option<Durable> {
         let hooks = &self.env.webhooks;
         match reply {
             Reply::Ack { peer, .. } if hooks.wants(Kind::MessagePublished, &self.name) => {
@@ -63,7 +65,7 @@ impl Room {
                 if let Ok(ServerFrame::Msg { ts, from, data, .. }) =
                     roomd_protocol::codec::decode_server(wire::payload(frame))
                 {
-                    hooks.emit(
+                    return hooks.emit_before_ack(
                         Event::new(Kind::MessagePublished)
                             .room(&self.name)
                             .by(&peer.id, peer.user.as_ref())
@@ -73,13 +75,14 @@ impl Room {
                             .bytes("data", &data),
                     );
                 }
+                None
             }
             Reply::Mutated { peer, effect, .. } if hooks.wants(Kind::StateChanged, &self.name) => {
                 let value = effect
                     .entry
                     .as_ref()
                     .map_or(serde_json::Value::Null, |e| value_json(&e.value));
-                hooks.emit(
+                hooks.emit_before_ack(
                     Event::new(Kind::StateChanged)
                         .room(&self.name)
                         .by(&peer.id, peer.user.as_ref())
@@ -88,9 +91,9 @@ impl Room {
                         .field("ver", effect.ver)
                         .field("deleted", effect.entry.is_none())
                         .field("value", value),
-                );
+                )
             }
-            _ => {}
+            _ => None,
         }
     }
 }

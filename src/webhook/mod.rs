@@ -42,7 +42,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -68,6 +68,18 @@ pub enum WebhookError {
     #[error("webhook outbox: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
+
+/// An emitted event on its way to the outbox writer, with whoever waits for it to be durable.
+pub(super) struct Queued {
+    pub(super) ev: Event,
+    /// Dropped by the writer once the event's append has returned (or the event was not
+    /// written: its outbox full, the disk failing), which is what [`Durable`] waits for.
+    pub(super) durable: Option<oneshot::Sender<()>>,
+}
+
+/// Resolves once an event emitted with [`Webhooks::emit_before_ack`] is in the outbox (or was
+/// dropped, counted and logged, and will never be).
+pub(crate) type Durable = oneshot::Receiver<()>;
 
 /// One configured endpoint and what its outbox holds.
 pub(crate) struct Endpoint {
@@ -144,7 +156,7 @@ pub(crate) struct Webhooks {
 }
 
 struct Inner {
-    tx: mpsc::Sender<Event>,
+    tx: mpsc::Sender<Queued>,
     endpoints: Arc<[Arc<Endpoint>]>,
     /// When (ms since the Unix epoch) a full queue was last logged: at most once a second.
     last_drop_log: AtomicU64,
@@ -217,21 +229,39 @@ impl Webhooks {
 
     /// Hands `ev` to the outbox writer without waiting; past [`QUEUE`] it is dropped.
     pub(crate) fn emit(&self, ev: Event) {
+        self.queue(ev, None);
+    }
+
+    /// As [`Webhooks::emit`], for an event about a write the caller has yet to acknowledge:
+    /// the returned [`Durable`] resolves once the event is in the outbox, and the ack waits for
+    /// it, so a crash after an ack cannot lose the write's event (the write itself was durable
+    /// before). `None`: no endpoint wants it, or it was dropped; nothing to wait for.
+    pub(crate) fn emit_before_ack(&self, ev: Event) -> Option<Durable> {
+        let (tx, rx) = oneshot::channel();
+        self.queue(ev, Some(tx)).then_some(rx)
+    }
+
+    /// Whether `ev` was queued.
+    fn queue(&self, ev: Event, durable: Option<oneshot::Sender<()>>) -> bool {
         let Some(inner) = &self.inner else {
-            return;
+            return false;
         };
         if !inner.endpoints.iter().any(|e| e.wants(&ev)) {
-            return;
+            return false;
         }
-        match inner.tx.try_send(ev) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(ev)) => inner.dropped(&ev),
+        match inner.tx.try_send(Queued { ev, durable }) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(q)) => {
+                inner.dropped(&q.ev);
+                false
+            }
             // Only after shutdown stopped the writer.
-            Err(mpsc::error::TrySendError::Closed(ev)) => {
+            Err(mpsc::error::TrySendError::Closed(q)) => {
                 tracing::debug!(
-                    kind = ev.kind.as_str(),
+                    kind = q.ev.kind.as_str(),
                     "webhook event after shutdown: not sent"
                 );
+                false
             }
         }
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Endpoint, Event};
+use super::{Endpoint, Event, Queued};
 use crate::store::webhooks::{self, Row};
 use crate::store::{Store, StoreError};
 
@@ -50,7 +50,7 @@ pub(super) fn open(
 
 /// The writer task: until `stop`, then what is still queued.
 pub(super) async fn run(
-    mut rx: mpsc::Receiver<Event>,
+    mut rx: mpsc::Receiver<Queued>,
     store: Store,
     endpoints: Arc<[Arc<Endpoint>]>,
     mut numbering: Numbering,
@@ -92,13 +92,30 @@ async fn write(
     store: &Store,
     endpoints: &Arc<[Arc<Endpoint>]>,
     numbering: Numbering,
-    group: Vec<Event>,
+    group: Vec<Queued>,
+) -> Numbering {
+    let numbering = append(store, endpoints, numbering, &group).await;
+    // Only now may the writes whose acks wait on these events be acknowledged.
+    for q in group {
+        if let Some(durable) = q.durable {
+            let _ = durable.send(());
+        }
+    }
+    numbering
+}
+
+/// Appends one group's rows; returns the numbering after it.
+async fn append(
+    store: &Store,
+    endpoints: &Arc<[Arc<Endpoint>]>,
+    numbering: Numbering,
+    group: &[Queued],
 ) -> Numbering {
     let mut next = numbering.next;
     let mut rows: Vec<Row> = Vec::new();
     // Per endpoint: (index, bytes) of each row, to undo on failure.
     let mut placed: Vec<(usize, u64)> = Vec::new();
-    for ev in &group {
+    for Queued { ev, .. } in group {
         let mut json: Option<Vec<u8>> = None;
         for (i, ep) in endpoints.iter().enumerate() {
             if !ep.wants(ev) {
