@@ -44,16 +44,7 @@ pub struct Load {
 pub async fn catchup(ctx: &Ctx, broker: Broker, load: Load) -> Result<Vec<Cell>, BenchError> {
     let mut slot = Some(Server::start(broker, &ctx.bins, Durability::Durable)?);
     let result = measure(ctx, broker, load, &mut slot).await;
-    match slot {
-        Some(server) => {
-            let result = result.map_err(|e| {
-                BenchError::Setup(format!("{e}\nserver log tail:\n{}", server.log_tail()))
-            });
-            server.stop();
-            result
-        }
-        None => result,
-    }
+    Server::finish(slot, result)
 }
 
 async fn measure(

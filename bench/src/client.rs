@@ -2,6 +2,7 @@
 //! ([`crate::roomd_client`], [`crate::nats_client`]). Every connection is one task.
 
 use std::net::Ipv4Addr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -43,6 +44,38 @@ pub struct PubArgs {
     pub pacing: Pacing,
     pub start: Instant,
     pub duration: Duration,
+}
+
+impl PubArgs {
+    /// How many messages to send now, after `sent`, waiting as the pacing says; `None` once the
+    /// run's time is up. The same for every broker, so the clients differ only in their wire.
+    pub async fn next_batch(&self, sent: u64) -> Option<u64> {
+        let end = self.start + self.duration;
+        loop {
+            let now = Instant::now();
+            if now >= end {
+                return None;
+            }
+            match self.pacing {
+                Pacing::Window(w) => {
+                    let pf = self.flow.publisher(self.index);
+                    let room_left = (pf.completed.load(Ordering::Acquire) + w).saturating_sub(sent);
+                    if room_left > 0 {
+                        return Some(room_left.min(64));
+                    }
+                    let _ =
+                        tokio::time::timeout(Duration::from_millis(20), pf.notify.notified()).await;
+                }
+                Pacing::Rate(rate) => {
+                    let due = self.start + Duration::from_secs_f64(sent as f64 / rate);
+                    if due > now {
+                        tokio::time::sleep_until(due.into()).await;
+                    }
+                    return Some(1);
+                }
+            }
+        }
+    }
 }
 
 /// What a publisher got done.

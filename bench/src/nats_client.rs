@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, watch};
 
-use crate::client::{DurableArgs, Pacing, PubArgs, PubResult, SubArgs};
+use crate::client::{DurableArgs, PubArgs, PubResult, SubArgs};
 use crate::nats_proto::{put_pub, Event, Parser, CONNECT, CONNECT_HEADERS};
 use crate::roomd_client::Replayed;
 use crate::track::{self, SubTrack};
@@ -158,36 +158,12 @@ pub async fn publisher(args: PubArgs) -> Result<PubResult, BenchError> {
     } = ws;
     // The publisher gets no messages; drain whatever the server sends (INFO updates).
     let reader = tokio::spawn(async move { while let Ok(Frame::Data(_)) = reader.next().await {} });
-    let pf = args.flow.publisher(args.index);
     let p = args.index as u32;
     let mut payload = vec![0u8; args.size.max(track::HEADER)];
     let mut frame = Vec::with_capacity(64 * (args.size + 32));
     let mut sent: u64 = 0;
-    let end = args.start + args.duration;
     tokio::time::sleep_until(args.start.into()).await;
-    loop {
-        let now = Instant::now();
-        if now >= end {
-            break;
-        }
-        let batch = match args.pacing {
-            Pacing::Window(w) => {
-                let room_left = (pf.completed.load(Ordering::Acquire) + w).saturating_sub(sent);
-                if room_left == 0 {
-                    let _ =
-                        tokio::time::timeout(Duration::from_millis(20), pf.notify.notified()).await;
-                    continue;
-                }
-                room_left.min(64)
-            }
-            Pacing::Rate(rate) => {
-                let due = args.start + Duration::from_secs_f64(sent as f64 / rate);
-                if due > now {
-                    tokio::time::sleep_until(due.into()).await;
-                }
-                1
-            }
-        };
+    while let Some(batch) = args.next_batch(sent).await {
         // Like nats.ws, pending publishes go out together in one websocket frame.
         frame.clear();
         for _ in 0..batch {
@@ -471,37 +447,17 @@ pub async fn storm_subscriber(
     let (target, src, room_idx, subject, mut marks, ready) = args;
     let mut r = crate::storm::SubReport::default();
     let mut ready = Some(ready);
+    let attempt = || async {
+        let mut c = Conn::open(&target, src).await?;
+        c.subscribe(&subject).await?;
+        Ok::<Conn, BenchError>(c)
+    };
     loop {
-        let attempt = async {
-            let mut c = Conn::open(&target, src).await?;
-            c.subscribe(&subject).await?;
-            Ok::<Conn, BenchError>(c)
+        let Some(mut c) =
+            crate::storm::connect(attempt, &mut r, &mut ready, &mut marks, &mut backoff).await
+        else {
+            break;
         };
-        let got = tokio::select! {
-            got = attempt => got,
-            _ = marks.stop.changed() => break,
-        };
-        let mut c = match got {
-            Ok(c) => c,
-            Err(e) => {
-                if let Some(tx) = ready.take() {
-                    let _ = tx.send(Err(e));
-                    return r;
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff.next_delay()) => continue,
-                    _ = marks.stop.changed() => break,
-                }
-            }
-        };
-        backoff.reset();
-        match ready.take() {
-            Some(tx) => drop(tx.send(Ok(()))),
-            None if *marks.restarted.borrow() && r.resubbed.is_none() => {
-                r.resubbed = Some(Instant::now());
-            }
-            None => {}
-        }
         loop {
             let f = tokio::select! {
                 biased;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use roomd_protocol::{encode, ClientFrame, ServerFrame};
 use tokio::sync::{oneshot, watch};
 
-use crate::client::{DurableArgs, Pacing, PubArgs, PubResult, SubArgs};
+use crate::client::{DurableArgs, PubArgs, PubResult, SubArgs};
 use crate::mpack::{encode_pub, scan};
 use crate::track::{self, SubTrack};
 use crate::ws::{self, Frame, Target, Ws};
@@ -159,36 +159,12 @@ pub async fn publisher(args: PubArgs) -> Result<PubResult, BenchError> {
             }
         })
     };
-    let pf = args.flow.publisher(args.index);
     let p = args.index as u32;
     let mut payload = vec![0u8; args.size.max(track::HEADER)];
     let mut frame = Vec::with_capacity(args.size + 64);
     let mut sent: u64 = 0;
-    let end = args.start + args.duration;
     tokio::time::sleep_until(args.start.into()).await;
-    loop {
-        let now = Instant::now();
-        if now >= end {
-            break;
-        }
-        let batch = match args.pacing {
-            Pacing::Window(w) => {
-                let room_left = (pf.completed.load(Ordering::Acquire) + w).saturating_sub(sent);
-                if room_left == 0 {
-                    let _ =
-                        tokio::time::timeout(Duration::from_millis(20), pf.notify.notified()).await;
-                    continue;
-                }
-                room_left.min(64)
-            }
-            Pacing::Rate(rate) => {
-                let due = args.start + Duration::from_secs_f64(sent as f64 / rate);
-                if due > now {
-                    tokio::time::sleep_until(due.into()).await;
-                }
-                1
-            }
-        };
+    while let Some(batch) = args.next_batch(sent).await {
         // One websocket message per publish (the protocol's framing), one write for the batch.
         for _ in 0..batch {
             track::stamp(&mut payload, clock::now_ns(), p, sent as u32);
@@ -491,37 +467,17 @@ pub async fn storm_subscriber(
     let mut ready = Some(ready);
     let mut last_seq: Option<u64> = None;
     loop {
-        let attempt = async {
+        let attempt = || async {
             let mut ws = open(&target, src).await?;
             subscribe(&mut ws, &room, last_seq).await?;
             Ok::<Ws, BenchError>(ws)
         };
-        let got = tokio::select! {
-            got = attempt => got,
-            _ = marks.stop.changed() => break,
+        let Some(mut ws) =
+            crate::storm::connect(attempt, &mut r, &mut ready, &mut marks, &mut backoff).await
+        else {
+            break;
         };
-        let mut ws = match got {
-            Ok(ws) => ws,
-            Err(e) => {
-                if let Some(tx) = ready.take() {
-                    let _ = tx.send(Err(e));
-                    return r;
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff.next_delay()) => continue,
-                    _ = marks.stop.changed() => break,
-                }
-            }
-        };
-        backoff.reset();
         last_seq = Some(last_seq.unwrap_or(0));
-        match ready.take() {
-            Some(tx) => drop(tx.send(Ok(()))),
-            None if *marks.restarted.borrow() && r.resubbed.is_none() => {
-                r.resubbed = Some(Instant::now());
-            }
-            None => {}
-        }
         loop {
             let f = tokio::select! {
                 biased;

@@ -158,6 +158,19 @@ impl Server {
         out
     }
 
+    /// Ends a run on the server left in `slot` (the run may have restarted it): stops it, and
+    /// adds its log's tail to the run's error.
+    pub fn finish<T>(slot: Option<Server>, result: Result<T, BenchError>) -> Result<T, BenchError> {
+        let Some(server) = slot else {
+            return result;
+        };
+        let result = result.map_err(|e| {
+            BenchError::Setup(format!("{e}\nserver log tail:\n{}", server.log_tail()))
+        });
+        server.stop();
+        result
+    }
+
     /// The tail of the server's log, for error messages.
     pub fn log_tail(&self) -> String {
         log_tail(&self.dir)

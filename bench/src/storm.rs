@@ -155,16 +155,7 @@ fn listen_overflows() -> u64 {
 pub async fn storm(ctx: &Ctx, broker: Broker, s: Storm) -> Result<Cell, BenchError> {
     let mut slot = Some(Server::start(broker, &ctx.bins, Durability::Durable)?);
     let result = run(ctx, broker, s, &mut slot).await;
-    match slot {
-        Some(server) => {
-            let result = result.map_err(|e| {
-                BenchError::Setup(format!("{e}\nserver log tail:\n{}", server.log_tail()))
-            });
-            server.stop();
-            result
-        }
-        None => result,
-    }
+    Server::finish(slot, result)
 }
 
 async fn run(
@@ -300,6 +291,52 @@ pub type SubSetup = (
     Marks,
     oneshot::Sender<Result<(), BenchError>>,
 );
+
+/// A storm subscriber's connection loop, the same for every broker: tries `attempt` until it
+/// connects (waiting `backoff` between failures), reports the first success on `ready` (a
+/// first failure too, which ends the subscriber) and the first one after the restart in
+/// `report.resubbed`. `None`: told to stop, or the first attempt failed.
+pub async fn connect<C, F, Fut>(
+    attempt: F,
+    report: &mut SubReport,
+    ready: &mut Option<oneshot::Sender<Result<(), BenchError>>>,
+    marks: &mut Marks,
+    backoff: &mut Backoff,
+) -> Option<C>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<C, BenchError>>,
+{
+    loop {
+        let got = tokio::select! {
+            got = attempt() => got,
+            _ = marks.stop.changed() => return None,
+        };
+        match got {
+            Ok(c) => {
+                backoff.reset();
+                match ready.take() {
+                    Some(tx) => drop(tx.send(Ok(()))),
+                    None if *marks.restarted.borrow() && report.resubbed.is_none() => {
+                        report.resubbed = Some(Instant::now());
+                    }
+                    None => {}
+                }
+                return Some(c);
+            }
+            Err(e) => {
+                if let Some(tx) = ready.take() {
+                    let _ = tx.send(Err(e));
+                    return None;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff.next_delay()) => {}
+                    _ = marks.stop.changed() => return None,
+                }
+            }
+        }
+    }
+}
 
 async fn subscriber(broker: Broker, args: SubSetup, seed: u64) -> SubReport {
     match broker {
