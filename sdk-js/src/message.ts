@@ -5,8 +5,30 @@
 import { bytesToText, decode, type Value } from "./codec.js";
 import type { DelEvent, Member, MsgEvent, SignalEvent, StateEvent } from "./frames.js";
 
+/** What every event from a room carries: the room, when, and who caused it. */
+abstract class RoomEvent {
+  readonly room: string;
+  /** Milliseconds since the Unix epoch, when the server stored it (or passed on a signal). */
+  readonly ts: number;
+  /** The id of the connection that published, edited, deleted or changed the key. */
+  readonly from: string;
+  /** That connection's user id, when it had one. */
+  readonly uid: string | undefined;
+
+  constructor(e: { room: string; ts: number; from: string; uid?: string | undefined }) {
+    this.room = e.room;
+    this.ts = e.ts;
+    this.from = e.from;
+    this.uid = e.uid;
+  }
+
+  get time(): Date {
+    return new Date(this.ts);
+  }
+}
+
 /** A payload and the ways to read it, shared by messages, edits and signals. */
-abstract class Payload {
+abstract class Payload extends RoomEvent {
   /** The payload's bytes. */
   abstract readonly data: Uint8Array;
 
@@ -33,14 +55,7 @@ abstract class Payload {
 /** A published message, in the room's log at `seq`. */
 export class Message extends Payload {
   readonly kind = "message" as const;
-  readonly room: string;
   readonly seq: number;
-  /** Milliseconds since the Unix epoch, when the server stored it. */
-  readonly ts: number;
-  /** The publishing connection's id. */
-  readonly from: string;
-  /** The publisher's user id, when it had one. */
-  readonly uid: string | undefined;
   /** The payload, as published (or as last edited); empty once the message was deleted. */
   readonly data: Uint8Array;
   /**
@@ -55,19 +70,11 @@ export class Message extends Payload {
   readonly edited?: number;
 
   constructor(e: MsgEvent) {
-    super();
-    this.room = e.room;
+    super(e);
     this.seq = e.seq;
-    this.ts = e.ts;
-    this.from = e.from;
-    this.uid = e.uid;
     this.data = e.data;
     if (e.deleted !== undefined) this.deleted = e.deleted;
     if (e.edited !== undefined) this.edited = e.edited;
-  }
-
-  get time(): Date {
-    return new Date(this.ts);
   }
 }
 
@@ -77,13 +84,7 @@ export class Message extends Payload {
  */
 export class Edit extends Payload {
   readonly kind = "edit" as const;
-  readonly room: string;
   readonly seq: number;
-  readonly ts: number;
-  /** The editing connection's id. */
-  readonly from: string;
-  /** The editing user's id, when it had one. */
-  readonly uid: string | undefined;
   /** The seq of the edited message. */
   readonly target: number;
   /** The message's new content; empty when `superseded`. */
@@ -95,12 +96,8 @@ export class Edit extends Payload {
   readonly superseded?: number;
 
   constructor(e: MsgEvent & { edits: number }) {
-    super();
-    this.room = e.room;
+    super(e);
     this.seq = e.seq;
-    this.ts = e.ts;
-    this.from = e.from;
-    this.uid = e.uid;
     this.target = e.edits;
     this.data = e.data;
     if (e.deleted !== undefined) this.superseded = e.deleted;
@@ -113,33 +110,18 @@ export class Edit extends Payload {
  */
 export class Signal extends Payload {
   readonly kind = "signal" as const;
-  readonly room: string;
-  /** Milliseconds since the Unix epoch, when the server passed it on. */
-  readonly ts: number;
-  /** The sending connection's id. */
-  readonly from: string;
-  /** The sender's user id, when it had one. */
-  readonly uid: string | undefined;
   readonly data: Uint8Array;
 
   constructor(e: SignalEvent) {
-    super();
-    this.room = e.room;
-    this.ts = e.ts;
-    this.from = e.from;
-    this.uid = e.uid;
+    super(e);
     this.data = e.data;
   }
 }
 
 /** A change of one key of the room's state, in the room's log at `seq`. */
-export class StateChange {
+export class StateChange extends RoomEvent {
   readonly kind = "state" as const;
-  readonly room: string;
   readonly seq: number;
-  readonly ts: number;
-  readonly from: string;
-  readonly uid: string | undefined;
   readonly key: string;
   /** The key's new version; 0 when it was deleted. */
   readonly ver: number;
@@ -147,11 +129,8 @@ export class StateChange {
   readonly value: Value | undefined;
 
   constructor(e: StateEvent) {
-    this.room = e.room;
+    super(e);
     this.seq = e.seq;
-    this.ts = e.ts;
-    this.from = e.from;
-    this.uid = e.uid;
     this.key = e.key;
     this.ver = e.ver;
     this.value = e.ver === 0 ? undefined : (e.value ?? null); // a present key without value holds nil
@@ -166,24 +145,15 @@ export class StateChange {
  * The deletion of the message with seq `target`, in the room's log at `seq` (an entry of its
  * own, so seqs stay dense). From now on the message reads as deleted (`Message.deleted`).
  */
-export class Deletion {
+export class Deletion extends RoomEvent {
   readonly kind = "deletion" as const;
-  readonly room: string;
   readonly seq: number;
-  readonly ts: number;
-  /** The deleting connection's id. */
-  readonly from: string;
-  /** The deleting user's id, when it had one. */
-  readonly uid: string | undefined;
   /** The seq of the deleted message. */
   readonly target: number;
 
   constructor(e: DelEvent) {
-    this.room = e.room;
+    super(e);
     this.seq = e.seq;
-    this.ts = e.ts;
-    this.from = e.from;
-    this.uid = e.uid;
     this.target = e.target;
   }
 }
