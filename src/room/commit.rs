@@ -10,6 +10,7 @@ use bytes::{Bytes, BytesMut};
 use roomd_protocol::ServerFrame;
 use tokio::sync::oneshot;
 
+use super::dedup::dup_ack;
 use super::model::{now_ms, Reply, Room, Written};
 use crate::peer::{Peer, ReplyError};
 use crate::store::{CommitResult, RoomBatch, RoomWrite, StoreError};
@@ -113,11 +114,11 @@ impl Room {
             let event = self.hook_written(seq, &frame, &reply);
             self.head = seq;
             self.cache_frame(seq, frame);
-            let (peer, answer) = self.answer(seq, reply);
-            match event {
-                Some(event) => held.push(event, peer, answer),
-                None => peer.send(&answer),
-            }
+            let answers = match event {
+                Some(event) => held.hold(event),
+                None => Answers::Now,
+            };
+            self.answer(seq, reply, answers);
         }
         held.send_when_durable();
         self.release_held();
@@ -141,8 +142,9 @@ impl Room {
         }
     }
 
-    /// Takes a durable entry into the room's committed view; returns the answer to its writer.
-    fn answer(&mut self, seq: u64, reply: Reply) -> (Arc<Peer>, ServerFrame) {
+    /// Takes a durable entry into the room's committed view and answers its writer (and the
+    /// retries of the same `mid` that waited for it, after it) through `answers`.
+    fn answer(&mut self, seq: u64, reply: Reply, mut answers: Answers<'_>) {
         match reply {
             Reply::Ack {
                 peer,
@@ -151,10 +153,12 @@ impl Room {
                 received,
             } => {
                 crate::metrics::published(received.elapsed());
+                answers.send(peer, ServerFrame::Ack { id, seq, dup: None });
                 if let Some(key) = dedup {
-                    self.dedup.stored(key, seq, now_ms());
+                    for (peer, id) in self.dedup.stored_waiting(key, seq, now_ms()) {
+                        answers.send(peer, dup_ack(id, seq));
+                    }
                 }
-                (peer, ServerFrame::Ack { id, seq, dup: None })
             }
             Reply::Mutated { peer, id, effect } => {
                 let value = effect
@@ -167,8 +171,8 @@ impl Room {
                     ver: effect.ver,
                     value,
                 };
+                answers.send(peer, done);
                 self.state.apply(effect);
-                (peer, done)
             }
             Reply::Changed {
                 peer,
@@ -176,8 +180,8 @@ impl Room {
                 target,
                 rewrites,
             } => {
+                answers.send(peer, ServerFrame::Ack { id, seq, dup: None });
                 self.changed(target, seq, rewrites);
-                (peer, ServerFrame::Ack { id, seq, dup: None })
             }
         }
     }
@@ -228,6 +232,22 @@ fn concat_frames(written: &[Written]) -> Bytes {
     }
 }
 
+/// Where a durable entry's answers go: to their peers at once, or held until the entry's
+/// webhook event is durable.
+enum Answers<'a> {
+    Now,
+    Held(&'a mut Vec<(Arc<Peer>, ServerFrame)>),
+}
+
+impl Answers<'_> {
+    fn send(&mut self, peer: Arc<Peer>, frame: ServerFrame) {
+        match self {
+            Answers::Now => peer.send(&frame),
+            Answers::Held(held) => held.push((peer, frame)),
+        }
+    }
+}
+
 /// Answers whose entries' webhook events are still on their way to the outbox (README
 /// "Webhooks"): sent, in order, once all of those events are durable. One task per batch that
 /// has any, not per answer; how many can wait is bounded by the webhook queue
@@ -239,9 +259,10 @@ struct HeldAnswers {
 }
 
 impl HeldAnswers {
-    fn push(&mut self, event: Durable, peer: Arc<Peer>, answer: ServerFrame) {
+    /// Holds the answers of an entry whose event is `event`.
+    fn hold(&mut self, event: Durable) -> Answers<'_> {
         self.events.push(event);
-        self.answers.push((peer, answer));
+        Answers::Held(&mut self.answers)
     }
 
     fn send_when_durable(self) {

@@ -60,11 +60,7 @@ impl Dedup {
     ) -> Option<Arc<Peer>> {
         self.expire(now_ms, limits);
         if let Some(&seq) = self.seqs.get(key) {
-            peer.send(&ServerFrame::Ack {
-                id,
-                seq,
-                dup: Some(true),
-            });
+            peer.send(&dup_ack(id, seq));
             return None;
         }
         if let Some(waiters) = self.waiting.get_mut(key) {
@@ -78,24 +74,32 @@ impl Dedup {
     /// The publish with `key` is stored at `seq`: acks the retries that waited for it and
     /// remembers it from `now_ms`.
     pub(super) fn stored(&mut self, key: String, seq: u64, now_ms: u64) {
-        for (peer, id) in self.waiting.remove(&key).unwrap_or_default() {
-            peer.send(&ServerFrame::Ack {
-                id,
-                seq,
-                dup: Some(true),
-            });
+        for (peer, id) in self.stored_waiting(key, seq, now_ms) {
+            peer.send(&dup_ack(id, seq));
         }
-        self.order.push_back((now_ms, key.clone()));
-        self.seqs.insert(key, seq);
     }
 
-    /// The publish with `key` was not stored: the retries that waited for it, to be answered
-    /// with the same error. The key is free again.
+    /// As [`Dedup::stored`], but returns the retries that waited instead of acking them, for a
+    /// caller that answers them after the original's ack (which may itself wait).
+    pub(super) fn stored_waiting(
+        &mut self,
+        key: String,
+        seq: u64,
+        now_ms: u64,
+    ) -> Vec<(Arc<Peer>, u32)> {
+        let waiting = self.waiting.remove(&key).unwrap_or_default();
+        self.order.push_back((now_ms, key.clone()));
+        self.seqs.insert(key, seq);
+        waiting
+    }
+
     /// The seq stored under `key`, if remembered.
     pub(super) fn stored_seq(&self, key: &str) -> Option<u64> {
         self.seqs.get(key).copied()
     }
 
+    /// The publish with `key` was not stored: the retries that waited for it, to be answered
+    /// with the same error. The key is free again.
     pub(super) fn failed(&mut self, key: &str) -> Vec<(Arc<Peer>, u32)> {
         self.waiting.remove(key).unwrap_or_default()
     }
@@ -110,6 +114,15 @@ impl Dedup {
             self.seqs.remove(key);
             self.order.pop_front();
         }
+    }
+}
+
+/// The answer to a retried publish that was stored at `seq`.
+pub(super) fn dup_ack(id: u32, seq: u64) -> ServerFrame {
+    ServerFrame::Ack {
+        id,
+        seq,
+        dup: Some(true),
     }
 }
 
