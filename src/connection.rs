@@ -110,7 +110,7 @@ pub(crate) async fn run<S, G: Send>(
                 }
             }
             Event::Proxied(p) => {
-                if let Some(deferred) = session.on_proxied(p) {
+                if let Some(deferred) = session.on_proxied(*p) {
                     Box::pin(session.complete(deferred)).await;
                 }
             }

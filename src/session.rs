@@ -137,8 +137,8 @@ impl Session {
     }
 
     /// Sends on a request the application decided: to its room, or its error to the client.
-    pub(crate) fn on_proxied(&mut self, proxied: Box<Proxied>) -> Option<Deferred> {
-        let Proxied { id, room, result } = *proxied;
+    pub(crate) fn on_proxied(&mut self, proxied: Proxied) -> Option<Deferred> {
+        let Proxied { id, room, result } = proxied;
         match result.and_then(|cmd| self.deliver(id, room.clone(), cmd)) {
             Ok(deferred) => deferred,
             Err(e) => {
@@ -375,13 +375,12 @@ impl Session {
         // aborted if the connection ends first.
         let call = tokio::spawn(async move {
             let verdict = endpoint.decide(&ask, key).await;
-            let result = endpoint.settle(verdict).map(|data| {
+            endpoint.settle(verdict).map(|data| {
                 if let Some(data) = data {
                     replace_payload(&mut cmd, data);
                 }
                 cmd
-            });
-            result
+            })
         });
         let call = tokio_util::task::AbortOnDropHandle::new(call);
         self.pipeline.push_back(Box::pin(async move {
