@@ -780,6 +780,11 @@ impl Config {
         for key in &mut shown.api.keys {
             key.key = "********".into();
         }
+        for proxy in &mut shown.proxy {
+            if !proxy.secret.is_empty() {
+                proxy.secret = "********".into();
+            }
+        }
         toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot show the config: {e}\n"))
     }
 
