@@ -553,3 +553,127 @@ async fn connect_decisions_refuse_with_a_documented_close() {
     ));
     assert_eq!(app.calls.lock().unwrap().len(), 3);
 }
+
+#[tokio::test]
+async fn calls_in_flight_are_bounded_per_connection_and_per_endpoint() {
+    let (app, addr) = App::start().await;
+    let b = Broker::start(&proxy(
+        addr,
+        "name = \"app\"\ncalls = [\"publish\"]\ntimeout_ms = 2000\nmax_in_flight = 3\nmax_in_flight_per_connection = 2",
+    ));
+    let mut a = Client::connect(&b).await;
+    // Three slow publishes: two calls go out, the third waits in the socket (backpressure),
+    // and so does the ping behind it.
+    let ids: Vec<u32> = (0..3).map(|_| a.id()).collect();
+    for id in &ids {
+        a.send(&pub_frame(*id, "r", b"slow")).await;
+    }
+    let ping = a.id();
+    a.send(&ClientFrame::Ping { id: ping }).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(app.calls_of("publish").len(), 2, "the connection's bound");
+    assert!(
+        a.try_event(Duration::from_millis(10)).await.is_none(),
+        "nothing answered yet"
+    );
+
+    // Another connection takes the endpoint's last slot; a third finds it full: 503 at once.
+    let mut c = Client::connect(&b).await;
+    let slow = c.id();
+    c.send(&pub_frame(slow, "r", b"slow")).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while app.calls_of("publish").len() < 3 {
+        assert!(Instant::now() < deadline, "the third call never came");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut d = Client::connect(&b).await;
+    let started = Instant::now();
+    let busy = publish(&mut d, "r", b"x").await;
+    assert_eq!(err_code(&busy), 503, "{busy:?}");
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "refused at once"
+    );
+    assert_eq!(app.calls_of("publish").len(), 3, "not asked");
+
+    // The slow calls time out (on_failure deny); only then is the socket read again: the third
+    // publish goes out and the ping (answered at once, not queued behind it) is read.
+    let mut replies = Vec::new();
+    while replies.len() < 4 {
+        let f = read_frame(&mut a.ws).await.unwrap();
+        replies.push((common::reply_id(&f).unwrap(), f));
+    }
+    assert_eq!((replies[0].0, err_code(&replies[0].1)), (ids[0], 503));
+    assert_eq!((replies[1].0, err_code(&replies[1].1)), (ids[1], 503));
+    let rest: std::collections::BTreeSet<u32> = replies[2..].iter().map(|r| r.0).collect();
+    assert_eq!(rest, [ids[2], ping].into_iter().collect());
+    assert_eq!(
+        metric(
+            &b,
+            &[
+                "roomd_proxy_calls_total",
+                "proxy=\"app\"",
+                "outcome=\"busy\""
+            ]
+        )
+        .await,
+        1.0
+    );
+}
+
+/// Figures, not a check: `cargo test --release --test proxy -- --ignored --nocapture figures`.
+/// One connection pipelines publishes to a room, without a proxy and through a local
+/// application that allows everything at once.
+#[tokio::test]
+#[ignore = "prints figures"]
+async fn figures() {
+    const N: u32 = 2000;
+    let (app, addr) = App::start().await;
+    for (what, config) in [
+        ("no proxy", String::new()),
+        (
+            "proxy (allow)",
+            proxy(addr, "max_in_flight_per_connection = 8"),
+        ),
+        (
+            "proxy (allow)",
+            proxy(addr, "max_in_flight_per_connection = 64"),
+        ),
+    ] {
+        let b = Broker::start(&config);
+        let mut c = Client::connect(&b).await;
+        let started = Instant::now();
+        for i in 1..=N {
+            c.send(&pub_frame(i, "r", b"a 20 byte payload...")).await;
+        }
+        let mut acked = 0;
+        while acked < N {
+            if let ServerFrame::Ack { .. } = read_frame(&mut c.ws).await.unwrap() {
+                acked += 1;
+            }
+        }
+        let secs = started.elapsed().as_secs_f64();
+        let (_, body) = b.http_get("/metrics").await;
+        let line = |suffix: &str| -> f64 {
+            body.lines()
+                .filter(|l| {
+                    l.starts_with(&format!("roomd_proxy_call_seconds_{suffix}"))
+                        && l.contains("publish")
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
+        let (sum, count) = (line("sum"), line("count"));
+        let mean_ms = if count > 0.0 {
+            sum / count * 1000.0
+        } else {
+            0.0
+        };
+        println!(
+            "{what} {config_short}: {N} publishes acknowledged in {secs:.2} s = {:.0}/s; mean proxy call {mean_ms:.2} ms over {count} calls",
+            f64::from(N) / secs,
+            config_short = config.lines().find(|l| l.starts_with("max_in")).unwrap_or(""),
+        );
+    }
+    drop(app);
+}
