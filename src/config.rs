@@ -13,9 +13,11 @@ use crate::capability::Allow;
 
 mod api;
 mod cluster;
+mod proxy;
 mod webhook;
 pub use api::{ApiConfig, ApiKeyConfig, Scope, MIN_KEY_BYTES};
 pub use cluster::{ClusterConfig, ClusterDurability, EngineKind};
+pub use proxy::{OnFailure, ProxyConfig, PROXY_CALLS};
 pub use webhook::{WebhookConfig, EVENT_TYPES};
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +68,9 @@ pub struct Config {
     /// HTTP endpoints told of connections, joins, rooms, messages and state changes, through
     /// a durable outbox (README "Webhooks").
     pub webhooks: Vec<WebhookConfig>,
+    /// Application endpoints that decide connects, subscribes and publishes (README "Proxy
+    /// hooks"); each `[[proxy]]` table is one.
+    pub proxy: Vec<ProxyConfig>,
 }
 
 /// The bundled chat.
@@ -651,6 +656,7 @@ impl Config {
         failed.extend(self.api.problems());
         failed.extend(self.cluster.problems());
         failed.extend(webhook::problems(&self.webhooks));
+        failed.extend(proxy::problems(&self.proxy));
         if failed.is_empty() {
             Ok(())
         } else {
@@ -773,6 +779,11 @@ impl Config {
         }
         for key in &mut shown.api.keys {
             key.key = "********".into();
+        }
+        for proxy in &mut shown.proxy {
+            if !proxy.secret.is_empty() {
+                proxy.secret = "********".into();
+            }
         }
         toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot show the config: {e}\n"))
     }

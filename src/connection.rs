@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::outbox::CloseReason;
-use crate::session::Session;
+use crate::session::{Proxied, Session};
 
 /// Why the loop ended, for the log.
 enum End {
@@ -43,6 +43,8 @@ enum Event {
     /// Frames may be queued in the outbox.
     Ready,
     Frame(Bytes),
+    /// A request is back from the application's endpoint (proxy hooks).
+    Proxied(Box<Proxied>),
     Text,
     Ping,
     Tick,
@@ -81,11 +83,14 @@ pub(crate) async fn run<S, G: Send>(
         let full = session
             .peer
             .in_flight
-            .full(timing.requests_in_flight, timing.large_in_flight);
+            .full(timing.requests_in_flight, timing.large_in_flight)
+            || session.proxy_full();
+        let proxying = session.proxy_pending();
         let event = tokio::select! {
             biased;
             _ = outbox.ready() => Event::Ready,
             msg = ws.next(), if !full => classify(msg),
+            p = session.next_proxied(), if proxying => Event::Proxied(p),
             _ = ping.tick() => Event::Tick,
         };
         match event {
@@ -101,6 +106,11 @@ pub(crate) async fn run<S, G: Send>(
                 } else if let Some(deferred) = session.on_frame(&bytes) {
                     // Boxed: the state of a wait for a full inbox (or a token check) lives on
                     // the heap only while it lasts, not in every idle connection.
+                    Box::pin(session.complete(deferred)).await;
+                }
+            }
+            Event::Proxied(p) => {
+                if let Some(deferred) = session.on_proxied(*p) {
                     Box::pin(session.complete(deferred)).await;
                 }
             }

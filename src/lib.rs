@@ -16,6 +16,7 @@
 //!   sharing rooms through Redis.
 //! - [`retention`]: background trimming; [`metrics`]: Prometheus.
 //! - [`webhook`]: events for the app's backend, through a durable outbox, signed and retried.
+//! - [`proxy`]: the app's endpoints deciding connects, subscribes and publishes (proxy hooks).
 //! - [`auth`]: token verification (HMAC secret, PEM public key, JWKS file or URL);
 //!   [`permissions`]: the capabilities a token's `rooms` claim grants; [`token`]: the
 //!   `roomd token` command's development tokens.
@@ -51,6 +52,7 @@ mod metrics;
 mod outbox;
 mod peer;
 mod permissions;
+mod proxy;
 mod ratelimit;
 mod request;
 mod retention;

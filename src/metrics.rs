@@ -466,3 +466,69 @@ pub(crate) fn webhook_outbox(endpoint: &str, events: u64, bytes: u64) {
         gauge!("roomd_webhook_outbox_bytes", "endpoint" => endpoint.to_string()).set(bytes as f64);
     }
 }
+
+/// Outcomes of a proxy call, as `roomd_proxy_calls_total{outcome}` labels them.
+const PROXY_OUTCOMES: [&str; 7] = [
+    "allow",
+    "replace",
+    "deny",
+    "error",
+    "timeout",
+    "breaker_open",
+    "busy",
+];
+
+/// A configured proxy endpoint's series exist from the start, at zero.
+pub(crate) fn proxy_endpoint(name: &str) {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        "roomd_proxy_calls_total",
+        "proxy hook decisions, by endpoint, call and outcome (allow, replace, deny; or no decision: error, timeout, breaker_open, busy)"
+    );
+    describe_counter!(
+        "roomd_proxy_cache_hits_total",
+        "proxy hook decisions taken from the decision cache instead of a call, by endpoint and call"
+    );
+    describe_gauge!(
+        "roomd_proxy_breaker_open",
+        "1 while a proxy endpoint's circuit breaker is open (calls fail at once), else 0"
+    );
+    describe_histogram!(
+        "roomd_proxy_call_seconds",
+        Unit::Seconds,
+        "time of one answered proxy call (connect, POST, answer), by endpoint and call"
+    );
+    let p = name.to_string();
+    for call in ["connect", "subscribe", "publish"] {
+        for outcome in PROXY_OUTCOMES {
+            counter!("roomd_proxy_calls_total", "proxy" => p.clone(), "call" => call, "outcome" => outcome)
+                .increment(0);
+        }
+        counter!("roomd_proxy_cache_hits_total", "proxy" => p.clone(), "call" => call).increment(0);
+        let _ = histogram!("roomd_proxy_call_seconds", "proxy" => p.clone(), "call" => call);
+    }
+    gauge!("roomd_proxy_breaker_open", "proxy" => p).set(0.0);
+}
+
+pub(crate) fn proxy_call(name: &str, call: &'static str, outcome: &'static str) {
+    counter!("roomd_proxy_calls_total", "proxy" => name.to_string(), "call" => call, "outcome" => outcome)
+        .increment(1);
+}
+
+pub(crate) fn proxy_latency(name: &str, call: &'static str, took: Duration) {
+    histogram!("roomd_proxy_call_seconds", "proxy" => name.to_string(), "call" => call)
+        .record(took.as_secs_f64());
+}
+
+pub(crate) fn proxy_breaker(name: &str, open: bool) {
+    gauge!("roomd_proxy_breaker_open", "proxy" => name.to_string()).set(if open {
+        1.0
+    } else {
+        0.0
+    });
+}
+
+pub(crate) fn proxy_cache_hit(name: &str, call: &'static str) {
+    counter!("roomd_proxy_cache_hits_total", "proxy" => name.to_string(), "call" => call)
+        .increment(1);
+}

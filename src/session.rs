@@ -2,8 +2,12 @@
 //! them to rooms. Rooms answer straight into the connection's outbox.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+
+use futures_util::stream::{FuturesOrdered, StreamExt};
 
 use roomd_protocol::{decode_client, ClientFrame, ErrorCode, ServerFrame};
 
@@ -16,10 +20,11 @@ use crate::expiry::{Expiries, Ticket};
 use crate::lifecycle::Lifecycle;
 use crate::peer::Peer;
 use crate::permissions::Access;
+use crate::proxy::{Ask, Call, Proxies};
 use crate::ratelimit::{ConnLimits, Cost};
 use crate::request::Requests;
 use crate::room::registry::{ShuttingDown, TrySend};
-use crate::room::{Command, Registry};
+use crate::room::{Change, Command, Registry};
 
 /// A request the connection's task finishes by awaiting it ([`Session::complete`]).
 pub(crate) enum Deferred {
@@ -35,6 +40,17 @@ pub(crate) struct Blocked {
     room: String,
     cmd: Box<Command>,
 }
+
+/// A request back from the application's endpoint (or queued behind one that went there):
+/// its command to send on, or the error its client gets.
+pub(crate) struct Proxied {
+    id: u32,
+    room: String,
+    result: Result<Command, ReplyError>,
+}
+
+/// A connection's requests waiting on the application's endpoint, in the order they were read.
+type Pipeline = FuturesOrdered<Pin<Box<dyn Future<Output = Proxied> + Send>>>;
 
 /// A connection's token: what checks a fresh one, and the deadlines of the current one.
 pub(crate) struct Token {
@@ -63,6 +79,11 @@ pub(crate) struct Session {
     access: Access,
     /// Set when the connection came with a verified token.
     token: Option<Token>,
+    /// The application's endpoints (proxy hooks); empty when none is configured.
+    proxies: Arc<Proxies>,
+    /// Requests waiting on a proxy call, and those read after them: each reaches its room
+    /// only after every earlier one did, so a connection's requests keep their order.
+    pipeline: Pipeline,
 }
 
 impl Session {
@@ -83,6 +104,51 @@ impl Session {
             subs: HashMap::new(),
             access: Access::default(),
             token: None,
+            proxies: Arc::default(),
+            pipeline: FuturesOrdered::new(),
+        }
+    }
+
+    /// Sends the requests the application's endpoints decide through them (proxy hooks).
+    pub(crate) fn with_proxies(mut self, proxies: Arc<Proxies>) -> Session {
+        self.proxies = proxies;
+        self
+    }
+
+    /// Whether requests wait on the application: the connection then also waits for
+    /// [`Session::next_proxied`].
+    pub(crate) fn proxy_pending(&self) -> bool {
+        !self.pipeline.is_empty()
+    }
+
+    /// Whether the connection has as many requests waiting on the application as it may: it
+    /// then stops reading its socket (backpressure) until one returns.
+    pub(crate) fn proxy_full(&self) -> bool {
+        self.pipeline.len() >= self.proxies.per_connection()
+    }
+
+    /// The oldest request waiting on the application, once it (and so every earlier one) is
+    /// back. Pending forever when none waits.
+    pub(crate) async fn next_proxied(&mut self) -> Box<Proxied> {
+        match self.pipeline.next().await {
+            Some(p) => Box::new(p),
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Sends on a request the application decided: to its room, or its error to the client.
+    pub(crate) fn on_proxied(&mut self, proxied: Proxied) -> Option<Deferred> {
+        let Proxied { id, room, result } = proxied;
+        match result.and_then(|cmd| self.deliver(id, room.clone(), cmd)) {
+            Ok(deferred) => deferred,
+            Err(e) => {
+                // A subscription refused is not one: the connection forgets it.
+                if self.subs.get(room.as_str()) == Some(&id) {
+                    self.subs.remove(room.as_str());
+                }
+                self.peer.send_err(Some(id), e);
+                None
+            }
         }
     }
 
@@ -281,6 +347,116 @@ impl Session {
             other => req.command(other)?,
         };
         self.rate.admit_in(&room, cmd.cost())?;
+        self.forward(id, room, cmd)
+    }
+
+    /// Sends a checked command on: through the application's endpoint when one decides it;
+    /// behind the connection's requests already waiting on it, if any (so requests reach their
+    /// rooms in the order read); else straight to its room.
+    fn forward(
+        &mut self,
+        id: u32,
+        room: String,
+        mut cmd: Command,
+    ) -> Result<Option<Deferred>, ReplyError> {
+        let Some((endpoint, ask, key)) = self.ask_for(&room, &cmd) else {
+            if self.pipeline.is_empty() {
+                return self.deliver(id, room, cmd);
+            }
+            let ready = Proxied {
+                id,
+                room,
+                result: Ok(cmd),
+            };
+            self.pipeline.push_back(Box::pin(std::future::ready(ready)));
+            return Ok(None);
+        };
+        // A task of its own, so the call goes on while this connection's task writes or waits;
+        // aborted if the connection ends first.
+        let call = tokio::spawn(async move {
+            let verdict = endpoint.decide(&ask, key).await;
+            endpoint.settle(verdict).map(|data| {
+                if let Some(data) = data {
+                    replace_payload(&mut cmd, data);
+                }
+                cmd
+            })
+        });
+        let call = tokio_util::task::AbortOnDropHandle::new(call);
+        self.pipeline.push_back(Box::pin(async move {
+            let result = call.await.unwrap_or_else(|e| Err(ReplyError::from(e)));
+            Proxied { id, room, result }
+        }));
+        Ok(None)
+    }
+
+    /// The proxy call `cmd` needs, if an endpoint decides it: the endpoint, the call's body,
+    /// and its decision's cache key (subscribes only).
+    fn ask_for(
+        &self,
+        room: &str,
+        cmd: &Command,
+    ) -> Option<(Arc<crate::proxy::Endpoint>, Ask, Option<String>)> {
+        let call = match cmd {
+            Command::Subscribe { .. } => Call::Subscribe,
+            Command::Publish { .. }
+            | Command::Signal { .. }
+            | Command::Change {
+                change: Change::Edit(_),
+                ..
+            } => Call::Publish,
+            _ => return None,
+        };
+        let endpoint = self.proxies.route(call, Some(room))?;
+        let verified = self.token.is_some();
+        let mut ask = Ask::new(call, &self.peer.id, self.peer.user.as_deref(), verified);
+        ask.room = Some(room.to_string());
+        let mut key = None;
+        match cmd {
+            Command::Subscribe {
+                since,
+                state,
+                presence,
+                info,
+                ..
+            } => {
+                (ask.since, ask.state) = (*since, *state);
+                ask.presence = *presence || info.is_some();
+                // Per user (or, without one, per connection) and room.
+                let who = self.peer.user.as_deref().map_or_else(
+                    || format!("conn\0{}", self.peer.id),
+                    |u| format!("user\0{verified}\0{u}"),
+                );
+                key = Some(format!("subscribe\0{who}\0{room}"));
+            }
+            Command::Publish { data, mid, .. } => {
+                ask = ask.with_data(data);
+                ask.mid.clone_from(mid);
+            }
+            Command::Signal { data, .. } => {
+                ask = ask.with_data(data);
+                ask.ephemeral = true;
+            }
+            Command::Change {
+                target,
+                change: Change::Edit(data),
+                ..
+            } => {
+                ask = ask.with_data(data);
+                ask.edit = Some(*target);
+            }
+            _ => {}
+        }
+        Some((endpoint, ask, key))
+    }
+
+    /// Hands a command that passed every check to its room.
+    fn deliver(
+        &mut self,
+        id: u32,
+        room: String,
+        cmd: Command,
+    ) -> Result<Option<Deferred>, ReplyError> {
         if matches!(cmd, Command::Signal { .. }) && self.registry.sender(&room).is_none() {
             // A room that is not loaded has no subscriber to deliver to: loading it from disk
             // for nothing would make each signal to a new name cost a room load.
@@ -372,6 +548,19 @@ impl Session {
                 )
                 .await;
         }
+    }
+}
+
+/// Puts the application's replacement payload in a publish (or ephemeral publish, or edit).
+fn replace_payload(cmd: &mut Command, new: Vec<u8>) {
+    match cmd {
+        Command::Publish { data, .. }
+        | Command::Signal { data, .. }
+        | Command::Change {
+            change: Change::Edit(data),
+            ..
+        } => *data = new,
+        _ => {}
     }
 }
 

@@ -100,20 +100,7 @@ impl WebhookConfig {
 
     /// The secret from `secret`, `secret_file` or `secret_env`.
     pub fn read_secret(&self) -> Result<Vec<u8>, String> {
-        if !self.secret.is_empty() {
-            return Ok(self.secret.as_bytes().to_vec());
-        }
-        if !self.secret_file.is_empty() {
-            let text = std::fs::read_to_string(&self.secret_file)
-                .map_err(|e| format!("cannot read {}: {e}", self.secret_file))?;
-            return Ok(text.trim().as_bytes().to_vec());
-        }
-        if !self.secret_env.is_empty() {
-            return std::env::var(&self.secret_env)
-                .map(String::into_bytes)
-                .map_err(|_| format!("environment variable {} is not set", self.secret_env));
-        }
-        Err("one of secret, secret_file, secret_env is required".into())
+        read_secret(&self.secret, &self.secret_file, &self.secret_env)
     }
 
     pub(crate) fn problems(&self, i: usize) -> Vec<String> {
@@ -156,6 +143,24 @@ impl WebhookConfig {
         }
         out
     }
+}
+
+/// A secret given inline, in a file (surrounding whitespace trimmed) or in an environment
+/// variable: the forms `[[webhooks]]` and `[[proxy]]` share.
+pub(crate) fn read_secret(secret: &str, file: &str, env: &str) -> Result<Vec<u8>, String> {
+    if !secret.is_empty() {
+        return Ok(secret.as_bytes().to_vec());
+    }
+    if !file.is_empty() {
+        let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read {file}: {e}"))?;
+        return Ok(text.trim().as_bytes().to_vec());
+    }
+    if !env.is_empty() {
+        return std::env::var(env)
+            .map(String::into_bytes)
+            .map_err(|_| format!("environment variable {env} is not set"));
+    }
+    Err("one of secret, secret_file, secret_env is required".into())
 }
 
 /// Problems of the whole list: each endpoint's, and names used twice.

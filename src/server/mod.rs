@@ -59,6 +59,8 @@ pub enum ServerError {
     Cluster(#[from] crate::cluster::ClusterError),
     #[error("{0}")]
     Webhook(#[from] crate::webhook::WebhookError),
+    #[error("{0}")]
+    Proxy(#[from] crate::proxy::ProxyError),
 }
 
 /// A running broker. Dropping it does not stop it; call [`Server::shutdown`].
@@ -94,6 +96,8 @@ struct Shared {
     boot: u32,
     /// Where connections emit `connection.opened` and `connection.closed`.
     webhooks: Webhooks,
+    /// The application's endpoints that decide connects, subscribes and publishes.
+    proxies: Arc<crate::proxy::Proxies>,
 }
 
 impl Server {
@@ -103,6 +107,7 @@ impl Server {
         // Before the database: a TLS mistake is reported without touching the data.
         let tls = Tls::from_config(&config.tls)?;
         let auth = Auth::new(&config.auth).await?;
+        let proxies = Arc::new(crate::proxy::Proxies::new(&config)?);
         let config = Arc::new(config);
         let cfg = config.clone();
         let (store, writer) = tokio::task::spawn_blocking(move || {
@@ -161,6 +166,7 @@ impl Server {
             registry: registry.clone(),
             lifecycle: lifecycle.clone(),
             webhooks,
+            proxies,
         });
         lifecycle.spawn_background(flush_periodically(
             writer.clone(),

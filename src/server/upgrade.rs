@@ -339,6 +339,20 @@ where
         shared.config.outbox.max_bytes,
     );
     let user: Option<Arc<str>> = identity.user.map(Arc::from);
+    if let Err((e, close, reason)) = ask_connect(
+        &shared,
+        &id,
+        user.as_deref(),
+        identity.verified,
+        &client,
+        addr,
+    )
+    .await
+    {
+        tracing::info!(%addr, code = e.code.as_u16(), reason = %e.msg, "connection refused by the application");
+        refuse_with(ws, e, close, reason).await;
+        return None;
+    }
     // A verified user gets the `authenticated` defaults and its `{sub}` templates; a name
     // declared on an open server grants nothing.
     let access = Access::new(user.clone().filter(|_| identity.verified), identity.rooms);
@@ -372,7 +386,8 @@ where
         shared.config.clone(),
         shared.lifecycle.clone(),
     )
-    .with_access(access);
+    .with_access(access)
+    .with_proxies(shared.proxies.clone());
     let session = if identity.verified {
         let token = Token {
             auth: shared.auth.clone(),
@@ -459,13 +474,66 @@ impl Drop for ConnGuard {
     }
 }
 
+/// The application's `connect` decision (README "Proxy hooks"), when a proxy takes it: a
+/// refusal is the `err` to send, the close code and its reason.
+async fn ask_connect(
+    shared: &Shared,
+    conn: &str,
+    user: Option<&str>,
+    verified: bool,
+    client: &Option<String>,
+    addr: IpAddr,
+) -> Result<(), (ReplyError, u16, &'static str)> {
+    use crate::proxy::{Ask, Call};
+    use roomd_protocol::{CloseCode, ErrorCode};
+    let Some(endpoint) = shared.proxies.route(Call::Connect, None) else {
+        return Ok(());
+    };
+    let mut ask = Ask::new(Call::Connect, conn, user, verified);
+    ask.client.clone_from(client);
+    ask.addr = Some(addr.to_string());
+    // Anonymous connections are not cached: each is its own.
+    let key = user.map(|u| format!("connect\0{verified}\0{u}"));
+    let e = match endpoint.settle(endpoint.decide(&ask, key).await) {
+        Ok(_) => return Ok(()),
+        Err(e) => e,
+    };
+    Err(match e.code {
+        ErrorCode::Unauthorized => (e, CloseCode::UNAUTHORIZED, "refused by the application"),
+        ErrorCode::Unavailable => (
+            e,
+            CloseCode::INTERNAL,
+            "the application's check is unavailable",
+        ),
+        _ => (e, CloseCode::REMOVED, "refused by the application"),
+    })
+}
+
 /// Authentication failed: an `err` 401 frame, then close 4401.
-async fn refuse<S>(mut ws: WebSocketStream<S>, e: AuthError)
+async fn refuse<S>(ws: WebSocketStream<S>, e: AuthError)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    use futures_util::SinkExt;
     let err = ReplyError::new(roomd_protocol::ErrorCode::Unauthorized, e.to_string());
+    refuse_with(
+        ws,
+        err,
+        roomd_protocol::CloseCode::UNAUTHORIZED,
+        "authentication failed",
+    )
+    .await;
+}
+
+/// A connection that may not go on: an `err` frame without `id`, then the close.
+async fn refuse_with<S>(
+    mut ws: WebSocketStream<S>,
+    err: ReplyError,
+    close: u16,
+    reason: &'static str,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures_util::SinkExt;
     crate::metrics::error(err.code);
     let frame = codec::encode(&ServerFrame::Err {
         id: None,
@@ -480,12 +548,7 @@ where
             Bytes::from(frame),
         ))
         .await;
-    close_now(
-        ws,
-        roomd_protocol::CloseCode::UNAUTHORIZED,
-        "authentication failed",
-    )
-    .await;
+    close_now(ws, close, reason).await;
 }
 
 async fn close_now<S>(mut ws: WebSocketStream<S>, code: u16, reason: &'static str)

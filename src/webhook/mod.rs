@@ -35,7 +35,7 @@
 mod delivery;
 pub(crate) mod event;
 mod outbox;
-mod signature;
+pub(crate) mod signature;
 
 use crate::http_client::Target;
 use std::sync::atomic::{AtomicU64, Ordering};
