@@ -217,14 +217,14 @@ test("times follow the browser's languages, grouped messages show theirs on hove
   const second = row(page, "second of a group");
   await second.waitFor();
   const time = (await row(page, "first of a group").locator(".time").textContent()) ?? "";
-  assert.match(time, /^\d{2}:\d{2}$/, `a German time, 24 hours (${time})`);
+  assert.match(time, /^\d{1,2}:\d{2}$/, `a German time, 24 hours, no AM/PM (${time}; "0:48" before 10 o'clock)`);
   assert.equal(await second.evaluate((li) => li.classList.contains("cont")), true);
   const stamp = second.locator(".stamp");
   assert.equal(await stamp.evaluate((el) => getComputedStyle(el).visibility), "hidden");
   await second.hover();
   assert.equal(await stamp.evaluate((el) => getComputedStyle(el).visibility), "visible", "its time shows on hover");
   await screenshot(page, "desktop-hover-time");
-  assert.match((await stamp.textContent()) ?? "", /^\d{2}:\d{2}$/);
+  assert.match((await stamp.textContent()) ?? "", /^\d{1,2}:\d{2}$/);
 
   const text = "docs at https://example.com/a?b=1, not javascript:alert(1) nor <b>bold</b> nor ftp://x.org";
   await send(page, text);
