@@ -93,11 +93,13 @@ impl Room {
             PresenceMode::Counts => None,
             PresenceMode::Users => {
                 let mut seen = std::collections::HashSet::new();
-                let entries = self.presence_members().filter_map(|(conn, p)| match &p.user {
-                    Some(u) if !seen.insert(u.clone()) => None,
-                    Some(u) => Some(p.listed(conn, self.user_conns.get(u).copied())),
-                    None => Some(p.listed(conn, Some(1))),
-                });
+                let entries = self
+                    .presence_members()
+                    .filter_map(|(conn, p)| match &p.user {
+                        Some(u) if !seen.insert(u.clone()) => None,
+                        Some(u) => Some(p.listed(conn, self.user_conns.get(u).copied())),
+                        None => Some(p.listed(conn, Some(1))),
+                    });
                 Some(entries.collect())
             }
         }
@@ -106,9 +108,7 @@ impl Room {
     /// Every member present: this node's (held ones included), then other nodes'.
     pub(super) fn presence_members(&self) -> impl Iterator<Item = (&Arc<str>, &Present)> {
         let remote = self.linked.iter().flat_map(|l| l.remote.iter());
-        self.members
-            .iter()
-            .chain(remote.map(|(c, (_, p))| (c, p)))
+        self.members.iter().chain(remote.map(|(c, (_, p))| (c, p)))
     }
 
     /// A subscription whose connection dropped (closed, or cut as a slow consumer): held for
@@ -229,7 +229,9 @@ impl Room {
     fn count_changed(&mut self) {
         if self.count_due.is_none() {
             let now = Instant::now();
-            let next = self.count_sent.map_or(now, |s| s + self.rules.count_interval);
+            let next = self
+                .count_sent
+                .map_or(now, |s| s + self.rules.count_interval);
             self.count_due = Some(next.max(now));
         }
     }
