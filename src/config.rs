@@ -250,6 +250,11 @@ pub struct RateConfig {
     pub auths_burst: u64,
     /// Users the room-load limiter tracks at once (its memory bound).
     pub rooms_users: usize,
+    /// Presence updates (`sub` with `info`) per second per connection: each is sent to every
+    /// presence subscriber of the room, so a connection re-subscribing in a loop would
+    /// multiply its traffic by the room's size.
+    pub presence_updates_per_sec: u64,
+    pub presence_updates_burst: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -510,6 +515,8 @@ impl Default for RateConfig {
             auths_per_minute: 6,
             auths_burst: 3,
             rooms_users: 65_536,
+            presence_updates_per_sec: 5,
+            presence_updates_burst: 20,
         }
     }
 }

@@ -280,7 +280,13 @@ impl Session {
             }
             other => req.command(other)?,
         };
-        self.rate.admit_in(&room, cmd.cost())?;
+        if let Err(e) = self.rate.admit_in(&room, cmd.cost()) {
+            if matches!(cmd, Command::Subscribe { .. }) {
+                // Counted above; refused before the room saw it.
+                self.subs.remove(room.as_str());
+            }
+            return Err(e);
+        }
         if matches!(cmd, Command::Signal { .. }) && self.registry.sender(&room).is_none() {
             // A room that is not loaded has no subscriber to deliver to: loading it from disk
             // for nothing would make each signal to a new name cost a room load.

@@ -339,3 +339,54 @@ async fn counts_only_rooms_send_counts_at_the_configured_rate() {
         }
     }
 }
+
+#[tokio::test]
+async fn presence_updates_are_rate_limited_per_connection() {
+    let b = Broker::start("[rate]\npresence_updates_per_sec = 2\npresence_updates_burst = 2\n");
+    let mut c = Client::connect_query(&b, "user=ann").await;
+    let churn = async |c: &mut Client| {
+        let r = sub_presence(c, "lobby", Some(info("ann"))).await;
+        if matches!(r, ServerFrame::Subbed { .. }) {
+            let id = c.id();
+            let ok = c
+                .request(ClientFrame::Unsub {
+                    id,
+                    room: "lobby".into(),
+                })
+                .await;
+            assert!(matches!(ok, ServerFrame::Ok { .. }), "{ok:?}");
+        }
+        r
+    };
+    // The burst, then a refusal that says when to retry.
+    for _ in 0..2 {
+        assert!(matches!(churn(&mut c).await, ServerFrame::Subbed { .. }));
+    }
+    let refused = churn(&mut c).await;
+    let ServerFrame::Err {
+        code: 429,
+        retry_after_ms: Some(wait),
+        ..
+    } = refused
+    else {
+        panic!("{refused:?}")
+    };
+    assert!(wait > 0 && wait <= 500, "retry after {wait} ms");
+    // Subscribing without `info` is no presence update.
+    assert!(matches!(
+        sub_presence(&mut c, "lobby", None).await,
+        ServerFrame::Subbed { .. }
+    ));
+    // Another connection has its own budget.
+    let mut other = Client::connect_query(&b, "user=bob").await;
+    assert!(matches!(
+        sub_presence(&mut other, "lobby", Some(info("bob"))).await,
+        ServerFrame::Subbed { .. }
+    ));
+    // After the wait, the refused subscription is taken (the connection did not count it).
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+    assert!(matches!(
+        sub_presence(&mut c, "other", Some(info("ann"))).await,
+        ServerFrame::Subbed { .. }
+    ));
+}

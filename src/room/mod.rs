@@ -106,6 +106,8 @@ impl Command {
             },
             // Delivered like a publish, so limited like one (SPEC.md 4.10).
             Command::Signal { data, .. } => Cost::Publish { bytes: data.len() },
+            // Sent to every presence subscriber (SPEC.md 4.12).
+            Command::Subscribe { info: Some(_), .. } => Cost::Presence,
             _ => Cost::Free,
         }
     }
