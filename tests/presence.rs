@@ -65,8 +65,11 @@ async fn presence_events(c: &mut Client, wait: Duration) -> Vec<ServerFrame> {
     let mut out = Vec::new();
     while let Some(left) = until.checked_duration_since(Instant::now()) {
         match c.try_event(left).await {
-            Some(f @ (ServerFrame::Join { .. } | ServerFrame::Leave { .. })) => out.push(f),
-            Some(f @ ServerFrame::Count { .. }) => out.push(f),
+            Some(
+                f @ (ServerFrame::Join { .. }
+                | ServerFrame::Leave { .. }
+                | ServerFrame::Count { .. }),
+            ) => out.push(f),
             Some(_) => {}
             None => break,
         }
@@ -76,11 +79,12 @@ async fn presence_events(c: &mut Client, wait: Duration) -> Vec<ServerFrame> {
 
 async fn next_presence(c: &mut Client) -> ServerFrame {
     loop {
-        match c.event().await {
-            f @ (ServerFrame::Join { .. }
-            | ServerFrame::Leave { .. }
-            | ServerFrame::Count { .. }) => return f,
-            _ => {}
+        let f = c.event().await;
+        if matches!(
+            f,
+            ServerFrame::Join { .. } | ServerFrame::Leave { .. } | ServerFrame::Count { .. }
+        ) {
+            return f;
         }
     }
 }

@@ -209,7 +209,10 @@ impl Room {
     /// `count` goes out.
     pub(super) fn presence_tick(&mut self, now: Instant) {
         let mut ended = false;
-        while let Some(h) = self.held.pop_front_if(|h| h.deadline <= now) {
+        while self.held.front().is_some_and(|h| h.deadline <= now) {
+            let Some(h) = self.held.pop_front() else {
+                break;
+            };
             self.departure_final(&h.conn, Some(&h.user), h.presence, false);
             ended = true;
         }

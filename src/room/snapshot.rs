@@ -219,13 +219,13 @@ mod tests {
     #[test]
     fn parts_fit_the_frame_and_cover_everything_in_order() {
         let frame = 16 * 1024;
-        let members: Vec<(Arc<str>, Present)> = (0..30)
+        let members: Vec<Listed> = (0..30)
             .map(|i| {
                 let p = Present {
                     user: Some(Arc::from(format!("u{i}"))),
                     info: encoded(&Value::from("x".repeat(900))),
                 };
-                (Arc::from(format!("conn{i:02}")), p)
+                (Arc::from(format!("conn{i:02}")), p, None)
             })
             .collect();
         let mut s = Snapshot::new(
