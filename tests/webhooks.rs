@@ -673,3 +673,27 @@ async fn room_left_and_emptied_wait_for_the_reconnect_grace() {
     );
     assert!(emptied >= ts(left));
 }
+
+#[tokio::test]
+async fn a_graceful_shutdown_ends_departures_held_for_the_grace() {
+    let addr = dead_port().await;
+    let mut b = Broker::start(&format!(
+        "[rooms]\npresence_grace_ms = 60000\n{}",
+        hook(&format!("http://{addr}/hook"), "events = [\"room.left\"]")
+    ));
+    let mut c = Client::connect_query(&b, "user=ann").await;
+    let conn = c.conn.clone();
+    c.sub("chat:a", None).await;
+    // Dropped before the shutdown: held for a grace that would outlast it.
+    drop(c);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(b.terminate(), Some(0));
+    let rx = Receiver::start_on(addr).await;
+    b.restart();
+    let evs = rx
+        .wait_for("the held departure's room.left", |e| !e.is_empty())
+        .await;
+    assert_eq!(evs[0]["type"], "room.left");
+    assert_eq!(evs[0]["conn"], conn.as_str());
+    assert_eq!(evs[0]["resumed"], false);
+}

@@ -197,6 +197,9 @@ impl Room {
             // for it before going idle or stopping.
             let quiet = commit.is_none() && self.pending.is_empty() && self.redacting.is_empty();
             if quiet && self.shutting_down {
+                // Nobody can resume here any more: held departures are final now, so their
+                // webhooks are written with the rest of the shutdown's.
+                self.presence_tick(Instant::now() + self.env.limits.presence_grace);
                 return false;
             }
             let idle = quiet && self.subs.is_empty() && self.replays == 0 && wake.is_none();
