@@ -122,6 +122,23 @@ pub struct NamespaceConfig {
     /// `[rate]`'s, which still applies); 0: no limit of its own.
     pub publishes_per_sec: u64,
     pub publishes_burst: u64,
+    /// What presence subscribers of its rooms are sent (SPEC.md 4.12).
+    pub presence_mode: PresenceMode,
+    /// `presence_mode = "counts"`: at most one `count` per room per this many milliseconds.
+    pub count_interval_ms: u64,
+}
+
+/// The shape of a namespace's presence (SPEC.md 4.12).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PresenceMode {
+    /// One entry per connection (protocol v1's `join`/`leave`).
+    #[default]
+    Conns,
+    /// One entry per user id, with the count of its connections.
+    Users,
+    /// Only the numbers, coalesced to one `count` per `count_interval_ms`.
+    Counts,
 }
 
 impl Default for NamespaceConfig {
@@ -135,6 +152,8 @@ impl Default for NamespaceConfig {
             max_age_secs: None,
             publishes_per_sec: 0,
             publishes_burst: 0,
+            presence_mode: PresenceMode::Conns,
+            count_interval_ms: 1000,
         }
     }
 }
@@ -236,6 +255,11 @@ pub struct RateConfig {
     pub auths_burst: u64,
     /// Users the room-load limiter tracks at once (its memory bound).
     pub rooms_users: usize,
+    /// Presence updates (`sub` with `info`) per second per connection: each is sent to every
+    /// presence subscriber of the room, so a connection re-subscribing in a loop would
+    /// multiply its traffic by the room's size.
+    pub presence_updates_per_sec: u64,
+    pub presence_updates_burst: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -256,6 +280,12 @@ pub struct RoomsConfig {
     /// Bytes of presence a room holds: every member's encoded `info` plus its connection and
     /// user ids and 32 bytes of framing. A `sub` whose member would pass it gets 429.
     pub presence_bytes: usize,
+    /// Reconnect grace (SPEC.md 4.12): a subscription of a user's connection that drops stays
+    /// (in presence, to webhooks) this long, and a subscription of the same user to the room
+    /// within it takes its place without a leave. 0: off.
+    pub presence_grace_ms: u64,
+    /// Departures a room holds for the grace at once; a drop past it is final at once.
+    pub presence_grace_max: usize,
 }
 
 /// How log lines are written to stderr.
@@ -490,6 +520,8 @@ impl Default for RateConfig {
             auths_per_minute: 6,
             auths_burst: 3,
             rooms_users: 65_536,
+            presence_updates_per_sec: 5,
+            presence_updates_burst: 20,
         }
     }
 }
@@ -523,6 +555,8 @@ impl Default for RoomsConfig {
             dedup_window_secs: 600,
             dedup_max: 1024,
             presence_bytes: 1024 * 1024,
+            presence_grace_ms: 5000,
+            presence_grace_max: 10_000,
         }
     }
 }
@@ -615,6 +649,14 @@ impl Config {
                 "outbox.max_bytes must be at least 2 × websocket.max_frame_bytes",
             ),
             (self.rooms.inbox >= 1, "rooms.inbox must be at least 1"),
+            (
+                self.rooms.presence_grace_ms <= 600_000,
+                "rooms.presence_grace_ms must be at most 600000",
+            ),
+            (
+                self.namespaces.values().all(|n| n.count_interval_ms >= 10),
+                "namespaces.*.count_interval_ms must be at least 10",
+            ),
             (
                 self.rooms.presence_bytes >= l.info_bytes + 512,
                 "rooms.presence_bytes must exceed limits.info_bytes by 512 bytes",

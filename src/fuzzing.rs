@@ -237,6 +237,7 @@ fn replies_to(body: &[u8], id: u32) -> bool {
         | ServerFrame::State { .. }
         | ServerFrame::Join { .. }
         | ServerFrame::Leave { .. }
+        | ServerFrame::Count { .. }
         | ServerFrame::Del { .. }
         | ServerFrame::Signal { .. }
         // Ends a subscription on the server's initiative: no request asked for it.

@@ -112,6 +112,8 @@ fn register_all() {
         "roomd_cluster_write_conflicts_total",
         "roomd_cluster_signals_dropped_total",
         "roomd_cluster_failovers_total",
+        "roomd_presence_held_total",
+        "roomd_presence_resumed_total",
     ] {
         counter!(name).increment(0);
     }
@@ -361,6 +363,16 @@ pub(crate) fn jwks_fetch() {
 
 pub(crate) fn jwks_fetch_failed() {
     counter!("roomd_jwks_fetch_failures_total").increment(1);
+}
+
+/// A dropped connection's subscription held for the reconnect grace.
+pub(crate) fn presence_held(n: usize) {
+    counter!("roomd_presence_held_total").increment(n as u64);
+}
+
+/// Held subscriptions that a new subscription of their user took over within the grace.
+pub(crate) fn presence_resumed(n: usize) {
+    counter!("roomd_presence_resumed_total").increment(n as u64);
 }
 
 pub(crate) fn slow_consumer() {

@@ -136,6 +136,7 @@ fn is_reply(frame: &ServerFrame) -> bool {
         | ServerFrame::State { .. }
         | ServerFrame::Join { .. }
         | ServerFrame::Leave { .. }
+        | ServerFrame::Count { .. }
         | ServerFrame::Del { .. }
         | ServerFrame::Signal { .. }
         // Ends a subscription on the server's initiative: no request asked for it.

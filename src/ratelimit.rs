@@ -125,6 +125,9 @@ pub(crate) enum Cost {
     StateWrite,
     /// An in-band token refresh.
     Auth,
+    /// A presence update: a `sub` with `info` (a join, or the same connection's new info
+    /// after an `unsub`), which every presence subscriber of the room is sent.
+    Presence,
     /// Anything else: no connection limit counts it.
     Free,
 }
@@ -137,6 +140,7 @@ pub(crate) struct ConnLimits {
     bytes: Option<Bucket>,
     writes: Option<Bucket>,
     auths: Option<Bucket>,
+    presence: Option<Bucket>,
     /// The publish buckets of namespaces with a rate of their own (`namespaces.NAME.
     /// publishes_per_sec`): at most one per configured namespace.
     namespaces: Vec<(String, Option<Bucket>)>,
@@ -169,6 +173,12 @@ impl ConnLimits {
                 c.auths_burst,
                 MINUTE,
                 "token refreshes",
+            )),
+            presence: Bucket::new(Rate::new(
+                c.presence_updates_per_sec,
+                c.presence_updates_burst,
+                SECOND,
+                "presence updates",
             )),
             namespaces: Vec::new(),
         }
@@ -245,6 +255,12 @@ impl ConnLimits {
                     return Ok(());
                 }
                 take_all(now(), [(&mut self.auths, 1)])
+            }
+            Cost::Presence => {
+                if self.presence.is_none() {
+                    return Ok(());
+                }
+                take_all(now(), [(&mut self.presence, 1)])
             }
             Cost::Free => Ok(()),
         }

@@ -346,7 +346,13 @@ impl Session {
             }
             other => req.command(other)?,
         };
-        self.rate.admit_in(&room, cmd.cost())?;
+        if let Err(e) = self.rate.admit_in(&room, cmd.cost()) {
+            if matches!(cmd, Command::Subscribe { .. }) {
+                // Counted above; refused before the room saw it.
+                self.subs.remove(room.as_str());
+            }
+            return Err(e);
+        }
         self.forward(id, room, cmd)
     }
 

@@ -1101,3 +1101,56 @@ async fn nodes_follow_a_sentinel_failover_with_no_gap() {
     }
     drop(replica);
 }
+
+/// Presence v2 across nodes (SPEC.md 4.12): a user who drops on one node and resumes on the
+/// other within the grace is never seen to leave, the held member counting until its grace
+/// ends; after that the user's entry counts one connection.
+#[tokio::test]
+async fn a_resume_on_another_node_within_the_grace_is_no_leave() {
+    let redis = Redis::start();
+    let ns = "[rooms]\npresence_grace_ms = 1500\n[namespaces.chat]\npresence_mode = \"users\"\n";
+    let n: Vec<Broker> = (0..2)
+        .map(|i| Broker::start(&node_config(&redis, &format!("node_id = \"g{i}\"\n{ns}"))))
+        .collect();
+    let mut watcher = Client::connect(&n[1]).await;
+    let id = watcher.id();
+    watcher
+        .request(ClientFrame::Sub {
+            id,
+            room: "chat:r".into(),
+            since: None,
+            state: None,
+            presence: Some(true),
+            info: None,
+        })
+        .await;
+    let mut ann = Client::connect_query(&n[0], "user=ann").await;
+    sub_present(&mut ann, "chat:r", "ann").await;
+    assert_eq!(presence_event(&mut watcher).await, (true, "\"ann\"".into()));
+    drop(ann);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut ann = Client::connect_query(&n[1], "user=ann").await;
+    sub_present(&mut ann, "chat:r", "ann").await;
+    // Past the grace of the first connection: neither a leave nor a join.
+    let until = Instant::now() + Duration::from_millis(2500);
+    while let Some(left) = until.checked_duration_since(Instant::now()) {
+        match watcher.try_event(left).await {
+            Some(f @ (ServerFrame::Join { .. } | ServerFrame::Leave { .. })) => {
+                panic!("the watcher saw {f:?}")
+            }
+            Some(_) => {}
+            None => break,
+        }
+    }
+    let mut late = Client::connect(&n[1]).await;
+    let subbed = sub_present(&mut late, "chat:r", "late").await;
+    let ServerFrame::Subbed {
+        presence: Some(list),
+        ..
+    } = subbed
+    else {
+        panic!("{subbed:?}")
+    };
+    let ann_entry = list.iter().find(|m| m.user.as_deref() == Some("ann"));
+    assert_eq!(ann_entry.and_then(|m| m.conns), Some(1), "{list:?}");
+}

@@ -149,11 +149,13 @@ async fn presence_join_leave_and_who() {
     })
     .await;
     match watcher.event().await {
+        // A v1 room: no `conns` (SPEC.md 4.12).
         ServerFrame::Join {
             room,
             conn,
             user,
             info: i,
+            conns: None,
         } => {
             assert_eq!(
                 (room.as_str(), conn.as_str(), user.as_deref()),

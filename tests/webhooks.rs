@@ -633,3 +633,87 @@ async fn figures() {
         );
     }
 }
+
+#[tokio::test]
+async fn room_left_and_emptied_wait_for_the_reconnect_grace() {
+    let rx = Receiver::start().await;
+    let b = Broker::start(&format!(
+        "[rooms]\npresence_grace_ms = 1000\n{}",
+        hook(&rx.url(), "")
+    ));
+    // A drop and a resume within the grace: the old subscription leaves as resumed, and the
+    // room never empties.
+    let mut c = Client::connect_query(&b, "user=ann").await;
+    let first = c.conn.clone();
+    c.sub("chat:a", None).await;
+    drop(c);
+    rx.wait_for("connection.closed", |e| {
+        !of_type(e, "connection.closed").is_empty()
+    })
+    .await;
+    let mut c = Client::connect_query(&b, "user=ann").await;
+    c.sub("chat:a", None).await;
+    let evs = rx
+        .wait_for("the resumed room.left", |e| {
+            !of_type(e, "room.left").is_empty()
+        })
+        .await;
+    let left = of_type(&evs, "room.left");
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0]["conn"], first.as_str());
+    assert_eq!(left[0]["resumed"], true);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        of_type(&rx.events(), "room.emptied").is_empty(),
+        "{:#?}",
+        rx.events()
+    );
+    // A drop without a resume: room.left and room.emptied once the grace is over.
+    let second = c.conn.clone();
+    drop(c);
+    let evs = rx
+        .wait_for("room.emptied", |e| !of_type(e, "room.emptied").is_empty())
+        .await;
+    let ts = |e: &Json| e["ts"].as_u64().unwrap();
+    let closed = of_type(&evs, "connection.closed")
+        .into_iter()
+        .find(|e| e["conn"] == second.as_str())
+        .map(ts)
+        .unwrap();
+    let left = of_type(&evs, "room.left")
+        .into_iter()
+        .find(|e| e["conn"] == second.as_str())
+        .unwrap();
+    assert_eq!(left["resumed"], false);
+    let emptied = ts(of_type(&evs, "room.emptied")[0]);
+    assert!(
+        ts(left) >= closed + 900,
+        "left {} ms after the close",
+        ts(left) - closed
+    );
+    assert!(emptied >= ts(left));
+}
+
+#[tokio::test]
+async fn a_graceful_shutdown_ends_departures_held_for_the_grace() {
+    let addr = dead_port().await;
+    let mut b = Broker::start(&format!(
+        "[rooms]\npresence_grace_ms = 60000\n{}",
+        hook(&format!("http://{addr}/hook"), "events = [\"room.left\"]")
+    ));
+    let mut c = Client::connect_query(&b, "user=ann").await;
+    let conn = c.conn.clone();
+    c.sub("chat:a", None).await;
+    // Dropped before the shutdown: held for a grace that would outlast it.
+    drop(c);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(b.terminate(), Some(0));
+    let rx = Receiver::start_on(addr).await;
+    b.restart();
+    let evs = rx
+        .wait_for("the held departure's room.left", |e| !e.is_empty())
+        .await;
+    assert_eq!(evs[0]["type"], "room.left");
+    assert_eq!(evs[0]["conn"], conn.as_str());
+    assert_eq!(evs[0]["resumed"], false);
+}

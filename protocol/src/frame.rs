@@ -197,6 +197,10 @@ pub struct Member {
     pub user: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub info: Option<Value>,
+    /// In a namespace with `presence_mode = "users"` (SPEC.md 4.12): the member is one user's
+    /// entry, and this many of the user's connections are present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conns: Option<u32>,
 }
 
 /// A frame sent by the server: replies (with the request's `id`) and events (without).
@@ -382,6 +386,10 @@ pub enum ServerFrame {
         user: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         info: Option<Value>,
+        /// `presence_mode = "users"` (SPEC.md 4.12): the user's connections now present; a
+        /// `join` for an entry already present updates its count.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        conns: Option<u32>,
     },
     #[serde(rename = "leave")]
     Leave {
@@ -389,6 +397,16 @@ pub enum ServerFrame {
         conn: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         user: Option<String>,
+    },
+    /// `presence_mode = "counts"` (SPEC.md 4.12): how many are present, sent instead of
+    /// `join`/`leave`, at most once per the namespace's `count_interval_ms`.
+    #[serde(rename = "count")]
+    Count {
+        room: String,
+        /// Entries: users, plus connections without a user.
+        members: u64,
+        /// Connections visible in presence.
+        conns: u64,
     },
     /// The server ended this connection's subscription to `room` (the application removed the
     /// user, SPEC.md 5.7): an event, not a reply, and not to be undone by resubscribing.

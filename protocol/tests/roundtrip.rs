@@ -65,11 +65,18 @@ fn state_item() -> impl Strategy<Value = StateItem> {
 }
 
 fn member() -> impl Strategy<Value = Member> {
-    (text(), option::of(text()), opt_value()).prop_map(|(conn, user, info)| Member {
-        conn,
-        user,
-        info,
-    })
+    (
+        text(),
+        option::of(text()),
+        opt_value(),
+        option::of(any::<u32>()),
+    )
+        .prop_map(|(conn, user, info, conns)| Member {
+            conn,
+            user,
+            info,
+            conns,
+        })
 }
 
 fn limits() -> impl Strategy<Value = Limits> {
@@ -363,12 +370,25 @@ fn server_frame() -> impl Strategy<Value = ServerFrame> {
                 }
             ),
         event(),
-        (room(), text(), option::of(text()), opt_value()).prop_map(|(room, conn, user, info)| {
-            ServerFrame::Join {
+        (
+            room(),
+            text(),
+            option::of(text()),
+            opt_value(),
+            option::of(any::<u32>())
+        )
+            .prop_map(|(room, conn, user, info, conns)| ServerFrame::Join {
                 room,
                 conn,
                 user,
                 info,
+                conns,
+            }),
+        (room(), any::<u64>(), any::<u64>()).prop_map(|(room, members, conns)| {
+            ServerFrame::Count {
+                room,
+                members,
+                conns,
             }
         }),
         (room(), text(), option::of(text())).prop_map(|(room, conn, user)| ServerFrame::Leave {

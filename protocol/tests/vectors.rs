@@ -88,7 +88,7 @@ fn vectors_round_trip() {
     }
     for k in [
         "hello", "subbed", "ok", "ack", "hist", "val", "vals", "done", "who", "pong", "err", "msg",
-        "state", "del", "join", "leave", "unsubbed", "signal",
+        "state", "del", "join", "leave", "unsubbed", "signal", "count",
     ] {
         assert!(
             kinds.contains(&format!("server:{k}")),

@@ -127,7 +127,8 @@ export class Presence {
       const id = personOf(m);
       const p: Person = byId.get(id) ?? { id, name: nameOf(m), count: 0, you: false };
       p.label ??= labelOf(m);
-      p.count++;
+      // A per-user room (SPEC.md 4.12) lists a user once, with their connections' count.
+      p.count += m.conns ?? 1;
       if (m.conn === me) p.you = true;
       byId.set(id, p);
     }

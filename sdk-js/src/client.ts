@@ -380,6 +380,7 @@ export class Client extends Emitter<ClientEvents> {
       case "signal":
       case "join":
       case "leave":
+      case "count":
       case "unsubbed":
         this.rooms.get(f.room)?.handleEvent(f);
         return;

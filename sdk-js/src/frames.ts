@@ -108,11 +108,13 @@ export interface Hello {
   node?: string;
 }
 
-/** One connection present in a room. */
+/** One connection present in a room; in a per-user room (SPEC.md 4.12), one user with `conns`. */
 export interface Member {
   conn: string;
   user?: string;
   info?: Value;
+  /** Per-user rooms: how many of the user's connections are present. */
+  conns?: number;
 }
 
 export interface StateItem {
@@ -211,6 +213,18 @@ export interface JoinEvent {
   conn: string;
   user?: string;
   info?: Value;
+  /** Per-user rooms (SPEC.md 4.12): the user's connections present. */
+  conns?: number;
+}
+
+/** Counts-only rooms (SPEC.md 4.12, 5.10): how many are present, instead of join/leave. */
+export interface CountEvent {
+  t: "count";
+  room: string;
+  /** Entries: users, plus connections without a user. */
+  members: number;
+  /** Connections visible in presence. */
+  conns: number;
 }
 
 export interface LeaveEvent {
@@ -239,7 +253,7 @@ export interface Err { t: "err"; id?: number; code: number; msg: string; ver?: n
 export type Reply = Subbed | Ok | Ack | HistReply | Val | Vals | Done | Who | Pong | Err;
 /** The connection's token expires at `exp` (Unix seconds): send a fresh one (SPEC.md 5.5). */
 export interface Expiring { t: "expiring"; exp: number }
-export type ServerFrame = Hello | Reply | Snap | LogEvent | SignalEvent | JoinEvent | LeaveEvent | UnsubbedEvent | Expiring;
+export type ServerFrame = Hello | Reply | Snap | LogEvent | SignalEvent | JoinEvent | LeaveEvent | CountEvent | UnsubbedEvent | Expiring;
 
 type Obj = { [key: string]: Value };
 
@@ -317,7 +331,7 @@ function opt<T extends object>(base: T, extra: Record<string, unknown>): T {
 
 function member(o: Obj): Member {
   const r = new Reader(o, "member");
-  return opt({ conn: r.str("conn") }, { user: r.optStr("user"), info: r.value("info") });
+  return opt({ conn: r.str("conn") }, { user: r.optStr("user"), info: r.value("info"), conns: r.optNum("conns") });
 }
 
 function stateItem(o: Obj): StateItem {
@@ -429,7 +443,9 @@ export function parseServerFrame(v: Value): ServerFrame | undefined {
         { uid: r.optStr("uid"), value: r.value("value") },
       );
     case "join":
-      return opt({ t, room: r.str("room"), conn: r.str("conn") }, { user: r.optStr("user"), info: r.value("info") });
+      return opt({ t, room: r.str("room"), conn: r.str("conn") }, { user: r.optStr("user"), info: r.value("info"), conns: r.optNum("conns") });
+    case "count":
+      return { t, room: r.str("room"), members: r.num("members"), conns: r.num("conns") };
     case "leave":
       return opt({ t, room: r.str("room"), conn: r.str("conn") }, { user: r.optStr("user") });
     case "unsubbed":

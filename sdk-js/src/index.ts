@@ -24,6 +24,7 @@ export {
   type GapInfo,
   type SubscriptionState,
   type UnsubscribedInfo,
+  type PresenceCount,
 } from "./room.js";
 export type { RequestKind } from "./requests.js";
 export { Message, Edit, Signal, StateChange, Deletion, type LogEntry } from "./message.js";

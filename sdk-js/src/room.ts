@@ -23,6 +23,7 @@ import {
   type HistOptions,
   type JoinEvent,
   type LeaveEvent,
+  type CountEvent,
   type Limits,
   type ListOptions,
   type Member,
@@ -136,6 +137,8 @@ export interface RoomEvents {
   leave: [member: Member];
   /** Who is here changed (after join, leave, or a resubscription's fresh list). */
   presence: [members: Member[]];
+  /** Counts-only rooms (SPEC.md 4.12): how many are present now. */
+  count: [count: PresenceCount];
   /** (Re)subscribed on a connection. */
   subscribed: [subscription: Subscription];
   /** The room's log was reset on the server: reload what you show. */
@@ -187,7 +190,9 @@ export class Room extends Emitter<RoomEvents> {
   private waiters: Waiter[] = [];
   /** The latest confirmed position; set once confirmed, until unsubscribed or refused. */
   private sub: Subscription | undefined;
+  /** Keyed by `memberKey`: per connection, or per user in a per-user room. */
   private readonly memberMap = new Map<string, Member>();
+  private countValue: PresenceCount | undefined;
   private readonly mirror = new Map<string, StateEntry>();
   private snapshotSeq = 0;
   private unsubscribing: Promise<void> | undefined;
@@ -212,9 +217,17 @@ export class Room extends Emitter<RoomEvents> {
     return this.stateValue;
   }
 
-  /** Who is here (when subscribed with `presence`), one entry per connection. */
+  /**
+   * Who is here (when subscribed with `presence`): one entry per connection, or in a per-user
+   * room (SPEC.md 4.12) one per user, with `conns`.
+   */
   get members(): Member[] {
     return [...this.memberMap.values()];
+  }
+
+  /** Counts-only rooms (SPEC.md 4.12): the latest count, once one arrived. */
+  get count(): PresenceCount | undefined {
+    return this.countValue;
   }
 
   /** The room's state (when subscribed with `state`), kept current by state events. */
@@ -329,7 +342,7 @@ export class Room extends Emitter<RoomEvents> {
     if (s.state !== undefined) this.loadSnapshot(s.state, s.last);
     if (s.presence !== undefined) {
       this.memberMap.clear();
-      for (const m of s.presence) this.memberMap.set(m.conn, m);
+      for (const m of s.presence) this.memberMap.set(memberKey(m), m);
       this.emit("presence", this.members);
     }
     const sub = this.sub;
@@ -406,7 +419,7 @@ export class Room extends Emitter<RoomEvents> {
   }
 
   /** @internal An event for this room. */
-  handleEvent(e: MsgEvent | StateEvent | DelEvent | SignalEvent | JoinEvent | LeaveEvent | UnsubbedEvent): void {
+  handleEvent(e: MsgEvent | StateEvent | DelEvent | SignalEvent | JoinEvent | LeaveEvent | CountEvent | UnsubbedEvent): void {
     if (e.t === "unsubbed") return this.removed();
     if (this.stateValue !== "subscribed") return;
     switch (e.t) {
@@ -422,18 +435,26 @@ export class Room extends Emitter<RoomEvents> {
         const m: Member = { conn: e.conn };
         if (e.user !== undefined) m.user = e.user;
         if (e.info !== undefined) m.info = e.info;
-        this.memberMap.set(e.conn, m);
+        if (e.conns !== undefined) m.conns = e.conns;
+        this.memberMap.set(memberKey(m), m);
         this.emit("join", m);
         this.emit("presence", this.members);
         return;
       }
       case "leave": {
-        const m = this.memberMap.get(e.conn) ?? (e.user !== undefined ? { conn: e.conn, user: e.user } : { conn: e.conn });
-        this.memberMap.delete(e.conn);
+        // Per-user rooms: the leave may name another of the user's connections than the join.
+        const byUser = e.user === undefined ? undefined : `u:${e.user}`;
+        const key = byUser !== undefined && this.memberMap.has(byUser) ? byUser : `c:${e.conn}`;
+        const m = this.memberMap.get(key) ?? (e.user !== undefined ? { conn: e.conn, user: e.user } : { conn: e.conn });
+        this.memberMap.delete(key);
         this.emit("leave", m);
         this.emit("presence", this.members);
         return;
       }
+      case "count":
+        this.countValue = { members: e.members, conns: e.conns };
+        this.emit("count", this.countValue);
+        return;
     }
   }
 
@@ -609,4 +630,17 @@ export class Room extends Emitter<RoomEvents> {
 function expect<T extends Reply["t"]>(reply: Reply, t: T): Extract<Reply, { t: T }> {
   if (reply.t !== t) throw new RoomdError("protocol", `expected ${t}, got ${reply.t}`, false);
   return reply as Extract<Reply, { t: T }>;
+}
+
+/** Counts-only rooms (SPEC.md 4.12, 5.10): how many are present. */
+export interface PresenceCount {
+  /** Entries: users, plus connections without a user. */
+  members: number;
+  /** Connections visible in presence. */
+  conns: number;
+}
+
+/** A member's key: its user in a per-user room (entries carry `conns`), else its connection. */
+function memberKey(m: Member): string {
+  return m.conns !== undefined && m.user !== undefined ? `u:${m.user}` : `c:${m.conn}`;
 }

@@ -11,7 +11,7 @@
 //! Subscribers are fed with `try`-pushes into their outboxes; a full outbox closes that
 //! connection, never this task.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -164,6 +164,10 @@ impl Room {
             next_token: 0,
             shutting_down: false,
             linked: env.engine.cluster().map(|c| Linked::new(c.clone())),
+            held: VecDeque::new(),
+            user_conns: HashMap::new(),
+            count_due: None,
+            count_sent: None,
             env,
         }
     }
@@ -178,14 +182,27 @@ impl Room {
         // cost a timer-wheel insert and removal per batch.
         let idle_timer = tokio::time::sleep(idle_after);
         tokio::pin!(idle_timer);
+        // The reconnect grace's and the coalesced `count`'s timer (super::presence), re-armed
+        // only when its deadline changes.
+        let presence_timer = tokio::time::sleep(idle_after);
+        tokio::pin!(presence_timer);
+        let mut presence_armed: Option<Instant> = None;
         loop {
+            let wake = self.presence_wake();
+            if let Some(at) = wake.filter(|at| presence_armed != Some(*at)) {
+                presence_timer.as_mut().reset(at.into());
+            }
+            presence_armed = wake;
             // A deletion reading its target from disk is answered through the inbox: wait
             // for it before going idle or stopping.
             let quiet = commit.is_none() && self.pending.is_empty() && self.redacting.is_empty();
             if quiet && self.shutting_down {
+                // Nobody can resume here any more: held departures are final now, so their
+                // webhooks are written with the rest of the shutdown's.
+                self.presence_tick(Instant::now() + self.env.limits.presence_grace);
                 return false;
             }
-            let idle = quiet && self.subs.is_empty() && self.replays == 0;
+            let idle = quiet && self.subs.is_empty() && self.replays == 0 && wake.is_none();
             tokio::select! {
                 biased;
                 res = recv_commit(&mut commit) => {
@@ -196,6 +213,9 @@ impl Room {
                     Some(cmd) => self.handle(*cmd),
                     None => return false,
                 },
+                () = &mut presence_timer, if wake.is_some() => {
+                    self.presence_tick(Instant::now());
+                }
                 () = &mut idle_timer, if idle => {
                     let due = idle_since + idle_after;
                     if Instant::now() >= due && self.unload(rx, registry) {
@@ -267,7 +287,7 @@ impl Room {
             } => self.subscribe(peer, id, since, (state, presence), info, allow),
             Command::Unsubscribe { peer, id } => self.unsubscribe(&peer, id),
             Command::Leave { conn } => {
-                self.remove_sub(&conn);
+                self.drop_sub(&conn);
             }
             Command::Publish {
                 peer,

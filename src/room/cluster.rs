@@ -233,14 +233,10 @@ impl Room {
                     return;
                 }
                 self.presence_bytes += cost;
-                let item = present.member(&conn);
-                linked.remote.insert(conn, (Arc::from(m.instance), present));
-                self.presence_event(&ServerFrame::Join {
-                    room: String::from(&*self.name),
-                    conn: item.conn,
-                    user: item.user,
-                    info: item.info,
-                });
+                linked
+                    .remote
+                    .insert(conn.clone(), (Arc::from(m.instance), present.clone()));
+                self.member_added(&conn, &present);
             }
             None => {
                 if let Some((_, present)) = linked.remote.remove(&conn) {
@@ -252,11 +248,7 @@ impl Room {
 
     fn remote_left(&mut self, conn: &Arc<str>, present: &Present) {
         self.presence_bytes = self.presence_bytes.saturating_sub(present.cost(conn));
-        self.presence_event(&ServerFrame::Leave {
-            room: String::from(&*self.name),
-            conn: String::from(&**conn),
-            user: present.user.as_deref().map(str::to_string),
-        });
+        self.member_removed(conn, present);
     }
 
     /// A node stopped heart-beating: its members leave, here and in Redis.

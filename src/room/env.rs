@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
+use crate::config::{Config, PresenceMode};
 use crate::engine::Engine;
 use crate::store::reader::LoadLimits;
 use crate::store::WriterHandle;
@@ -56,6 +56,10 @@ pub(crate) struct RoomLimits {
     pub outbox_max_frames: usize,
     /// Presence a room holds, in bytes (`rooms.presence_bytes`).
     pub presence_bytes: usize,
+    /// The reconnect grace (`rooms.presence_grace_ms`; zero: off).
+    pub presence_grace: Duration,
+    /// Departures a room holds for the grace at once (`rooms.presence_grace_max`).
+    pub presence_grace_max: usize,
     /// The configuration, for what differs per room: its namespace's retention and
     /// subscriber cap ([`RoomLimits::rules`]).
     pub config: Arc<Config>,
@@ -98,6 +102,10 @@ pub(crate) struct RoomRules {
     pub retain_messages: u64,
     /// Retention: drop entries older than this (0: no bound).
     pub retain_age_secs: u64,
+    /// What its presence subscribers are sent (SPEC.md 4.12).
+    pub presence_mode: PresenceMode,
+    /// `presence_mode = "counts"`: the least time between two `count`s.
+    pub count_interval: Duration,
 }
 
 impl RoomLimits {
@@ -113,6 +121,8 @@ impl RoomLimits {
             outbox_max_bytes: config.outbox.max_bytes,
             outbox_max_frames: config.outbox.max_frames,
             presence_bytes: config.rooms.presence_bytes,
+            presence_grace: Duration::from_millis(config.rooms.presence_grace_ms),
+            presence_grace_max: config.rooms.presence_grace_max,
             config: Arc::new(config.clone()),
         }
     }
@@ -128,10 +138,13 @@ impl RoomLimits {
     /// What applies to `room` alone, from its namespace: read once when the room loads.
     pub(crate) fn rules(&self, room: &str) -> RoomRules {
         let (retain_messages, retain_age_secs) = self.config.retention_of(room);
+        let ns = self.config.namespace(room);
         RoomRules {
-            max_subscribers: self.config.namespace(room).map_or(0, |n| n.max_subscribers),
+            max_subscribers: ns.map_or(0, |n| n.max_subscribers),
             retain_messages,
             retain_age_secs,
+            presence_mode: ns.map_or(PresenceMode::Conns, |n| n.presence_mode),
+            count_interval: Duration::from_millis(ns.map_or(1000, |n| n.count_interval_ms)),
         }
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use roomd_protocol::ServerFrame;
 
-use super::model::{Reply, Room, Sub};
+use super::model::{Reply, Room};
 use crate::peer::Peer;
 use crate::webhook::event::value_json;
 use crate::webhook::{Durable, Event, Kind, Webhooks};
@@ -26,21 +26,29 @@ impl Room {
         );
     }
 
-    /// A subscription ended (unsubscribed, connection gone, user removed).
-    pub(super) fn hook_left(&self, conn: &Arc<str>, sub: &Sub) {
+    /// A subscription's departure is final (unsubscribed, user removed, or its connection
+    /// gone and the reconnect grace over); `resumed`: a new subscription of its user took its
+    /// place within the grace.
+    pub(super) fn hook_left(
+        &self,
+        conn: &Arc<str>,
+        user: Option<&Arc<str>>,
+        presence: bool,
+        resumed: bool,
+    ) {
         self.env.webhooks.emit(
             Event::new(Kind::RoomLeft)
                 .room(&self.name)
-                .by(conn, sub.peer.user.as_ref())
-                .field("presence", sub.presence),
+                .by(conn, user)
+                .field("presence", presence)
+                .field("resumed", resumed),
         );
     }
 
-    /// Called after subscriptions ended: `room.emptied` once the last one is gone. This is the
-    /// one place that decides "really left"; presence v2's reconnect grace (issue #16) will
-    /// defer it here until the grace has run out.
+    /// Called after subscriptions ended: `room.emptied` once the last one is gone, held
+    /// departures included (SPEC.md 4.12): not while a reconnect grace runs.
     pub(super) fn hook_emptied_if_so(&self) {
-        if self.subs.is_empty() {
+        if self.subs.is_empty() && self.held.is_empty() {
             self.env
                 .webhooks
                 .emit(Event::new(Kind::RoomEmptied).room(&self.name));

@@ -7,6 +7,7 @@
 //! - [`commit`]: the batch handed to the writer, and what its commit releases (fan-out, acks,
 //!   state).
 //! - [`subscribers`]: subscribe, the replay-to-live switch, catch-up from the cache, presence.
+//! - [`presence`]: presence v2: the reconnect grace, the per-user view, counts-only rooms.
 //! - [`dedup`]: the window of recently stored `mid`s.
 //! - [`hooks`]: the room's events for `[[webhooks]]`, one call each from where they happen.
 //! - [`state`]: the key/value state and its atomic operations.
@@ -25,6 +26,7 @@ mod dedup;
 pub(crate) mod env;
 mod hooks;
 pub(crate) mod model;
+mod presence;
 mod redact;
 pub(crate) mod registry;
 pub(crate) mod replay;
@@ -104,6 +106,8 @@ impl Command {
             },
             // Delivered like a publish, so limited like one (SPEC.md 4.10).
             Command::Signal { data, .. } => Cost::Publish { bytes: data.len() },
+            // Sent to every presence subscriber (SPEC.md 4.12).
+            Command::Subscribe { info: Some(_), .. } => Cost::Presence,
             _ => Cost::Free,
         }
     }

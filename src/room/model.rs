@@ -56,6 +56,27 @@ pub(super) struct Room {
     pub(super) shutting_down: bool,
     /// On Redis: the room's cluster side.
     pub(super) linked: Option<Box<Linked>>,
+    /// Subscriptions of dropped connections held for the reconnect grace, oldest first: the
+    /// grace is one length, so this is also the order of their deadlines (one timer serves
+    /// them all). At most `rooms.presence_grace_max`.
+    pub(super) held: VecDeque<Held>,
+    /// Members present per user id (local, held and remote): a user's entry in
+    /// `presence_mode = "users"` comes and goes with its first and last connection.
+    pub(super) user_conns: HashMap<Arc<str>, u32>,
+    /// `presence_mode = "counts"`: when the owed `count` goes out (`None`: none owed), and
+    /// when the last one went.
+    pub(super) count_due: Option<Instant>,
+    pub(super) count_sent: Option<Instant>,
+}
+
+/// A dropped connection's subscription whose departure waits for the reconnect grace (SPEC.md
+/// 4.12): its member, if any, stays in `members` (and in the cluster's presence) until then.
+pub(super) struct Held {
+    pub(super) conn: Arc<str>,
+    pub(super) user: Arc<str>,
+    /// It asked for presence (for the webhook's `room.left`).
+    pub(super) presence: bool,
+    pub(super) deadline: Instant,
 }
 
 pub(super) struct Sub {

@@ -42,12 +42,25 @@ impl Present {
         conn.len() + self.user.as_deref().map_or(0, str::len) + self.info.len() + ITEM_OVERHEAD
     }
 
-    pub(super) fn member(&self, conn: &str) -> Member {
+    /// As a frame lists it; `conns`: the user's connections present, in the per-user view.
+    pub(super) fn member(&self, conn: &str, conns: Option<u32>) -> Member {
         Member {
             conn: conn.to_string(),
             user: self.user.as_deref().map(str::to_string),
             info: Some(decode(&self.info)),
+            conns,
         }
+    }
+}
+
+/// One entry of a presence list: a member, and in the per-user view (SPEC.md 4.12) the count
+/// of its user's connections.
+pub(super) type Listed = (Arc<str>, Present, Option<u32>);
+
+impl Present {
+    /// This member as one entry of a list.
+    pub(super) fn listed(&self, conn: &Arc<str>, conns: Option<u32>) -> Listed {
+        (conn.clone(), self.clone(), conns)
     }
 }
 
@@ -57,7 +70,7 @@ pub(super) struct Snapshot {
     room: Arc<str>,
     /// `None`: not asked for.
     state: Option<std::vec::IntoIter<(String, u64, Bytes)>>,
-    presence: Option<std::vec::IntoIter<(Arc<str>, Present)>>,
+    presence: Option<std::vec::IntoIter<Listed>>,
     /// Item bytes one frame may carry.
     budget: usize,
 }
@@ -75,7 +88,7 @@ impl Snapshot {
         room: Arc<str>,
         frame_bytes: usize,
         state: Option<Vec<(String, u64, Bytes)>>,
-        presence: Option<Vec<(Arc<str>, Present)>>,
+        presence: Option<Vec<Listed>>,
     ) -> Snapshot {
         Snapshot {
             id,
@@ -114,7 +127,7 @@ impl Snapshot {
         let presence = self.presence.as_mut().map(|members| {
             let mut out = Vec::new();
             while !full {
-                let Some((conn, p)) = members.as_slice().first() else {
+                let Some((conn, p, conns)) = members.as_slice().first() else {
                     break;
                 };
                 let cost = p.cost(conn);
@@ -123,7 +136,7 @@ impl Snapshot {
                     break;
                 }
                 left = left.saturating_sub(cost);
-                out.push(p.member(conn));
+                out.push(p.member(conn, *conns));
                 members.next();
             }
             out
@@ -206,13 +219,13 @@ mod tests {
     #[test]
     fn parts_fit_the_frame_and_cover_everything_in_order() {
         let frame = 16 * 1024;
-        let members: Vec<(Arc<str>, Present)> = (0..30)
+        let members: Vec<Listed> = (0..30)
             .map(|i| {
                 let p = Present {
                     user: Some(Arc::from(format!("u{i}"))),
                     info: encoded(&Value::from("x".repeat(900))),
                 };
-                (Arc::from(format!("conn{i:02}")), p)
+                (Arc::from(format!("conn{i:02}")), p, None)
             })
             .collect();
         let mut s = Snapshot::new(

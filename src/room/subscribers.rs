@@ -16,7 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::model::{Room, Sub};
 use super::replay::Replay;
-use super::snapshot::{Present, Snapshot};
+use super::snapshot::{Listed, Present, Snapshot};
+use crate::config::PresenceMode;
 use crate::peer::{Peer, ReplyError};
 use crate::wire::{self, Page};
 
@@ -55,8 +56,15 @@ impl Room {
         }
         let last = self.head;
         let (first, complete) = self.resume_from(since);
+        // Held departures of the same user end only once this subscription is in: its
+        // member is added before theirs leave, so the user's entry never empties.
+        let (resumed, freed) = self.take_resumed(peer.user.as_ref());
         if let Some(info) = info {
-            if let Err(e) = self.join(&peer, info) {
+            if let Err(e) = self.join(&peer, info, freed) {
+                if !resumed.is_empty() {
+                    self.end_resumed(resumed);
+                    self.hook_emptied_if_so();
+                }
                 // Before the reply: the connection forgets the subscription before it reads
                 // the client's next request.
                 peer.refuse_sub(&self.name, id);
@@ -68,9 +76,10 @@ impl Room {
             self.name.clone(),
             self.env.limits.frame_bytes,
             want_state.then(|| self.state.shared()),
-            want_presence.then(|| self.presence_list()),
+            want_presence.then(|| self.presence_view()).flatten(),
         );
         let part = snapshot.next_part();
+        let counts = want_presence && self.rules.presence_mode == PresenceMode::Counts;
         peer.send(&ServerFrame::Subbed {
             id,
             room: String::from(&*self.name),
@@ -84,6 +93,9 @@ impl Room {
             more: part.more,
             allow,
         });
+        if counts && !part.more {
+            peer.send(&self.count_frame());
+        }
         self.next_token += 1;
         let mut sub = Sub {
             peer,
@@ -98,7 +110,11 @@ impl Room {
         if part.more {
             // Neither live nor replaying until the snapshot is out; retention waits for it as
             // for a replay.
-            sub.held = Some(Vec::new());
+            sub.held = Some(if counts {
+                vec![wire::encode(&self.count_frame())]
+            } else {
+                Vec::new()
+            });
             self.replays += 1;
             let cancel = CancellationToken::new();
             sub.snapshot = Some(cancel.clone());
@@ -110,6 +126,7 @@ impl Room {
         }
         self.hook_joined(&sub.peer, self.members.contains_key(&sub.peer.id));
         self.subs.insert(sub.peer.id.clone(), sub);
+        self.end_resumed(resumed);
     }
 
     /// The last `snap` of a subscriber's snapshot is queued: its held presence events follow,
@@ -131,22 +148,30 @@ impl Room {
         }
         self.subs.insert(conn.clone(), sub);
         if slow {
-            self.remove_sub(conn);
+            self.drop_sub(conn);
         }
     }
 
-    /// Who is here, sharing the infos' bytes.
-    pub(super) fn presence_list(&self) -> Vec<(Arc<str>, Present)> {
-        let remote = self.linked.iter().flat_map(|l| l.remote.iter());
-        self.members
-            .iter()
-            .chain(remote.map(|(c, (_, p))| (c, p)))
-            .map(|(c, p)| (c.clone(), p.clone()))
+    /// Who is here, one entry per connection, sharing the infos' bytes.
+    pub(super) fn presence_list(&self) -> Vec<Listed> {
+        self.presence_members()
+            .map(|(c, p)| p.listed(c, None))
             .collect()
     }
 
     /// Answers `who`: the list in as many frames as it needs, the rest paced like a snapshot.
+    /// Per connection whatever the room's mode (the detail behind the per-user view); refused
+    /// in a counts-only room, whose lists are what it exists to avoid.
     pub(super) fn who(&self, peer: &Peer, id: u32) {
+        if self.rules.presence_mode == PresenceMode::Counts {
+            return peer.send_err(
+                Some(id),
+                ReplyError::new(
+                    ErrorCode::Forbidden,
+                    "presence in this room's namespace is counts only: see the `count` events",
+                ),
+            );
+        }
         let mut snapshot = Snapshot::new(
             id,
             self.name.clone(),
@@ -186,16 +211,16 @@ impl Room {
         }
     }
 
-    /// Adds a member to the room's presence, within `rooms.presence_bytes`, and tells the
-    /// presence subscribers.
-    fn join(&mut self, peer: &Peer, info: Bytes) -> Result<(), ReplyError> {
+    /// Adds a member to the room's presence, within `rooms.presence_bytes` (of which the
+    /// resumed members it replaces hold `freed`), and tells the presence subscribers.
+    fn join(&mut self, peer: &Peer, info: Bytes, freed: usize) -> Result<(), ReplyError> {
         let present = Present {
             user: peer.user.clone(),
             info,
         };
         let cost = present.cost(&peer.id);
         let max = self.env.limits.presence_bytes;
-        if self.presence_bytes + cost > max {
+        if (self.presence_bytes + cost).saturating_sub(freed) > max {
             return Err(ReplyError {
                 max: Some(max as u64),
                 ..ReplyError::new(
@@ -205,13 +230,6 @@ impl Room {
             });
         }
         self.presence_bytes += cost;
-        let member = present.member(&peer.id);
-        self.presence_event(&ServerFrame::Join {
-            room: String::from(&*self.name),
-            conn: member.conn,
-            user: member.user,
-            info: member.info,
-        });
         if let Some(l) = &self.linked {
             l.cluster.set_presence(
                 &self.name,
@@ -219,6 +237,7 @@ impl Room {
                 Some(super::cluster::member_of(l, &present)),
             );
         }
+        self.member_added(&peer.id, &present);
         self.members.insert(peer.id.clone(), present);
         Ok(())
     }
@@ -289,7 +308,7 @@ impl Room {
         let n = queue_page(sub, &frames, head);
         crate::metrics::delivered(n, 0);
         if sub.peer.outbox.is_closed() {
-            self.remove_sub(conn);
+            self.drop_sub(conn);
             return None;
         }
         let mut sub = self.subs.remove(conn)?;
@@ -326,6 +345,7 @@ impl Room {
             .filter_map(|c| self.subs.remove(&c).map(|s| (c, s)))
             .collect();
         let n = theirs.len();
+        let held = self.end_held_of(user);
         for (conn, sub) in theirs {
             let (peer, id) = (sub.peer.clone(), sub.id);
             self.ended(&conn, sub);
@@ -336,12 +356,13 @@ impl Room {
                 room: String::from(&*self.name),
             });
         }
-        if n > 0 {
+        if n + held > 0 {
             self.hook_emptied_if_so();
         }
         n
     }
 
+    /// Ends a subscription its client asked to end (`unsub`): final at once.
     pub(super) fn remove_sub(&mut self, conn: &Arc<str>) -> bool {
         let Some(sub) = self.subs.remove(conn) else {
             return false;
@@ -351,26 +372,31 @@ impl Room {
         true
     }
 
-    /// A subscription taken out of `subs`: its replay and snapshot stop counting (and the
-    /// snapshot task stops), and its presence leaves.
+    /// Ends a subscription whose connection is gone (closed, or cut as a slow consumer): held
+    /// for the reconnect grace when it may be resumed ([`Room::dropped`]).
+    pub(super) fn drop_sub(&mut self, conn: &Arc<str>) -> bool {
+        let Some(sub) = self.subs.remove(conn) else {
+            return false;
+        };
+        self.dropped(conn, sub);
+        self.hook_emptied_if_so();
+        true
+    }
+
+    /// A subscription taken out of `subs`, its departure final now.
     fn ended(&mut self, conn: &Arc<str>, sub: Sub) {
-        self.hook_left(conn, &sub);
+        self.stop_sub(&sub);
+        self.departure_final(conn, sub.peer.user.as_ref(), sub.presence, false);
+    }
+
+    /// A subscription taken out of `subs`: its replay and snapshot stop counting (and the
+    /// snapshot task stops).
+    pub(super) fn stop_sub(&mut self, sub: &Sub) {
         if !sub.live {
             self.replays = self.replays.saturating_sub(1);
         }
-        if let Some(snapshot) = sub.snapshot {
+        if let Some(snapshot) = &sub.snapshot {
             snapshot.cancel();
-        }
-        if let Some(member) = self.members.remove(conn) {
-            if let Some(l) = &self.linked {
-                l.cluster.set_presence(&self.name, conn, None);
-            }
-            self.presence_bytes = self.presence_bytes.saturating_sub(member.cost(conn));
-            self.presence_event(&ServerFrame::Leave {
-                room: String::from(&*self.name),
-                conn: String::from(&**conn),
-                user: member.user.as_deref().map(str::to_string),
-            });
         }
     }
 
@@ -389,7 +415,7 @@ impl Room {
         }
         crate::metrics::delivered(n, 0);
         for conn in slow {
-            self.remove_sub(&conn);
+            self.drop_sub(&conn);
         }
     }
 
@@ -422,7 +448,7 @@ impl Room {
             }
         }
         for conn in slow {
-            self.remove_sub(&conn);
+            self.drop_sub(&conn);
         }
     }
 
@@ -441,7 +467,7 @@ impl Room {
             }
         }
         for conn in slow {
-            self.remove_sub(&conn);
+            self.drop_sub(&conn);
         }
     }
 }
