@@ -19,6 +19,7 @@ use roomd_protocol::{ErrorCode, ServerFrame};
 use tokio::sync::oneshot;
 
 use super::commit::{recv_commit, Flushed};
+use super::deadlines::{Deadlines, Due};
 use super::dedup::Dedup;
 use super::model::{Linked, Pending, Room};
 use super::state::RoomState;
@@ -150,6 +151,7 @@ impl Room {
             epoch,
             head: snap.head,
             earliest: snap.earliest,
+            deadlines: Deadlines::default(),
             state: RoomState::load(snap.state),
             cache: snap.recent.into(),
             dedup: Dedup::load(snap.dedup),
@@ -178,14 +180,31 @@ impl Room {
         // cost a timer-wheel insert and removal per batch.
         let idle_timer = tokio::time::sleep(idle_after);
         tokio::pin!(idle_timer);
+        // The room's one timer for its deadlines (SPEC.md 4.12), re-armed when the next one
+        // moves. Overdue ones (a restart passed them) fire at once.
+        self.deadlines = Deadlines::of(&self.state);
+        let deadline_timer = tokio::time::sleep(std::time::Duration::ZERO);
+        tokio::pin!(deadline_timer);
+        let mut armed: Option<u64> = None;
         loop {
+            if self.deadlines.next() != armed {
+                armed = self.deadlines.next();
+                if let Some(at) = armed {
+                    let wait = at.saturating_sub(super::model::now_ms());
+                    deadline_timer.as_mut().reset(
+                        tokio::time::Instant::now() + std::time::Duration::from_millis(wait),
+                    );
+                }
+            }
             // A deletion reading its target from disk is answered through the inbox: wait
             // for it before going idle or stopping.
             let quiet = commit.is_none() && self.pending.is_empty() && self.redacting.is_empty();
             if quiet && self.shutting_down {
                 return false;
             }
-            let idle = quiet && self.subs.is_empty() && self.replays == 0;
+            // A room with a pending deadline stays loaded to meet it.
+            let idle =
+                quiet && self.subs.is_empty() && self.replays == 0 && self.deadlines.is_empty();
             tokio::select! {
                 biased;
                 res = recv_commit(&mut commit) => {
@@ -196,6 +215,12 @@ impl Room {
                     Some(cmd) => self.handle(*cmd),
                     None => return false,
                 },
+                () = &mut deadline_timer, if armed.is_some() && !self.shutting_down => {
+                    self.fire_deadlines();
+                    // Re-armed below, also when nothing was due yet (the system clock lagged
+                    // the timer's): a fired timer left as it is would fire again at once.
+                    armed = None;
+                }
                 () = &mut idle_timer, if idle => {
                     let due = idle_since + idle_after;
                     if Instant::now() >= due && self.unload(rx, registry) {
@@ -345,6 +370,15 @@ impl Room {
         }
     }
 
+    /// Everything due now goes into the next batch as the room's own conditional operation.
+    fn fire_deadlines(&mut self) {
+        for due in self.deadlines.take_due(super::model::now_ms()) {
+            match due {
+                Due::Key(key) => self.pending.push(Pending::Expire { key }),
+            }
+        }
+    }
+
     fn info(&self) -> RoomInfo {
         RoomInfo {
             epoch: self.epoch,
@@ -363,6 +397,7 @@ impl Room {
             id,
             ver: entry.map_or(0, |e| e.ver),
             value: entry.map(|e| e.value.clone()),
+            exp: entry.and_then(|e| e.exp),
             key,
         });
     }
