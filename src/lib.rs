@@ -15,6 +15,7 @@
 //! - [`engine`]: where rooms live, the embedded store or Redis; [`cluster`]: many nodes
 //!   sharing rooms through Redis.
 //! - [`retention`]: background trimming; [`metrics`]: Prometheus.
+//! - [`wake`]: at start, loading the rooms whose keys have deadlines.
 //! - [`webhook`]: events for the app's backend, through a durable outbox, signed and retried.
 //! - [`auth`]: token verification (HMAC secret, PEM public key, JWKS file or URL);
 //!   [`permissions`]: the capabilities a token's `rooms` claim grants; [`token`]: the
@@ -61,6 +62,7 @@ mod store;
 mod tls;
 pub mod token;
 mod ui;
+mod wake;
 mod webhook;
 mod wire;
 

@@ -206,6 +206,7 @@ fn published_seqs(evs: &[Json]) -> BTreeSet<u64> {
 async fn put(c: &mut Client, room: &str, key: &str, value: Value) -> ServerFrame {
     let id = c.id();
     c.request(ClientFrame::Put {
+        ttl_ms: None,
         id,
         room: room.into(),
         key: key.into(),

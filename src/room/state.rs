@@ -319,9 +319,20 @@ mod tests {
     fn an_expiry_deletes_only_a_key_whose_deadline_passed() {
         let mut base = RoomState::default();
         let mut o = Overlay::new(&base, 10, 1000);
+        let Mutation::Put {
+            key,
+            value,
+            encoded,
+            ..
+        } = put("a", 1)
+        else {
+            unreachable!()
+        };
         let timed = Mutation::Put {
+            key,
+            value,
+            encoded,
             ttl_ms: Some(500),
-            ..put("a", 1)
         };
         let e = o.apply(timed).unwrap().unwrap();
         assert_eq!(e.entry.as_ref().unwrap().exp, Some(1500));

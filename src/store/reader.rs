@@ -253,6 +253,33 @@ impl Store {
         Ok(out)
     }
 
+    /// The rooms holding a key with a deadline (SPEC.md 4.12), by name: the server loads them
+    /// at start so that their deadlines are met while nobody uses them. One pass over the
+    /// state table, reading each record's version word.
+    pub(crate) fn timed_rooms(&self) -> Result<Vec<String>, StoreError> {
+        let txn = self.read_txn()?;
+        let state = txn.open_table(STATE)?;
+        let mut ids = std::collections::BTreeSet::new();
+        for entry in state.iter()? {
+            let (k, v) = entry?;
+            if record::decode_state(v.value()).is_some_and(|r| r.exp.is_some()) {
+                ids.insert(k.value().0);
+            }
+        }
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rooms = txn.open_table(ROOMS)?;
+        let mut out = Vec::new();
+        for entry in rooms.iter()? {
+            let (k, v) = entry?;
+            if ids.contains(&v.value().0) {
+                out.push(k.value().to_string());
+            }
+        }
+        Ok(out)
+    }
+
     /// (first seq, its ts, last seq) of a room's log, if it has entries.
     pub(crate) fn log_bounds(&self, room: u64) -> Result<Option<(u64, u64, u64)>, StoreError> {
         let txn = self.read_txn()?;
