@@ -27,6 +27,7 @@ export {
 } from "./room.js";
 export type { RequestKind } from "./requests.js";
 export { Message, Edit, Signal, StateChange, Deletion, type LogEntry } from "./message.js";
+export { EXPIRY_FROM } from "./message.js";
 export type {
   Hello,
   Limits,
@@ -34,6 +35,7 @@ export type {
   StateItem,
   HistOptions,
   ListOptions,
+  WriteOptions,
   Request,
   Reply,
   ServerFrame,
