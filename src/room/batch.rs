@@ -12,16 +12,12 @@ use std::time::Instant;
 use roomd_protocol::ServerFrame;
 
 use super::dedup::Dedup;
-use super::model::{now_ms, Pending, Reply, Room, Stub, Written};
+use super::model::{now_ms, Pending, Reply, Room, Stub, Written, EXPIRY_FROM};
 use super::state::{Effect, Overlay};
 use super::{ChangeRequest, Mutation};
 use crate::peer::Peer;
 use crate::store::{record, RoomRef, RoomWrite, Trim};
 use crate::wire;
-
-/// The `from` of a key's expiry entry (SPEC.md 4.12): no connection id (16 hex digits) or
-/// server API name (`api:NAME`) can be it.
-pub(crate) const EXPIRY_FROM: &str = "expiry";
 
 /// A batch being formed: its log entries and state records, and who to answer for each.
 struct BatchBuilder<'a> {

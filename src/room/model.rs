@@ -198,6 +198,10 @@ impl Linked {
     }
 }
 
+/// The `from` of a key's expiry entry (SPEC.md 4.12): no connection id (16 hex digits) or
+/// server API name (`api:NAME`) can be it.
+pub(crate) const EXPIRY_FROM: &str = "expiry";
+
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -19,6 +19,7 @@ use bytes::Bytes;
 use roomd_protocol::{Member, ServerFrame, StateItem, Value};
 use tokio_util::sync::CancellationToken;
 
+use super::state::SharedKey;
 use super::{Command, InboxSender};
 use crate::outbox::Outbox;
 use crate::wire;
@@ -58,7 +59,7 @@ pub(super) struct Snapshot {
     id: u32,
     room: Arc<str>,
     /// `None`: not asked for.
-    state: Option<std::vec::IntoIter<(String, u64, Option<u64>, Bytes)>>,
+    state: Option<std::vec::IntoIter<SharedKey>>,
     presence: Option<std::vec::IntoIter<(Arc<str>, Present)>>,
     /// Item bytes one frame may carry.
     budget: usize,
@@ -76,7 +77,7 @@ impl Snapshot {
         id: u32,
         room: Arc<str>,
         frame_bytes: usize,
-        state: Option<Vec<(String, u64, Option<u64>, Bytes)>>,
+        state: Option<Vec<SharedKey>>,
         presence: Option<Vec<(Arc<str>, Present)>>,
     ) -> Snapshot {
         Snapshot {
@@ -195,7 +196,7 @@ mod tests {
         Bytes::from(out)
     }
 
-    fn state(n: u32, len: usize) -> Vec<(String, u64, Option<u64>, Bytes)> {
+    fn state(n: u32, len: usize) -> Vec<SharedKey> {
         (0..n)
             .map(|i| {
                 let v = Value::Binary(vec![u8::try_from(i).unwrap(); len]);

@@ -23,6 +23,10 @@ pub(crate) struct Entry {
     pub exp: Option<u64>,
 }
 
+/// A key as a snapshot holds it: (key, version, deadline in Unix ms, encoded value shared with
+/// the state).
+pub(crate) type SharedKey = (String, u64, Option<u64>, Bytes);
+
 #[derive(Debug, Default)]
 pub(crate) struct RoomState {
     map: BTreeMap<String, Entry>,
@@ -70,7 +74,7 @@ impl RoomState {
 
     /// Every key with its version, deadline and encoded value: a consistent snapshot that
     /// shares the values' bytes with the state.
-    pub(crate) fn shared(&self) -> Vec<(String, u64, Option<u64>, Bytes)> {
+    pub(crate) fn shared(&self) -> Vec<SharedKey> {
         self.map
             .iter()
             .map(|(k, e)| (k.clone(), e.ver, e.exp, e.encoded.clone()))
