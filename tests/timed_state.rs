@@ -339,3 +339,66 @@ async fn the_server_api_writes_and_reads_deadlines() {
     let expiry = next_state(&mut c, "k", Duration::from_secs(5)).await;
     assert_expiry(&expiry, "k", exp);
 }
+
+/// Figures, not a check: how late expiry entries are written (entry `ts` − `exp`) and seen by a
+/// subscriber (arrival − `exp`), for 500 keys expiring over 1 s in 10 rooms. Run with
+/// `cargo test --release --test timed_state -- --ignored --nocapture expiry_lateness`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: prints figures"]
+async fn expiry_lateness() {
+    const ROOMS: usize = 10;
+    const KEYS: usize = 50;
+    let b = Broker::start("");
+    let mut subs = Vec::new();
+    for r in 0..ROOMS {
+        let mut s = Client::connect(&b).await;
+        s.sub(&format!("l{r}"), None).await;
+        subs.push(s);
+    }
+    let mut c = Client::connect(&b).await;
+    for k in 0..KEYS {
+        for r in 0..ROOMS {
+            let id = c.id();
+            let ttl = 1000 + (k * ROOMS + r) as u64 * 2;
+            c.request(put(id, &format!("l{r}"), &format!("k{k}"), 1, Some(ttl)))
+                .await;
+        }
+    }
+    let (mut written, mut seen) = (Vec::new(), Vec::new());
+    for s in &mut subs {
+        let mut exps = std::collections::HashMap::new();
+        let mut left = KEYS;
+        while left > 0 {
+            let f = s.try_event(Duration::from_secs(10)).await.expect("event");
+            let ServerFrame::State {
+                key, ts, exp, ver, ..
+            } = f
+            else {
+                continue;
+            };
+            if let Some(e) = exp {
+                exps.insert(key, e);
+            } else if ver == 0 {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_millis() as u64;
+                let e = exps[&key];
+                written.push(ts - e);
+                seen.push(now.saturating_sub(e));
+                left -= 1;
+            }
+        }
+    }
+    for (name, mut v) in [("written", written), ("seen", seen)] {
+        v.sort_unstable();
+        let at = |q: f64| v[((v.len() - 1) as f64 * q) as usize];
+        println!(
+            "expiry lateness {name}: n={} p50={} ms p99={} ms max={} ms",
+            v.len(),
+            at(0.5),
+            at(0.99),
+            v[v.len() - 1]
+        );
+    }
+}
