@@ -355,6 +355,37 @@ async fn expiry_lateness() {
         s.sub(&format!("l{r}"), None).await;
         subs.push(s);
     }
+    // Each subscriber read by its own task, so arrival times are not those of a queue.
+    let tasks: Vec<_> = subs
+        .into_iter()
+        .map(|mut s| {
+            tokio::spawn(async move {
+                let (mut written, mut seen) = (Vec::new(), Vec::new());
+                let mut exps = std::collections::HashMap::new();
+                while written.len() < KEYS {
+                    let f = s.try_event(Duration::from_secs(10)).await.expect("event");
+                    let ServerFrame::State {
+                        key, ts, exp, ver, ..
+                    } = f
+                    else {
+                        continue;
+                    };
+                    if let Some(e) = exp {
+                        exps.insert(key, e);
+                    } else if ver == 0 {
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .unwrap()
+                            .as_millis() as u64;
+                        let e = exps[&key];
+                        written.push(ts - e);
+                        seen.push(now.saturating_sub(e));
+                    }
+                }
+                (written, seen)
+            })
+        })
+        .collect();
     let mut c = Client::connect(&b).await;
     for k in 0..KEYS {
         for r in 0..ROOMS {
@@ -365,30 +396,10 @@ async fn expiry_lateness() {
         }
     }
     let (mut written, mut seen) = (Vec::new(), Vec::new());
-    for s in &mut subs {
-        let mut exps = std::collections::HashMap::new();
-        let mut left = KEYS;
-        while left > 0 {
-            let f = s.try_event(Duration::from_secs(10)).await.expect("event");
-            let ServerFrame::State {
-                key, ts, exp, ver, ..
-            } = f
-            else {
-                continue;
-            };
-            if let Some(e) = exp {
-                exps.insert(key, e);
-            } else if ver == 0 {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_millis() as u64;
-                let e = exps[&key];
-                written.push(ts - e);
-                seen.push(now.saturating_sub(e));
-                left -= 1;
-            }
-        }
+    for t in tasks {
+        let (w, s) = t.await.unwrap();
+        written.extend(w);
+        seen.extend(s);
     }
     for (name, mut v) in [("written", written), ("seen", seen)] {
         v.sort_unstable();
