@@ -413,3 +413,52 @@ async fn expiry_lateness() {
         );
     }
 }
+
+/// A lock is a `cas` with `ver: 0` and a lifetime; when its holder stops renewing it, it
+/// expires and the next holder takes it. The fencing token is the taking write's seq, which
+/// only grows, not `ver`, which starts again at 1 (SPEC.md 4.12).
+#[tokio::test]
+async fn a_lock_taken_over_after_expiry_carries_a_larger_fencing_token() {
+    let b = Broker::start("");
+    let take = |id: u32| ClientFrame::Cas {
+        id,
+        room: "lock".into(),
+        key: "leader".into(),
+        ver: 0,
+        value: Value::from("me"),
+        ttl_ms: Some(300),
+    };
+    let mut first = Client::connect(&b).await;
+    let id = first.id();
+    let r = first.request(take(id)).await;
+    let (first_token, first_ver) = match r {
+        ServerFrame::Done {
+            seq: Some(s), ver, ..
+        } => (s, ver),
+        other => panic!("{other:?}"),
+    };
+    // Held: a second taker is refused until it expires.
+    let mut second = Client::connect(&b).await;
+    let id = second.id();
+    assert_eq!(err_code(&second.request(take(id)).await), 409);
+    let mut taken = None;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let id = second.id();
+        match second.request(take(id)).await {
+            ServerFrame::Done {
+                seq: Some(s), ver, ..
+            } => {
+                taken = Some((s, ver));
+                break;
+            }
+            other => assert_eq!(err_code(&other), 409, "{other:?}"),
+        }
+    }
+    let (second_token, second_ver) = taken.expect("the lock expired and was taken over");
+    assert!(
+        second_token > first_token,
+        "{second_token} <= {first_token}"
+    );
+    assert_eq!((first_ver, second_ver), (1, 1), "ver is no fencing token");
+}
