@@ -231,6 +231,9 @@ pub struct LimitsConfig {
     /// Requests one connection may have in flight (read, not yet answered); at the bound the
     /// connection stops reading its socket until a reply is queued.
     pub requests_in_flight: usize,
+    /// Shortest and longest `ttl_ms` of a state write (SPEC.md 4.13), in milliseconds.
+    pub ttl_min_ms: u64,
+    pub ttl_max_ms: u64,
 }
 
 /// Per-connection and per-user rate limits (token buckets, see `src/ratelimit.rs`). A rate of
@@ -502,6 +505,8 @@ impl Default for LimitsConfig {
             keys_per_room: 1000,
             mid_bytes: 64,
             requests_in_flight: 1024,
+            ttl_min_ms: 100,
+            ttl_max_ms: 30 * 24 * 3600 * 1000,
         }
     }
 }
@@ -632,6 +637,10 @@ impl Config {
                 "limits.room_name_bytes must be at least 1",
             ),
             (l.mid_bytes <= 128, "limits.mid_bytes must be at most 128"),
+            (
+                l.ttl_min_ms >= 1 && l.ttl_min_ms <= l.ttl_max_ms,
+                "limits.ttl_min_ms must be at least 1 and at most limits.ttl_max_ms",
+            ),
             (
                 l.requests_in_flight >= 1,
                 "limits.requests_in_flight must be at least 1",

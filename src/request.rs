@@ -62,7 +62,8 @@ impl Requests<'_> {
                 room,
                 key,
                 value,
-            } => (room, self.put(id, key, value)?),
+                ttl_ms,
+            } => (room, self.put(id, key, value, ttl_ms)?),
             ClientFrame::Del { id, room, key } => (room, self.del(id, key)?),
             ClientFrame::Cas {
                 id,
@@ -70,7 +71,8 @@ impl Requests<'_> {
                 key,
                 ver,
                 value,
-            } => (room, self.cas(id, key, ver, value)?),
+                ttl_ms,
+            } => (room, self.cas(id, key, ver, value, ttl_ms)?),
             ClientFrame::Incr { id, room, key, by } => (room, self.incr(id, key, by)?),
             ClientFrame::Who { id, room } => (room, self.who(id)),
             ClientFrame::Ping { .. }
@@ -222,15 +224,23 @@ impl Requests<'_> {
         })
     }
 
-    pub(crate) fn put(&self, id: u32, key: String, value: Value) -> Result<Command, ReplyError> {
+    pub(crate) fn put(
+        &self,
+        id: u32,
+        key: String,
+        value: Value,
+        ttl_ms: Option<u64>,
+    ) -> Result<Command, ReplyError> {
         self.check_key(&key)?;
         let encoded = self.check_value(&value)?;
+        self.check_ttl(ttl_ms)?;
         Ok(self.mutate(
             id,
             Mutation::Put {
                 key,
                 value,
                 encoded,
+                ttl_ms,
             },
         ))
     }
@@ -246,9 +256,11 @@ impl Requests<'_> {
         key: String,
         ver: u64,
         value: Value,
+        ttl_ms: Option<u64>,
     ) -> Result<Command, ReplyError> {
         self.check_key(&key)?;
         let encoded = self.check_value(&value)?;
+        self.check_ttl(ttl_ms)?;
         Ok(self.mutate(
             id,
             Mutation::Cas {
@@ -256,6 +268,7 @@ impl Requests<'_> {
                 ver,
                 value,
                 encoded,
+                ttl_ms,
             },
         ))
     }
@@ -320,6 +333,18 @@ impl Requests<'_> {
             peer: self.peer.clone(),
             id,
             op,
+        }
+    }
+
+    /// A key's lifetime is within `limits.ttl_min_ms ..= limits.ttl_max_ms` (SPEC.md 4.13).
+    fn check_ttl(&self, ttl_ms: Option<u64>) -> Result<(), ReplyError> {
+        let (min, max) = (self.limits.ttl_min_ms, self.limits.ttl_max_ms);
+        match ttl_ms {
+            Some(t) if t < min || t > max => Err(ReplyError::new(
+                ErrorCode::BadRequest,
+                format!("ttl_ms {t} is outside {min}..={max}"),
+            )),
+            _ => Ok(()),
         }
     }
 

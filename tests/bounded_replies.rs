@@ -238,6 +238,7 @@ async fn list_replies_fit_in_the_frame_limit_and_page_on() {
     for k in 0..40u32 {
         let id = c.id();
         c.send(&ClientFrame::Put {
+            ttl_ms: None,
             id,
             room: "kv".into(),
             key: format!("k:{k:03}"),

@@ -40,6 +40,7 @@ async fn restart_keeps_history_state_and_continues_seqs() {
     }
     let id = c.id();
     c.request(ClientFrame::Put {
+        ttl_ms: None,
         id,
         room: "keep".into(),
         key: "topic".into(),
@@ -112,6 +113,7 @@ async fn kill_9_between_checkpoints_replays_rooms_state_and_trims_from_the_log()
     }
     let mutations = [
         ClientFrame::Put {
+            ttl_ms: None,
             id: 0,
             room: "wal-a".into(),
             key: "topic".into(),
@@ -124,6 +126,7 @@ async fn kill_9_between_checkpoints_replays_rooms_state_and_trims_from_the_log()
             by: Some(5),
         },
         ClientFrame::Put {
+            ttl_ms: None,
             id: 0,
             room: "wal-a".into(),
             key: "gone".into(),
@@ -135,6 +138,7 @@ async fn kill_9_between_checkpoints_replays_rooms_state_and_trims_from_the_log()
             key: "gone".into(),
         },
         ClientFrame::Cas {
+            ttl_ms: None,
             id: 0,
             room: "wal-a".into(),
             key: "owner".into(),
@@ -520,6 +524,7 @@ async fn kill_9_during_checkpoint(storage: &str) {
     let id = c.id();
     let r = c
         .request(ClientFrame::Put {
+            ttl_ms: None,
             id,
             room: "held".into(),
             key: "k".into(),

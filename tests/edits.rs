@@ -206,6 +206,7 @@ async fn only_the_author_may_change_a_message_and_only_a_message() {
     // Not a stored message: 406.
     let id = ada.id();
     let put = ClientFrame::Put {
+        ttl_ms: None,
         id,
         room: "r".into(),
         key: "k".into(),

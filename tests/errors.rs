@@ -270,6 +270,7 @@ async fn size_limits_give_413_with_the_limit() {
     let id = c.id();
     let r = c
         .request(ClientFrame::Put {
+            ttl_ms: None,
             id,
             room: "r".into(),
             key: "123456789".into(),
@@ -290,6 +291,7 @@ async fn size_limits_give_413_with_the_limit() {
     let id = c.id();
     let r = c
         .request(ClientFrame::Put {
+            ttl_ms: None,
             id,
             room: "r".into(),
             key: "k".into(),
@@ -317,6 +319,7 @@ async fn state_errors_409_422_429() {
     for key in ["a", "b"] {
         let id = c.id();
         c.request(ClientFrame::Put {
+            ttl_ms: None,
             id,
             room: "s".into(),
             key: key.into(),
@@ -327,6 +330,7 @@ async fn state_errors_409_422_429() {
     let id = c.id();
     let r = c
         .request(ClientFrame::Put {
+            ttl_ms: None,
             id,
             room: "s".into(),
             key: "c".into(),
@@ -357,6 +361,7 @@ async fn state_errors_409_422_429() {
     let id = c.id();
     let r = c
         .request(ClientFrame::Cas {
+            ttl_ms: None,
             id,
             room: "s".into(),
             key: "a".into(),

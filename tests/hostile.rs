@@ -208,6 +208,7 @@ async fn state_values_outside_the_subset_are_refused_and_the_room_stays_readable
         let id = c.id();
         let r = c
             .request(ClientFrame::Put {
+                ttl_ms: None,
                 id,
                 room: "r".into(),
                 key: "k".into(),
@@ -218,6 +219,7 @@ async fn state_values_outside_the_subset_are_refused_and_the_room_stays_readable
         let id = c.id();
         let r = c
             .request(ClientFrame::Cas {
+                ttl_ms: None,
                 id,
                 room: "r".into(),
                 key: "k".into(),
@@ -243,6 +245,7 @@ async fn state_values_outside_the_subset_are_refused_and_the_room_stays_readable
     let id = c.id();
     match c
         .request(ClientFrame::Put {
+            ttl_ms: None,
             id,
             room: "r".into(),
             key: "k".into(),
@@ -272,6 +275,7 @@ async fn state_values_outside_the_subset_are_refused_and_the_room_stays_readable
         let id = c.id();
         let r = c
             .request(ClientFrame::Put {
+                ttl_ms: None,
                 id,
                 room: "r".into(),
                 key: "k".into(),

@@ -80,6 +80,7 @@ async fn try_each(c: &mut Client, room: &str) -> Vec<(&'static str, u16)> {
         (
             "state.write",
             ClientFrame::Put {
+                ttl_ms: None,
                 id: 0,
                 room: r.clone(),
                 key: "k".into(),

@@ -157,6 +157,7 @@ async fn state_writes_over_the_rate_get_429_and_change_nothing() {
         &mut c,
         vec![
             ClientFrame::Put {
+                ttl_ms: None,
                 id: put,
                 room: "s".into(),
                 key: "a".into(),
@@ -169,6 +170,7 @@ async fn state_writes_over_the_rate_get_429_and_change_nothing() {
                 by: None,
             },
             ClientFrame::Cas {
+                ttl_ms: None,
                 id: cas,
                 room: "s".into(),
                 key: "b".into(),

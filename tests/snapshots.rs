@@ -64,6 +64,7 @@ async fn put(c: &mut Client, room: &str, key: &str, value: Value) {
     let id = c.id();
     let r = c
         .request(ClientFrame::Put {
+            ttl_ms: None,
             id,
             room: room.into(),
             key: key.into(),

@@ -16,6 +16,7 @@ use roomd_protocol::{ClientFrame, ServerFrame, Value};
 
 fn put(id: u32, key: &str, value: Value) -> ClientFrame {
     ClientFrame::Put {
+        ttl_ms: None,
         id,
         room: "s".into(),
         key: key.into(),
@@ -60,6 +61,7 @@ async fn concurrent_incr_from_many_clients_sums_exactly() {
     assert_eq!(
         r,
         ServerFrame::Val {
+            exp: None,
             id,
             key: "n".into(),
             value: Some(Value::from(16 * 50 * 3)),
@@ -75,6 +77,7 @@ async fn cas_put_get_del_list_and_conflicts() {
     let id = c.id();
     let r = c
         .request(ClientFrame::Cas {
+            ttl_ms: None,
             id,
             room: "s".into(),
             key: "owner".into(),
@@ -95,6 +98,7 @@ async fn cas_put_get_del_list_and_conflicts() {
     let id = c.id();
     let r = c
         .request(ClientFrame::Cas {
+            ttl_ms: None,
             id,
             room: "s".into(),
             key: "owner".into(),
@@ -107,6 +111,7 @@ async fn cas_put_get_del_list_and_conflicts() {
     let id = c.id();
     let r = c
         .request(ClientFrame::Cas {
+            ttl_ms: None,
             id,
             room: "s".into(),
             key: "owner".into(),
@@ -205,6 +210,7 @@ async fn cas_put_get_del_list_and_conflicts() {
         })
         .await,
         ServerFrame::Val {
+            exp: None,
             id,
             key: "owner".into(),
             value: None,
@@ -349,6 +355,7 @@ async fn state_survives_idle_unload_and_reload() {
         })
         .await,
         ServerFrame::Val {
+            exp: None,
             id,
             key: "k".into(),
             value: Some(Value::from("v")),

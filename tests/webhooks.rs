@@ -206,6 +206,7 @@ fn published_seqs(evs: &[Json]) -> BTreeSet<u64> {
 async fn put(c: &mut Client, room: &str, key: &str, value: Value) -> ServerFrame {
     let id = c.id();
     c.request(ClientFrame::Put {
+        ttl_ms: None,
         id,
         room: room.into(),
         key: key.into(),
@@ -716,4 +717,43 @@ async fn a_graceful_shutdown_ends_departures_held_for_the_grace() {
     assert_eq!(evs[0]["type"], "room.left");
     assert_eq!(evs[0]["conn"], conn.as_str());
     assert_eq!(evs[0]["resumed"], false);
+}
+
+/// A key's expiry (SPEC.md 4.13) is a `state.changed` event from `conn: "expiry"`.
+#[tokio::test]
+async fn an_expired_key_is_a_state_changed_event_from_expiry() {
+    let rx = Receiver::start().await;
+    let b = Broker::start(&hook(&rx.url(), "events = [\"state.changed\"]"));
+    let mut c = Client::connect(&b).await;
+    let id = c.id();
+    let r = c
+        .request(ClientFrame::Put {
+            ttl_ms: Some(200),
+            id,
+            room: "ttl".into(),
+            key: "k".into(),
+            value: Value::from(1),
+        })
+        .await;
+    assert!(matches!(r, ServerFrame::Done { .. }), "{r:?}");
+    let evs = rx
+        .wait_for("the expiry's state.changed", |e| {
+            of_type(e, "state.changed").len() >= 2
+        })
+        .await;
+    let changed = of_type(&evs, "state.changed");
+    let expiry = changed[1];
+    assert_eq!(
+        (
+            expiry["conn"].as_str(),
+            expiry["key"].as_str(),
+            expiry["ver"].as_u64(),
+            expiry["deleted"].as_bool(),
+            expiry["expired"].as_bool()
+        ),
+        (Some("expiry"), Some("k"), Some(0), Some(true), Some(true)),
+        "{expiry:#}"
+    );
+    assert_eq!(expiry["seq"].as_u64(), Some(2));
+    assert!(expiry.get("user").is_none_or(Json::is_null));
 }

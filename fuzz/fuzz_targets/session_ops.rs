@@ -242,6 +242,7 @@ fn frame(op: &Op, id: u32) -> Option<Vec<u8>> {
             key: k,
             value,
         } => ClientFrame::Put {
+            ttl_ms: None,
             id,
             room: room(*r),
             key: key(*k),
@@ -258,6 +259,7 @@ fn frame(op: &Op, id: u32) -> Option<Vec<u8>> {
             ver,
             value,
         } => ClientFrame::Cas {
+            ttl_ms: None,
             id,
             room: room(*r),
             key: key(*k),

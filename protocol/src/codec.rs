@@ -220,6 +220,7 @@ pub fn decode_client(bytes: &[u8]) -> Result<ClientFrame, DecodeError> {
             room: r.req(F_ROOM, string)?,
             key: r.req(F_KEY, string)?,
             value: r.req_value(F_VALUE)?,
+            ttl_ms: r.opt(F_TTL_MS, uint)?,
         },
         "del" => ClientFrame::Del {
             id: id()?,
@@ -232,6 +233,7 @@ pub fn decode_client(bytes: &[u8]) -> Result<ClientFrame, DecodeError> {
             key: r.req(F_KEY, string)?,
             ver: r.req(F_VER, uint)?,
             value: r.req_value(F_VALUE)?,
+            ttl_ms: r.opt(F_TTL_MS, uint)?,
         },
         "incr" => ClientFrame::Incr {
             id: id()?,
@@ -258,7 +260,7 @@ pub fn decode_client(bytes: &[u8]) -> Result<ClientFrame, DecodeError> {
 }
 
 /// The fields any request kind reads, by name; the index is the field's slot.
-const FIELDS: [&str; 20] = [
+const FIELDS: [&str; 21] = [
     "t",
     "id",
     "room",
@@ -279,6 +281,7 @@ const FIELDS: [&str; 20] = [
     "token",
     "ephemeral",
     "target",
+    "ttl_ms",
 ];
 const F_T: usize = 0;
 const F_ID: usize = 1;
@@ -300,6 +303,7 @@ const F_BY: usize = 16;
 const F_TOKEN: usize = 17;
 const F_EPHEMERAL: usize = 18;
 const F_TARGET: usize = 19;
+const F_TTL_MS: usize = 20;
 
 /// Each known field's encoded value, and a bit per known field that appeared more than once
 /// (refused only if the request kind reads that field).
@@ -968,6 +972,7 @@ mod tests {
                 room: "r".into(),
                 key: "k".into(),
                 value: 1.into(),
+                ttl_ms: Some(1500),
             },
             ClientFrame::Del {
                 id: 8,
@@ -980,6 +985,7 @@ mod tests {
                 key: "k".into(),
                 ver: 2,
                 value: rmpv::Value::Nil,
+                ttl_ms: None,
             },
             ClientFrame::Incr {
                 id: 10,

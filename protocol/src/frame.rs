@@ -88,6 +88,9 @@ pub enum ClientFrame {
         room: String,
         key: String,
         value: Value,
+        /// The key expires this many milliseconds after the write (SPEC.md 4.13).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ttl_ms: Option<u64>,
     },
     #[serde(rename = "del")]
     Del { id: u32, room: String, key: String },
@@ -98,6 +101,9 @@ pub enum ClientFrame {
         key: String,
         ver: u64,
         value: Value,
+        /// As `put`'s (SPEC.md 4.12).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ttl_ms: Option<u64>,
     },
     #[serde(rename = "incr")]
     Incr {
@@ -187,6 +193,9 @@ pub struct StateItem {
     pub key: String,
     pub value: Value,
     pub ver: u64,
+    /// When the key expires (Unix ms), if it was written with `ttl_ms` (SPEC.md 4.13).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exp: Option<u64>,
 }
 
 /// One connection present in a room.
@@ -278,6 +287,9 @@ pub enum ServerFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         value: Option<Value>,
         ver: u64,
+        /// When the key expires (Unix ms), if it was written with `ttl_ms` (SPEC.md 4.13).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exp: Option<u64>,
     },
     #[serde(rename = "vals")]
     Vals {
@@ -377,6 +389,9 @@ pub enum ServerFrame {
         ver: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         value: Option<Value>,
+        /// When the key expires (Unix ms), if it was written with `ttl_ms` (SPEC.md 4.13).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exp: Option<u64>,
     },
     #[serde(rename = "join")]
     Join {

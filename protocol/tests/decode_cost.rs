@@ -61,6 +61,7 @@ fn decode_cost() {
         (
             "put map value",
             ClientFrame::Put {
+                ttl_ms: None,
                 id: 9,
                 room: "lobby".into(),
                 key: "profile".into(),

@@ -61,7 +61,14 @@ fn opt_value() -> impl Strategy<Value = Option<Value>> {
 }
 
 fn state_item() -> impl Strategy<Value = StateItem> {
-    (text(), value(), any::<u64>()).prop_map(|(key, value, ver)| StateItem { key, value, ver })
+    (text(), value(), any::<u64>(), option::of(any::<u64>())).prop_map(|(key, value, ver, exp)| {
+        StateItem {
+            key,
+            value,
+            ver,
+            exp,
+        }
+    })
 }
 
 fn member() -> impl Strategy<Value = Member> {
@@ -153,15 +160,19 @@ fn client_frame() -> impl Strategy<Value = ClientFrame> {
                 after,
                 limit
             }),
-        (id(), room(), text(), value()).prop_map(|(id, room, key, value)| ClientFrame::Put {
-            id,
-            room,
-            key,
-            value
-        }),
+        (id(), room(), text(), value(), option::of(any::<u64>())).prop_map(
+            |(id, room, key, value, ttl_ms)| ClientFrame::Put {
+                ttl_ms,
+                id,
+                room,
+                key,
+                value
+            }
+        ),
         (id(), room(), text()).prop_map(|(id, room, key)| ClientFrame::Del { id, room, key }),
         (id(), room(), text(), any::<u64>(), value()).prop_map(|(id, room, key, ver, value)| {
             ClientFrame::Cas {
+                ttl_ms: None,
                 id,
                 room,
                 key,
@@ -246,10 +257,11 @@ fn event() -> impl Strategy<Value = ServerFrame> {
             option::of(text()),
             text(),
             any::<u64>(),
-            opt_value()
+            opt_value(),
+            option::of(any::<u64>())
         )
-            .prop_map(
-                |(room, seq, ts, from, uid, key, ver, value)| ServerFrame::State {
+            .prop_map(|(room, seq, ts, from, uid, key, ver, value, exp)| {
+                ServerFrame::State {
                     room,
                     seq,
                     ts,
@@ -257,9 +269,10 @@ fn event() -> impl Strategy<Value = ServerFrame> {
                     uid,
                     key,
                     ver,
-                    value
+                    value,
+                    exp,
                 }
-            ),
+            }),
     ]
 }
 
@@ -325,14 +338,20 @@ fn server_frame() -> impl Strategy<Value = ServerFrame> {
                 more,
             }
         }),
-        (id(), text(), opt_value(), any::<u64>()).prop_map(|(id, key, value, ver)| {
-            ServerFrame::Val {
+        (
+            id(),
+            text(),
+            opt_value(),
+            any::<u64>(),
+            option::of(any::<u64>())
+        )
+            .prop_map(|(id, key, value, ver, exp)| ServerFrame::Val {
                 id,
                 key,
                 value,
                 ver,
-            }
-        }),
+                exp,
+            }),
         (id(), vec(state_item(), 0..4), any::<bool>())
             .prop_map(|(id, items, more)| ServerFrame::Vals { id, items, more }),
         (id(), option::of(any::<u64>()), any::<u64>(), opt_value()).prop_map(

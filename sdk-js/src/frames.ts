@@ -62,9 +62,22 @@ export const req = {
     after: o.after,
     limit: o.limit,
   }),
-  put: (room: string, key: string, value: unknown): Request => ({ t: "put", room, key, value }),
+  put: (room: string, key: string, value: unknown, o: WriteOptions = {}): Request => ({
+    t: "put",
+    room,
+    key,
+    value,
+    ttl_ms: o.ttlMs,
+  }),
   del: (room: string, key: string): Request => ({ t: "del", room, key }),
-  cas: (room: string, key: string, ver: number, value: unknown): Request => ({ t: "cas", room, key, ver, value }),
+  cas: (room: string, key: string, ver: number, value: unknown, o: WriteOptions = {}): Request => ({
+    t: "cas",
+    room,
+    key,
+    ver,
+    value,
+    ttl_ms: o.ttlMs,
+  }),
   incr: (room: string, key: string, by?: number): Request => ({ t: "incr", room, key, by }),
   who: (room: string): Request => ({ t: "who", room }),
   ping: (): Request => ({ t: "ping" }),
@@ -121,6 +134,18 @@ export interface StateItem {
   key: string;
   value: Value;
   ver: number;
+  /** When the key expires (Unix ms), if it was written with a lifetime (SPEC.md 4.13). */
+  exp?: number;
+}
+
+/** Options of a state write (`put`, `cas`). */
+export interface WriteOptions {
+  /**
+   * The key expires this many milliseconds after the write: the room deletes it with a
+   * logged `state` event from `"expiry"` (SPEC.md 4.13). Absent: it never expires (and a
+   * deadline set earlier is removed).
+   */
+  ttlMs?: number;
 }
 
 export interface Subbed {
@@ -203,6 +228,8 @@ export interface StateEvent {
   key: string;
   ver: number;
   value?: Value;
+  /** When the key expires (Unix ms), if it was written with a lifetime (SPEC.md 4.13). */
+  exp?: number;
 }
 
 export type LogEvent = MsgEvent | StateEvent | DelEvent;
@@ -243,7 +270,7 @@ export interface UnsubbedEvent {
 export interface Ok { t: "ok"; id: number }
 export interface Ack { t: "ack"; id: number; seq: number; dup?: boolean }
 export interface HistReply { t: "hist"; id: number; room: string; items: LogEvent[]; more: boolean }
-export interface Val { t: "val"; id: number; key: string; value?: Value; ver: number }
+export interface Val { t: "val"; id: number; key: string; value?: Value; ver: number; exp?: number }
 export interface Vals { t: "vals"; id: number; items: StateItem[]; more: boolean }
 export interface Done { t: "done"; id: number; seq?: number; ver: number; value?: Value }
 export interface Who { t: "who"; id: number; room: string; members: Member[]; more?: boolean }
@@ -336,7 +363,7 @@ function member(o: Obj): Member {
 
 function stateItem(o: Obj): StateItem {
   const r = new Reader(o, "state item");
-  return { key: r.str("key"), value: r.value("value") ?? null, ver: r.num("ver") };
+  return opt({ key: r.str("key"), value: r.value("value") ?? null, ver: r.num("ver") }, { exp: r.optNum("exp") });
 }
 
 function logEvent(o: Obj): LogEvent {
@@ -411,7 +438,7 @@ export function parseServerFrame(v: Value): ServerFrame | undefined {
     case "hist":
       return { t, id: r.num("id"), room: r.str("room"), items: r.list("items").map(logEvent), more: r.bool("more") };
     case "val":
-      return opt({ t, id: r.num("id"), key: r.str("key"), ver: r.num("ver") }, { value: r.value("value") });
+      return opt({ t, id: r.num("id"), key: r.str("key"), ver: r.num("ver") }, { value: r.value("value"), exp: r.optNum("exp") });
     case "vals":
       return { t, id: r.num("id"), items: r.list("items").map(stateItem), more: r.bool("more") };
     case "done":
@@ -440,7 +467,7 @@ export function parseServerFrame(v: Value): ServerFrame | undefined {
     case "state":
       return opt(
         { t, room: r.str("room"), seq: r.num("seq"), ts: r.num("ts"), from: r.str("from"), key: r.str("key"), ver: r.num("ver") },
-        { uid: r.optStr("uid"), value: r.value("value") },
+        { uid: r.optStr("uid"), value: r.value("value"), exp: r.optNum("exp") },
       );
     case "join":
       return opt({ t, room: r.str("room"), conn: r.str("conn") }, { user: r.optStr("user"), info: r.value("info"), conns: r.optNum("conns") });

@@ -28,6 +28,7 @@ export {
 } from "./room.js";
 export type { RequestKind } from "./requests.js";
 export { Message, Edit, Signal, StateChange, Deletion, type LogEntry } from "./message.js";
+export { EXPIRY_FROM } from "./message.js";
 export type {
   Hello,
   Limits,
@@ -35,6 +36,7 @@ export type {
   StateItem,
   HistOptions,
   ListOptions,
+  WriteOptions,
   Request,
   Reply,
   ServerFrame,

@@ -118,6 +118,9 @@ export class Signal extends Payload {
   }
 }
 
+/** The `from` of a key's expiry entry (SPEC.md 4.13). */
+export const EXPIRY_FROM = "expiry";
+
 /** A change of one key of the room's state, in the room's log at `seq`. */
 export class StateChange extends RoomEvent {
   readonly kind = "state" as const;
@@ -127,6 +130,8 @@ export class StateChange extends RoomEvent {
   readonly ver: number;
   /** The new value; `undefined` when the key was deleted. */
   readonly value: Value | undefined;
+  /** When the key expires (Unix ms), if it was written with a lifetime (SPEC.md 4.13). */
+  readonly exp: number | undefined;
 
   constructor(e: StateEvent) {
     super(e);
@@ -134,6 +139,12 @@ export class StateChange extends RoomEvent {
     this.key = e.key;
     this.ver = e.ver;
     this.value = e.ver === 0 ? undefined : (e.value ?? null); // a present key without value holds nil
+    this.exp = e.exp;
+  }
+
+  /** The room deleted the key because its lifetime ended (SPEC.md 4.13). */
+  get expired(): boolean {
+    return this.ver === 0 && this.from === EXPIRY_FROM;
   }
 
   get deleted(): boolean {

@@ -32,6 +32,7 @@ import {
   type Request,
   type SignalEvent,
   type StateEvent,
+  type WriteOptions,
   type StateItem,
   type Subbed,
   type UnsubbedEvent,
@@ -166,6 +167,8 @@ export interface HistoryPage {
 export interface StateEntry {
   value: Value;
   ver: number;
+  /** When the key expires (Unix ms), if it was written with a lifetime (SPEC.md 4.13). */
+  exp?: number;
 }
 
 interface Waiter {
@@ -352,7 +355,7 @@ export class Room extends Emitter<RoomEvents> {
 
   private loadSnapshot(items: StateItem[], last: number): void {
     this.mirror.clear();
-    for (const it of items) this.mirror.set(it.key, { value: it.value, ver: it.ver });
+    for (const it of items) this.mirror.set(it.key, { value: it.value, ver: it.ver, exp: it.exp });
     this.snapshotSeq = last;
   }
 
@@ -486,7 +489,7 @@ export class Room extends Emitter<RoomEvents> {
     this.lastSeq = e.seq;
     if (e.t === "state" && this.want?.state && e.seq > this.snapshotSeq) {
       if (e.ver === 0) this.mirror.delete(e.key);
-      else this.mirror.set(e.key, { value: e.value ?? null, ver: e.ver });
+      else this.mirror.set(e.key, { value: e.value ?? null, ver: e.ver, exp: e.exp });
     }
     const entry = toEntry(e);
     if (entry instanceof Message) this.emit("message", entry);
@@ -586,11 +589,15 @@ export class Room extends Emitter<RoomEvents> {
 
   // -- state -------------------------------------------------------------------------------
 
-  /** A key's value and version (`ver` 0 and `value` undefined: absent). */
-  async get(key: string): Promise<{ value: Value | undefined; ver: number }> {
+  /**
+   * A key's value and version (`ver` 0 and `value` undefined: absent), and its deadline
+   * (Unix ms) if it was written with a lifetime.
+   */
+  async get(key: string): Promise<{ value: Value | undefined; ver: number; exp?: number }> {
     const r = expect(await this.host.request(req.get(this.name, key), "val", "safe"), "val");
     // nil reads as absent on the wire; a present key (ver > 0) with no value holds nil.
-    return { value: r.ver > 0 ? (r.value ?? null) : undefined, ver: r.ver };
+    const got = { value: r.ver > 0 ? (r.value ?? null) : undefined, ver: r.ver };
+    return r.exp === undefined ? got : { ...got, exp: r.exp };
   }
 
   /** Keys in order, optionally under a prefix; page on with `after` = the last key. */
@@ -599,9 +606,12 @@ export class Room extends Emitter<RoomEvents> {
     return { items: r.items, more: r.more };
   }
 
-  /** Set a key. Resolves with the entry's seq and the key's new version. */
-  async put(key: string, value: unknown): Promise<{ seq: number; ver: number }> {
-    const r = expect(await this.host.request(req.put(this.name, key, value), "done", "unsafe"), "done");
+  /**
+   * Set a key. Resolves with the entry's seq and the key's new version. With `ttlMs` the key
+   * expires that long after the write (SPEC.md 4.13).
+   */
+  async put(key: string, value: unknown, options: WriteOptions = {}): Promise<{ seq: number; ver: number }> {
+    const r = expect(await this.host.request(req.put(this.name, key, value, options), "done", "unsafe"), "done");
     return { seq: r.seq ?? 0, ver: r.ver };
   }
 
@@ -615,8 +625,13 @@ export class Room extends Emitter<RoomEvents> {
    * Set a key only if its version is `ver` (0: only if absent). Otherwise rejects with
    * `ConflictError`, whose `ver` is the current version.
    */
-  async cas(key: string, ver: number, value: unknown): Promise<{ seq: number; ver: number }> {
-    const r = expect(await this.host.request(req.cas(this.name, key, ver, value), "done", "unsafe"), "done");
+  async cas(
+    key: string,
+    ver: number,
+    value: unknown,
+    options: WriteOptions = {},
+  ): Promise<{ seq: number; ver: number }> {
+    const r = expect(await this.host.request(req.cas(this.name, key, ver, value, options), "done", "unsafe"), "done");
     return { seq: r.seq ?? 0, ver: r.ver };
   }
 

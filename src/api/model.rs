@@ -309,6 +309,9 @@ pub(crate) struct Entry {
     /// `del`: the seq of the deleted message.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<u64>,
+    /// `state`: when the key expires (Unix ms), if it was written with `ttl_ms`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exp: Option<u64>,
 }
 
 impl Entry {
@@ -329,6 +332,7 @@ impl Entry {
             ver: None,
             value: None,
             target: None,
+            exp: None,
         }
     }
 
@@ -364,11 +368,13 @@ impl Entry {
                 key,
                 ver,
                 value,
+                exp,
                 ..
             } => Entry {
                 key: Some(key),
                 ver: Some(ver),
                 value: value.as_ref().map(json),
+                exp,
                 ..Entry::blank("state", seq, ts, from, uid)
             },
             ServerFrame::Del {
@@ -445,6 +451,11 @@ pub(crate) struct Put {
     /// Any JSON value (stored as MessagePack, at most `limits.value` bytes encoded).
     #[schema(value_type = Value)]
     pub value: Value,
+    /// The key expires this many milliseconds after the write: a logged deletion (SPEC.md
+    /// 4.13). Between `limits.ttl_min_ms` and `limits.ttl_max_ms`; absent: it never expires.
+    #[serde(default, deserialize_with = "whole::opt_unsigned")]
+    #[schema(minimum = 1, maximum = 9007199254740991_u64)]
+    pub ttl_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -456,6 +467,10 @@ pub(crate) struct Cas {
     pub ver: u64,
     #[schema(value_type = Value)]
     pub value: Value,
+    /// As for a put.
+    #[serde(default, deserialize_with = "whole::opt_unsigned")]
+    #[schema(minimum = 1, maximum = 9007199254740991_u64)]
+    pub ttl_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -474,6 +489,9 @@ pub(crate) struct Val {
     #[schema(value_type = Option<Value>)]
     pub value: Option<serde_json::Value>,
     pub ver: u64,
+    /// When the key expires (Unix ms), if it was written with `ttl_ms`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exp: Option<u64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -598,6 +616,10 @@ mod whole {
     pub(super) fn unsigned<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
         let v = d.deserialize_any(Whole)?;
         u64::try_from(v).map_err(|_| D::Error::custom(format!("{v} is out of range")))
+    }
+
+    pub(super) fn opt_unsigned<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        unsigned(d).map(Some)
     }
 
     pub(super) fn signed<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {

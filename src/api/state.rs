@@ -54,11 +54,16 @@ pub(crate) async fn get(
 ) -> Result<Json<Val>, ApiError> {
     match run(&ctx, &caller, &room, |c| c.requests().get(ID, key)).await? {
         ServerFrame::Val {
-            key, value, ver, ..
+            key,
+            value,
+            ver,
+            exp,
+            ..
         } => Ok(Json(Val {
             key,
             value: value.as_ref().map(json),
             ver,
+            exp,
         })),
         other => Err(unexpected(&other)),
     }
@@ -86,6 +91,7 @@ pub(crate) async fn list(
                     key: i.key,
                     value: Some(json(&i.value)),
                     ver: i.ver,
+                    exp: i.exp,
                 })
                 .collect(),
             more,
@@ -106,7 +112,7 @@ pub(crate) async fn put(
 ) -> Result<Json<Done>, ApiError> {
     done(
         run(&ctx, &caller, &room, |c| {
-            c.requests().put(ID, key, body.value)
+            c.requests().put(ID, key, body.value, body.ttl_ms)
         })
         .await?,
     )
@@ -138,7 +144,7 @@ pub(crate) async fn cas(
     super::model::safe("ver", Some(body.ver))?;
     done(
         run(&ctx, &caller, &room, |c| {
-            c.requests().cas(ID, key, body.ver, body.value)
+            c.requests().cas(ID, key, body.ver, body.value, body.ttl_ms)
         })
         .await?,
     )

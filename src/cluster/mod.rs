@@ -469,18 +469,18 @@ impl Cluster {
         Ok(applied)
     }
 
-    /// A key of a room's state as Redis has it now: (ver, encoded value).
+    /// A key of a room's state as Redis has it now: (ver, deadline, encoded value).
     pub(crate) async fn state_get(
         &self,
         room: &str,
         key: &str,
-    ) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+    ) -> Result<Option<(u64, Option<u64>, Vec<u8>)>, StoreError> {
         let mut cmd = redis::cmd("HGET");
         cmd.arg(RoomKeys::new(room).state).arg(key);
         let reply = self.call_twice(&cmd).await?;
         Ok(bytes_of(&reply)
             .and_then(record::decode_state)
-            .map(|(ver, v)| (ver, v.to_vec())))
+            .map(|r| (r.ver, r.exp, r.value.to_vec())))
     }
 
     /// Tells the other nodes (and this one) about stored entries.
@@ -863,8 +863,8 @@ fn parse_load(v: &Value) -> Option<RoomSnapshot> {
     let mut state = Vec::new();
     for kv in array(a.get(3)?)?.chunks_exact(2) {
         let key = String::from_utf8(bytes_of(&kv[0])?.to_vec()).ok()?;
-        let (ver, value) = record::decode_state(bytes_of(&kv[1])?)?;
-        state.push((key, ver, value.to_vec()));
+        let rec = record::decode_state(bytes_of(&kv[1])?)?;
+        state.push((key, rec.ver, rec.exp, rec.value.to_vec()));
     }
     let mut recent = Vec::new();
     for sr in array(a.get(4)?)?.chunks_exact(2) {

@@ -19,6 +19,7 @@ use roomd_protocol::{ErrorCode, ServerFrame};
 use tokio::sync::oneshot;
 
 use super::commit::{recv_commit, Flushed};
+use super::deadlines::{Deadlines, Due};
 use super::dedup::Dedup;
 use super::model::{Linked, Pending, Room};
 use super::state::RoomState;
@@ -150,6 +151,7 @@ impl Room {
             epoch,
             head: snap.head,
             earliest: snap.earliest,
+            deadlines: Deadlines::default(),
             state: RoomState::load(snap.state),
             cache: snap.recent.into(),
             dedup: Dedup::load(snap.dedup),
@@ -187,12 +189,27 @@ impl Room {
         let presence_timer = tokio::time::sleep(idle_after);
         tokio::pin!(presence_timer);
         let mut presence_armed: Option<Instant> = None;
+        // The room's one timer for its deadlines (SPEC.md 4.13), re-armed when the next one
+        // moves. Overdue ones (a restart passed them) fire at once.
+        self.deadlines = Deadlines::of(&self.state);
+        let deadline_timer = tokio::time::sleep(std::time::Duration::ZERO);
+        tokio::pin!(deadline_timer);
+        let mut armed: Option<u64> = None;
         loop {
             let wake = self.presence_wake();
             if let Some(at) = wake.filter(|at| presence_armed != Some(*at)) {
                 presence_timer.as_mut().reset(at.into());
             }
             presence_armed = wake;
+            if self.deadlines.next() != armed {
+                armed = self.deadlines.next();
+                if let Some(at) = armed {
+                    let wait = at.saturating_sub(super::model::now_ms());
+                    deadline_timer.as_mut().reset(
+                        tokio::time::Instant::now() + std::time::Duration::from_millis(wait),
+                    );
+                }
+            }
             // A deletion reading its target from disk is answered through the inbox: wait
             // for it before going idle or stopping.
             let quiet = commit.is_none() && self.pending.is_empty() && self.redacting.is_empty();
@@ -202,7 +219,12 @@ impl Room {
                 self.presence_tick(Instant::now() + self.env.limits.presence_grace);
                 return false;
             }
-            let idle = quiet && self.subs.is_empty() && self.replays == 0 && wake.is_none();
+            // A room with a pending deadline stays loaded to meet it.
+            let idle = quiet
+                && self.subs.is_empty()
+                && self.replays == 0
+                && wake.is_none()
+                && self.deadlines.is_empty();
             tokio::select! {
                 biased;
                 res = recv_commit(&mut commit) => {
@@ -215,6 +237,12 @@ impl Room {
                 },
                 () = &mut presence_timer, if wake.is_some() => {
                     self.presence_tick(Instant::now());
+                }
+                () = &mut deadline_timer, if armed.is_some() && !self.shutting_down => {
+                    self.fire_deadlines();
+                    // Re-armed below, also when nothing was due yet (the system clock lagged
+                    // the timer's): a fired timer left as it is would fire again at once.
+                    armed = None;
                 }
                 () = &mut idle_timer, if idle => {
                     let due = idle_since + idle_after;
@@ -365,6 +393,15 @@ impl Room {
         }
     }
 
+    /// Everything due now goes into the next batch as the room's own conditional operation.
+    fn fire_deadlines(&mut self) {
+        for due in self.deadlines.take_due(super::model::now_ms()) {
+            match due {
+                Due::Key(key) => self.pending.push(Pending::Expire { key }),
+            }
+        }
+    }
+
     fn info(&self) -> RoomInfo {
         RoomInfo {
             epoch: self.epoch,
@@ -383,6 +420,7 @@ impl Room {
             id,
             ver: entry.map_or(0, |e| e.ver),
             value: entry.map(|e| e.value.clone()),
+            exp: entry.and_then(|e| e.exp),
             key,
         });
     }

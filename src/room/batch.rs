@@ -12,9 +12,9 @@ use std::time::Instant;
 use roomd_protocol::ServerFrame;
 
 use super::dedup::Dedup;
-use super::model::{now_ms, Pending, Reply, Room, Stub, Written};
+use super::model::{now_ms, Pending, Reply, Room, Stub, Written, EXPIRY_FROM};
 use super::state::{Effect, Overlay};
-use super::ChangeRequest;
+use super::{ChangeRequest, Mutation};
 use crate::peer::Peer;
 use crate::store::{record, RoomRef, RoomWrite, Trim};
 use crate::wire;
@@ -70,30 +70,54 @@ impl BatchBuilder<'_> {
     }
 
     fn mutation(&mut self, peer: Arc<Peer>, id: u32, effect: Effect) {
+        let from = String::from(&*peer.id);
+        let uid = peer.user.as_deref().map(str::to_string);
+        let (seq, frame) = self.state_entry(from, uid, &effect);
+        self.written.push(Written {
+            seq,
+            frame,
+            reply: Reply::Mutated { peer, id, effect },
+        });
+    }
+
+    /// A key's expiry (SPEC.md 4.13): a `state` deletion from [`EXPIRY_FROM`].
+    fn expiry(&mut self, effect: Effect) {
+        let (seq, frame) = self.state_entry(EXPIRY_FROM.to_string(), None, &effect);
+        self.written.push(Written {
+            seq,
+            frame,
+            reply: Reply::Expired { effect },
+        });
+    }
+
+    /// The log entry and state record of a state change.
+    fn state_entry(
+        &mut self,
+        from: String,
+        uid: Option<String>,
+        effect: &Effect,
+    ) -> (u64, bytes::Bytes) {
         self.seq += 1;
         let (seq, ts) = (self.seq, self.ts);
         let frame = wire::encode(&ServerFrame::State {
             room: String::from(self.room),
             seq,
             ts,
-            from: String::from(&*peer.id),
-            uid: peer.user.as_deref().map(str::to_string),
+            from,
+            uid,
             key: effect.key.clone(),
             ver: effect.ver,
             value: effect.entry.as_ref().map(|e| e.value.clone()),
+            exp: effect.entry.as_ref().and_then(|e| e.exp),
         });
         self.entries
             .push((seq, record::encode_log(ts, None, wire::payload(&frame))));
         let rec = effect
             .entry
             .as_ref()
-            .map(|e| record::encode_state(e.ver, &e.encoded));
+            .map(|e| record::encode_state(e.ver, e.exp, &e.encoded));
         self.state.push((effect.key.clone(), rec));
-        self.written.push(Written {
-            seq,
-            frame,
-            reply: Reply::Mutated { peer, id, effect },
-        });
+        (seq, frame)
     }
 
     /// A `del` entry (SPEC.md 5.6) or an edit entry (5.8), with the rewrites it carries
@@ -160,16 +184,17 @@ impl Room {
     /// Gives seqs to everything pending and encodes it; the entries become `in_flight`.
     /// Mutations that fail or change nothing are answered here. `None`: nothing to write.
     pub(super) fn form_batch(&mut self) -> Option<RoomWrite> {
+        let ts = now_ms();
         let mut batch = BatchBuilder {
             room: &self.name,
-            ts: now_ms(),
+            ts,
             seq: self.head,
             entries: Vec::new(),
             state: Vec::new(),
             redactions: Vec::new(),
             written: Vec::new(),
         };
-        let mut overlay = Overlay::new(&self.state, self.env.limits.keys_per_room);
+        let mut overlay = Overlay::new(&self.state, self.env.limits.keys_per_room, ts);
         // Deletions whose target retention removed meanwhile: answered once the batch is formed.
         let mut trimmed = Vec::new();
         // Taken and given back, so its capacity is kept from batch to batch.
@@ -220,6 +245,12 @@ impl Room {
                     recheck.push((req, stub.target));
                 }
                 Pending::Change { req, stub } => batch.change(req, stub),
+                Pending::Expire { key } => match overlay.apply(Mutation::Expire { key }) {
+                    Ok(Some(effect)) => batch.expiry(effect),
+                    // Written again since its deadline was set: nothing to do.
+                    Ok(None) => {}
+                    Err(e) => tracing::error!(room = %self.name, code = ?e.code, "expiry refused"),
+                },
             }
             if let Some(copy) = copy.filter(|_| batch.written.len() > before) {
                 retry.push(copy);

@@ -172,15 +172,15 @@ impl Room {
         };
         let (cluster, room) = (linked.cluster.clone(), self.name.clone());
         self.env.background.spawn(async move {
-            let (ver, value) = match cluster.state_get(&room, &key).await {
-                Ok(Some((ver, encoded))) => match rmpv::decode::read_value(&mut encoded.as_slice()) {
-                    Ok(value) => (ver, Some(value)),
+            let (ver, exp, value) = match cluster.state_get(&room, &key).await {
+                Ok(Some((ver, exp, encoded))) => match rmpv::decode::read_value(&mut encoded.as_slice()) {
+                    Ok(value) => (ver, exp, Some(value)),
                     Err(e) => {
                         tracing::error!(%room, key, error = %e, "cluster: a state value that does not decode");
-                        (0, None)
+                        (0, None, None)
                     }
                 },
-                Ok(None) => (0, None),
+                Ok(None) => (0, None, None),
                 Err(e) => return peer.send_err(Some(id), &e),
             };
             peer.send(&ServerFrame::Val {
@@ -188,6 +188,7 @@ impl Room {
                 key,
                 ver,
                 value,
+                exp,
             });
         });
     }
@@ -341,7 +342,11 @@ impl Room {
         };
         match codec::decode_server(r.frame) {
             Ok(ServerFrame::State {
-                key, ver, value, ..
+                key,
+                ver,
+                value,
+                exp,
+                ..
             }) => {
                 let entry = value.map(|value| {
                     let encoded = Bytes::from(codec::encode(&value));
@@ -349,9 +354,10 @@ impl Room {
                         ver,
                         value,
                         encoded,
+                        exp,
                     }
                 });
-                self.state.apply(Effect {
+                self.apply_effect(Effect {
                     key,
                     ver,
                     entry,
@@ -469,6 +475,7 @@ impl Room {
         self.head = snap.head;
         self.earliest = snap.earliest;
         self.state = super::state::RoomState::load(snap.state);
+        self.deadlines = super::deadlines::Deadlines::of(&self.state);
         self.cache = snap.recent.into();
         self.dedup = super::dedup::Dedup::load(snap.dedup);
         if let Some(linked) = &mut self.linked {

@@ -10,11 +10,16 @@ use bytes::{Bytes, BytesMut};
 use roomd_protocol::ServerFrame;
 use tokio::sync::oneshot;
 
+use super::deadlines::Due;
 use super::dedup::dup_ack;
 use super::model::{now_ms, Reply, Room, Written};
+use super::state::Effect;
 use crate::peer::{Peer, ReplyError};
 use crate::store::{CommitResult, RoomBatch, RoomWrite, StoreError};
 use crate::webhook::Durable;
+
+/// How long after a failed write a key's expiry is tried again.
+const EXPIRY_RETRY_MS: u64 = 1000;
 
 /// What became of a room's pending requests.
 pub(super) enum Flushed {
@@ -124,6 +129,17 @@ impl Room {
         self.release_held();
     }
 
+    /// A committed state change, and the key's deadline with it: set when the new entry
+    /// expires, cleared when the key is gone or no longer expires.
+    pub(super) fn apply_effect(&mut self, effect: Effect) {
+        let due = Due::Key(effect.key.clone());
+        match effect.entry.as_ref().and_then(|e| e.exp) {
+            Some(exp) => self.deadlines.set(due, exp),
+            None => self.deadlines.clear(&due),
+        }
+        self.state.apply(effect);
+    }
+
     /// Retention removed everything before `earliest`.
     fn trimmed_to(&mut self, earliest: u64) {
         self.earliest = earliest;
@@ -172,8 +188,9 @@ impl Room {
                     value,
                 };
                 answers.send(peer, done);
-                self.state.apply(effect);
+                self.apply_effect(effect);
             }
+            Reply::Expired { effect } => self.apply_effect(effect),
             Reply::Changed {
                 peer,
                 id,
@@ -205,6 +222,11 @@ impl Room {
                     }
                 }
                 Reply::Mutated { peer, id, .. } => peer.send_err(Some(id), err.clone()),
+                // Tried again after a pause, not at once: the disk just failed.
+                Reply::Expired { effect } => self.deadlines.set(
+                    Due::Key(effect.key),
+                    now_ms().saturating_add(EXPIRY_RETRY_MS),
+                ),
                 Reply::Changed {
                     peer, id, target, ..
                 } => {

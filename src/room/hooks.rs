@@ -101,6 +101,22 @@ impl Room {
                         .field("value", value),
                 )
             }
+            // A key's expiry (SPEC.md 4.13): a state change by nobody's connection, with no ack
+            // to hold.
+            Reply::Expired { effect } if hooks.wants(Kind::StateChanged, &self.name) => {
+                hooks.emit(
+                    Event::new(Kind::StateChanged)
+                        .room(&self.name)
+                        .by(&Arc::from(super::model::EXPIRY_FROM), None)
+                        .field("seq", seq)
+                        .field("key", effect.key.clone())
+                        .field("ver", 0)
+                        .field("deleted", true)
+                        .field("value", serde_json::Value::Null)
+                        .field("expired", true),
+                );
+                None
+            }
             _ => None,
         }
     }

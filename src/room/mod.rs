@@ -9,6 +9,7 @@
 //! - [`subscribers`]: subscribe, the replay-to-live switch, catch-up from the cache, presence.
 //! - [`presence`]: presence v2: the reconnect grace, the per-user view, counts-only rooms.
 //! - [`dedup`]: the window of recently stored `mid`s.
+//! - [`deadlines`]: the moments a room acts by itself (key expiries), on one timer.
 //! - [`hooks`]: the room's events for `[[webhooks]]`, one call each from where they happen.
 //! - [`state`]: the key/value state and its atomic operations.
 //! - [`redact`]: deleting or editing a message: its `del` or edit entry and the rewrite of the
@@ -22,6 +23,7 @@ pub(crate) mod actor;
 mod batch;
 mod cluster;
 mod commit;
+mod deadlines;
 mod dedup;
 pub(crate) mod env;
 mod hooks;
@@ -59,6 +61,8 @@ pub(crate) enum Mutation {
         key: String,
         value: Value,
         encoded: Vec<u8>,
+        /// The key expires this long after the batch's time (SPEC.md 4.13).
+        ttl_ms: Option<u64>,
     },
     Del {
         key: String,
@@ -68,10 +72,15 @@ pub(crate) enum Mutation {
         ver: u64,
         value: Value,
         encoded: Vec<u8>,
+        ttl_ms: Option<u64>,
     },
     Incr {
         key: String,
         by: i64,
+    },
+    /// The room's own: delete the key if its deadline has passed (SPEC.md 4.13).
+    Expire {
+        key: String,
     },
 }
 

@@ -11,6 +11,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
+use super::deadlines::Deadlines;
 use super::dedup::Dedup;
 use super::env::RoomRules;
 use super::snapshot::Present;
@@ -33,6 +34,8 @@ pub(super) struct Room {
     /// First retained seq.
     pub(super) earliest: u64,
     pub(super) state: RoomState,
+    /// When the room must act by itself: its keys' expiries.
+    pub(super) deadlines: Deadlines,
     /// The newest durable frames, for cheap catch-up of subscribers that are slightly behind.
     pub(super) cache: VecDeque<(u64, Bytes)>,
     /// Boxed: most rooms never see a `mid`, and a loaded room should stay small.
@@ -116,6 +119,9 @@ pub(super) enum Pending {
     },
     /// Deleting or editing a message (SPEC.md 5.6, 5.8).
     Change { req: ChangeRequest, stub: Stub },
+    /// The room's own: a key's deadline came (SPEC.md 4.13). Written only if the key still
+    /// has a deadline that has passed when the batch is formed.
+    Expire { key: String },
 }
 
 /// What a changed message keeps: its seq, time and author (SPEC.md 5.6), and its latest edit
@@ -160,6 +166,8 @@ pub(super) enum Reply {
         id: u32,
         effect: Effect,
     },
+    /// A key's expiry: nobody to answer; the effect is applied to the committed state.
+    Expired { effect: Effect },
     /// A deletion or edit: `ack` with the new entry's seq, and the rewritten frames (the
     /// target's, its superseded edit's; WebSocket frames) replace theirs in the cache.
     Changed {
@@ -210,6 +218,10 @@ impl Linked {
         })
     }
 }
+
+/// The `from` of a key's expiry entry (SPEC.md 4.13): no connection id (16 hex digits) or
+/// server API name (`api:NAME`) can be it.
+pub(crate) const EXPIRY_FROM: &str = "expiry";
 
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()

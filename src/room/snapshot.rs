@@ -19,6 +19,7 @@ use bytes::Bytes;
 use roomd_protocol::{Member, ServerFrame, StateItem, Value};
 use tokio_util::sync::CancellationToken;
 
+use super::state::SharedKey;
 use super::{Command, InboxSender};
 use crate::outbox::Outbox;
 use crate::wire;
@@ -28,6 +29,8 @@ use crate::wire;
 const FRAME_OVERHEAD: usize = 256;
 /// What one item spends besides its key (or ids) and value: map and field names, lengths, ver.
 const ITEM_OVERHEAD: usize = 32;
+/// What a state item's `exp` adds: its field name and a 64-bit integer.
+const EXP_BYTES: usize = 13;
 
 /// One presence member as a room holds it: the `info` as its encoded bytes.
 #[derive(Clone)]
@@ -69,7 +72,7 @@ pub(super) struct Snapshot {
     id: u32,
     room: Arc<str>,
     /// `None`: not asked for.
-    state: Option<std::vec::IntoIter<(String, u64, Bytes)>>,
+    state: Option<std::vec::IntoIter<SharedKey>>,
     presence: Option<std::vec::IntoIter<Listed>>,
     /// Item bytes one frame may carry.
     budget: usize,
@@ -87,7 +90,7 @@ impl Snapshot {
         id: u32,
         room: Arc<str>,
         frame_bytes: usize,
-        state: Option<Vec<(String, u64, Bytes)>>,
+        state: Option<Vec<SharedKey>>,
         presence: Option<Vec<Listed>>,
     ) -> Snapshot {
         Snapshot {
@@ -107,18 +110,19 @@ impl Snapshot {
         let mut full = false;
         let state = self.state.as_mut().map(|items| {
             let mut out = Vec::new();
-            while let Some((key, _, value)) = items.as_slice().first() {
-                let cost = key.len() + value.len() + ITEM_OVERHEAD;
+            while let Some((key, _, exp, value)) = items.as_slice().first() {
+                let cost = key.len() + value.len() + ITEM_OVERHEAD + exp.map_or(0, |_| EXP_BYTES);
                 if cost > left && !(out.is_empty() && left == self.budget) {
                     full = true;
                     break;
                 }
                 left = left.saturating_sub(cost);
-                if let Some((key, ver, value)) = items.next() {
+                if let Some((key, ver, exp, value)) = items.next() {
                     out.push(StateItem {
                         key,
                         value: decode(&value),
                         ver,
+                        exp,
                     });
                 }
             }
@@ -205,11 +209,13 @@ mod tests {
         Bytes::from(out)
     }
 
-    fn state(n: u32, len: usize) -> Vec<(String, u64, Bytes)> {
+    fn state(n: u32, len: usize) -> Vec<SharedKey> {
         (0..n)
             .map(|i| {
                 let v = Value::Binary(vec![u8::try_from(i).unwrap(); len]);
-                (format!("k{i:03}"), u64::from(i) + 1, encoded(&v))
+                // Every other key expires: its item carries `exp`.
+                let exp = (i % 2 == 0).then_some(u64::MAX);
+                (format!("k{i:03}"), u64::from(i) + 1, exp, encoded(&v))
             })
             .collect()
     }

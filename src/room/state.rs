@@ -11,6 +11,7 @@ use roomd_protocol::{ErrorCode, StateItem, Value};
 
 use super::Mutation;
 use crate::peer::ReplyError;
+use crate::store::reader::StoredKey;
 
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {
@@ -18,7 +19,13 @@ pub(crate) struct Entry {
     pub value: Value,
     /// The value as stored and sent: shared by every snapshot that holds it.
     pub encoded: Bytes,
+    /// When the key expires (Unix ms): it was written with `ttl_ms` (SPEC.md 4.13).
+    pub exp: Option<u64>,
 }
+
+/// A key as a snapshot holds it: (key, version, deadline in Unix ms, encoded value shared with
+/// the state).
+pub(crate) type SharedKey = (String, u64, Option<u64>, Bytes);
 
 #[derive(Debug, Default)]
 pub(crate) struct RoomState {
@@ -36,9 +43,9 @@ pub(crate) struct Effect {
 }
 
 impl RoomState {
-    pub(crate) fn load(items: Vec<(String, u64, Vec<u8>)>) -> RoomState {
+    pub(crate) fn load(items: Vec<StoredKey>) -> RoomState {
         let mut map = BTreeMap::new();
-        for (key, ver, encoded) in items {
+        for (key, ver, exp, encoded) in items {
             match rmpv::decode::read_value(&mut encoded.as_slice()) {
                 Ok(value) => {
                     map.insert(
@@ -47,6 +54,7 @@ impl RoomState {
                             ver,
                             value,
                             encoded: Bytes::from(encoded),
+                            exp,
                         },
                     );
                 }
@@ -64,13 +72,20 @@ impl RoomState {
         self.map.len()
     }
 
-    /// Every key with its version and encoded value: a consistent snapshot that shares the
-    /// values' bytes with the state.
-    pub(crate) fn shared(&self) -> Vec<(String, u64, Bytes)> {
+    /// Every key with its version, deadline and encoded value: a consistent snapshot that
+    /// shares the values' bytes with the state.
+    pub(crate) fn shared(&self) -> Vec<SharedKey> {
         self.map
             .iter()
-            .map(|(k, e)| (k.clone(), e.ver, e.encoded.clone()))
+            .map(|(k, e)| (k.clone(), e.ver, e.exp, e.encoded.clone()))
             .collect()
+    }
+
+    /// The keys that expire, with their deadlines (Unix ms).
+    pub(crate) fn expiring(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.map
+            .iter()
+            .filter_map(|(k, e)| e.exp.map(|exp| (k.as_str(), exp)))
     }
 
     /// Keys with `prefix`, strictly after `after`, at most `limit` and at most `max_bytes` of
@@ -113,10 +128,10 @@ impl RoomState {
     }
 }
 
-/// At most the encoded size of `{key, value, ver}`: the map and field-name bytes, the longest
-/// string header and integer, the key and the value's encoding.
+/// At most the encoded size of `{key, value, ver, exp}`: the map and field-name bytes, the
+/// longest string header and integers, the key and the value's encoding.
 fn item_bytes(k: &str, e: &Entry) -> usize {
-    1 + 4 + 5 + k.len() + 6 + e.encoded.len() + 4 + 9
+    1 + 4 + 5 + k.len() + 6 + e.encoded.len() + 4 + 9 + 4 + 9
 }
 
 fn item(k: &str, e: &Entry) -> StateItem {
@@ -124,6 +139,7 @@ fn item(k: &str, e: &Entry) -> StateItem {
         key: k.to_string(),
         value: e.value.clone(),
         ver: e.ver,
+        exp: e.exp,
     }
 }
 
@@ -133,15 +149,18 @@ pub(crate) struct Overlay<'a> {
     changes: HashMap<String, Option<Entry>>,
     len: usize,
     max_keys: usize,
+    /// The batch's time (Unix ms): deadlines count from it, and expiries are checked against it.
+    now: u64,
 }
 
 impl<'a> Overlay<'a> {
-    pub(crate) fn new(base: &'a RoomState, max_keys: usize) -> Overlay<'a> {
+    pub(crate) fn new(base: &'a RoomState, max_keys: usize, now: u64) -> Overlay<'a> {
         Overlay {
             base,
             changes: HashMap::new(),
             len: base.len(),
             max_keys,
+            now,
         }
     }
 
@@ -159,19 +178,33 @@ impl<'a> Overlay<'a> {
                 Mutation::Put { key, .. }
                 | Mutation::Del { key }
                 | Mutation::Cas { key, .. }
-                | Mutation::Incr { key, .. } => key.clone(),
+                | Mutation::Incr { key, .. }
+                | Mutation::Expire { key } => key.clone(),
             };
             let ver = self.current(&key).map_or(0, |e| e.ver);
             (key, ver)
         };
+        let deadline = |ttl_ms: Option<u64>| ttl_ms.map(|t| self.now.saturating_add(t));
         let (new, reply_value) = match op {
-            Mutation::Put { value, encoded, .. } => (Some((value, encoded)), false),
+            Mutation::Put {
+                value,
+                encoded,
+                ttl_ms,
+                ..
+            } => (Some((value, encoded, deadline(ttl_ms))), false),
             Mutation::Del { .. } if cur_ver == 0 => return Ok(None),
             Mutation::Del { .. } => (None, false),
+            // Only while the key still holds a deadline that has passed: a write since the
+            // deadline was set moved or removed it.
+            Mutation::Expire { .. } => match self.current(&key).and_then(|e| e.exp) {
+                Some(exp) if exp <= self.now => (None, false),
+                _ => return Ok(None),
+            },
             Mutation::Cas {
                 ver,
                 value,
                 encoded,
+                ttl_ms,
                 ..
             } => {
                 if ver != cur_ver {
@@ -183,7 +216,7 @@ impl<'a> Overlay<'a> {
                         )
                     });
                 }
-                (Some((value, encoded)), false)
+                (Some((value, encoded, deadline(ttl_ms))), false)
             }
             Mutation::Incr { by, .. } => {
                 let cur = match self.current(&key) {
@@ -205,7 +238,9 @@ impl<'a> Overlay<'a> {
                 let mut encoded = Vec::with_capacity(9);
                 // Writing to a Vec cannot fail.
                 let _ = rmpv::encode::write_value(&mut encoded, &value);
-                (Some((value, encoded)), true)
+                // A counter keeps its key's deadline: a window counted with `incr`.
+                let exp = self.current(&key).and_then(|e| e.exp);
+                (Some((value, encoded, exp)), true)
             }
         };
         if cur_ver == 0 && new.is_some() && self.len >= self.max_keys {
@@ -217,10 +252,11 @@ impl<'a> Overlay<'a> {
                 )
             });
         }
-        let entry = new.map(|(value, encoded)| Entry {
+        let entry = new.map(|(value, encoded, exp)| Entry {
             ver: cur_ver + 1,
             value,
             encoded: Bytes::from(encoded),
+            exp,
         });
         match (cur_ver, &entry) {
             (0, Some(_)) => self.len += 1,
@@ -249,13 +285,14 @@ mod tests {
             key: key.into(),
             value,
             encoded,
+            ttl_ms: None,
         }
     }
 
     #[test]
     fn overlay_sees_earlier_effects_in_the_batch() {
         let base = RoomState::default();
-        let mut o = Overlay::new(&base, 10);
+        let mut o = Overlay::new(&base, 10, 0);
         let e = o.apply(put("a", 1)).unwrap().unwrap();
         assert_eq!(e.ver, 1);
         let e = o
@@ -272,6 +309,7 @@ mod tests {
                 ver: 1,
                 value: Value::Nil,
                 encoded: vec![0xc0],
+                ttl_ms: None,
             })
             .unwrap_err();
         assert_eq!((err.code, err.ver), (ErrorCode::Conflict, Some(2)));
@@ -282,9 +320,49 @@ mod tests {
     }
 
     #[test]
+    fn an_expiry_deletes_only_a_key_whose_deadline_passed() {
+        let mut base = RoomState::default();
+        let mut o = Overlay::new(&base, 10, 1000);
+        let Mutation::Put {
+            key,
+            value,
+            encoded,
+            ..
+        } = put("a", 1)
+        else {
+            unreachable!()
+        };
+        let timed = Mutation::Put {
+            key,
+            value,
+            encoded,
+            ttl_ms: Some(500),
+        };
+        let e = o.apply(timed).unwrap().unwrap();
+        assert_eq!(e.entry.as_ref().unwrap().exp, Some(1500));
+        let counted = Mutation::Incr {
+            key: "a".into(),
+            by: 1,
+        };
+        let e = o.apply(counted).unwrap().unwrap();
+        assert_eq!(e.entry.as_ref().unwrap().exp, Some(1500), "incr keeps it");
+        base.apply(e);
+        let expire = || Mutation::Expire { key: "a".into() };
+        let mut early = Overlay::new(&base, 10, 1499);
+        assert!(early.apply(expire()).unwrap().is_none());
+        let mut due = Overlay::new(&base, 10, 1500);
+        let e = due.apply(expire()).unwrap().unwrap();
+        assert_eq!((e.ver, e.entry.is_none()), (0, true));
+        // A put without ttl_ms since: the key no longer expires.
+        let mut later = Overlay::new(&base, 10, 2000);
+        later.apply(put("a", 5)).unwrap();
+        assert!(later.apply(expire()).unwrap().is_none());
+    }
+
+    #[test]
     fn key_limit_and_incr_errors() {
         let base = RoomState::default();
-        let mut o = Overlay::new(&base, 1);
+        let mut o = Overlay::new(&base, 1, 0);
         o.apply(put("a", 1)).unwrap();
         assert_eq!(o.apply(put("b", 1)).unwrap_err().code, ErrorCode::Limit);
         o.apply(put("a", i64::MAX)).unwrap();
@@ -308,6 +386,7 @@ mod tests {
                     ver: 1,
                     value: Value::Nil,
                     encoded: Bytes::from_static(&[0xc0]),
+                    exp: None,
                 }),
                 reply_value: false,
             });

@@ -147,6 +147,7 @@ fn put(key: &str, v: i64) -> Mutation {
     let mut encoded = Vec::new();
     rmpv::encode::write_value(&mut encoded, &value).unwrap();
     Mutation::Put {
+        ttl_ms: None,
         key: key.into(),
         value,
         encoded,
@@ -195,6 +196,7 @@ async fn publishes_and_mutations_pending_together_form_one_write_in_order() {
         &p,
         5,
         Mutation::Cas {
+            ttl_ms: None,
             key: "k".into(),
             ver: 9,
             value: Value::from(0),

@@ -199,6 +199,14 @@ impl Server {
                 }
             });
         }
+        // On Redis, a room's deadlines are met by the nodes that have it loaded.
+        if engine.cluster().is_none() {
+            lifecycle.spawn_background(crate::wake::timed_rooms(
+                registry.clone(),
+                store.clone(),
+                lifecycle.clone(),
+            ));
+        }
         // On Redis, retention goes with each room's writes.
         if config.retention_anywhere() && engine.cluster().is_none() {
             lifecycle.spawn_background(crate::retention::sweep(

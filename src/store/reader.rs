@@ -22,8 +22,8 @@ pub(crate) struct RoomSnapshot {
     pub head: u64,
     /// First retained seq (`head + 1` if the log is empty).
     pub earliest: u64,
-    /// (key, version, encoded value)
-    pub state: Vec<(String, u64, Vec<u8>)>,
+    /// (key, version, deadline, encoded value)
+    pub state: Vec<StoredKey>,
     /// The newest entries, ascending: (seq, WebSocket frame).
     pub recent: Vec<(u64, Bytes)>,
     /// Recent publishes with a dedup key, ascending by seq: (key, seq, ts).
@@ -32,6 +32,9 @@ pub(crate) struct RoomSnapshot {
     /// cover it yet): what a room load costs in reads, for the log line and the tests.
     pub walked: usize,
 }
+
+/// A key of a room's state as stored: (key, version, deadline in Unix ms, encoded value).
+pub(crate) type StoredKey = (String, u64, Option<u64>, Vec<u8>);
 
 pub(crate) struct LoadLimits {
     pub recent: usize,
@@ -124,9 +127,13 @@ impl Store {
         let state = txn.open_table(STATE)?;
         for entry in state.range((id, "")..(id + 1, ""))? {
             let (k, v) = entry?;
-            if let Some((ver, value)) = record::decode_state(v.value()) {
-                snap.state
-                    .push((k.value().1.to_string(), ver, value.to_vec()));
+            if let Some(rec) = record::decode_state(v.value()) {
+                snap.state.push((
+                    k.value().1.to_string(),
+                    rec.ver,
+                    rec.exp,
+                    rec.value.to_vec(),
+                ));
             }
         }
         Ok(snap)
@@ -242,6 +249,33 @@ impl Store {
         for entry in rooms.iter()? {
             let (k, v) = entry?;
             out.push((k.value().to_string(), v.value().0));
+        }
+        Ok(out)
+    }
+
+    /// The rooms holding a key with a deadline (SPEC.md 4.13), by name: the server loads them
+    /// at start so that their deadlines are met while nobody uses them. One pass over the
+    /// state table, reading each record's version word.
+    pub(crate) fn timed_rooms(&self) -> Result<Vec<String>, StoreError> {
+        let txn = self.read_txn()?;
+        let state = txn.open_table(STATE)?;
+        let mut ids = std::collections::BTreeSet::new();
+        for entry in state.iter()? {
+            let (k, v) = entry?;
+            if record::decode_state(v.value()).is_some_and(|r| r.exp.is_some()) {
+                ids.insert(k.value().0);
+            }
+        }
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rooms = txn.open_table(ROOMS)?;
+        let mut out = Vec::new();
+        for entry in rooms.iter()? {
+            let (k, v) = entry?;
+            if ids.contains(&v.value().0) {
+                out.push(k.value().to_string());
+            }
         }
         Ok(out)
     }

@@ -2,7 +2,10 @@
 //!
 //! A log record keeps the event frame exactly as it is delivered, so replaying history costs
 //! no re-encoding: `ts (u64 BE) | dedup key length (u8) | dedup key | frame`.
-//! A state record is `version (u64 BE) | MessagePack value`.
+//! A state record is `version (u64 BE) | MessagePack value`, or, for a key written with a
+//! lifetime (SPEC.md 4.13), `version | EXPIRES | deadline (Unix ms, u64 BE) | MessagePack value`:
+//! the top bit of the version word says a deadline follows. Versions count writes of one key
+//! and never come near 2^63, so records written before deadlines existed read unchanged.
 
 /// Builds a log record around an encoded event frame.
 pub(crate) fn encode_log(ts: u64, dedup: Option<&str>, frame: &[u8]) -> Vec<u8> {
@@ -51,16 +54,46 @@ pub(crate) fn decode_mid(raw: &[u8]) -> Option<(u64, &str)> {
     Some((ts, std::str::from_utf8(&raw[8..]).ok()?))
 }
 
-pub(crate) fn encode_state(ver: u64, value: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(8 + value.len());
-    out.extend_from_slice(&ver.to_be_bytes());
+/// The top bit of a state record's version word: a deadline follows it.
+const EXPIRES: u64 = 1 << 63;
+
+/// A decoded view of a state record.
+#[derive(Debug, PartialEq)]
+pub(crate) struct StateRecord<'a> {
+    pub ver: u64,
+    /// When the key expires (Unix ms).
+    pub exp: Option<u64>,
+    pub value: &'a [u8],
+}
+
+pub(crate) fn encode_state(ver: u64, exp: Option<u64>, value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + value.len());
+    match exp {
+        Some(exp) => {
+            out.extend_from_slice(&(ver | EXPIRES).to_be_bytes());
+            out.extend_from_slice(&exp.to_be_bytes());
+        }
+        None => out.extend_from_slice(&ver.to_be_bytes()),
+    }
     out.extend_from_slice(value);
     out
 }
 
-pub(crate) fn decode_state(raw: &[u8]) -> Option<(u64, &[u8])> {
-    let ver = u64::from_be_bytes(raw.get(..8)?.try_into().ok()?);
-    Some((ver, &raw[8..]))
+pub(crate) fn decode_state(raw: &[u8]) -> Option<StateRecord<'_>> {
+    let word = u64::from_be_bytes(raw.get(..8)?.try_into().ok()?);
+    if word & EXPIRES == 0 {
+        return Some(StateRecord {
+            ver: word,
+            exp: None,
+            value: &raw[8..],
+        });
+    }
+    let exp = u64::from_be_bytes(raw.get(8..16)?.try_into().ok()?);
+    Some(StateRecord {
+        ver: word & !EXPIRES,
+        exp: Some(exp),
+        value: &raw[16..],
+    })
 }
 
 #[cfg(test)]
@@ -82,7 +115,22 @@ mod tests {
 
     #[test]
     fn state_round_trip() {
-        let raw = encode_state(3, b"\x07");
-        assert_eq!(decode_state(&raw), Some((3, &b"\x07"[..])));
+        // The layout of records written before deadlines existed.
+        let old = [0, 0, 0, 0, 0, 0, 0, 3, 7];
+        assert_eq!(encode_state(3, None, b"\x07"), old);
+        let plain = StateRecord {
+            ver: 3,
+            exp: None,
+            value: &b"\x07"[..],
+        };
+        assert_eq!(decode_state(&old), Some(plain));
+        let raw = encode_state(3, Some(1_700_000_000_000), b"\x07");
+        let timed = StateRecord {
+            ver: 3,
+            exp: Some(1_700_000_000_000),
+            value: &b"\x07"[..],
+        };
+        assert_eq!(decode_state(&raw), Some(timed));
+        assert!(decode_state(&raw[..12]).is_none());
     }
 }

@@ -51,6 +51,7 @@ interface Fields {
   room: never; since: never; state: never; presence: never; info: never; data: never; mid: never;
   after: never; before: never; limit: never; prefix: never; key: never; value: never; ver: never; by: never; token: never;
   ephemeral: never; target: never;
+  ttl_ms: never;
 }
 
 function build(v: Record<string, unknown>): Request {
@@ -74,11 +75,11 @@ function build(v: Record<string, unknown>): Request {
     case "list":
       return req.list(o.room, { prefix: o.prefix, after: o.after, limit: o.limit });
     case "put":
-      return req.put(o.room, o.key, o.value);
+      return req.put(o.room, o.key, o.value, { ttlMs: o.ttl_ms });
     case "del":
       return req.del(o.room, o.key);
     case "cas":
-      return req.cas(o.room, o.key, o.ver, o.value);
+      return req.cas(o.room, o.key, o.ver, o.value, { ttlMs: o.ttl_ms });
     case "incr":
       return req.incr(o.room, o.key, o.by);
     case "who":
