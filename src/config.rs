@@ -836,6 +836,11 @@ impl Config {
                 proxy.secret = "********".into();
             }
         }
+        for hook in &mut shown.webhooks {
+            if !hook.secret.is_empty() {
+                hook.secret = "********".into();
+            }
+        }
         toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot show the config: {e}\n"))
     }
 

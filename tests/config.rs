@@ -49,7 +49,7 @@ fn environment_variables_override_the_file_and_secrets_are_masked() {
     let config = dir.path().join("roomd.toml");
     std::fs::write(
         &config,
-        "[server]\nmax_connections = 100\n[[api.keys]]\nname = \"b\"\nkey = \"api-key-abcdefghijklmnop\"\nscopes = [\"read\"]\n",
+        "[server]\nmax_connections = 100\n[[api.keys]]\nname = \"b\"\nkey = \"api-key-abcdefghijklmnop\"\nscopes = [\"read\"]\n[[webhooks]]\nurl = \"http://127.0.0.1:9/hook\"\nsecret = \"whsec-qrstuvwxyz\"\n",
     )
     .unwrap();
     let out = roomd()
@@ -74,6 +74,10 @@ fn environment_variables_override_the_file_and_secrets_are_masked() {
     assert!(
         !text.contains("abcdefghijklmnop"),
         "an API key is shown: {text}"
+    );
+    assert!(
+        !text.contains("qrstuvwxyz"),
+        "a webhook secret is shown: {text}"
     );
 }
 
