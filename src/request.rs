@@ -63,7 +63,8 @@ impl Requests<'_> {
                 key,
                 value,
                 ttl_ms,
-            } => (room, self.put(id, key, value, ttl_ms)?),
+                ephemeral,
+            } => (room, self.put(id, key, value, (ttl_ms, ephemeral))?),
             ClientFrame::Del { id, room, key } => (room, self.del(id, key)?),
             ClientFrame::Cas {
                 id,
@@ -72,7 +73,8 @@ impl Requests<'_> {
                 ver,
                 value,
                 ttl_ms,
-            } => (room, self.cas(id, key, ver, value, ttl_ms)?),
+                ephemeral,
+            } => (room, self.cas(id, key, ver, value, (ttl_ms, ephemeral))?),
             ClientFrame::Incr { id, room, key, by } => (room, self.incr(id, key, by)?),
             ClientFrame::Who { id, room } => (room, self.who(id)),
             ClientFrame::Ping { .. }
@@ -229,7 +231,7 @@ impl Requests<'_> {
         id: u32,
         key: String,
         value: Value,
-        ttl_ms: Option<u64>,
+        (ttl_ms, ephemeral): (Option<u64>, bool),
     ) -> Result<Command, ReplyError> {
         self.check_key(&key)?;
         let encoded = self.check_value(&value)?;
@@ -241,6 +243,7 @@ impl Requests<'_> {
                 value,
                 encoded,
                 ttl_ms,
+                owner: self.owner(ephemeral),
             },
         ))
     }
@@ -256,7 +259,7 @@ impl Requests<'_> {
         key: String,
         ver: u64,
         value: Value,
-        ttl_ms: Option<u64>,
+        (ttl_ms, ephemeral): (Option<u64>, bool),
     ) -> Result<Command, ReplyError> {
         self.check_key(&key)?;
         let encoded = self.check_value(&value)?;
@@ -269,6 +272,7 @@ impl Requests<'_> {
                 value,
                 encoded,
                 ttl_ms,
+                owner: self.owner(ephemeral),
             },
         ))
     }
@@ -326,6 +330,11 @@ impl Requests<'_> {
             peer.send_reply(crate::wire::wrap(&bytes));
             drop(large);
         })
+    }
+
+    /// The owner of a key written with `ephemeral` (SPEC.md 4.14): the writing connection.
+    fn owner(&self, ephemeral: bool) -> Option<Arc<str>> {
+        ephemeral.then(|| self.peer.id.clone())
     }
 
     fn mutate(&self, id: u32, op: Mutation) -> Command {

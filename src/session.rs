@@ -1,7 +1,7 @@
 //! A connection's protocol state: decodes requests, checks them against the limits, and routes
 //! them to rooms. Rooms answer straight into the connection's outbox.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use roomd_protocol::{decode_client, ClientFrame, ErrorCode, ServerFrame};
 
 use crate::auth::Auth;
 use crate::capability::{Allow, Capability};
-use crate::config::Config;
+use crate::config::{Config, EngineKind};
 use crate::engine::Engine;
 use crate::error::ReplyError;
 use crate::expiry::{Expiries, Ticket};
@@ -24,7 +24,7 @@ use crate::proxy::{Ask, Call, Proxies};
 use crate::ratelimit::{ConnLimits, Cost};
 use crate::request::Requests;
 use crate::room::registry::{ShuttingDown, TrySend};
-use crate::room::{Change, Command, Registry};
+use crate::room::{Change, Command, Mutation, Registry};
 
 /// A request the connection's task finishes by awaiting it ([`Session::complete`]).
 pub(crate) enum Deferred {
@@ -73,6 +73,9 @@ pub(crate) struct Session {
     /// Rooms this connection is subscribed to (for the limit and for cleanup on close), each
     /// with the id of the `sub` that made it.
     subs: HashMap<Arc<str>, u32>,
+    /// Rooms this connection wrote a key with `ephemeral` in (SPEC.md 4.14): told, like
+    /// `subs`, when it ends. At most `limits.subscriptions_per_connection`.
+    owns_in: HashSet<Arc<str>>,
     /// This connection's rate limits; only this session touches them.
     rate: ConnLimits,
     /// What this connection may do in which room (its token's grants or the namespaces').
@@ -102,6 +105,7 @@ impl Session {
             config,
             lifecycle,
             subs: HashMap::new(),
+            owns_in: HashSet::new(),
             access: Access::default(),
             token: None,
             proxies: Arc::default(),
@@ -346,6 +350,11 @@ impl Session {
             }
             other => req.command(other)?,
         };
+        if let Command::Mutate { op, .. } = &cmd {
+            if op.owner().is_some() {
+                self.check_ephemeral(&room, op)?;
+            }
+        }
         if let Err(e) = self.rate.admit_in(&room, cmd.cost()) {
             if matches!(cmd, Command::Subscribe { .. }) {
                 // Counted above; refused before the room saw it.
@@ -533,6 +542,37 @@ impl Session {
         Ok(())
     }
 
+    /// An ephemeral write (SPEC.md 4.14): on Redis only with `ttl_ms` (a node that dies takes
+    /// its connections' ends with it); the room is remembered, to be told when the
+    /// connection ends, within the connection's room limit.
+    fn check_ephemeral(&mut self, room: &str, op: &Mutation) -> Result<(), ReplyError> {
+        let timed = matches!(
+            op,
+            Mutation::Put { ttl_ms: Some(_), .. } | Mutation::Cas { ttl_ms: Some(_), .. }
+        );
+        if self.config.cluster.engine == EngineKind::Redis && !timed {
+            return Err(ReplyError::new(
+                ErrorCode::BadRequest,
+                "`ephemeral` needs `ttl_ms` in cluster mode",
+            ));
+        }
+        if self.owns_in.contains(room) {
+            return Ok(());
+        }
+        let max = self.config.limits.subscriptions_per_connection;
+        if self.owns_in.len() >= max {
+            return Err(ReplyError {
+                max: Some(max as u64),
+                ..ReplyError::new(
+                    ErrorCode::Limit,
+                    format!("connection has ephemeral keys in {max} rooms, the limit"),
+                )
+            });
+        }
+        self.owns_in.insert(Arc::from(room));
+        Ok(())
+    }
+
     /// The connection ended: leave every room, so presence and subscriber lists drop it.
     pub(crate) async fn close(self) {
         if let Some(Token {
@@ -543,7 +583,9 @@ impl Session {
         {
             expiries.forget(ticket);
         }
-        for room in self.subs.into_keys() {
+        let mut rooms: HashSet<Arc<str>> = self.owns_in;
+        rooms.extend(self.subs.into_keys());
+        for room in rooms {
             let _ = self
                 .registry
                 .send(

@@ -239,6 +239,7 @@ async fn list_replies_fit_in_the_frame_limit_and_page_on() {
         let id = c.id();
         c.send(&ClientFrame::Put {
             ttl_ms: None,
+            ephemeral: false,
             id,
             room: "kv".into(),
             key: format!("k:{k:03}"),

@@ -41,6 +41,7 @@ async fn restart_keeps_history_state_and_continues_seqs() {
     let id = c.id();
     c.request(ClientFrame::Put {
         ttl_ms: None,
+        ephemeral: false,
         id,
         room: "keep".into(),
         key: "topic".into(),
@@ -114,6 +115,7 @@ async fn kill_9_between_checkpoints_replays_rooms_state_and_trims_from_the_log()
     let mutations = [
         ClientFrame::Put {
             ttl_ms: None,
+            ephemeral: false,
             id: 0,
             room: "wal-a".into(),
             key: "topic".into(),
@@ -127,6 +129,7 @@ async fn kill_9_between_checkpoints_replays_rooms_state_and_trims_from_the_log()
         },
         ClientFrame::Put {
             ttl_ms: None,
+            ephemeral: false,
             id: 0,
             room: "wal-a".into(),
             key: "gone".into(),
@@ -139,6 +142,7 @@ async fn kill_9_between_checkpoints_replays_rooms_state_and_trims_from_the_log()
         },
         ClientFrame::Cas {
             ttl_ms: None,
+            ephemeral: false,
             id: 0,
             room: "wal-a".into(),
             key: "owner".into(),
@@ -525,6 +529,7 @@ async fn kill_9_during_checkpoint(storage: &str) {
     let r = c
         .request(ClientFrame::Put {
             ttl_ms: None,
+            ephemeral: false,
             id,
             room: "held".into(),
             key: "k".into(),

@@ -207,6 +207,7 @@ async fn only_the_author_may_change_a_message_and_only_a_message() {
     let id = ada.id();
     let put = ClientFrame::Put {
         ttl_ms: None,
+        ephemeral: false,
         id,
         room: "r".into(),
         key: "k".into(),

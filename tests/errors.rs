@@ -271,6 +271,7 @@ async fn size_limits_give_413_with_the_limit() {
     let r = c
         .request(ClientFrame::Put {
             ttl_ms: None,
+            ephemeral: false,
             id,
             room: "r".into(),
             key: "123456789".into(),
@@ -292,6 +293,7 @@ async fn size_limits_give_413_with_the_limit() {
     let r = c
         .request(ClientFrame::Put {
             ttl_ms: None,
+            ephemeral: false,
             id,
             room: "r".into(),
             key: "k".into(),
@@ -320,6 +322,7 @@ async fn state_errors_409_422_429() {
         let id = c.id();
         c.request(ClientFrame::Put {
             ttl_ms: None,
+            ephemeral: false,
             id,
             room: "s".into(),
             key: key.into(),
@@ -331,6 +334,7 @@ async fn state_errors_409_422_429() {
     let r = c
         .request(ClientFrame::Put {
             ttl_ms: None,
+            ephemeral: false,
             id,
             room: "s".into(),
             key: "c".into(),
@@ -362,6 +366,7 @@ async fn state_errors_409_422_429() {
     let r = c
         .request(ClientFrame::Cas {
             ttl_ms: None,
+            ephemeral: false,
             id,
             room: "s".into(),
             key: "a".into(),

@@ -209,6 +209,7 @@ async fn state_values_outside_the_subset_are_refused_and_the_room_stays_readable
         let r = c
             .request(ClientFrame::Put {
                 ttl_ms: None,
+                ephemeral: false,
                 id,
                 room: "r".into(),
                 key: "k".into(),
@@ -220,6 +221,7 @@ async fn state_values_outside_the_subset_are_refused_and_the_room_stays_readable
         let r = c
             .request(ClientFrame::Cas {
                 ttl_ms: None,
+                ephemeral: false,
                 id,
                 room: "r".into(),
                 key: "k".into(),
@@ -246,6 +248,7 @@ async fn state_values_outside_the_subset_are_refused_and_the_room_stays_readable
     match c
         .request(ClientFrame::Put {
             ttl_ms: None,
+            ephemeral: false,
             id,
             room: "r".into(),
             key: "k".into(),
@@ -276,6 +279,7 @@ async fn state_values_outside_the_subset_are_refused_and_the_room_stays_readable
         let r = c
             .request(ClientFrame::Put {
                 ttl_ms: None,
+                ephemeral: false,
                 id,
                 room: "r".into(),
                 key: "k".into(),

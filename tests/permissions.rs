@@ -81,6 +81,7 @@ async fn try_each(c: &mut Client, room: &str) -> Vec<(&'static str, u16)> {
             "state.write",
             ClientFrame::Put {
                 ttl_ms: None,
+                ephemeral: false,
                 id: 0,
                 room: r.clone(),
                 key: "k".into(),

@@ -158,6 +158,7 @@ async fn state_writes_over_the_rate_get_429_and_change_nothing() {
         vec![
             ClientFrame::Put {
                 ttl_ms: None,
+                ephemeral: false,
                 id: put,
                 room: "s".into(),
                 key: "a".into(),
@@ -171,6 +172,7 @@ async fn state_writes_over_the_rate_get_429_and_change_nothing() {
             },
             ClientFrame::Cas {
                 ttl_ms: None,
+                ephemeral: false,
                 id: cas,
                 room: "s".into(),
                 key: "b".into(),

@@ -65,6 +65,7 @@ async fn put(c: &mut Client, room: &str, key: &str, value: Value) {
     let r = c
         .request(ClientFrame::Put {
             ttl_ms: None,
+            ephemeral: false,
             id,
             room: room.into(),
             key: key.into(),

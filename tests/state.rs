@@ -17,6 +17,7 @@ use roomd_protocol::{ClientFrame, ServerFrame, Value};
 fn put(id: u32, key: &str, value: Value) -> ClientFrame {
     ClientFrame::Put {
         ttl_ms: None,
+        ephemeral: false,
         id,
         room: "s".into(),
         key: key.into(),
@@ -78,6 +79,7 @@ async fn cas_put_get_del_list_and_conflicts() {
     let r = c
         .request(ClientFrame::Cas {
             ttl_ms: None,
+            ephemeral: false,
             id,
             room: "s".into(),
             key: "owner".into(),
@@ -99,6 +101,7 @@ async fn cas_put_get_del_list_and_conflicts() {
     let r = c
         .request(ClientFrame::Cas {
             ttl_ms: None,
+            ephemeral: false,
             id,
             room: "s".into(),
             key: "owner".into(),
@@ -112,6 +115,7 @@ async fn cas_put_get_del_list_and_conflicts() {
     let r = c
         .request(ClientFrame::Cas {
             ttl_ms: None,
+            ephemeral: false,
             id,
             room: "s".into(),
             key: "owner".into(),

@@ -37,6 +37,7 @@ fn put(id: u32, room: &str, key: &str, value: i64, ttl_ms: Option<u64>) -> Clien
         key: key.into(),
         value: Value::from(value),
         ttl_ms,
+        ephemeral: false,
     }
 }
 
@@ -182,6 +183,7 @@ async fn a_write_since_the_ttl_moves_or_removes_the_deadline() {
             ver: 1,
             value: Value::from(2),
             ttl_ms: Some(5000),
+            ephemeral: false,
         })
         .await;
     done_seq(&r);
@@ -296,6 +298,7 @@ async fn a_ttl_out_of_bounds_is_refused_with_406() {
                 ver: 0,
                 value: Value::from(1),
                 ttl_ms: Some(ttl),
+                ephemeral: false,
             })
             .await;
         assert_eq!(err_code(&r), 406, "cas ttl_ms {ttl}: {r:?}");
@@ -427,6 +430,7 @@ async fn a_lock_taken_over_after_expiry_carries_a_larger_fencing_token() {
         ver: 0,
         value: Value::from("me"),
         ttl_ms: Some(300),
+        ephemeral: false,
     };
     let mut first = Client::connect(&b).await;
     let id = first.id();

@@ -207,6 +207,7 @@ async fn put(c: &mut Client, room: &str, key: &str, value: Value) -> ServerFrame
     let id = c.id();
     c.request(ClientFrame::Put {
         ttl_ms: None,
+        ephemeral: false,
         id,
         room: room.into(),
         key: key.into(),
@@ -729,6 +730,7 @@ async fn an_expired_key_is_a_state_changed_event_from_expiry() {
     let r = c
         .request(ClientFrame::Put {
             ttl_ms: Some(200),
+            ephemeral: false,
             id,
             room: "ttl".into(),
             key: "k".into(),

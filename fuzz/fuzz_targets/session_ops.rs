@@ -243,6 +243,7 @@ fn frame(op: &Op, id: u32) -> Option<Vec<u8>> {
             value,
         } => ClientFrame::Put {
             ttl_ms: None,
+            ephemeral: false,
             id,
             room: room(*r),
             key: key(*k),
@@ -260,6 +261,7 @@ fn frame(op: &Op, id: u32) -> Option<Vec<u8>> {
             value,
         } => ClientFrame::Cas {
             ttl_ms: None,
+            ephemeral: false,
             id,
             room: room(*r),
             key: key(*k),

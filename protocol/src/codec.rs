@@ -221,6 +221,7 @@ pub fn decode_client(bytes: &[u8]) -> Result<ClientFrame, DecodeError> {
             key: r.req(F_KEY, string)?,
             value: r.req_value(F_VALUE)?,
             ttl_ms: r.opt(F_TTL_MS, uint)?,
+            ephemeral: r.opt(F_EPHEMERAL, boolean)?.unwrap_or(false),
         },
         "del" => ClientFrame::Del {
             id: id()?,
@@ -234,6 +235,7 @@ pub fn decode_client(bytes: &[u8]) -> Result<ClientFrame, DecodeError> {
             ver: r.req(F_VER, uint)?,
             value: r.req_value(F_VALUE)?,
             ttl_ms: r.opt(F_TTL_MS, uint)?,
+            ephemeral: r.opt(F_EPHEMERAL, boolean)?.unwrap_or(false),
         },
         "incr" => ClientFrame::Incr {
             id: id()?,
@@ -973,6 +975,7 @@ mod tests {
                 key: "k".into(),
                 value: 1.into(),
                 ttl_ms: Some(1500),
+                ephemeral: false,
             },
             ClientFrame::Del {
                 id: 8,
@@ -986,6 +989,7 @@ mod tests {
                 ver: 2,
                 value: rmpv::Value::Nil,
                 ttl_ms: None,
+                ephemeral: false,
             },
             ClientFrame::Incr {
                 id: 10,

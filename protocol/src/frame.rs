@@ -91,6 +91,9 @@ pub enum ClientFrame {
         /// The key expires this many milliseconds after the write (SPEC.md 4.13).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         ttl_ms: Option<u64>,
+        /// The key belongs to the writing connection and goes when it does (SPEC.md 4.14).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        ephemeral: bool,
     },
     #[serde(rename = "del")]
     Del { id: u32, room: String, key: String },
@@ -101,9 +104,12 @@ pub enum ClientFrame {
         key: String,
         ver: u64,
         value: Value,
-        /// As `put`'s (SPEC.md 4.12).
+        /// As `put`'s (SPEC.md 4.13).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         ttl_ms: Option<u64>,
+        /// As `put`'s (SPEC.md 4.14).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        ephemeral: bool,
     },
     #[serde(rename = "incr")]
     Incr {

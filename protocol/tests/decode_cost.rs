@@ -62,6 +62,7 @@ fn decode_cost() {
             "put map value",
             ClientFrame::Put {
                 ttl_ms: None,
+                ephemeral: false,
                 id: 9,
                 room: "lobby".into(),
                 key: "profile".into(),

@@ -163,6 +163,7 @@ fn client_frame() -> impl Strategy<Value = ClientFrame> {
         (id(), room(), text(), value(), option::of(any::<u64>())).prop_map(
             |(id, room, key, value, ttl_ms)| ClientFrame::Put {
                 ttl_ms,
+                ephemeral: false,
                 id,
                 room,
                 key,
@@ -173,6 +174,7 @@ fn client_frame() -> impl Strategy<Value = ClientFrame> {
         (id(), room(), text(), any::<u64>(), value()).prop_map(|(id, room, key, ver, value)| {
             ClientFrame::Cas {
                 ttl_ms: None,
+                ephemeral: false,
                 id,
                 room,
                 key,

@@ -112,7 +112,7 @@ pub(crate) async fn put(
 ) -> Result<Json<Done>, ApiError> {
     done(
         run(&ctx, &caller, &room, |c| {
-            c.requests().put(ID, key, body.value, body.ttl_ms)
+            c.requests().put(ID, key, body.value, (body.ttl_ms, false))
         })
         .await?,
     )
@@ -144,7 +144,7 @@ pub(crate) async fn cas(
     super::model::safe("ver", Some(body.ver))?;
     done(
         run(&ctx, &caller, &room, |c| {
-            c.requests().cas(ID, key, body.ver, body.value, body.ttl_ms)
+            c.requests().cas(ID, key, body.ver, body.value, (body.ttl_ms, false))
         })
         .await?,
     )

@@ -864,7 +864,7 @@ fn parse_load(v: &Value) -> Option<RoomSnapshot> {
     for kv in array(a.get(3)?)?.chunks_exact(2) {
         let key = String::from_utf8(bytes_of(&kv[0])?.to_vec()).ok()?;
         let rec = record::decode_state(bytes_of(&kv[1])?)?;
-        state.push((key, rec.ver, rec.exp, rec.value.to_vec()));
+        state.push((key, rec.ver, rec.exp, rec.ephemeral, rec.value.to_vec()));
     }
     let mut recent = Vec::new();
     for sr in array(a.get(4)?)?.chunks_exact(2) {

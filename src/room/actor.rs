@@ -22,6 +22,7 @@ use super::commit::{recv_commit, Flushed};
 use super::deadlines::{Deadlines, Due};
 use super::dedup::Dedup;
 use super::model::{Linked, Pending, Room};
+use super::owners::Owners;
 use super::state::RoomState;
 use super::{ChangeRequest, Command, Inbox, InboxSender, RoomEnv, RoomInfo};
 use crate::peer::{Peer, ReplyError};
@@ -152,6 +153,7 @@ impl Room {
             head: snap.head,
             earliest: snap.earliest,
             deadlines: Deadlines::default(),
+            owners: Owners::default(),
             state: RoomState::load(snap.state),
             cache: snap.recent.into(),
             dedup: Dedup::load(snap.dedup),
@@ -192,6 +194,7 @@ impl Room {
         // The room's one timer for its deadlines (SPEC.md 4.13), re-armed when the next one
         // moves. Overdue ones (a restart passed them) fire at once.
         self.deadlines = Deadlines::of(&self.state);
+        self.orphans_loaded();
         let deadline_timer = tokio::time::sleep(std::time::Duration::ZERO);
         tokio::pin!(deadline_timer);
         let mut armed: Option<u64> = None;
@@ -224,7 +227,8 @@ impl Room {
                 && self.subs.is_empty()
                 && self.replays == 0
                 && wake.is_none()
-                && self.deadlines.is_empty();
+                && self.deadlines.is_empty()
+                && self.owners.is_empty();
             tokio::select! {
                 biased;
                 res = recv_commit(&mut commit) => {
@@ -314,9 +318,7 @@ impl Room {
                 allow,
             } => self.subscribe(peer, id, since, (state, presence), info, allow),
             Command::Unsubscribe { peer, id } => self.unsubscribe(&peer, id),
-            Command::Leave { conn } => {
-                self.drop_sub(&conn);
-            }
+            Command::Leave { conn } => self.left(&conn),
             Command::Publish {
                 peer,
                 id,
@@ -398,6 +400,7 @@ impl Room {
         for due in self.deadlines.take_due(super::model::now_ms()) {
             match due {
                 Due::Key(key) => self.pending.push(Pending::Expire { key }),
+                Due::Release(key, owner) => self.pending.push(Pending::Release { key, owner }),
             }
         }
     }

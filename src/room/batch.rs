@@ -12,7 +12,7 @@ use std::time::Instant;
 use roomd_protocol::ServerFrame;
 
 use super::dedup::Dedup;
-use super::model::{now_ms, Pending, Reply, Room, Stub, Written, EXPIRY_FROM};
+use super::model::{now_ms, Pending, Reply, Room, Stub, Written, EXPIRY_FROM, RELEASE_FROM};
 use super::state::{Effect, Overlay};
 use super::{ChangeRequest, Mutation};
 use crate::peer::Peer;
@@ -90,6 +90,17 @@ impl BatchBuilder<'_> {
         });
     }
 
+    /// An ephemeral key's deletion after its connection ended (SPEC.md 4.14): a `state`
+    /// deletion from [`RELEASE_FROM`].
+    fn release(&mut self, effect: Effect, owner: Arc<str>) {
+        let (seq, frame) = self.state_entry(RELEASE_FROM.to_string(), None, &effect);
+        self.written.push(Written {
+            seq,
+            frame,
+            reply: Reply::Released { effect, owner },
+        });
+    }
+
     /// The log entry and state record of a state change.
     fn state_entry(
         &mut self,
@@ -115,7 +126,7 @@ impl BatchBuilder<'_> {
         let rec = effect
             .entry
             .as_ref()
-            .map(|e| record::encode_state(e.ver, e.exp, &e.encoded));
+            .map(|e| record::encode_state(e.ver, e.exp, e.owner.is_some(), &e.encoded));
         self.state.push((effect.key.clone(), rec));
         (seq, frame)
     }
@@ -251,6 +262,18 @@ impl Room {
                     Ok(None) => {}
                     Err(e) => tracing::error!(room = %self.name, code = ?e.code, "expiry refused"),
                 },
+                Pending::Release { key, owner } => {
+                    let op = Mutation::Release {
+                        key,
+                        owner: owner.clone(),
+                    };
+                    match overlay.apply(op) {
+                        Ok(Some(effect)) => batch.release(effect, owner),
+                        // Taken over or deleted since: nothing to do.
+                        Ok(None) => {}
+                        Err(e) => tracing::error!(room = %self.name, code = ?e.code, "release refused"),
+                    }
+                }
             }
             if let Some(copy) = copy.filter(|_| batch.written.len() > before) {
                 retry.push(copy);

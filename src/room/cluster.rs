@@ -350,11 +350,13 @@ impl Room {
             }) => {
                 let entry = value.map(|value| {
                     let encoded = Bytes::from(codec::encode(&value));
+                    // Another node's write: no connection of this node owns the key now.
                     Entry {
                         ver,
                         value,
                         encoded,
                         exp,
+                        owner: None,
                     }
                 });
                 self.apply_effect(Effect {
@@ -476,6 +478,9 @@ impl Room {
         self.earliest = snap.earliest;
         self.state = super::state::RoomState::load(snap.state);
         self.deadlines = super::deadlines::Deadlines::of(&self.state);
+        // Ephemeral keys reloaded are orphans here: their `ttl_ms`, which cluster mode
+        // requires with `ephemeral`, ends them (SPEC.md 4.14).
+        self.owners = super::owners::Owners::default();
         self.cache = snap.recent.into();
         self.dedup = super::dedup::Dedup::load(snap.dedup);
         if let Some(linked) = &mut self.linked {

@@ -137,6 +137,7 @@ impl Room {
             Some(exp) => self.deadlines.set(due, exp),
             None => self.deadlines.clear(&due),
         }
+        self.owner_changes(&effect);
         self.state.apply(effect);
     }
 
@@ -190,7 +191,9 @@ impl Room {
                 answers.send(peer, done);
                 self.apply_effect(effect);
             }
-            Reply::Expired { effect } => self.apply_effect(effect),
+            Reply::Expired { effect } | Reply::Released { effect, .. } => {
+                self.apply_effect(effect);
+            }
             Reply::Changed {
                 peer,
                 id,
@@ -225,6 +228,10 @@ impl Room {
                 // Tried again after a pause, not at once: the disk just failed.
                 Reply::Expired { effect } => self.deadlines.set(
                     Due::Key(effect.key),
+                    now_ms().saturating_add(EXPIRY_RETRY_MS),
+                ),
+                Reply::Released { effect, owner } => self.deadlines.set(
+                    Due::Release(effect.key, owner),
                     now_ms().saturating_add(EXPIRY_RETRY_MS),
                 ),
                 Reply::Changed {

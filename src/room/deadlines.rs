@@ -16,6 +16,8 @@ use super::state::RoomState;
 pub(crate) enum Due {
     /// A state key written with `ttl_ms`.
     Key(String),
+    /// An ephemeral key whose deletion failed to commit, tried again (SPEC.md 4.14).
+    Release(String, std::sync::Arc<str>),
 }
 
 #[derive(Debug, Default)]

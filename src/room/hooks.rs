@@ -117,6 +117,21 @@ impl Room {
                 );
                 None
             }
+            // An ephemeral key's connection ended (SPEC.md 4.14): likewise, from `ephemeral`.
+            Reply::Released { effect, .. } if hooks.wants(Kind::StateChanged, &self.name) => {
+                hooks.emit(
+                    Event::new(Kind::StateChanged)
+                        .room(&self.name)
+                        .by(&Arc::from(super::model::RELEASE_FROM), None)
+                        .field("seq", seq)
+                        .field("key", effect.key.clone())
+                        .field("ver", 0)
+                        .field("deleted", true)
+                        .field("value", serde_json::Value::Null)
+                        .field("released", true),
+                );
+                None
+            }
             _ => None,
         }
     }

@@ -10,6 +10,8 @@
 //! - [`presence`]: presence v2: the reconnect grace, the per-user view, counts-only rooms.
 //! - [`dedup`]: the window of recently stored `mid`s.
 //! - [`deadlines`]: the moments a room acts by itself (key expiries), on one timer.
+//! - [`ephemeral`]: keys that go with their connection; [`owners`]: which connection owns
+//!   which.
 //! - [`hooks`]: the room's events for `[[webhooks]]`, one call each from where they happen.
 //! - [`state`]: the key/value state and its atomic operations.
 //! - [`redact`]: deleting or editing a message: its `del` or edit entry and the rewrite of the
@@ -25,9 +27,11 @@ mod cluster;
 mod commit;
 mod deadlines;
 mod dedup;
+mod ephemeral;
 pub(crate) mod env;
 mod hooks;
 pub(crate) mod model;
+mod owners;
 mod presence;
 mod redact;
 pub(crate) mod registry;
@@ -63,6 +67,8 @@ pub(crate) enum Mutation {
         encoded: Vec<u8>,
         /// The key expires this long after the batch's time (SPEC.md 4.13).
         ttl_ms: Option<u64>,
+        /// `ephemeral`: the connection the key belongs to (SPEC.md 4.14).
+        owner: Option<Arc<str>>,
     },
     Del {
         key: String,
@@ -73,6 +79,7 @@ pub(crate) enum Mutation {
         value: Value,
         encoded: Vec<u8>,
         ttl_ms: Option<u64>,
+        owner: Option<Arc<str>>,
     },
     Incr {
         key: String,
@@ -82,6 +89,22 @@ pub(crate) enum Mutation {
     Expire {
         key: String,
     },
+    /// The room's own: delete the key if it still belongs to `owner`, whose connection is
+    /// gone (SPEC.md 4.14).
+    Release {
+        key: String,
+        owner: Arc<str>,
+    },
+}
+
+impl Mutation {
+    /// The connection a write makes the key belong to (`ephemeral`, SPEC.md 4.14).
+    pub(crate) fn owner(&self) -> Option<&Arc<str>> {
+        match self {
+            Mutation::Put { owner, .. } | Mutation::Cas { owner, .. } => owner.as_ref(),
+            _ => None,
+        }
+    }
 }
 
 /// A room's numbers as of the moment it answered [`Command::Info`].

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::deadlines::Deadlines;
 use super::dedup::Dedup;
 use super::env::RoomRules;
+use super::owners::Owners;
 use super::snapshot::Present;
 use super::state::{Effect, RoomState};
 use super::{ChangeRequest, InboxSender, Mutation, RoomEnv};
@@ -36,6 +37,8 @@ pub(super) struct Room {
     pub(super) state: RoomState,
     /// When the room must act by itself: its keys' expiries.
     pub(super) deadlines: Deadlines,
+    /// Which connections own which keys written with `ephemeral` (SPEC.md 4.14).
+    pub(super) owners: Owners,
     /// The newest durable frames, for cheap catch-up of subscribers that are slightly behind.
     pub(super) cache: VecDeque<(u64, Bytes)>,
     /// Boxed: most rooms never see a `mid`, and a loaded room should stay small.
@@ -122,6 +125,9 @@ pub(super) enum Pending {
     /// The room's own: a key's deadline came (SPEC.md 4.13). Written only if the key still
     /// has a deadline that has passed when the batch is formed.
     Expire { key: String },
+    /// The room's own: the connection `owner` is gone for good (SPEC.md 4.14). Written only
+    /// if the key still belongs to it when the batch is formed.
+    Release { key: String, owner: Arc<str> },
 }
 
 /// What a changed message keeps: its seq, time and author (SPEC.md 5.6), and its latest edit
@@ -168,6 +174,9 @@ pub(super) enum Reply {
     },
     /// A key's expiry: nobody to answer; the effect is applied to the committed state.
     Expired { effect: Effect },
+    /// An ephemeral key's deletion after its connection ended, as [`Reply::Expired`]; `owner`
+    /// to try again after a failed commit.
+    Released { effect: Effect, owner: Arc<str> },
     /// A deletion or edit: `ack` with the new entry's seq, and the rewritten frames (the
     /// target's, its superseded edit's; WebSocket frames) replace theirs in the cache.
     Changed {
@@ -222,6 +231,10 @@ impl Linked {
 /// The `from` of a key's expiry entry (SPEC.md 4.13): no connection id (16 hex digits) or
 /// server API name (`api:NAME`) can be it.
 pub(crate) const EXPIRY_FROM: &str = "expiry";
+
+/// The `from` of an ephemeral key's deletion after its connection ended (SPEC.md 4.14); like
+/// [`EXPIRY_FROM`], no connection or server API name.
+pub(crate) const RELEASE_FROM: &str = "ephemeral";
 
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()

@@ -153,6 +153,7 @@ impl Room {
             self.presence_bytes = self.presence_bytes.saturating_sub(member.cost(conn));
             self.member_removed(conn, &member);
         }
+        self.departed(conn);
     }
 
     /// Takes the held departures of `user`, which a new subscription of theirs resumes, and

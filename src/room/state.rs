@@ -5,6 +5,7 @@
 //! effects applied, so `get` and `list` never show a value a crash could take back.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use roomd_protocol::{ErrorCode, StateItem, Value};
@@ -21,7 +22,14 @@ pub(crate) struct Entry {
     pub encoded: Bytes,
     /// When the key expires (Unix ms): it was written with `ttl_ms` (SPEC.md 4.13).
     pub exp: Option<u64>,
+    /// The connection the key belongs to: it was written with `ephemeral` (SPEC.md 4.14).
+    /// [`ORPHAN`] for one loaded from disk, whose connection ended with its process.
+    pub owner: Option<Arc<str>>,
 }
+
+/// The owner of an ephemeral key loaded from disk: no connection outlives the process that
+/// accepted it, and no connection id is empty.
+pub(crate) const ORPHAN: &str = "";
 
 /// A key as a snapshot holds it: (key, version, deadline in Unix ms, encoded value shared with
 /// the state).
@@ -45,7 +53,8 @@ pub(crate) struct Effect {
 impl RoomState {
     pub(crate) fn load(items: Vec<StoredKey>) -> RoomState {
         let mut map = BTreeMap::new();
-        for (key, ver, exp, encoded) in items {
+        let orphan: Arc<str> = Arc::from(ORPHAN);
+        for (key, ver, exp, ephemeral, encoded) in items {
             match rmpv::decode::read_value(&mut encoded.as_slice()) {
                 Ok(value) => {
                     map.insert(
@@ -55,6 +64,7 @@ impl RoomState {
                             value,
                             encoded: Bytes::from(encoded),
                             exp,
+                            owner: ephemeral.then(|| orphan.clone()),
                         },
                     );
                 }
@@ -86,6 +96,13 @@ impl RoomState {
         self.map
             .iter()
             .filter_map(|(k, e)| e.exp.map(|exp| (k.as_str(), exp)))
+    }
+
+    /// The keys written with `ephemeral`, with the connections they belong to.
+    pub(crate) fn owned(&self) -> impl Iterator<Item = (&str, &Arc<str>)> {
+        self.map
+            .iter()
+            .filter_map(|(k, e)| e.owner.as_ref().map(|o| (k.as_str(), o)))
     }
 
     /// Keys with `prefix`, strictly after `after`, at most `limit` and at most `max_bytes` of
@@ -179,7 +196,8 @@ impl<'a> Overlay<'a> {
                 | Mutation::Del { key }
                 | Mutation::Cas { key, .. }
                 | Mutation::Incr { key, .. }
-                | Mutation::Expire { key } => key.clone(),
+                | Mutation::Expire { key }
+                | Mutation::Release { key, .. } => key.clone(),
             };
             let ver = self.current(&key).map_or(0, |e| e.ver);
             (key, ver)
@@ -190,8 +208,9 @@ impl<'a> Overlay<'a> {
                 value,
                 encoded,
                 ttl_ms,
+                owner,
                 ..
-            } => (Some((value, encoded, deadline(ttl_ms))), false),
+            } => (Some((value, encoded, deadline(ttl_ms), owner)), false),
             Mutation::Del { .. } if cur_ver == 0 => return Ok(None),
             Mutation::Del { .. } => (None, false),
             // Only while the key still holds a deadline that has passed: a write since the
@@ -200,11 +219,18 @@ impl<'a> Overlay<'a> {
                 Some(exp) if exp <= self.now => (None, false),
                 _ => return Ok(None),
             },
+            // Only while the key still belongs to the connection that is gone: a write since
+            // (by anyone, or without `ephemeral`) took it over.
+            Mutation::Release { owner, .. } => match self.current(&key).and_then(|e| e.owner.as_ref()) {
+                Some(o) if *o == owner => (None, false),
+                _ => return Ok(None),
+            },
             Mutation::Cas {
                 ver,
                 value,
                 encoded,
                 ttl_ms,
+                owner,
                 ..
             } => {
                 if ver != cur_ver {
@@ -216,7 +242,7 @@ impl<'a> Overlay<'a> {
                         )
                     });
                 }
-                (Some((value, encoded, deadline(ttl_ms))), false)
+                (Some((value, encoded, deadline(ttl_ms), owner)), false)
             }
             Mutation::Incr { by, .. } => {
                 let cur = match self.current(&key) {
@@ -238,9 +264,11 @@ impl<'a> Overlay<'a> {
                 let mut encoded = Vec::with_capacity(9);
                 // Writing to a Vec cannot fail.
                 let _ = rmpv::encode::write_value(&mut encoded, &value);
-                // A counter keeps its key's deadline: a window counted with `incr`.
+                // A counter keeps its key's deadline (a window counted with `incr`) and its
+                // owner.
                 let exp = self.current(&key).and_then(|e| e.exp);
-                (Some((value, encoded, exp)), true)
+                let owner = self.current(&key).and_then(|e| e.owner.clone());
+                (Some((value, encoded, exp, owner)), true)
             }
         };
         if cur_ver == 0 && new.is_some() && self.len >= self.max_keys {
@@ -252,11 +280,12 @@ impl<'a> Overlay<'a> {
                 )
             });
         }
-        let entry = new.map(|(value, encoded, exp)| Entry {
+        let entry = new.map(|(value, encoded, exp, owner)| Entry {
             ver: cur_ver + 1,
             value,
             encoded: Bytes::from(encoded),
             exp,
+            owner,
         });
         match (cur_ver, &entry) {
             (0, Some(_)) => self.len += 1,
@@ -286,6 +315,7 @@ mod tests {
             value,
             encoded,
             ttl_ms: None,
+            owner: None,
         }
     }
 
@@ -310,6 +340,7 @@ mod tests {
                 value: Value::Nil,
                 encoded: vec![0xc0],
                 ttl_ms: None,
+                owner: None,
             })
             .unwrap_err();
         assert_eq!((err.code, err.ver), (ErrorCode::Conflict, Some(2)));
@@ -337,6 +368,7 @@ mod tests {
             value,
             encoded,
             ttl_ms: Some(500),
+            owner: None,
         };
         let e = o.apply(timed).unwrap().unwrap();
         assert_eq!(e.entry.as_ref().unwrap().exp, Some(1500));
@@ -357,6 +389,52 @@ mod tests {
         let mut later = Overlay::new(&base, 10, 2000);
         later.apply(put("a", 5)).unwrap();
         assert!(later.apply(expire()).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_release_deletes_only_a_key_its_owner_still_holds() {
+        let mut base = RoomState::default();
+        let owned = |owner: Option<&str>| {
+            let Mutation::Put {
+                key,
+                value,
+                encoded,
+                ..
+            } = put("lock", 1)
+            else {
+                unreachable!()
+            };
+            Mutation::Put {
+                key,
+                value,
+                encoded,
+                ttl_ms: None,
+                owner: owner.map(Arc::from),
+            }
+        };
+        let release = |owner: &str| Mutation::Release {
+            key: "lock".into(),
+            owner: Arc::from(owner),
+        };
+        let mut o = Overlay::new(&base, 10, 0);
+        let e = o.apply(owned(Some("c1"))).unwrap().unwrap();
+        base.apply(e);
+        let mut o = Overlay::new(&base, 10, 0);
+        let counted = Mutation::Incr {
+            key: "lock".into(),
+            by: 1,
+        };
+        let e = o.apply(counted).unwrap().unwrap();
+        assert_eq!(e.entry.as_ref().unwrap().owner.as_deref(), Some("c1"), "incr keeps it");
+        assert!(o.apply(release("c2")).unwrap().is_none(), "not c2's");
+        let e = o.apply(release("c1")).unwrap().unwrap();
+        assert_eq!((e.ver, e.entry.is_none()), (0, true));
+        // Taken over by c2 (or written without `ephemeral`): c1's end changes nothing.
+        for next in [Some("c2"), None] {
+            let mut o = Overlay::new(&base, 10, 0);
+            o.apply(owned(next)).unwrap();
+            assert!(o.apply(release("c1")).unwrap().is_none());
+        }
     }
 
     #[test]
@@ -387,6 +465,7 @@ mod tests {
                     value: Value::Nil,
                     encoded: Bytes::from_static(&[0xc0]),
                     exp: None,
+                    owner: None,
                 }),
                 reply_value: false,
             });

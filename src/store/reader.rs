@@ -34,7 +34,8 @@ pub(crate) struct RoomSnapshot {
 }
 
 /// A key of a room's state as stored: (key, version, deadline in Unix ms, encoded value).
-pub(crate) type StoredKey = (String, u64, Option<u64>, Vec<u8>);
+/// (key, version, deadline in Unix ms, written with `ephemeral`, encoded value).
+pub(crate) type StoredKey = (String, u64, Option<u64>, bool, Vec<u8>);
 
 pub(crate) struct LoadLimits {
     pub recent: usize,
@@ -132,6 +133,7 @@ impl Store {
                     k.value().1.to_string(),
                     rec.ver,
                     rec.exp,
+                    rec.ephemeral,
                     rec.value.to_vec(),
                 ));
             }
@@ -262,7 +264,8 @@ impl Store {
         let mut ids = std::collections::BTreeSet::new();
         for entry in state.iter()? {
             let (k, v) = entry?;
-            if record::decode_state(v.value()).is_some_and(|r| r.exp.is_some()) {
+            // An ephemeral key found at start is an orphan: its room deletes it when loaded.
+            if record::decode_state(v.value()).is_some_and(|r| r.exp.is_some() || r.ephemeral) {
                 ids.insert(k.value().0);
             }
         }
