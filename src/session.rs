@@ -548,7 +548,13 @@ impl Session {
     fn check_ephemeral(&mut self, room: &str, op: &Mutation) -> Result<(), ReplyError> {
         let timed = matches!(
             op,
-            Mutation::Put { ttl_ms: Some(_), .. } | Mutation::Cas { ttl_ms: Some(_), .. }
+            Mutation::Put {
+                ttl_ms: Some(_),
+                ..
+            } | Mutation::Cas {
+                ttl_ms: Some(_),
+                ..
+            }
         );
         if self.config.cluster.engine == EngineKind::Redis && !timed {
             return Err(ReplyError::new(

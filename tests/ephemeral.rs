@@ -112,12 +112,16 @@ async fn a_lock_goes_with_its_connection_and_the_next_holder_gets_a_larger_token
     let mut first = Client::connect(&b).await;
     let id = first.id();
     let first_token = done_seq(&first.request(take(id)).await);
-    assert!(next_state(&mut watch, Duration::from_secs(5)).await.is_some());
+    assert!(next_state(&mut watch, Duration::from_secs(5))
+        .await
+        .is_some());
     let mut second = Client::connect(&b).await;
     let id = second.id();
     assert_eq!(err_code(&second.request(take(id)).await), 409, "held");
     // Held while its connection lives, however long.
-    assert!(next_state(&mut watch, Duration::from_millis(500)).await.is_none());
+    assert!(next_state(&mut watch, Duration::from_millis(500))
+        .await
+        .is_none());
     drop(first);
     let release = next_state(&mut watch, Duration::from_secs(5))
         .await
@@ -128,7 +132,10 @@ async fn a_lock_goes_with_its_connection_and_the_next_holder_gets_a_larger_token
     let r = second.request(take(id)).await;
     let second_token = done_seq(&r);
     assert!(matches!(r, ServerFrame::Done { ver: 1, .. }), "{r:?}");
-    assert!(second_token > first_token, "{second_token} <= {first_token}");
+    assert!(
+        second_token > first_token,
+        "{second_token} <= {first_token}"
+    );
 }
 
 /// `unsub` is no end of the connection; a write by another connection, or one without
@@ -167,21 +174,31 @@ async fn only_keys_the_ended_connection_still_owns_go() {
         .await,
     );
     for _ in 0..6 {
-        next_state(&mut watch, Duration::from_secs(5)).await.unwrap();
+        next_state(&mut watch, Duration::from_secs(5))
+            .await
+            .unwrap();
     }
-    assert!(next_state(&mut watch, Duration::from_millis(300)).await.is_none());
+    assert!(next_state(&mut watch, Duration::from_millis(300))
+        .await
+        .is_none());
     drop(a);
-    let release = next_state(&mut watch, Duration::from_secs(5)).await.unwrap();
+    let release = next_state(&mut watch, Duration::from_secs(5))
+        .await
+        .unwrap();
     assert_release(&release, "mine");
     assert!(
-        next_state(&mut watch, Duration::from_millis(500)).await.is_none(),
+        next_state(&mut watch, Duration::from_millis(500))
+            .await
+            .is_none(),
         "only \"mine\" goes"
     );
     assert_eq!(get_ver(&mut watch, "r", "taken").await, 2);
     assert_eq!(get_ver(&mut watch, "r", "plain").await, 2);
     // The other owner's end takes its key.
     drop(other);
-    let release = next_state(&mut watch, Duration::from_secs(5)).await.unwrap();
+    let release = next_state(&mut watch, Duration::from_secs(5))
+        .await
+        .unwrap();
     assert_release(&release, "taken");
 }
 
@@ -197,7 +214,9 @@ async fn a_held_subscription_keeps_the_keys_for_the_grace() {
     ada.sub("g", None).await;
     let id = ada.id();
     done_seq(&ada.request(put(id, "g", "k", true)).await);
-    next_state(&mut watch, Duration::from_secs(5)).await.unwrap();
+    next_state(&mut watch, Duration::from_secs(5))
+        .await
+        .unwrap();
     let closed = Instant::now();
     drop(ada);
     let release = next_state(&mut watch, Duration::from_secs(10))
@@ -269,7 +288,9 @@ async fn a_write_in_flight_when_its_connection_ends_goes_too() {
         let key = format!("k{round}");
         c.send(&put(id, "f", &key, true)).await;
         drop(c);
-        let written = next_state(&mut watch, Duration::from_secs(5)).await.unwrap();
+        let written = next_state(&mut watch, Duration::from_secs(5))
+            .await
+            .unwrap();
         assert!(
             matches!(&written, ServerFrame::State { key: k, ver: 1, .. } if *k == key),
             "{written:?}"

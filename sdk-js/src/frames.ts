@@ -68,6 +68,7 @@ export const req = {
     key,
     value,
     ttl_ms: o.ttlMs,
+    ephemeral: o.ephemeral === true ? true : undefined,
   }),
   del: (room: string, key: string): Request => ({ t: "del", room, key }),
   cas: (room: string, key: string, ver: number, value: unknown, o: WriteOptions = {}): Request => ({
@@ -77,6 +78,7 @@ export const req = {
     ver,
     value,
     ttl_ms: o.ttlMs,
+    ephemeral: o.ephemeral === true ? true : undefined,
   }),
   incr: (room: string, key: string, by?: number): Request => ({ t: "incr", room, key, by }),
   who: (room: string): Request => ({ t: "who", room }),
@@ -146,6 +148,14 @@ export interface WriteOptions {
    * deadline set earlier is removed).
    */
   ttlMs?: number;
+  /**
+   * The key belongs to this connection: when the connection ends (after the server's
+   * reconnect grace, if it holds this connection's subscription to the room) the room deletes
+   * it with a logged `state` event from `"ephemeral"`, unless another write took it over
+   * (SPEC.md 4.14). A reconnect is a new connection: take the key again. In cluster mode it
+   * needs `ttlMs`.
+   */
+  ephemeral?: boolean;
 }
 
 export interface Subbed {

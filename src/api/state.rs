@@ -144,7 +144,8 @@ pub(crate) async fn cas(
     super::model::safe("ver", Some(body.ver))?;
     done(
         run(&ctx, &caller, &room, |c| {
-            c.requests().cas(ID, key, body.ver, body.value, (body.ttl_ms, false))
+            c.requests()
+                .cas(ID, key, body.ver, body.value, (body.ttl_ms, false))
         })
         .await?,
     )

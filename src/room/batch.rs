@@ -271,7 +271,9 @@ impl Room {
                         Ok(Some(effect)) => batch.release(effect, owner),
                         // Taken over or deleted since: nothing to do.
                         Ok(None) => {}
-                        Err(e) => tracing::error!(room = %self.name, code = ?e.code, "release refused"),
+                        Err(e) => {
+                            tracing::error!(room = %self.name, code = ?e.code, "release refused")
+                        }
                     }
                 }
             }

@@ -221,10 +221,12 @@ impl<'a> Overlay<'a> {
             },
             // Only while the key still belongs to the connection that is gone: a write since
             // (by anyone, or without `ephemeral`) took it over.
-            Mutation::Release { owner, .. } => match self.current(&key).and_then(|e| e.owner.as_ref()) {
-                Some(o) if *o == owner => (None, false),
-                _ => return Ok(None),
-            },
+            Mutation::Release { owner, .. } => {
+                match self.current(&key).and_then(|e| e.owner.as_ref()) {
+                    Some(o) if *o == owner => (None, false),
+                    _ => return Ok(None),
+                }
+            }
             Mutation::Cas {
                 ver,
                 value,
@@ -425,7 +427,11 @@ mod tests {
             by: 1,
         };
         let e = o.apply(counted).unwrap().unwrap();
-        assert_eq!(e.entry.as_ref().unwrap().owner.as_deref(), Some("c1"), "incr keeps it");
+        assert_eq!(
+            e.entry.as_ref().unwrap().owner.as_deref(),
+            Some("c1"),
+            "incr keeps it"
+        );
         assert!(o.apply(release("c2")).unwrap().is_none(), "not c2's");
         let e = o.apply(release("c1")).unwrap().unwrap();
         assert_eq!((e.ver, e.entry.is_none()), (0, true));

@@ -148,6 +148,7 @@ fn put(key: &str, v: i64) -> Mutation {
     rmpv::encode::write_value(&mut encoded, &value).unwrap();
     Mutation::Put {
         ttl_ms: None,
+        owner: None,
         key: key.into(),
         value,
         encoded,
@@ -197,6 +198,7 @@ async fn publishes_and_mutations_pending_together_form_one_write_in_order() {
         5,
         Mutation::Cas {
             ttl_ms: None,
+            owner: None,
             key: "k".into(),
             ver: 9,
             value: Value::from(0),

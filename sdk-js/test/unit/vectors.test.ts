@@ -75,11 +75,11 @@ function build(v: Record<string, unknown>): Request {
     case "list":
       return req.list(o.room, { prefix: o.prefix, after: o.after, limit: o.limit });
     case "put":
-      return req.put(o.room, o.key, o.value, { ttlMs: o.ttl_ms });
+      return req.put(o.room, o.key, o.value, { ttlMs: o.ttl_ms, ephemeral: o.ephemeral });
     case "del":
       return req.del(o.room, o.key);
     case "cas":
-      return req.cas(o.room, o.key, o.ver, o.value, { ttlMs: o.ttl_ms });
+      return req.cas(o.room, o.key, o.ver, o.value, { ttlMs: o.ttl_ms, ephemeral: o.ephemeral });
     case "incr":
       return req.incr(o.room, o.key, o.by);
     case "who":
