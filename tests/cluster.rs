@@ -1154,3 +1154,50 @@ async fn a_resume_on_another_node_within_the_grace_is_no_leave() {
     let ann_entry = list.iter().find(|m| m.user.as_deref() == Some("ann"));
     assert_eq!(ann_entry.and_then(|m| m.conns), Some(1), "{list:?}");
 }
+
+/// Ephemeral keys on Redis (SPEC.md 4.14): only with `ttl_ms` (406 without); the node that
+/// accepted the connection deletes the key when the connection ends, and every node sees it.
+#[tokio::test]
+async fn an_ephemeral_key_needs_a_ttl_and_goes_with_its_connection_on_every_node() {
+    let redis = Redis::start();
+    let n = nodes(&redis, 2);
+    let lock = |id: u32, ttl_ms: Option<u64>| ClientFrame::Cas {
+        id,
+        room: "lock".into(),
+        key: "leader".into(),
+        ver: 0,
+        value: Value::from("n0"),
+        ttl_ms,
+        ephemeral: true,
+    };
+    let mut watch = Client::connect(&n[1]).await;
+    watch.sub("lock", None).await;
+    let mut holder = Client::connect(&n[0]).await;
+    let id = holder.id();
+    assert_eq!(err_code(&holder.request(lock(id, None)).await), 406);
+    let id = holder.id();
+    let taken = match holder.request(lock(id, Some(60_000))).await {
+        ServerFrame::Done { seq: Some(s), .. } => s,
+        other => panic!("{other:?}"),
+    };
+    drop(holder);
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        match watch.try_event(left).await {
+            Some(ServerFrame::State {
+                seq,
+                from,
+                ver: 0,
+                key,
+                ..
+            }) => {
+                assert_eq!((key.as_str(), from.as_str()), ("leader", "ephemeral"));
+                assert!(seq > taken);
+                break;
+            }
+            Some(_) => {}
+            None => panic!("the key did not go with its connection (long before its ttl)"),
+        }
+    }
+}

@@ -759,3 +759,49 @@ async fn an_expired_key_is_a_state_changed_event_from_expiry() {
     assert_eq!(expiry["seq"].as_u64(), Some(2));
     assert!(expiry.get("user").is_none_or(Json::is_null));
 }
+
+/// An ephemeral key's deletion with its connection (SPEC.md 4.14) is a `state.changed` event
+/// from `conn: "ephemeral"`.
+#[tokio::test]
+async fn an_ephemeral_key_gone_with_its_connection_is_a_state_changed_event() {
+    let rx = Receiver::start().await;
+    let b = Broker::start(&hook(&rx.url(), "events = [\"state.changed\"]"));
+    let mut c = Client::connect(&b).await;
+    let id = c.id();
+    let r = c
+        .request(ClientFrame::Put {
+            ttl_ms: None,
+            ephemeral: true,
+            id,
+            room: "eph".into(),
+            key: "k".into(),
+            value: Value::from(1),
+        })
+        .await;
+    assert!(matches!(r, ServerFrame::Done { .. }), "{r:?}");
+    drop(c);
+    let evs = rx
+        .wait_for("the release's state.changed", |e| {
+            of_type(e, "state.changed").len() >= 2
+        })
+        .await;
+    let released = of_type(&evs, "state.changed")[1];
+    assert_eq!(
+        (
+            released["conn"].as_str(),
+            released["key"].as_str(),
+            released["seq"].as_u64(),
+            released["deleted"].as_bool(),
+            released["released"].as_bool()
+        ),
+        (
+            Some("ephemeral"),
+            Some("k"),
+            Some(2),
+            Some(true),
+            Some(true)
+        ),
+        "{released:#}"
+    );
+    assert!(released.get("user").is_none_or(Json::is_null));
+}
