@@ -29,44 +29,43 @@ impl Room {
     /// The connection `conn` ended: its subscription here ends (or is held), and its keys go
     /// now unless the hold keeps them until its departure is final.
     pub(super) fn left(&mut self, conn: &Arc<str>) {
-        self.owners.mark_gone(conn);
         self.drop_sub(conn);
         if self.held.iter().any(|h| h.conn == *conn) {
+            self.owners.hold(conn);
             return;
         }
-        self.release_owned(conn);
-        // Its ephemeral writes still pending or in flight make keys it owns once they are in:
-        // a release queued behind each deletes the key right after (in the same batch, or
-        // the next one).
-        let writes = self.pending.iter().filter_map(|p| match p {
-            Pending::Mutate { peer, op, .. } if peer.id == *conn => owned_key(op, conn),
-            _ => None,
-        });
-        let in_flight = self.in_flight.iter().filter_map(|w| match &w.reply {
-            Reply::Mutated { effect, .. } => effect
-                .entry
-                .as_ref()
-                .and_then(|e| e.owner.as_ref())
-                .filter(|o| **o == *conn)
-                .map(|_| effect.key.clone()),
-            _ => None,
-        });
-        let keys: Vec<String> = writes.chain(in_flight).collect();
-        for key in keys {
-            self.release(key, conn.clone());
-        }
+        self.release_all(conn);
     }
 
     /// A departure became final ([`Room::departure_final`]): the keys of a connection that
     /// ended go. (An `unsub` is a departure too; its connection lives on, and so do its keys.)
     pub(super) fn departed(&mut self, conn: &Arc<str>) {
         if self.owners.is_gone(conn) {
-            self.release_owned(conn);
+            self.release_all(conn);
         }
     }
 
-    fn release_owned(&mut self, conn: &Arc<str>) {
-        for key in self.owners.take(conn) {
+    /// Queues the release of every key `conn` owns, and of every key its writes still
+    /// pending or in flight will make its own: a release queued behind such a write deletes
+    /// the key right after it (in the same batch, or the next one).
+    fn release_all(&mut self, conn: &Arc<str>) {
+        let mut keys = self.owners.take(conn);
+        keys.extend(self.pending.iter().filter_map(|p| match p {
+            Pending::Mutate { peer, op, .. } if peer.id == *conn => owned_key(op, conn),
+            _ => None,
+        }));
+        keys.extend(self.in_flight.iter().filter_map(|w| {
+            match &w.reply {
+                Reply::Mutated { effect, .. } => effect
+                    .entry
+                    .as_ref()
+                    .and_then(|e| e.owner.as_ref())
+                    .filter(|o| **o == *conn)
+                    .map(|_| effect.key.clone()),
+                _ => None,
+            }
+        }));
+        for key in keys {
             self.release(key, conn.clone());
         }
     }
@@ -87,9 +86,8 @@ impl Room {
         }
         if let Some(new) = new {
             // A write that was in flight when its connection ended, while the connection's
-            // subscription is held: the key waits for the hold's end like its others.
-            let held = self.held.iter().any(|h| h.conn == new);
-            self.owners.add(&new, &effect.key, held);
+            // subscription is held, joins the keys that wait for the hold's end.
+            self.owners.add(&new, &effect.key);
         }
     }
 
