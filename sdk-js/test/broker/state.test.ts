@@ -2,7 +2,7 @@
 //! their typed errors, state events in the log, and the subscriber's mirror of the state.
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
-import { ConflictError, ServerError, type Client, type StateChange } from "../../src/index.js";
+import { ConflictError, ServerError, StateChange, type Client } from "../../src/index.js";
 import { Broker, client, roomName, until } from "../harness.js";
 
 let broker: Broker;
@@ -148,4 +148,23 @@ test("state events reach subscribers; the mirror starts from a snapshot", async 
   } finally {
     w.close();
   }
+});
+
+test("an ephemeral lock goes with its client; the next holder's seq is the larger fencing token", async () => {
+  const name = roomName();
+  const holder = client(broker);
+  const first = await holder.room(name).cas("leader", 0, "first", { ephemeral: true });
+  const r = c.room(name);
+  await assert.rejects(r.cas("leader", 0, "second", { ephemeral: true }), (e: unknown) => e instanceof ConflictError);
+  holder.close();
+  const deadline = Date.now() + 5000;
+  while ((await r.get("leader")).ver !== 0) {
+    if (Date.now() > deadline) throw new Error("the lock did not go with its client");
+    await new Promise((ok) => setTimeout(ok, 20));
+  }
+  const release = (await r.history()).items.at(-1);
+  assert.ok(release instanceof StateChange && release.from === "ephemeral" && release.ver === 0, "a logged deletion");
+  const second = await r.cas("leader", 0, "second", { ephemeral: true });
+  assert.equal(second.ver, 1, "ver starts again: no fencing token");
+  assert.ok(second.seq > first.seq, `${second.seq} > ${first.seq}`);
 });
