@@ -15,7 +15,7 @@
 //! - [`engine`]: where rooms live, the embedded store or Redis; [`cluster`]: many nodes
 //!   sharing rooms through Redis.
 //! - [`retention`]: background trimming; [`metrics`]: Prometheus.
-//! - [`wake`]: at start, loading the rooms whose keys have deadlines.
+//! - [`wake`]: at start, loading the rooms whose keys have deadlines or are ephemeral.
 //! - [`webhook`]: events for the app's backend, through a durable outbox, signed and retried.
 //! - [`proxy`]: the app's endpoints deciding connects, subscribes and publishes (proxy hooks).
 //! - [`auth`]: token verification (HMAC secret, PEM public key, JWKS file or URL);

@@ -4,6 +4,8 @@
 //! not unload when idle; but a restart leaves every room unloaded. This task loads the rooms
 //! whose keys have deadlines once, right after start, so a key expires on time (or, if its
 //! deadline passed while the server was down, at once) whether or not anyone uses its room.
+//! The same pass finds the rooms holding ephemeral keys (SPEC.md 4.14): their connections
+//! ended with the previous process, and the loaded room deletes them at once.
 
 use std::sync::Arc;
 
