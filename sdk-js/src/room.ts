@@ -176,6 +176,11 @@ interface Waiter {
   reject: (e: RoomdError) => void;
 }
 
+/** A mirrored key; `exp` only when it has one, so a key without a lifetime has no `exp` field. */
+function stateEntry(value: Value, ver: number, exp: number | undefined): StateEntry {
+  return exp === undefined ? { value, ver } : { value, ver, exp };
+}
+
 export class Room extends Emitter<RoomEvents> {
   /** The seq of the last entry handed to the app (the resume position). */
   lastSeq: number | undefined;
@@ -355,7 +360,7 @@ export class Room extends Emitter<RoomEvents> {
 
   private loadSnapshot(items: StateItem[], last: number): void {
     this.mirror.clear();
-    for (const it of items) this.mirror.set(it.key, { value: it.value, ver: it.ver, exp: it.exp });
+    for (const it of items) this.mirror.set(it.key, stateEntry(it.value, it.ver, it.exp));
     this.snapshotSeq = last;
   }
 
@@ -489,7 +494,7 @@ export class Room extends Emitter<RoomEvents> {
     this.lastSeq = e.seq;
     if (e.t === "state" && this.want?.state && e.seq > this.snapshotSeq) {
       if (e.ver === 0) this.mirror.delete(e.key);
-      else this.mirror.set(e.key, { value: e.value ?? null, ver: e.ver, exp: e.exp });
+      else this.mirror.set(e.key, stateEntry(e.value ?? null, e.ver, e.exp));
     }
     const entry = toEntry(e);
     if (entry instanceof Message) this.emit("message", entry);
